@@ -1,0 +1,373 @@
+"""Commands the orchestrator accepts, events it records, records it derives.
+
+Every message is a frozen, slotted dataclass keyed by ``run_id`` (``Tick`` excepted:
+it is addressed to a partition and fans out to the runs with a due timer). Payloads
+that belong to the user (run input, task output, tool results) are JSON text: the
+orchestrator moves them, never interprets them. Each class has an Avro schema of the
+same name in ``schemas/``; ``streams.serde`` maps between the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from processors.orchestrator.plan import SystemPlan
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRun:
+    run_id: str
+    plan: SystemPlan
+    input: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTask:
+    run_id: str
+    task: str
+    attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenewLease:
+    run_id: str
+    task: str
+    worker_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLease:
+    run_id: str
+    task: str
+    worker_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordToolCall:
+    run_id: str
+    task: str
+    worker_id: str
+    epoch: int
+    key: str
+    tool: str
+    call_index: int
+    ok: bool
+    result: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteTask:
+    run_id: str
+    task: str
+    worker_id: str
+    epoch: int
+    output: str
+
+
+class FailureKind(str, Enum):
+    ERROR = "error"  # counts against maxRetries, retried with backoff
+    NON_RETRYABLE = "non_retryable"  # dead-lettered (or fails the run) at once
+    BREAKER_OPEN = "breaker_open"  # a dependency is known down: retried later, budget kept
+
+
+@dataclass(frozen=True, slots=True)
+class FailTask:
+    run_id: str
+    task: str
+    worker_id: str
+    epoch: int
+    error: str
+    kind: FailureKind = FailureKind.ERROR
+    retry_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTask:
+    run_id: str
+    task: str
+    requested_by: str = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now_ms: int
+
+
+Command = (
+    SubmitRun
+    | ClaimTask
+    | RenewLease
+    | ReleaseLease
+    | RecordToolCall
+    | CompleteTask
+    | FailTask
+    | ReplayTask
+    | CancelRun
+    | Tick
+)
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class RunSubmitted:
+    run_id: str
+    plan: SystemPlan
+    input: str
+    submitted_ms: int
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReady:
+    run_id: str
+    task: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGranted:
+    run_id: str
+    task: str
+    attempt: int
+    worker_id: str
+    epoch: int
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRenewed:
+    run_id: str
+    task: str
+    epoch: int
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpired:
+    run_id: str
+    task: str
+    epoch: int
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReleased:
+    run_id: str
+    task: str
+    epoch: int
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallSucceeded:
+    run_id: str
+    task: str
+    epoch: int
+    key: str
+    tool: str
+    call_index: int
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFailed:
+    run_id: str
+    task: str
+    epoch: int
+    key: str
+    tool: str
+    call_index: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSucceeded:
+    run_id: str
+    task: str
+    attempt: int
+    epoch: int
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    run_id: str
+    task: str
+    attempt: int
+    epoch: int
+    error: str
+    kind: FailureKind
+    counted: bool  # False when the failure does not burn the retry budget
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled:
+    run_id: str
+    task: str
+    attempt: int  # the attempt that will run
+    due_ms: int
+    backoff_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDeadLettered:
+    run_id: str
+    task: str
+    attempts: int
+    error: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskBlocked:
+    run_id: str
+    task: str
+    blocked_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReplayed:
+    run_id: str
+    task: str
+    attempt: int
+    requested_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunSucceeded:
+    run_id: str
+    finished_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    run_id: str
+    reason: str
+    finished_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunCancelled:
+    run_id: str
+    reason: str
+    finished_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRejected:
+    run_id: str
+    command: str  # the command's type name
+    task: str | None
+    worker_id: str | None
+    reason: str
+
+
+Event = (
+    RunSubmitted
+    | TaskReady
+    | LeaseGranted
+    | LeaseRenewed
+    | LeaseExpired
+    | LeaseReleased
+    | ToolCallSucceeded
+    | ToolCallFailed
+    | TaskSucceeded
+    | AttemptFailed
+    | RetryScheduled
+    | TaskDeadLettered
+    | TaskBlocked
+    | TaskReplayed
+    | RunSucceeded
+    | RunFailed
+    | RunCancelled
+    | CommandRejected
+)
+
+# ---------------------------------------------------------------- derived records
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """On ``work`` (key ``run_id/task``): a ready task offered to worker pools."""
+
+    run_id: str
+    system: str
+    task: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    key: str
+    tool: str
+    call_index: int
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """On ``inbox`` (key ``worker_id``): the reply to a claim. ``granted`` False
+    carries the rejection reason; True carries all the worker needs to run the task."""
+
+    worker_id: str
+    run_id: str
+    task: str
+    attempt: int
+    granted: bool
+    reason: str | None
+    epoch: int
+    expires_ms: int
+    lease_timeout_ms: int
+    system: str
+    model: str | None
+    input: str
+    dependency_outputs: dict[str, str]
+    journal: tuple[JournalEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    attempt: int
+    epoch: int
+    worker_id: str | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """On ``deadletter`` (key ``run_id``): everything an operator needs to decide."""
+
+    run_id: str
+    system: str
+    task: str
+    error: str
+    attempts: tuple[AttemptRecord, ...]
+    journal: tuple[JournalEntry, ...]
+    dead_lettered_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """On ``tool-outcomes`` (key ``tool``): the breaker processor's input."""
+
+    tool: str
+    ok: bool
+    failure_threshold: int
+    cooldown_ms: int
+    run_id: str
+    error: str | None = None

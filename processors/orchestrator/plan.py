@@ -1,0 +1,67 @@
+"""The compiled form of an AgentSystem that a run is pinned to.
+
+The manifest (``taskplane.manifest``) compiles to a ``SystemPlan``; ``SubmitRun``
+carries it, so a run keeps the policy it was submitted with and a replay of the log
+decides the same whatever the ``systems`` topic says later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Isolation(str, Enum):
+    NONE = "none"
+    PROCESS = "process"
+    WASM = "wasm"
+    CONTAINER = "container"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPlan:
+    name: str
+    timeout_ms: int
+    retries: int
+    isolation: Isolation
+    failure_threshold: int
+    cooldown_ms: int
+    fallback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPlan:
+    name: str
+    model: str | None
+    tools: tuple[ToolPlan, ...]
+    dependencies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPolicy:
+    lease_timeout_ms: int = 10_000
+    max_retries: int = 3
+    initial_backoff_ms: int = 1_000
+    backoff_multiplier: float = 2.0
+    max_backoff_ms: int = 60_000
+    jitter_fraction: float = 0.1
+    dead_letter_transition: bool = True
+    idempotency_tracking: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SystemPlan:
+    name: str
+    version: str
+    agents: tuple[AgentPlan, ...]
+    execution: ExecutionPolicy
+
+    def agent(self, name: str) -> AgentPlan:
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+    def downstream(self, name: str) -> tuple[str, ...]:
+        """Agents that depend on ``name`` directly."""
+        return tuple(a.name for a in self.agents if name in a.dependencies)
