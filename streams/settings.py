@@ -1,0 +1,75 @@
+"""Connection settings shared by every component that talks to Kafka or Postgres.
+
+Read from the environment with the ``TASKPLANE_`` prefix. Secrets stay in
+``SecretStr`` so a ``repr`` or a log line never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_OPTION_PREFIX = "TASKPLANE_KAFKA_"
+DEFAULT_KAFKA_VERSION = "4.3.1"  # newest 4.x whose full runtime resolves on Maven Central
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "taskplane"
+
+
+def kafka_options_from_env(environ: dict[str, str] | None = None) -> dict[str, SecretStr]:
+    """librdkafka options from ``TASKPLANE_KAFKA_*``.
+
+    ``TASKPLANE_KAFKA_SASL_MECHANISM=PLAIN`` becomes ``sasl.mechanism=PLAIN``.
+    """
+    env = os.environ if environ is None else environ
+    options: dict[str, SecretStr] = {}
+    for name, value in env.items():
+        if not name.startswith(KAFKA_OPTION_PREFIX) or name == "TASKPLANE_KAFKA_OPTIONS":
+            continue
+        key = name[len(KAFKA_OPTION_PREFIX) :].lower().replace("_", ".")
+        options[key] = SecretStr(value)
+    return options
+
+
+class StackSettings(BaseSettings):
+    """Where Kafka and Postgres are, and where local tooling keeps its files."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKPLANE_", extra="ignore")
+
+    bootstrap_servers: str | None = None
+    database_url: SecretStr | None = None
+    topic_prefix: str = "taskplane"
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    local_kafka_version: str = DEFAULT_KAFKA_VERSION
+    # SASL/SSL and other client options; filled from TASKPLANE_KAFKA_* when not given.
+    kafka_options: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_kafka_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("kafka_options"):
+            data = {**data, "kafka_options": kafka_options_from_env()}
+        return data
+
+    def kafka_config(self, bootstrap_servers: str | None = None, **overrides: Any) -> dict[str, Any]:
+        """A confluent-kafka config dict: bootstrap servers, the pass-through
+        options, then ``overrides`` (dots spelled as underscores are accepted)."""
+        servers = bootstrap_servers or self.bootstrap_servers
+        if not servers:
+            raise ValueError(
+                "no Kafka bootstrap servers: set TASKPLANE_BOOTSTRAP_SERVERS or run `taskplane dev up`"
+            )
+        config: dict[str, Any] = {"bootstrap.servers": servers}
+        config.update({key: value.get_secret_value() for key, value in self.kafka_options.items()})
+        config.update({key.replace("_", "."): value for key, value in overrides.items()})
+        return config
+
+    def database_dsn(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None
+
