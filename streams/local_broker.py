@@ -162,7 +162,9 @@ def require_java() -> str:
     """Path of a Java 17+ ``java``; ``MissingToolError`` with how to install one otherwise."""
     home = os.environ.get("JAVA_HOME")
     java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    hint = "install Java 17+ (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+    hint = (
+        "install Java 17+ (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+    )
     if not java or not Path(java).exists():
         raise MissingToolError(f"java not found: {hint}")
     result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
@@ -350,7 +352,10 @@ class LocalKafka:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -396,7 +401,9 @@ class LocalKafka:
         ]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            lines = [row for row in (result.stdout + result.stderr).splitlines() if "\tat " not in row]
+            lines = [
+                row for row in (result.stdout + result.stderr).splitlines() if "\tat " not in row
+            ]
             raise StartupError("kafka storage format failed:\n" + "\n".join(lines[-20:]))
 
     def _wait_ready(self) -> None:

@@ -57,7 +57,9 @@ class StackSettings(BaseSettings):
             data = {**data, "kafka_options": kafka_options_from_env()}
         return data
 
-    def kafka_config(self, bootstrap_servers: str | None = None, **overrides: Any) -> dict[str, Any]:
+    def kafka_config(
+        self, bootstrap_servers: str | None = None, **overrides: Any
+    ) -> dict[str, Any]:
         """A confluent-kafka config dict: bootstrap servers, the pass-through
         options, then ``overrides`` (dots spelled as underscores are accepted)."""
         servers = bootstrap_servers or self.bootstrap_servers
@@ -72,4 +74,3 @@ class StackSettings(BaseSettings):
 
     def database_dsn(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None
-
