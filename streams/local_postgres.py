@@ -62,7 +62,7 @@ def _grant_search(path: Path) -> None:
     for directory in reversed(path.parents):
         mode = directory.stat().st_mode
         if not mode & stat.S_IXOTH:
-            log.warning("adding o+x to %s so the postgres user can reach its data", directory)
+            log.info("adding o+x to %s so the postgres user can reach its data", directory)
             directory.chmod(mode | stat.S_IXOTH)
 
 

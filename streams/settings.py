@@ -7,6 +7,7 @@ Read from the environment with the ``TASKPLANE_`` prefix. Secrets stay in
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,10 @@ class StackSettings(BaseSettings):
         return data
 
     def kafka_config(
-        self, bootstrap_servers: str | None = None, **overrides: Any
+        self, bootstrap_servers: str | None = None, extra: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """A confluent-kafka config dict: bootstrap servers, the pass-through
-        options, then ``overrides`` (dots spelled as underscores are accepted)."""
+        """A confluent-kafka config dict: bootstrap servers (the argument, else the
+        setting), then the TASKPLANE_KAFKA_* pass-through options, then ``extra``."""
         servers = bootstrap_servers or self.bootstrap_servers
         if not servers:
             raise ValueError(
@@ -69,7 +70,7 @@ class StackSettings(BaseSettings):
             )
         config: dict[str, Any] = {"bootstrap.servers": servers}
         config.update({key: value.get_secret_value() for key, value in self.kafka_options.items()})
-        config.update({key.replace("_", "."): value for key, value in overrides.items()})
+        config.update(extra or {})
         return config
 
     def database_dsn(self) -> str | None:

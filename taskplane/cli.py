@@ -1,0 +1,25 @@
+"""The ``taskplane`` command: a registry of command groups, each in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from taskplane.cli_demo import demo
+from taskplane.cli_dev import dev_app
+
+app = typer.Typer(
+    name="taskplane",
+    help="taskplane: a Kafka event-sourced orchestration plane for multi-agent systems.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(dev_app, name="dev")
+app.command("demo")(demo)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

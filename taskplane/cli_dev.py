@@ -1,0 +1,69 @@
+"""``taskplane dev up | status | down``: a local Kafka and Postgres in the background."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from streams import devstack
+from streams.local_broker import LocalStackError, MissingToolError
+from streams.settings import StackSettings
+
+dev_app = typer.Typer(help="Run a local Kafka broker and Postgres for development.")
+
+EXIT_MISSING_TOOL = 2
+
+
+def _progress(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _show(stack: devstack.DevStack) -> None:
+    typer.echo(f"TASKPLANE_BOOTSTRAP_SERVERS={stack.bootstrap_servers}")
+    typer.echo(f"TASKPLANE_DATABASE_URL={stack.database_url}")
+    for process in stack.processes:
+        typer.echo(f"# {process.name}: pid {process.pid}, data in {process.data_dir}")
+
+
+@dev_app.command()
+def up() -> None:
+    """Start Kafka and Postgres detached; print their endpoints."""
+    settings = StackSettings()
+    started = time.monotonic()
+    try:
+        stack, started_now = devstack.up(settings, progress=_progress)
+    except MissingToolError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_MISSING_TOOL) from None
+    except LocalStackError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if started_now:
+        typer.echo(f"# dev stack started in {time.monotonic() - started:.1f}s", err=True)
+    else:
+        typer.echo("# dev stack already running", err=True)
+    _show(stack)
+
+
+@dev_app.command()
+def status() -> None:
+    """Show the running dev stack; exit 1 when none runs."""
+    settings = StackSettings()
+    stack = devstack.read_state(settings)
+    if stack is None:
+        typer.echo("no dev stack (run `taskplane dev up`)")
+        raise typer.Exit(1)
+    for process in stack.processes:
+        state = "running" if process.alive() else "NOT running"
+        typer.echo(f"# {process.name}: {state} (pid {process.pid})")
+    _show(stack)
+    if not stack.running():
+        raise typer.Exit(1)
+
+
+@dev_app.command()
+def down() -> None:
+    """Stop every process `dev up` started."""
+    stopped = devstack.down(StackSettings())
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
