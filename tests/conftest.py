@@ -1,0 +1,119 @@
+"""Session-wide real services: one Kafka broker and one Postgres per test session.
+
+``TASKPLANE_BOOTSTRAP_SERVERS`` / ``TASKPLANE_DATABASE_URL`` point the tests at
+external servers instead. With CI=true a missing Java, Maven or Postgres fails
+the tests; elsewhere those tests are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from streams.local_broker import LocalKafka, LocalStackError
+from streams.local_postgres import LocalPostgres
+from streams.settings import StackSettings
+
+
+def _unavailable(what: str, error: Exception) -> None:
+    message = f"{what} unavailable: {error}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> StackSettings:
+    return StackSettings()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(
+    stack_settings: StackSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Bootstrap servers of the session's broker (external when the env var is set)."""
+    if stack_settings.bootstrap_servers:
+        yield stack_settings.bootstrap_servers
+        return
+    kafka = LocalKafka(
+        tmp_path_factory.mktemp("kafka"),
+        version=stack_settings.local_kafka_version,
+        cache_dir=stack_settings.cache_dir,
+    )
+    try:
+        kafka.start()
+    except LocalStackError as error:
+        _unavailable("Kafka", error)
+    try:
+        yield kafka.bootstrap_servers
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_config(stack_settings: StackSettings, kafka_bootstrap: str) -> dict[str, object]:
+    """Base confluent-kafka config for the session's broker (copy before changing)."""
+    return stack_settings.kafka_config(kafka_bootstrap)
+
+
+@pytest.fixture(scope="session")
+def database_url(
+    stack_settings: StackSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """URL of the session's Postgres (external when TASKPLANE_DATABASE_URL is set)."""
+    external = stack_settings.database_dsn()
+    if external:
+        yield external
+        return
+    postgres = LocalPostgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        postgres.start()
+    except LocalStackError as error:
+        _unavailable("Postgres", error)
+    try:
+        yield postgres.url
+    finally:
+        postgres.stop()
+
+
+@pytest.fixture
+def unique_prefix(request: pytest.FixtureRequest) -> str:
+    """A name unique to this test, safe for topics, groups and transactional ids."""
+    name = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-").lower()[:40]
+    return f"t-{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def topic_factory(kafka_config: dict[str, object], unique_prefix: str) -> Callable[..., str]:
+    """``topic_factory("events", partitions=3, config={...}) -> full topic name``."""
+    admin = AdminClient(dict(kafka_config))
+
+    def create(
+        name: str = "topic", partitions: int = 1, config: dict[str, str] | None = None
+    ) -> str:
+        topic = f"{unique_prefix}.{name}"
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+        admin.create_topics([new])[topic].result(30)
+        return topic
+
+    return create
+
+
+@pytest.fixture
+def fresh_database(database_url: str, unique_prefix: str) -> Iterator[str]:
+    """URL of a new, empty database, dropped after the test."""
+    name = unique_prefix.replace("-", "_")[:63]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(database_url)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
