@@ -6,6 +6,7 @@ import typer
 
 from taskplane.cli_demo import demo
 from taskplane.cli_dev import dev_app
+from taskplane.cli_processors import apply, processor_app, submit, topics_app
 
 app = typer.Typer(
     name="taskplane",
@@ -15,6 +16,10 @@ app = typer.Typer(
 )
 app.add_typer(dev_app, name="dev")
 app.command("demo")(demo)
+app.add_typer(topics_app, name="topics")
+app.add_typer(processor_app, name="processor")
+app.command("apply")(apply)
+app.command("submit")(submit)
 
 
 def main() -> None:

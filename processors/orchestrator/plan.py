@@ -65,3 +65,14 @@ class SystemPlan:
     def downstream(self, name: str) -> tuple[str, ...]:
         """Agents that depend on ``name`` directly."""
         return tuple(a.name for a in self.agents if name in a.dependencies)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemDefinition:
+    """A record of the compacted ``systems`` topic (key: system name): the plan that
+    new runs of the system are submitted with, and the manifest it came from."""
+
+    name: str
+    version: str
+    plan: SystemPlan
+    manifest: str

@@ -1,0 +1,25 @@
+"""The broker a benchmark runs against: the external one when
+TASKPLANE_BOOTSTRAP_SERVERS is set, else the running dev stack, else a fresh local
+broker for the duration of the benchmark."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from streams.settings import StackSettings
+
+
+@contextmanager
+def bench_stack() -> Iterator[dict[str, Any]]:
+    settings = StackSettings()
+    if settings.bootstrap_servers:
+        yield settings.kafka_config()
+        return
+    from streams.local_broker import LocalKafka
+
+    with tempfile.TemporaryDirectory(prefix="taskplane-bench-") as tmp, LocalKafka(Path(tmp) / "kafka") as kafka:
+        yield settings.kafka_config(kafka.bootstrap_servers)

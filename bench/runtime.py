@@ -1,0 +1,147 @@
+"""The processor runtime against a plain confluent-kafka transactional loop.
+
+Both read the same pre-produced commands from one broker in the same run:
+- raw: consume read_committed → produce each value unchanged → send offsets → commit;
+- runtime: ProcessorRuntime with the counting decider (decode, decide, evolve,
+  encode the event, changelog per batch, offsets, commit).
+
+    python -m bench.runtime [--commands N] [--quick]
+
+Last line: JSON with runtime_commands_per_s, raw_commands_per_s and ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from bench._stack import bench_stack
+from processors.counter.decider import Add, CounterDecider
+from streams.runtime import ProcessorRuntime, ProcessorSpec
+from streams.runtime_observer import RuntimeObserver
+from streams.runtime_settings import RuntimeSettings
+from streams.serde import Serde, new_meta
+from streams.topics import TopicSpec, Topics, ensure_topics
+
+PARTITIONS = 4
+KEYS = 1_000
+
+
+def _specs() -> list[TopicSpec]:
+    compact = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec("commands", PARTITIONS),
+        TopicSpec("events", PARTITIONS),
+        TopicSpec("changelog", PARTITIONS, compact),
+        TopicSpec("raw-out", PARTITIONS),
+        TopicSpec("poison", 1),
+    ]
+
+
+def produce_commands(kafka: dict[str, Any], topic: str, count: int) -> None:
+    serde = Serde()
+    producer = Producer({**kafka, "linger.ms": 20, "batch.num.messages": 10_000, "partitioner": "murmur2_random",
+                         "queue.buffering.max.messages": 2_000_000})
+    now = int(time.time() * 1000)
+    for seq in range(count):
+        key = f"k{seq % KEYS}"
+        value = serde.encode(Add(key, 1, seq), new_meta(key, "Add", now))
+        while True:
+            try:
+                producer.produce(topic, value, key, timestamp=now)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+
+
+def raw_loop(kafka: dict[str, Any], source: str, sink: str, count: int) -> float:
+    """Commands/s of the plainest exactly-once passthrough confluent-kafka allows."""
+    consumer = Consumer({**kafka, "group.id": f"raw-{uuid.uuid4().hex[:6]}", "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "queued.min.messages": 100_000, "fetch.wait.max.ms": 50})
+    producer = Producer({**kafka, "transactional.id": f"raw-{uuid.uuid4().hex[:6]}", "linger.ms": 5,
+                         "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000})
+    producer.init_transactions(30)
+    consumer.subscribe([source])
+    seen = 0
+    started = 0.0
+    while seen < count:
+        records = consumer.consume(5_000, 0.1)
+        if not records:
+            continue
+        if not started:
+            started = time.perf_counter()
+        producer.begin_transaction()
+        offsets: dict[int, int] = {}
+        for record in records:
+            producer.produce(sink, record.value(), record.key(), record.partition())
+            offsets[record.partition()] = record.offset() + 1
+        producer.send_offsets_to_transaction([TopicPartition(source, p, o) for p, o in offsets.items()],
+                                             consumer.consumer_group_metadata())
+        producer.commit_transaction()
+        seen += len(records)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return seen / elapsed
+
+
+class _Counting(RuntimeObserver):
+    def __init__(self, target: int, runtime_stop: threading.Event) -> None:
+        self.seen = 0
+        self.started = 0.0
+        self.finished = 0.0
+        self.target = target
+        self._done = runtime_stop
+
+    def batch(self, processor: str, records: int, seconds: float) -> None:
+        if not self.started:
+            self.started = time.perf_counter() - seconds
+        self.seen += records
+        if self.seen >= self.target and not self.finished:
+            self.finished = time.perf_counter()
+            self._done.set()
+
+
+def runtime_loop(kafka: dict[str, Any], topics: Topics, count: int) -> float:
+    done = threading.Event()
+    observer = _Counting(count, done)
+    spec = ProcessorSpec(f"bench-{uuid.uuid4().hex[:6]}", "commands", "events", "changelog")
+    runtime = ProcessorRuntime(CounterDecider(), spec, kafka, topics, RuntimeSettings(instance_id="bench"),
+                               observer=observer)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    done.wait()
+    runtime.stop()
+    thread.join(30)
+    return observer.seen / (observer.finished - observer.started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=400_000)
+    parser.add_argument("--quick", action="store_true", help="50,000 commands, for smoke checks")
+    args = parser.parse_args()
+    count = 50_000 if args.quick else args.commands
+    with bench_stack() as kafka:
+        topics = Topics(f"bench{uuid.uuid4().hex[:6]}")
+        ensure_topics(AdminClient(kafka), topics, _specs())
+        print(f"producing {count} commands over {KEYS} keys, {PARTITIONS} partitions", flush=True)
+        produce_commands(kafka, topics.commands, count)
+        raw = raw_loop(kafka, topics.commands, topics.name("raw-out"), count)
+        print(f"raw passthrough: {raw:,.0f} commands/s", flush=True)
+        runtime = runtime_loop(kafka, topics, count)
+        print(f"runtime (counting decider): {runtime:,.0f} commands/s", flush=True)
+    print(json.dumps({"commands": count, "partitions": PARTITIONS, "raw_commands_per_s": round(raw),
+                      "runtime_commands_per_s": round(runtime), "ratio": round(runtime / raw, 3)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,497 @@
+"""The transactional processor runtime: one short loop, generic over a decider.
+
+poll ``read_committed`` → decode → decide/evolve → produce events, derived records
+and changed state → ``send_offsets_to_transaction`` → commit. One transaction per
+batch, bounded by records and milliseconds. Kill -9 anywhere loses nothing and
+duplicates nothing: outputs, changelog and input offsets commit together or not at
+all, and a restarted instance with the same ``instance_id`` fences its predecessor.
+
+Nothing about DAGs, leases or breakers lives here; see ``processors/``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from processors.decider import Decider, DecisionError
+from streams.exceptions import SerdeError, StreamsError
+from streams.runtime_observer import RuntimeObserver
+from streams.runtime_settings import RuntimeSettings
+from streams.serde import Meta, Serde
+from streams.topics import TopicSpec, Topics, ensure_topics
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+C = TypeVar("C")
+E = TypeVar("E")
+
+
+class ProducerFenced(StreamsError):
+    """Another instance took over this one's transactional id or partitions."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSpec:
+    """Where a processor reads and writes, by catalog role."""
+
+    name: str  # consumer group and transactional id stem
+    input: str
+    events: str
+    changelog: str
+    changelog_spec: TopicSpec | None = None  # recreated from this when it was deleted
+
+
+@dataclass(slots=True)
+class _Partition(Generic[S]):
+    states: dict[str, S | None] = field(default_factory=dict)
+    deadlines: dict[str, int] = field(default_factory=dict)
+    timers: list[tuple[int, str]] = field(default_factory=list)  # heap, lazily invalidated
+
+    def set_deadline(self, key: str, deadline: int | None) -> None:
+        if deadline is None:
+            self.deadlines.pop(key, None)
+        elif self.deadlines.get(key) != deadline:
+            self.deadlines[key] = deadline
+            heapq.heappush(self.timers, (deadline, key))
+
+    def earliest(self) -> int | None:
+        while self.timers:
+            deadline, key = self.timers[0]
+            if self.deadlines.get(key) == deadline:
+                return deadline
+            heapq.heappop(self.timers)
+        return None
+
+    def due(self, now_ms: int) -> list[str]:
+        keys: list[str] = []
+        while (deadline := self.earliest()) is not None and deadline <= now_ms:
+            _, key = heapq.heappop(self.timers)
+            del self.deadlines[key]
+            keys.append(key)
+        return keys
+
+
+class ProcessorRuntime(Generic[S, C, E]):
+    """Runs one decider over one input topic with exactly-once outputs."""
+
+    def __init__(
+        self,
+        decider: Decider[S, C, E],
+        spec: ProcessorSpec,
+        kafka_config: dict[str, Any],
+        topics: Topics,
+        settings: RuntimeSettings | None = None,
+        serde: Serde | None = None,
+        observer: RuntimeObserver | None = None,
+    ) -> None:
+        self._decider = decider
+        self._spec = spec
+        self._kafka = dict(kafka_config)
+        self._topics = topics
+        self._settings = settings or RuntimeSettings()
+        self._serde = serde or Serde()
+        self._observer = observer or RuntimeObserver()
+        self._tick_type = type(decider.tick(0))
+        self._input = topics.name(spec.input)
+        self._events = topics.name(spec.events)
+        self._changelog = topics.name(spec.changelog)
+        self._partitions: dict[int, _Partition[S]] = {}
+        self._dirty: dict[int, set[str]] = {}
+        self._stop = threading.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_tick_check = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and leave the group."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+
+    def states(self) -> dict[str, S | None]:
+        """A snapshot of every key's state on the partitions this instance owns."""
+        return {k: v for p in self._partitions.values() for k, v in p.states.items()}
+
+    def run(self) -> None:
+        self._producer = Producer(self._producer_config())
+        self._producer.init_transactions(self._settings.transaction_timeout_ms / 1000)
+        self._consumer = Consumer(self._consumer_config())
+        self._consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._observer.started(self._spec.name)
+        try:
+            while not self._stop.is_set():
+                self._step()
+        except ProducerFenced:
+            log.error("%s: fenced by a newer instance; stopping", self._spec.name)
+            raise
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()  # leaves the group; revocation runs first
+            except KafkaException as error:
+                log.warning("consumer close: %s", error)
+        if self._producer is not None:
+            self._producer.flush(5)
+        self._observer.stopped(self._spec.name)
+
+    # ------------------------------------------------------------ the loop
+
+    def _step(self) -> None:
+        assert self._consumer is not None and self._producer is not None
+        records = self._consumer.consume(self._settings.max_batch_records, self._settings.max_batch_ms / 1000)
+        ticks = self._due_ticks()
+        if not records and not ticks:
+            return
+        started = time.perf_counter()
+        self._producer.begin_transaction()
+        try:
+            offsets = self._process(records)
+            self._produce_ticks(ticks)
+            self._flush_changelog()
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    [TopicPartition(self._input, p, o) for p, o in offsets.items()],
+                    self._consumer.consumer_group_metadata(),
+                )
+            self._producer.commit_transaction()
+        except KafkaException as error:
+            self._after_failed_transaction(error)
+            return
+        self._observer.batch(self._spec.name, len(records), time.perf_counter() - started)
+
+    def _process(self, records: list[Message]) -> dict[int, int]:
+        offsets: dict[int, int] = {}
+        for record in records:
+            if record.error() is not None:
+                if record.error().code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(record.error())
+                continue
+            partition = record.partition()
+            offsets[partition] = record.offset() + 1
+            try:
+                meta, command = self._serde.decode(record.value())
+            except SerdeError as error:
+                self._poison(record, error)
+                continue
+            if type(command) is self._tick_type:
+                now_ms: int = command.now_ms  # type: ignore[attr-defined]
+                for key in self._owned(partition).due(now_ms):
+                    self._apply(partition, key, command, now_ms, meta)
+            else:
+                key = record.key().decode() if record.key() else meta.key
+                self._apply(partition, key, command, record.timestamp()[1], meta)
+        return offsets
+
+    def _apply(self, partition: int, key: str, command: Any, at_ms: int, meta: Meta) -> None:
+        owned = self._owned(partition)
+        state = owned.states.get(key)
+        events = self._decide(state, command, at_ms)
+        try:
+            outputs = []
+            for event in events:
+                state = self._decider.evolve(state, event)
+                outputs.extend(self._decider.outputs(state, event))
+        except Exception as error:  # a decider bug must not crash-loop the partition
+            log.exception("%s: evolve failed on %s", self._spec.name, type(command).__name__)
+            state = owned.states.get(key)
+            events = [self._decider.rejection(command, f"internal error: {error!r}")]
+            outputs = list(self._decider.outputs(state, events[0]))
+        producer = self._producer
+        assert producer is not None
+        for index, event in enumerate(events):
+            event_meta = Meta(
+                message_id=f"{meta.message_id}/{index}",
+                key=key,
+                type=type(event).__name__,
+                schema_version=1,
+                causation_id=meta.message_id,
+                correlation_id=meta.correlation_id or key,
+                timestamp_ms=at_ms,
+            )
+            producer.produce(
+                self._events, self._serde.encode(event, event_meta), key, partition, timestamp=at_ms
+            )
+            self._observer.event(self._spec.name, event)
+        for index, output in enumerate(outputs):
+            out_meta = Meta(
+                message_id=f"{meta.message_id}/o{index}",
+                key=output.key,
+                type=type(output.value).__name__,
+                schema_version=1,
+                causation_id=meta.message_id,
+                correlation_id=meta.correlation_id or key,
+                timestamp_ms=at_ms,
+            )
+            producer.produce(
+                self._topics.name(output.topic),
+                self._serde.encode(output.value, out_meta),
+                output.key,
+                timestamp=at_ms,
+            )
+        if events:
+            owned.states[key] = state
+            owned.set_deadline(key, self._decider.next_deadline(state))
+            self._dirty.setdefault(partition, set()).add(key)
+
+    def _decide(self, state: S | None, command: Any, at_ms: int) -> list[E]:
+        try:
+            return list(self._decider.decide(state, command, at_ms))
+        except DecisionError as error:
+            return [self._decider.rejection(command, str(error))]
+        except Exception as error:
+            log.exception("%s: decide failed on %s", self._spec.name, type(command).__name__)
+            return [self._decider.rejection(command, f"internal error: {error!r}")]
+
+    def _owned(self, partition: int) -> _Partition[S]:
+        owned = self._partitions.get(partition)
+        if owned is None:  # a record from a partition we no longer own: cannot happen mid-batch
+            raise StreamsError(f"partition {partition} of {self._input} is not assigned")
+        return owned
+
+    def _flush_changelog(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        for partition, keys in self._dirty.items():
+            states = self._partitions[partition].states
+            for key in keys:
+                state = states.get(key)
+                value = None if state is None else self._serde.encode(state, state_meta(key))
+                producer.produce(self._changelog, value, key, partition)
+        self._dirty.clear()
+
+    # ------------------------------------------------------------ time
+
+    def _due_ticks(self) -> list[tuple[int, int]]:
+        """Partitions whose earliest timer has passed, with the time to tick them at."""
+        now = time.time()
+        if (now - self._last_tick_check) * 1000 < self._settings.tick_interval_ms:
+            return []
+        self._last_tick_check = now
+        now_ms = int(now * 1000)
+        due = []
+        for partition, owned in self._partitions.items():
+            earliest = owned.earliest()
+            if earliest is not None and earliest <= now_ms:
+                due.append((partition, now_ms))
+        return due
+
+    def _produce_ticks(self, ticks: Iterable[tuple[int, int]]) -> None:
+        producer = self._producer
+        assert producer is not None
+        for partition, now_ms in ticks:
+            command = self._decider.tick(now_ms)
+            meta = Meta(
+                message_id=f"tick/{self._spec.name}/{partition}/{now_ms}",
+                key="",
+                type=type(command).__name__,
+                schema_version=1,
+                causation_id=None,
+                correlation_id=None,
+                timestamp_ms=now_ms,
+            )
+            producer.produce(self._input, self._serde.encode(command, meta), b"", partition, timestamp=now_ms)
+
+    # ------------------------------------------------------------ failures
+
+    def _poison(self, record: Message, error: Exception) -> None:
+        producer = self._producer
+        assert producer is not None
+        producer.produce(
+            self._topics.name("poison"),
+            record.value(),
+            record.key(),
+            headers=[
+                ("source.topic", record.topic().encode()),
+                ("source.partition", str(record.partition()).encode()),
+                ("source.offset", str(record.offset()).encode()),
+                ("error", str(error).encode()),
+                ("processor", self._spec.name.encode()),
+            ],
+        )
+        self._observer.poison(self._spec.name, record.topic(), str(error))
+        log.warning("%s: poison record at %s[%d]@%d: %s", self._spec.name, record.topic(), record.partition(), record.offset(), error)
+
+    def _after_failed_transaction(self, error: KafkaException) -> None:
+        kafka_error = error.args[0]
+        producer = self._producer
+        assert producer is not None
+        if kafka_error.fatal() or kafka_error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+            raise ProducerFenced(str(kafka_error)) from error
+        log.warning("%s: transaction failed (%s); aborting and rewinding", self._spec.name, kafka_error)
+        if kafka_error.txn_requires_abort() or not kafka_error.retriable():
+            producer.abort_transaction()
+        else:
+            producer.abort_transaction()
+        # The in-memory state ran ahead of what committed: restore owned partitions
+        # from the changelog and rewind the input to the committed offsets.
+        self._dirty.clear()
+        owned = list(self._partitions)
+        self._restore(owned)
+        self._rewind(owned)
+        self._observer.aborted(self._spec.name)
+
+    def _rewind(self, partitions: list[int]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        committed = consumer.committed([TopicPartition(self._input, p) for p in partitions], 30)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            consumer.seek(TopicPartition(self._input, tp.partition, offset))
+
+    # ------------------------------------------------------------ rebalance
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        log.info("%s: assigned %s", self._spec.name, numbers)
+        self._restore(numbers)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Batches commit before consume() returns, so no transaction is open here.
+        for tp in partitions:
+            self._partitions.pop(tp.partition, None)
+            self._dirty.pop(tp.partition, None)
+        log.info("%s: revoked %s", self._spec.name, [tp.partition for tp in partitions])
+
+    def _restore(self, partitions: list[int]) -> None:
+        if not partitions:
+            return
+        started = time.perf_counter()
+        restored = {p: _Partition[S]() for p in partitions}
+        if self._changelog_exists():
+            for key, value, partition in self._read_to_end(self._changelog, partitions):
+                states = restored[partition].states
+                if value is None:
+                    states.pop(key, None)
+                else:
+                    states[key] = self._serde.decode(value)[1]  # type: ignore[assignment]
+        else:
+            log.warning("%s: changelog %s missing; folding %s", self._spec.name, self._changelog, self._events)
+            self._recreate_changelog()
+            for key, value, partition in self._read_to_end(self._events, partitions):
+                if value is None:
+                    continue
+                states = restored[partition].states
+                states[key] = self._decider.evolve(states.get(key), self._serde.decode(value)[1])  # type: ignore[arg-type]
+            for partition, owned in restored.items():  # re-seed the new changelog
+                self._dirty[partition] = set(owned.states)
+        for owned in restored.values():
+            for key, state in owned.states.items():
+                owned.set_deadline(key, self._decider.next_deadline(state))
+        self._partitions.update(restored)
+        count = sum(len(p.states) for p in restored.values())
+        self._observer.restored(self._spec.name, count, time.perf_counter() - started)
+        log.info("%s: restored %d keys on %s in %.2fs", self._spec.name, count, partitions, time.perf_counter() - started)
+
+    def _changelog_exists(self) -> bool:
+        admin = AdminClient(self._kafka)
+        return self._changelog in admin.list_topics(self._changelog, timeout=30).topics and not (
+            admin.list_topics(self._changelog, timeout=30).topics[self._changelog].error
+        )
+
+    def _recreate_changelog(self) -> None:
+        if self._spec.changelog_spec is not None:
+            ensure_topics(AdminClient(self._kafka), self._topics, [self._spec.changelog_spec])
+
+    def _read_to_end(self, topic: str, partitions: list[int]) -> Iterable[tuple[str, bytes | None, int]]:
+        """Every committed record of ``topic`` on ``partitions``, from the start."""
+        reader = Consumer(
+            {
+                **self._kafka,
+                "group.id": f"{self._spec.name}-restore",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            pending = set()
+            assignment = []
+            for partition in partitions:
+                low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+                if high > low:
+                    pending.add(partition)
+                    assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+            if not assignment:
+                return
+            reader.assign(assignment)
+            while pending:
+                for record in reader.consume(10_000, 1.0):
+                    error = record.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(record.partition())
+                            continue
+                        raise KafkaException(error)
+                    key = record.key()
+                    yield (key.decode() if key else ""), record.value(), record.partition()
+        finally:
+            reader.close()
+
+    # ------------------------------------------------------------ config
+
+    def _producer_config(self) -> dict[str, Any]:
+        return {
+            **self._kafka,
+            "transactional.id": f"{self._spec.name}-{self._settings.instance_id}",
+            "transaction.timeout.ms": self._settings.transaction_timeout_ms,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return {
+            **self._kafka,
+            "group.id": self._settings.group_id or self._spec.name,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "queued.min.messages": 100_000,
+            "fetch.wait.max.ms": 50,
+            "session.timeout.ms": self._settings.session_timeout_ms,
+        }
+
+
+def state_meta(key: str) -> Meta:
+    """Fixed envelope for state snapshots, so equal states encode to equal bytes."""
+    return Meta(
+        message_id=key, key=key, type="state", schema_version=1, causation_id=None, correlation_id=None, timestamp_ms=0
+    )
+
+
+def run_until_signalled(runtime: ProcessorRuntime[Any, Any, Any], on_ready: Callable[[], None] | None = None) -> None:
+    """Run with SIGTERM/SIGINT ending in a final commit (the pod's main)."""
+    runtime.install_signal_handlers()
+    if on_ready is not None:
+        on_ready()
+    runtime.run()

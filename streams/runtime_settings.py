@@ -1,0 +1,23 @@
+"""Settings of one processor instance (``TASKPLANE_RUNTIME_*``)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKPLANE_RUNTIME_", extra="ignore")
+
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="Stable per instance (pod name): a restart with the same id fences its predecessor.",
+    )
+    group_id: str | None = Field(default=None, description="Consumer group; defaults to the processor name.")
+    max_batch_records: int = Field(default=5_000, ge=1, description="Records per transaction at most.")
+    max_batch_ms: int = Field(default=100, ge=1, description="How long a batch waits for records.")
+    tick_interval_ms: int = Field(default=200, ge=10, description="How often due timers are ticked.")
+    transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)

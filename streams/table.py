@@ -1,0 +1,100 @@
+"""A global table: the latest value per key of a compacted topic, kept current by a
+background reader over every partition (``breakers`` for workers, ``systems`` for
+clients). Reads are dict lookups; nothing here blocks the caller's hot path."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streams.exceptions import SerdeError, StreamsError
+from streams.serde import Serde
+
+log = logging.getLogger(__name__)
+
+
+class GlobalTable:
+    def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde | None = None) -> None:
+        self._topic = topic
+        self._serde = serde or Serde()
+        self._values: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._consumer = Consumer(
+            {
+                **kafka_config,
+                "group.id": f"table-{topic}",  # never commits: every reader starts from the beginning
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        metadata = AdminClient(kafka_config).list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            self._consumer.close()
+            raise StreamsError(f"topic {topic} does not exist (run `taskplane topics create`)")
+        self._pending = set(metadata.partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        self._thread = threading.Thread(target=self._read, name=f"table-{topic}", daemon=True)
+        self._thread.start()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            return self._values.get(key, default)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
+
+    def wait_until_caught_up(self, timeout_s: float = 30.0) -> None:
+        """Block until every partition was read to its end once."""
+        if not self._caught_up.wait(timeout_s):
+            raise StreamsError(f"table {self._topic} not caught up after {timeout_s}s")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def __enter__(self) -> GlobalTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for record in self._consumer.consume(1_000, 0.2):
+                    error = record.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            self._pending.discard(record.partition())
+                            if not self._pending:
+                                self._caught_up.set()
+                        else:
+                            log.warning("table %s: %s", self._topic, error)
+                        continue
+                    key = (record.key() or b"").decode()
+                    value = record.value()
+                    try:
+                        decoded = None if value is None else self._serde.decode(value)[1]
+                    except SerdeError as decode_error:
+                        log.warning("table %s: skipping undecodable record for %r: %s", self._topic, key, decode_error)
+                        continue
+                    with self._lock:
+                        if decoded is None:
+                            self._values.pop(key, None)
+                        else:
+                            self._values[key] = decoded
+        except Exception:  # the table must not die silently: log, and stop serving as caught-up
+            log.exception("table %s reader stopped", self._topic)
+            time.sleep(0.1)
+        finally:
+            self._consumer.close()

@@ -1,0 +1,120 @@
+"""The topic catalog: every topic taskplane uses, by role, with its partitions and
+configs; and an idempotent ``ensure`` that creates what is missing and reports drift.
+
+Roles are stable names used in code (``Output.topic``); physical names carry the
+configurable prefix (``<prefix>.<role>``). Topics that a processor reads together are
+co-partitioned (same partition count): a run's commands, events, changelog and
+inbox records land on the same partition index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    role: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    key: str = ""
+    what: str = ""
+
+
+def catalog(run_partitions: int = 4, tool_partitions: int = 2) -> tuple[TopicSpec, ...]:
+    """All topics. ``run_partitions`` bounds orchestrator parallelism (one pod per
+    partition at most); ``tool_partitions`` bounds the breaker processor's."""
+    retained = {"retention.ms": WEEK_MS}
+    return (
+        TopicSpec("commands", run_partitions, retained, "run_id", "requests to the orchestrator"),
+        TopicSpec("events", run_partitions, {"retention.ms": "-1"}, "run_id", "facts, orchestrator only"),
+        TopicSpec("orchestrator-changelog", run_partitions, COMPACT, "run_id", "run state snapshots"),
+        TopicSpec("work", run_partitions, retained, "run_id/task", "ready tasks offered to workers"),
+        TopicSpec("inbox", run_partitions, retained, "worker_id", "lease grants and claim rejections"),
+        TopicSpec("deadletter", run_partitions, {"retention.ms": "-1"}, "run_id", "dead-lettered tasks"),
+        TopicSpec("tool-outcomes", tool_partitions, retained, "tool", "tool call results for breakers"),
+        TopicSpec("breaker-events", tool_partitions, retained, "tool", "breaker transitions"),
+        TopicSpec("breakers", tool_partitions, COMPACT, "tool", "current breaker state per tool"),
+        TopicSpec("systems", 1, COMPACT, "system name", "AgentSystem definitions"),
+        TopicSpec("poison", 1, retained, "-", "records that could not be decoded or validated"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Physical names for roles under one prefix."""
+
+    prefix: str = "taskplane"
+
+    def name(self, role: str) -> str:
+        return f"{self.prefix}.{role}" if self.prefix else role
+
+    def __getattr__(self, role: str) -> str:  # topics.commands, topics.events, ...
+        if role.startswith("_"):
+            raise AttributeError(role)
+        return self.name(role.replace("_", "-"))
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    topic: str
+    what: str
+
+
+@dataclass(slots=True)
+class EnsureReport:
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+
+
+def ensure_topics(
+    admin: AdminClient,
+    topics: Topics,
+    specs: Iterable[TopicSpec],
+    timeout_s: float = 30.0,
+) -> EnsureReport:
+    """Create missing topics; compare existing ones with the catalog. Idempotent."""
+    specs = list(specs)
+    report = EnsureReport()
+    metadata = admin.list_topics(timeout=timeout_s)
+    missing = [s for s in specs if topics.name(s.role) not in metadata.topics]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(topics.name(s.role), num_partitions=s.partitions, replication_factor=-1, config=dict(s.config))
+                for s in missing
+            ],
+            operation_timeout=timeout_s,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+                report.created.append(name)
+            except KafkaException as error:
+                if error.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a racing creator
+                    raise
+                report.existing.append(name)
+    present = [s for s in specs if s not in missing]
+    for spec in present:
+        name = topics.name(spec.role)
+        report.existing.append(name)
+        partitions = len(metadata.topics[name].partitions)
+        if partitions != spec.partitions:
+            report.drift.append(Drift(name, f"partitions {partitions}, catalog says {spec.partitions}"))
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, topics.name(s.role)) for s in present]
+        for resource, future in admin.describe_configs(resources).items():
+            actual = {k: v.value for k, v in future.result().items()}
+            spec = next(s for s in present if topics.name(s.role) == resource.name)
+            for key, wanted in spec.config.items():
+                if actual.get(key) != wanted:
+                    report.drift.append(Drift(resource.name, f"{key}={actual.get(key)}, catalog says {wanted}"))
+    return report

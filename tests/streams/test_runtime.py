@@ -1,0 +1,270 @@
+"""The transactional runtime on the real broker, with the counting decider in real
+processes: SIGKILL at random points, rebalances, poison records, state restore."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from processors.counter.app import counter_topics
+from processors.counter.decider import Add, Added, AddRejected, Counter
+from streams.runtime import state_meta
+from streams.serde import Serde, new_meta
+from streams.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = 37
+
+
+class Processor:
+    """One counter processor process."""
+
+    def __init__(self, bootstrap: str, prefix: str, instance: str, log_dir: Path) -> None:
+        self.args = [sys.executable, "-m", "processors.counter.app", "--bootstrap", bootstrap,
+                     "--prefix", prefix, "--instance", instance]
+        self.log = log_dir / f"{instance}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Processor:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def ensure_dead(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def counter(kafka_config: dict[str, Any], unique_prefix: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(kafka_config), topics, counter_topics())
+    started: list[Processor] = []
+
+    def processor(instance: str) -> Processor:
+        proc = Processor(kafka_config["bootstrap.servers"], unique_prefix, instance, tmp_path)
+        started.append(proc)
+        return proc.start()
+
+    yield {"topics": topics, "processor": processor, "kafka": kafka_config}
+    for proc in started:
+        proc.ensure_dead()
+
+
+def produce(kafka: dict[str, Any], topic: str, adds: list[Add], per_second: float | None = None) -> None:
+    serde = Serde()
+    producer = Producer({**kafka, "partitioner": "murmur2_random", "linger.ms": 5})
+    started = time.monotonic()
+    for index, add in enumerate(adds):
+        producer.produce(topic, serde.encode(add, new_meta(add.key, "Add", int(time.time() * 1000))), add.key)
+        producer.poll(0)
+        if per_second and index % 100 == 0:
+            ahead = index / per_second - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    assert producer.flush(30) == 0
+
+
+def read_all(kafka: dict[str, Any], topic: str, expect: int | None = None, timeout_s: float = 60) -> list[tuple[str, Any]]:
+    """Every committed record of ``topic``, decoded; waits until ``expect`` arrived."""
+    serde = Serde()
+    consumer = Consumer({**kafka, "group.id": f"reader-{time.monotonic_ns()}", "isolation.level": "read_committed",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    partitions = len(AdminClient(kafka).list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    records: list[tuple[str, Any]] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for record in consumer.consume(1000, 0.5):
+                if record.error():
+                    if record.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(record.partition())
+                    continue
+                at_end.discard(record.partition())
+                value = record.value()
+                records.append((record.key().decode(), None if value is None else serde.decode(value)[1]))
+            if len(at_end) == partitions and (expect is None or len(records) >= expect):
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def adds(count: int, start: int = 0) -> list[Add]:
+    return [Add(f"key-{seq % KEYS}", seq % 7 + 1, seq) for seq in range(start, start + count)]
+
+
+def expected_totals(commands: list[Add]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for add in commands:
+        totals[add.key] = totals.get(add.key, 0) + add.amount
+    return totals
+
+
+def assert_exactly_once(events: list[tuple[str, Any]], commands: list[Add]) -> None:
+    seqs = Tally(event.seq for _, event in events if isinstance(event, Added))
+    duplicates = {seq: n for seq, n in seqs.items() if n > 1}
+    missing = {add.seq for add in commands} - set(seqs)
+    assert not duplicates, f"applied more than once: {sorted(duplicates)[:10]}"
+    assert not missing, f"never applied: {sorted(missing)[:10]}"
+    last_total: dict[str, int] = {}
+    for key, event in events:  # per key, the log order is the processing order
+        if isinstance(event, Added):
+            assert event.total == last_total.get(key, 0) + event.amount
+            last_total[key] = event.total
+    assert last_total == expected_totals(commands)
+
+
+def final_states(kafka: dict[str, Any], topic: str) -> dict[str, Counter]:
+    states: dict[str, Counter] = {}
+    for key, state in read_all(kafka, topic):
+        if state is None:
+            states.pop(key, None)
+        else:
+            states[key] = state
+    return states
+
+
+def test_exactly_once_under_sigkill(counter: dict[str, Any]) -> None:
+    topics, kafka = counter["topics"], counter["kafka"]
+    commands = adds(12_000)
+    producer = threading.Thread(target=produce, args=(kafka, topics.commands, commands, 2_000.0))
+    producer.start()
+    rng = random.Random(int(os.environ.get("TASKPLANE_TEST_SEED", "7")))
+    proc = counter["processor"]("p0")
+    for _ in range(4):  # K kills at random points while commands stream in
+        time.sleep(rng.uniform(0.8, 2.0))
+        proc.kill()
+        proc = counter["processor"]("p0")
+    producer.join()
+    events = read_all(kafka, topics.events, expect=len(commands), timeout_s=90)
+    assert_exactly_once(events, commands)
+    states = final_states(kafka, topics.changelog)
+    assert {key: s.total for key, s in states.items()} == expected_totals(commands)
+    assert all(s.count == sum(1 for a in commands if a.key == key) for key, s in states.items())
+    assert proc.terminate() == 0
+
+
+def test_two_instances_split_partitions_and_survive_rebalance(counter: dict[str, Any]) -> None:
+    topics, kafka = counter["topics"], counter["kafka"]
+    commands = adds(8_000)
+    first = counter["processor"]("a")
+    second = counter["processor"]("b")
+    producer = threading.Thread(target=produce, args=(kafka, topics.commands, commands, 2_000.0))
+    producer.start()
+    time.sleep(1.5)
+    assert second.terminate() == 0  # graceful leave mid-stream: partitions move to `a`
+    time.sleep(1.0)
+    counter["processor"]("c")  # and a newcomer takes some back
+    producer.join()
+    events = read_all(kafka, topics.events, expect=len(commands), timeout_s=90)
+    assert_exactly_once(events, commands)
+    assert first.proc is not None and first.proc.poll() is None
+
+
+def test_poison_records_are_set_aside_and_processing_continues(counter: dict[str, Any]) -> None:
+    topics, kafka = counter["topics"], counter["kafka"]
+    counter["processor"]("p0")
+    producer = Producer(kafka)
+    producer.produce(topics.commands, b"\x00not avro at all", b"key-1")
+    producer.produce(topics.commands, b"\xc3\x01" + b"\xff" * 8 + b"unknown schema", b"key-2")
+    assert producer.flush(10) == 0
+    commands = adds(50)
+    produce(kafka, topics.commands, commands)
+    events = read_all(kafka, topics.events, expect=len(commands))
+    assert_exactly_once(events, commands)
+
+    consumer = Consumer({**kafka, "group.id": f"poison-{time.monotonic_ns()}", "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([topics.poison])
+    poisoned = []
+    deadline = time.monotonic() + 30
+    while len(poisoned) < 2 and time.monotonic() < deadline:
+        record = consumer.poll(0.5)
+        if record is not None and not record.error():
+            poisoned.append(record)
+    consumer.close()
+    assert len(poisoned) == 2
+    for record in poisoned:
+        headers = dict(record.headers())
+        assert headers["source.topic"] == topics.commands.encode()
+        assert int(headers["source.partition"]) >= 0 and int(headers["source.offset"]) >= 0
+        assert headers["error"]
+    assert {r.value() for r in poisoned} == {b"\x00not avro at all", b"\xc3\x01" + b"\xff" * 8 + b"unknown schema"}
+
+
+def test_rejected_command_is_an_event_not_a_crash(counter: dict[str, Any]) -> None:
+    topics, kafka = counter["topics"], counter["kafka"]
+    counter["processor"]("p0")
+    commands = [Add("key-0", 5, 0), Add("key-0", -1, 1), Add("key-0", 2, 2)]
+    produce(kafka, topics.commands, commands)
+    events = [e for _, e in read_all(kafka, topics.events, expect=3)]
+    assert [type(e) for e in events] == [Added, AddRejected, Added]
+    assert events[2].total == 7
+
+
+def test_restore_from_changelog_and_rebuild_from_events_agree(counter: dict[str, Any]) -> None:
+    topics, kafka = counter["topics"], counter["kafka"]
+    commands = adds(3_000)
+    proc = counter["processor"]("p0")
+    produce(kafka, topics.commands, commands)
+    read_all(kafka, topics.events, expect=len(commands))
+    assert proc.terminate() == 0
+    serde = Serde()
+    live = final_states(kafka, topics.changelog)
+    assert len(live) == KEYS
+
+    # Restart from the changelog and apply more: totals continue where they were.
+    proc = counter["processor"]("p0")
+    more = adds(500, start=len(commands))
+    produce(kafka, topics.commands, more)
+    read_all(kafka, topics.events, expect=len(commands) + len(more))
+    assert proc.terminate() == 0
+    from_changelog = final_states(kafka, topics.changelog)
+    assert {k: s.total for k, s in from_changelog.items()} == expected_totals(commands + more)
+
+    # Lose the changelog: the processor folds `events` and re-seeds a new changelog.
+    AdminClient(kafka).delete_topics([topics.changelog])[topics.changelog].result()
+    time.sleep(2)
+    proc = counter["processor"]("p0")
+    produce(kafka, topics.commands, [Add("key-0", 1, 10**6)])  # make it commit once
+    read_all(kafka, topics.events, expect=len(commands) + len(more) + 1)
+    deadline = time.monotonic() + 30
+    rebuilt: dict[str, Counter] = {}
+    while time.monotonic() < deadline and len(rebuilt) < KEYS:
+        time.sleep(0.5)
+        rebuilt = final_states(kafka, topics.changelog)
+    assert proc.terminate() == 0
+    expected = {**{k: s for k, s in from_changelog.items()}}
+    expected["key-0"] = Counter("key-0", expected["key-0"].total + 1, expected["key-0"].count + 1)
+    assert rebuilt == expected
+    for key, state in from_changelog.items():  # byte for byte, as the changelog stores them
+        assert serde.encode(rebuilt[key], state_meta(key)) == serde.encode(expected[key], state_meta(key))
