@@ -1,0 +1,38 @@
+"""Worker configuration (env prefix ``TASKPLANE_WORKER_``), passed to ``Worker``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKPLANE_WORKER_", extra="ignore")
+
+    worker_id: str = Field(default_factory=_default_worker_id)
+    concurrency: int = Field(default=4, ge=1)
+    # How long to wait for the orchestrator's answer to a claim before asking again.
+    claim_timeout_s: float = 10.0
+    claim_attempts: int = 3
+    # On SIGTERM: how long running attempts may take to reach a tool call or finish.
+    shutdown_grace_s: float = 10.0
+    # Limits of isolated tools (process, container): address space and CPU seconds.
+    # CPU defaults to the tool's timeout rounded up plus one second.
+    tool_memory_mb: int = 1024
+    tool_cpu_seconds: int | None = None
+    # wasm tools: instructions (fuel) and linear memory.
+    wasm_fuel: int = 2_000_000_000
+    wasm_memory_mb: int = 64
+    # Pause between in-attempt retries of one tool call (doubled each retry).
+    tool_retry_backoff_ms: int = 100
+    allow_isolation_fallback: bool = False
+    # How long to wait at start for the system's definition on the `systems` topic.
+    definition_timeout_s: float = 30.0
