@@ -8,6 +8,7 @@ answer on the original stdout; the tool's own prints go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import importlib.util
@@ -24,10 +25,8 @@ _PR_SET_PDEATHSIG = 1
 def _limit(cpu_seconds: int, memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    try:  # die with the worker even if it is SIGKILLed
+    with contextlib.suppress(OSError, AttributeError):  # die with the worker even if it is SIGKILLed
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 def _load(call: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -143,10 +144,8 @@ def _in_subprocess(spec: ToolSpec, args: dict[str, Any], key: str, limits: Limit
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _answer(spec: ToolSpec, returncode: int, out: bytes, err: bytes) -> Any:

@@ -1,0 +1,160 @@
+"""The worker's Kafka adapters: a command sender that confirms each record, the inbox
+reader that routes Assignments to waiting claims, and in-order offset bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from processors.orchestrator.messages import Assignment
+from streams.exceptions import SerdeError, StreamsError
+from streams.partitioning import partition_for
+from streams.serde import Serde, new_meta
+
+log = logging.getLogger(__name__)
+
+ClaimKey = tuple[str, str, int]  # run_id, task, attempt
+
+
+class CommandSender:
+    """Produces commands keyed by run id and waits for each to be written: a tool
+    call is on the log before the agent sees its result."""
+
+    def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde) -> None:
+        self._topic = topic
+        self._serde = serde
+        self._producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True,
+                                   "partitioner": "murmur2_random", "linger.ms": 0})
+
+    def send(self, command: Any, timeout_s: float = 30.0) -> None:
+        now_ms = int(time.time() * 1000)
+        key: str = command.run_id
+        payload = self._serde.encode(command, new_meta(key, type(command).__name__, now_ms, correlation_id=key))
+        done = threading.Event()
+        failure: list[str] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failure.append(error.str())
+            done.set()
+
+        self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivered)
+        deadline = time.monotonic() + timeout_s
+        while not done.is_set():
+            if time.monotonic() > deadline:
+                raise StreamsError(f"{type(command).__name__} not delivered after {timeout_s}s", retryable=True)
+            self._producer.poll(0.05)
+        if failure:
+            raise StreamsError(f"{type(command).__name__} not delivered: {failure[0]}", retryable=True)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+
+class Inbox:
+    """Reads this worker's inbox partition from its end (no group), and hands each
+    Assignment addressed to this worker to the claim waiting for it."""
+
+    def __init__(self, kafka_config: dict[str, Any], topic: str, worker_id: str, serde: Serde,
+                 on_unclaimed: Any = None) -> None:
+        self._worker_id = worker_id
+        self._serde = serde
+        self._waiting: dict[ClaimKey, queue.Queue[Assignment]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._on_unclaimed = on_unclaimed
+        self._consumer = Consumer({**kafka_config, "group.id": f"inbox-{worker_id}", "enable.auto.commit": False,
+                                   "isolation.level": "read_committed", "auto.offset.reset": "latest"})
+        partitions = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        if not partitions:
+            raise StreamsError(f"topic {topic} does not exist (run `taskplane topics create`)")
+        partition = partition_for(worker_id, len(partitions))
+        # An explicit start offset read now: a claim sent after this returns cannot miss its answer.
+        _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        self._consumer.assign([TopicPartition(topic, partition, high)])
+        self._thread = threading.Thread(target=self._read, name=f"inbox-{worker_id}", daemon=True)
+        self._thread.start()
+
+    def expect(self, key: ClaimKey) -> queue.Queue[Assignment]:
+        """Register before sending the claim; the queue receives the answer."""
+        box: queue.Queue[Assignment] = queue.Queue(1)
+        with self._lock:
+            self._waiting[key] = box
+        return box
+
+    def forget(self, key: ClaimKey) -> None:
+        with self._lock:
+            self._waiting.pop(key, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _read(self) -> None:
+        try:
+            while not self._stop.is_set():
+                message = self._consumer.poll(0.2)
+                payload = None if message is None or message.error() is not None else message.value()
+                if message is None or payload is None or (message.key() or b"").decode() != self._worker_id:
+                    continue
+                try:
+                    _meta, value = self._serde.decode(payload)
+                except SerdeError as error:
+                    log.warning("inbox: undecodable record at offset %s: %s", message.offset(), error)
+                    continue
+                if isinstance(value, Assignment) and value.worker_id == self._worker_id:
+                    self._route(value)
+        finally:
+            self._consumer.close()
+
+    def _route(self, assignment: Assignment) -> None:
+        with self._lock:
+            box = self._waiting.pop((assignment.run_id, assignment.task, assignment.attempt), None)
+        if box is not None:
+            box.put(assignment)
+        elif self._on_unclaimed is not None:
+            self._on_unclaimed(assignment)
+
+
+class OffsetTracker:
+    """Offsets of work records per partition, in flight or answered; the committable
+    offset is the first one still in flight (or one past the last answered)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, set[int]] = {}
+        self._highest: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
+
+    def started(self, partition: int, offset: int) -> None:
+        with self._lock:
+            self._in_flight.setdefault(partition, set()).add(offset)
+            self._highest[partition] = max(offset, self._highest.get(partition, -1))
+
+    def answered(self, partition: int, offset: int) -> None:
+        with self._lock:
+            self._in_flight.get(partition, set()).discard(offset)
+
+    def drop(self, partitions: list[int]) -> None:
+        with self._lock:
+            for partition in partitions:
+                self._in_flight.pop(partition, None)
+                self._highest.pop(partition, None)
+                self._committed.pop(partition, None)
+
+    def committable(self) -> dict[int, int]:
+        """Partition → next offset to commit, for partitions that moved since last time."""
+        moved: dict[int, int] = {}
+        with self._lock:
+            for partition, highest in self._highest.items():
+                pending = self._in_flight.get(partition)
+                offset = min(pending) if pending else highest + 1
+                if offset > self._committed.get(partition, -1):
+                    moved[partition] = offset
+                    self._committed[partition] = offset
+        return moved

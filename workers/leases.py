@@ -1,0 +1,49 @@
+"""Keeping a granted lease alive: a thread that sends ``RenewLease`` every
+leaseTimeout/3 until the attempt ends, so two renewals may be lost before expiry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from processors.orchestrator.messages import Assignment, RenewLease
+
+log = logging.getLogger(__name__)
+
+
+class LeaseRenewer:
+    def __init__(self, assignment: Assignment, send: Callable[[RenewLease], None]) -> None:
+        self._renewal = RenewLease(assignment.run_id, assignment.task, assignment.worker_id, assignment.epoch)
+        self.interval_s = max(assignment.lease_timeout_ms, 30) / 3000
+        self._send = send
+        self._stop = threading.Event()
+        self.renewals = 0
+        self.failures = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"renew-{assignment.run_id[:8]}/{assignment.task}", daemon=True
+        )
+
+    def start(self) -> LeaseRenewer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    def __enter__(self) -> LeaseRenewer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self._send(self._renewal)
+                self.renewals += 1
+            except Exception as error:  # a lost renewal is survivable; keep trying
+                self.failures += 1
+                log.warning("renewal of %s/%s failed: %s", self._renewal.run_id, self._renewal.task, error)

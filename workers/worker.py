@@ -1,0 +1,243 @@
+"""The worker loop for one AgentSystem.
+
+poll ``work`` (group ``<prefix>.workers.<system>``) → ClaimTask → wait for the
+Assignment on this worker's inbox → commit the work offset (the claim is answered) →
+run the attempt with a lease renewer → CompleteTask / FailTask / ReleaseLease.
+
+    worker = Worker(kafka_config, Topics("taskplane"), "document-pipeline", registry)
+    worker.run()          # until worker.stop() (or SIGTERM with install_signal_handlers)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from processors.breaker.messages import BreakerState
+from processors.orchestrator.messages import Assignment, ClaimTask, ReleaseLease, WorkItem
+from processors.orchestrator.plan import AgentPlan, Isolation, SystemDefinition, SystemPlan
+from streams.exceptions import SerdeError
+from streams.serde import Serde
+from streams.table import GlobalTable
+from streams.topics import Topics
+from workers._kafka import CommandSender, Inbox, OffsetTracker
+from workers.attempt import Attempt
+from workers.exceptions import IsolationUnavailable, WorkerError
+from workers.isolation import bwrap_available, wasm_available
+from workers.leases import LeaseRenewer
+from workers.sdk import Registry
+from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, kafka_config: dict[str, Any], topics: Topics, system: str, registry: Registry,
+                 settings: WorkerSettings | None = None, plan: SystemPlan | None = None) -> None:
+        self.settings = settings or WorkerSettings()
+        self.worker_id = self.settings.worker_id
+        self.system = system
+        self._registry = registry
+        self._topics = topics
+        self._serde = Serde()
+        self._stop = threading.Event()
+        self._stopping = threading.Event()  # attempts stop at their next tool call
+        self._tracker = OffsetTracker()
+        self._active: dict[tuple[str, str], Assignment] = {}
+        self._lock = threading.Lock()
+        self.outcomes: list[tuple[str, str, str]] = []  # (run_id, task, outcome), for tests and logs
+        self._systems: GlobalTable | None = None
+        if plan is None:
+            self._systems = GlobalTable(kafka_config, topics.systems, self._serde)
+        self._plan = plan or self._definition().plan
+        self.isolation_fallback = self._check_isolation()
+        self._breakers = GlobalTable(kafka_config, topics.breakers, self._serde)
+        self._sender = CommandSender(kafka_config, topics.commands, self._serde)
+        self._inbox = Inbox(kafka_config, topics.inbox, self.worker_id, self._serde, self._late_assignment)
+        self._consumer = Consumer({**kafka_config, "group.id": f"{topics.prefix}.workers.{system}",
+                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                   "isolation.level": "read_committed", "client.id": self.worker_id})
+        self._consumer.subscribe([topics.work], on_revoke=self._revoked)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Stop taking work; running attempts release their leases at their next tool call."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+
+    def run(self) -> None:
+        slots = threading.Semaphore(self.settings.concurrency)
+        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=f"task-{self.system}")
+        log.info("worker %s serving %s (concurrency %d)", self.worker_id, self.system, self.settings.concurrency)
+        try:
+            while not self._stop.is_set():
+                self._commit()
+                if not slots.acquire(timeout=0.2):
+                    continue
+                accepted = self._accept(self._consumer.poll(0.2))
+                if accepted is None:
+                    slots.release()
+                    continue
+                item, partition, offset = accepted
+                self._tracker.started(partition, offset)
+                future = pool.submit(self._handle, item, partition, offset)
+                future.add_done_callback(lambda _f: slots.release())
+        finally:
+            self._shutdown(pool)
+
+    def _shutdown(self, pool: ThreadPoolExecutor) -> None:
+        self._stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        waiter = threading.Thread(target=pool.shutdown, kwargs={"wait": True}, daemon=True)
+        waiter.start()
+        waiter.join(self.settings.shutdown_grace_s)
+        with self._lock:
+            leftover = list(self._active.values())
+        for assignment in leftover:  # attempts stuck in a tool: give their leases back now
+            self._release(assignment)
+        self._commit()
+        self._consumer.close()
+        self._inbox.close()
+        self._breakers.close()
+        if self._systems is not None:
+            self._systems.close()
+        self._sender.close()
+        log.info("worker %s stopped (released %d lease(s))", self.worker_id, len(leftover))
+
+    # ------------------------------------------------------------ one item
+
+    def _accept(self, message: Message | None) -> tuple[WorkItem, int, int] | None:
+        if message is None or message.error() is not None:
+            return None
+        partition, offset, payload = message.partition(), message.offset(), message.value()
+        if partition is None or offset is None or payload is None:
+            return None
+        try:
+            _meta, value = self._serde.decode(payload)
+        except SerdeError as error:
+            log.warning("work: undecodable record %s@%s: %s", partition, offset, error)
+            value = None
+        if not isinstance(value, WorkItem) or value.system != self.system:
+            # Another system's item (or garbage, logged above): this group is done with it.
+            self._tracker.started(partition, offset)
+            self._tracker.answered(partition, offset)
+            return None
+        return value, partition, offset
+
+    def _handle(self, item: WorkItem, partition: int, offset: int) -> None:
+        try:
+            assignment = self._claim(item)
+        except Exception:
+            log.exception("claim of %s/%s failed", item.run_id, item.task)
+            return  # offset stays uncommitted: redelivered after a restart or rebalance
+        self._tracker.answered(partition, offset)
+        if assignment is None or not assignment.granted:
+            reason = "no answer" if assignment is None else assignment.reason
+            log.info("claim of %s/%s#%s not granted: %s", item.run_id[:8], item.task, item.attempt, reason)
+            return
+        self._run_attempt(assignment)
+
+    def _claim(self, item: WorkItem) -> Assignment | None:
+        key = (item.run_id, item.task, item.attempt)
+        for _ in range(self.settings.claim_attempts):
+            if self._stopping.is_set():
+                return None
+            box = self._inbox.expect(key)
+            self._sender.send(ClaimTask(item.run_id, item.task, item.attempt, self.worker_id))
+            try:
+                return box.get(timeout=self.settings.claim_timeout_s)
+            except queue.Empty:
+                self._inbox.forget(key)
+        raise WorkerError(f"no answer to the claim of {item.run_id}/{item.task} (is the orchestrator running?)")
+
+    def _run_attempt(self, assignment: Assignment) -> None:
+        with self._lock:
+            self._active[(assignment.run_id, assignment.task)] = assignment
+        attempt = Attempt(assignment, self._agent(assignment.task), self._registry, self.settings,
+                          self._sender.send, self._breaker, self._stopping, self.isolation_fallback)
+        try:
+            with LeaseRenewer(assignment, self._sender.send):
+                outcome = attempt.run()
+        except Exception:
+            log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)
+            outcome = "lost"  # the lease expires and the orchestrator retries
+        finally:
+            with self._lock:
+                self._active.pop((assignment.run_id, assignment.task), None)
+        self.outcomes.append((assignment.run_id, assignment.task, outcome))
+
+    def _late_assignment(self, assignment: Assignment) -> None:
+        if assignment.granted:  # a grant for a claim we stopped waiting for: give it back
+            self._release(assignment)
+
+    def _release(self, assignment: Assignment) -> None:
+        try:
+            self._sender.send(ReleaseLease(assignment.run_id, assignment.task, self.worker_id, assignment.epoch))
+        except Exception as error:
+            log.warning("release of %s/%s failed (it will expire): %s", assignment.run_id, assignment.task, error)
+
+    # ------------------------------------------------------------ helpers
+
+    def _agent(self, name: str) -> AgentPlan:
+        try:
+            return self._plan.agent(name)
+        except KeyError:
+            return AgentPlan(name, None, (), ())
+
+    def _breaker(self, tool: str) -> BreakerState | None:
+        state = self._breakers.get(tool)
+        return state if isinstance(state, BreakerState) else None
+
+    def _commit(self) -> None:
+        moved = self._tracker.committable()
+        if moved:
+            offsets = [TopicPartition(self._topics.work, p, o) for p, o in moved.items()]
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except Exception as error:  # revoked meanwhile: the new owner re-reads from the last commit
+                log.warning("offset commit failed: %s", error)
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit()
+        self._tracker.drop([tp.partition for tp in partitions])
+
+    def _definition(self) -> SystemDefinition:
+        assert self._systems is not None
+        self._systems.wait_until_caught_up(self.settings.definition_timeout_s)
+        definition = self._systems.get(self.system)
+        if not isinstance(definition, SystemDefinition):
+            self._systems.close()
+            raise WorkerError(f"system {self.system!r} is not defined (run `taskplane apply` first)")
+        return definition
+
+    def _check_isolation(self) -> frozenset[Isolation]:
+        """Refuse to start when a declared isolation cannot run here, unless allowed to
+        fall back to ``process``; returns the modes that fall back."""
+        needed = {tool.isolation for agent in self._plan.agents for tool in agent.tools}
+        fallback: set[Isolation] = set()
+        for mode, (ok, why) in ((Isolation.CONTAINER, bwrap_available() if Isolation.CONTAINER in needed
+                                 else (True, "")),
+                                (Isolation.WASM, wasm_available() if Isolation.WASM in needed else (True, ""))):
+            if ok:
+                continue
+            if not self.settings.allow_isolation_fallback:
+                raise IsolationUnavailable(f"isolation {mode.value} needed by {self.system} but {why}; "
+                                           "pass --allow-isolation-fallback to run those tools as process")
+            log.warning("isolation %s unavailable (%s): running those tools as process", mode.value, why)
+            fallback.add(mode)
+        for agent in self._plan.agents:
+            for tool in agent.tools:
+                if tool.isolation is Isolation.WASM and tool.name in self._registry.tools \
+                        and self._registry.tools[tool.name].wasm is None:
+                    raise IsolationUnavailable(f"tool {tool.name} has isolation wasm but no wasm= module")
+        return frozenset(fallback)
