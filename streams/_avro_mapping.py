@@ -79,22 +79,14 @@ def _writer(hint: Any) -> Convert | None:
     inner = _optional_inner(hint)
     if inner is not None:
         convert = _writer(inner)
-        if convert is None:
-            return None
-        return lambda value: None if value is None else convert(value)
+        return None if convert is None else _optional(convert)
     origin = typing.get_origin(hint)
     if origin is tuple:
-        item = _tuple_item(hint)
-        convert = _writer(item)
-        if convert is None:
-            return list
-        return lambda value: [convert(v) for v in value]
+        convert = _writer(_tuple_item(hint))
+        return list if convert is None else _list_of(convert)
     if origin is dict:
-        item = _map_value(hint)
-        convert = _writer(item)
-        if convert is None:
-            return lambda value: {k: value[k] for k in sorted(value)}
-        return lambda value: {k: convert(value[k]) for k in sorted(value)}
+        convert = _writer(_map_value(hint))
+        return _sorted_map(convert)
     if isinstance(hint, type) and issubclass(hint, Enum):
         return attrgetter("value")
     if hint in _SCALARS:
@@ -104,11 +96,21 @@ def _writer(hint: Any) -> Convert | None:
     raise TypeError(f"no Avro mapping for {hint!r}")
 
 
+def _sorted_map(convert: Convert | None) -> Convert:
+    """Sorted keys: fastavro writes a map in its dict order, and equal values must
+    encode to equal bytes."""
+    if convert is None:
+        return lambda value: {key: value[key] for key in sorted(value)}
+    return lambda value: {key: convert(value[key]) for key in sorted(value)}
+
+
 # ------------------------------------------------------------------ reading
 
 
 def _record_reader(cls: type) -> Callable[[dict[str, Any]], Any]:
-    converters = [(name, conv) for name, hint in _field_hints(cls) if (conv := _reader(hint)) is not None]
+    converters = [
+        (name, conv) for name, hint in _field_hints(cls) if (conv := _reader(hint)) is not None
+    ]
     if not converters:
         return lambda record: cls(**record)
 
@@ -125,20 +127,14 @@ def _reader(hint: Any) -> Convert | None:
     inner = _optional_inner(hint)
     if inner is not None:
         convert = _reader(inner)
-        if convert is None:
-            return None
-        return lambda value: None if value is None else convert(value)
+        return None if convert is None else _optional(convert)
     origin = typing.get_origin(hint)
     if origin is tuple:
         convert = _reader(_tuple_item(hint))
-        if convert is None:
-            return tuple
-        return lambda value: tuple([convert(v) for v in value])
+        return tuple if convert is None else _tuple_of(convert)
     if origin is dict:
         convert = _reader(_map_value(hint))
-        if convert is None:
-            return None
-        return lambda value: {k: convert(v) for k, v in value.items()}
+        return None if convert is None else _map_of(convert)
     if isinstance(hint, type) and issubclass(hint, Enum):
         return {member.value: member for member in hint}.__getitem__
     if hint in _SCALARS:
@@ -146,6 +142,25 @@ def _reader(hint: Any) -> Convert | None:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _record_reader(hint)
     raise TypeError(f"no Avro mapping for {hint!r}")
+
+
+# ------------------------------------------------------------------ shared
+
+
+def _optional(convert: Convert) -> Convert:
+    return lambda value: None if value is None else convert(value)
+
+
+def _list_of(convert: Convert) -> Convert:
+    return lambda value: [convert(item) for item in value]
+
+
+def _tuple_of(convert: Convert) -> Convert:
+    return lambda value: tuple([convert(item) for item in value])
+
+
+def _map_of(convert: Convert) -> Convert:
+    return lambda value: {key: convert(item) for key, item in value.items()}
 
 
 def _tuple_item(hint: Any) -> Any:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, is_dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -69,7 +69,9 @@ def new_meta(
 ) -> Meta:
     """A fresh envelope with a random ``message_id``; pass a ``Meta`` yourself for
     deterministic ids."""
-    return Meta(uuid.uuid4().hex, key, type_name, SCHEMA_VERSION, causation_id, correlation_id, timestamp_ms)
+    return Meta(
+        uuid.uuid4().hex, key, type_name, SCHEMA_VERSION, causation_id, correlation_id, timestamp_ms
+    )
 
 
 # ------------------------------------------------------------------ schemas
@@ -159,7 +161,11 @@ class SchemaRegistry:
         current: Mapping[str, Any],
         releases: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        self._current = {name: self._register(name, current, None) for name in current if is_message(current[name])}
+        self._current = {
+            name: self._register(name, current, None)
+            for name in current
+            if is_message(current[name])
+        }
         self._by_fingerprint = {entry.fingerprint: entry for entry in self._current.values()}
         for release, schemas in (releases or {}).items():
             for name in schemas:
@@ -170,7 +176,9 @@ class SchemaRegistry:
     @classmethod
     def from_directory(cls, root: Path = SCHEMA_DIR) -> SchemaRegistry:
         """``root/*.avsc`` as current, each ``root/releases/<version>/`` as a release."""
-        releases = {path.name: load_schema_set(path) for path in sorted((root / "releases").glob("*/"))}
+        releases = {
+            path.name: load_schema_set(path) for path in sorted((root / "releases").glob("*/"))
+        }
         return cls(load_schema_set(root), releases)
 
     @staticmethod
@@ -225,7 +233,9 @@ class Serde:
     Encoding the same value and envelope twice gives the same bytes.
     """
 
-    def __init__(self, registry: SchemaRegistry | None = None, classes: Mapping[str, type] | None = None) -> None:
+    def __init__(
+        self, registry: SchemaRegistry | None = None, classes: Mapping[str, type] | None = None
+    ) -> None:
         self._registry = registry or SchemaRegistry.from_directory()
         classes = domain_classes() if classes is None else classes
         self._meta = record_mapping(Meta)
@@ -271,10 +281,8 @@ class Serde:
         body = BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            if writer is codec.schema:
-                record = schemaless_reader(body, writer.parsed, None)
-            else:
-                record = schemaless_reader(body, writer.parsed, codec.schema.parsed)
+            reader = None if writer is codec.schema else codec.schema.parsed
+            record = cast(dict[str, Any], schemaless_reader(body, writer.parsed, reader))
         except Exception as error:  # truncated or corrupt body: fastavro raises many types
             raise SerdeError(f"undecodable {writer.full_name} body: {error!r}") from error
         if body.tell() != len(data):
@@ -283,7 +291,9 @@ class Serde:
             meta = self._meta.from_record(record.pop("meta"))
             return meta, codec.mapping.from_record(record)
         except Exception as error:  # e.g. an enum symbol the class does not have
-            raise SerdeError(f"{writer.full_name} does not map onto {codec.mapping.cls.__qualname__}: {error!r}") from error
+            raise SerdeError(
+                f"{writer.full_name} does not map onto {codec.mapping.cls.__qualname__}: {error!r}"
+            ) from error
 
     def _resolve(self, fingerprint_bytes: bytes) -> RegisteredSchema:
         writer = self._registry.writer(fingerprint_bytes)

@@ -56,6 +56,12 @@ def serde() -> Serde:
 
 
 @cache
+def other_serde() -> Serde:
+    """A second instance: nothing about the bytes depends on the instance."""
+    return Serde()
+
+
+@cache
 def current_schemas() -> dict[str, dict[str, Any]]:
     return load_schema_set(SCHEMA_DIR)
 
@@ -121,13 +127,13 @@ def test_every_message_round_trips(full_name: str, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("full_name", message_names())
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data())
 def test_encoding_is_deterministic(full_name: str, data: st.DataObject) -> None:
     value = data.draw(instances_of(classes()[full_name]))
     meta = data.draw(META)
     assert serde().encode(value, meta) == serde().encode(value, meta)
-    assert Serde().encode(value, meta) == serde().encode(value, meta)
+    assert other_serde().encode(value, meta) == serde().encode(value, meta)
 
 
 def _reordered(value: Any) -> Any:
@@ -162,7 +168,10 @@ def test_a_realistic_run_state_round_trips() -> None:
         plan,
         '{"doc": 1}',
         1_700_000_000_000,
-        tasks={"publisher": TaskState("publisher"), "parser": TaskState("parser", TaskStatus.LEASED, 1, 0, 3, "w-1")},
+        tasks={
+            "publisher": TaskState("publisher"),
+            "parser": TaskState("parser", TaskStatus.LEASED, 1, 0, 3, "w-1"),
+        },
         journal={"k1": ToolCallRecord("k1", "web.search", 0, True, '"ok"', None, 3)},
     )
     meta = new_meta("run-1", "RunState", 5)
@@ -210,7 +219,9 @@ def expected_default(field: dataclasses.Field[Any], hint: Any) -> Any:
 def test_every_dataclass_has_a_matching_schema(full_name: str) -> None:
     cls = classes()[full_name]
     schema = current_schemas().get(full_name)
-    assert schema is not None, f"no schemas/{cls.__name__}.avsc for {cls.__module__}.{cls.__qualname__}"
+    assert schema is not None, (
+        f"no schemas/{cls.__name__}.avsc for {cls.__module__}.{cls.__qualname__}"
+    )
     fields = schema["fields"][1:] if is_message(schema) else schema["fields"]
     hints = typing.get_type_hints(cls)
     assert [f["name"] for f in fields] == [f.name for f in dataclasses.fields(cls)]
@@ -264,7 +275,9 @@ def test_header_is_magic_and_the_writer_fingerprint() -> None:
 
 
 def _claim_bytes() -> bytes:
-    return serde().encode(ClaimTask("run-1", "parser", 1, "worker-7"), new_meta("run-1", "ClaimTask", 1))
+    return serde().encode(
+        ClaimTask("run-1", "parser", 1, "worker-7"), new_meta("run-1", "ClaimTask", 1)
+    )
 
 
 @pytest.mark.parametrize(
