@@ -53,3 +53,8 @@ def echoer(ctx: AgentContext) -> Any:
     first = ctx.call_tool("test.echo", value=ctx.run_input)
     second = ctx.call_tool("test.echo", value="again")
     return {"first": first, "second": second, "inputs": ctx.inputs, "model": ctx.model}
+
+
+@tool("test.fallback")
+def degraded(value: Any) -> dict[str, Any]:
+    return {"value": value, "degraded": True}

@@ -1,0 +1,113 @@
+"""An attempt against fake Kafka: journal, keys, breakers and outcomes."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import sample_tools
+
+from processors.breaker.messages import BreakerState, BreakerStatus
+from processors.orchestrator.messages import (
+    Assignment,
+    CompleteTask,
+    FailTask,
+    FailureKind,
+    JournalEntry,
+    RecordToolCall,
+    ReleaseLease,
+)
+from processors.orchestrator.plan import AgentPlan, Isolation, ToolPlan
+from workers.attempt import Attempt, breaker_wait_ms
+from workers.journal import canonical_json, idempotency_key
+from workers.sdk import Registry
+from workers.settings import WorkerSettings
+
+REGISTRY = Registry.from_module(sample_tools)
+
+
+def _assignment(journal: tuple[JournalEntry, ...] = ()) -> Assignment:
+    return Assignment("w1", "run-1", "echoer", 2, True, None, 7, 0, 3_000, "sys", "gpt-x", '{"n": 1}',
+                      {"parser": '{"text": "hi"}'}, journal)
+
+
+def _agent(fallback: str | None = None) -> AgentPlan:
+    tools = (ToolPlan("test.echo", 2_000, 0, Isolation.NONE, 3, 1_000, fallback),
+             ToolPlan("test.fallback", 2_000, 0, Isolation.NONE, 3, 1_000))
+    return AgentPlan("echoer", "gpt-x", tools, ("parser",))
+
+
+def _run(assignment: Assignment, breakers: dict[str, BreakerState] | None = None,
+         agent: AgentPlan | None = None, stopping: bool = False) -> tuple[list[Any], Attempt]:
+    sent: list[Any] = []
+    stop = threading.Event()
+    if stopping:
+        stop.set()
+    attempt = Attempt(assignment, agent or _agent(), REGISTRY, WorkerSettings(worker_id="w1"), sent.append,
+                      (breakers or {}).get, stop)
+    attempt.run()
+    return sent, attempt
+
+
+def test_keys_are_stable_and_depend_on_every_part() -> None:
+    key = idempotency_key("r", "t", "tool", 0, {"b": 1, "a": [1, 2]})
+    assert key == idempotency_key("r", "t", "tool", 0, {"a": [1, 2], "b": 1})
+    assert len(key) == 32
+    others = {idempotency_key("r2", "t", "tool", 0, {}), idempotency_key("r", "t2", "tool", 0, {}),
+              idempotency_key("r", "t", "tool2", 0, {}), idempotency_key("r", "t", "tool", 1, {}),
+              idempotency_key("r", "t", "tool", 0, {"x": 1})}
+    assert len(others) == 5
+
+
+def test_an_attempt_records_each_call_then_completes_with_json_output() -> None:
+    sent, attempt = _run(_assignment())
+    records = [c for c in sent if isinstance(c, RecordToolCall)]
+    assert [(r.call_index, r.ok, r.epoch) for r in records] == [(0, True, 7), (1, True, 7)]
+    first_key = idempotency_key("run-1", "echoer", "test.echo", 0, {"value": {"n": 1}})
+    assert records[0].key == first_key
+    assert '"key":"' + first_key in (records[0].result or "")  # the tool received its key
+    done = sent[-1]
+    assert isinstance(done, CompleteTask)
+    assert '"inputs":{"parser":{"text":"hi"}}' in done.output and '"model":"gpt-x"' in done.output
+    assert attempt.tool_runs == 2
+
+
+def test_a_succeeded_call_in_the_journal_is_not_run_again() -> None:
+    key = idempotency_key("run-1", "echoer", "test.echo", 0, {"value": {"n": 1}})
+    recorded = canonical_json({"value": "from the journal", "key": key})
+    sent, attempt = _run(_assignment((JournalEntry(key, "test.echo", 0, recorded),)))
+    assert attempt.tool_runs == 1  # only the second call ran
+    assert [r.call_index for r in sent if isinstance(r, RecordToolCall)] == [1]
+    assert "from the journal" in sent[-1].output
+
+
+def test_an_open_breaker_fails_fast_without_burning_the_retry_budget() -> None:
+    now = 10**13
+    state = BreakerState("test.echo", BreakerStatus.OPEN, 3, 3, 60_000, now - 1_000, now + 59_000)
+    assert breaker_wait_ms(state, now) == 59_000
+    assert breaker_wait_ms(BreakerState("test.echo", BreakerStatus.HALF_OPEN), now) is None
+    sent, attempt = _run(_assignment(), {"test.echo": BreakerState("test.echo", BreakerStatus.OPEN, 3, 3, 60_000,
+                                                                   10**13, 10**13 + 60_000)})
+    assert attempt.tool_runs == 0
+    failed = sent[-1]
+    assert isinstance(failed, FailTask) and failed.kind is FailureKind.BREAKER_OPEN
+    assert failed.retry_after_ms > 0
+
+
+def test_an_open_breaker_takes_the_declared_fallback() -> None:
+    open_state = BreakerState("test.echo", BreakerStatus.OPEN, 3, 3, 60_000, 10**13, 10**13 + 60_000)
+    sent, _attempt = _run(_assignment(), {"test.echo": open_state}, _agent(fallback="test.fallback"))
+    assert [r.tool for r in sent if isinstance(r, RecordToolCall)] == ["test.fallback", "test.fallback"]
+    assert isinstance(sent[-1], CompleteTask) and "degraded" in sent[-1].output
+
+
+def test_an_undeclared_tool_fails_the_task_without_retry() -> None:
+    agent = AgentPlan("echoer", None, (), ())
+    sent, _ = _run(_assignment(), agent=agent)
+    assert isinstance(sent[-1], FailTask) and sent[-1].kind is FailureKind.NON_RETRYABLE
+
+
+def test_a_stopping_worker_releases_the_lease_at_the_next_call() -> None:
+    sent, attempt = _run(_assignment(), stopping=True)
+    assert attempt.tool_runs == 0
+    assert isinstance(sent[-1], ReleaseLease) and sent[-1].epoch == 7
