@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from taskplane import cli_worker
 from taskplane.cli_demo import demo
 from taskplane.cli_dev import dev_app
 from taskplane.cli_processors import apply, processor_app, submit, topics_app
@@ -20,6 +21,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(processor_app, name="processor")
 app.command("apply")(apply)
 app.command("submit")(submit)
+cli_worker.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,68 @@
+"""``taskplane worker run``: serve one AgentSystem's tasks until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from streams.devstack import DevStackNotRunning, resolve_endpoints
+from streams.exceptions import StreamsError
+from streams.settings import StackSettings
+from streams.topics import Topics
+from workers.exceptions import IsolationUnavailable, WorkerError
+from workers.loader import load_user_module
+from workers.sdk import Registry
+from workers.settings import WorkerSettings
+
+worker_app = typer.Typer(help="Workers: run agents and their tools.")
+
+
+@worker_app.command("run")
+def worker_run(
+    system: Annotated[str, typer.Option(help="The AgentSystem to serve (as applied).")],
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Tasks run at once.")] = None,
+    module: Annotated[str | None, typer.Option(help="Module or .py file defining the agents and tools "
+                                                    "(default: examples/<system>/tools.py).")] = None,
+    allow_isolation_fallback: Annotated[bool, typer.Option(
+        help="Run container/wasm tools as process when that isolation is unavailable.")] = False,
+    worker_id: Annotated[str | None, typer.Option(help="Stable worker id (default: host-pid-random).")] = None,
+) -> None:
+    """Consume the system's work, claim, run and report tasks. SIGTERM releases leases."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from workers.worker import Worker
+
+    stack = StackSettings()
+    try:
+        bootstrap = stack.bootstrap_servers or resolve_endpoints(stack).bootstrap_servers
+    except DevStackNotRunning as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    overrides: dict[str, object] = {}
+    if concurrency is not None:
+        overrides["concurrency"] = concurrency
+    if allow_isolation_fallback:
+        overrides["allow_isolation_fallback"] = True
+    if worker_id:
+        overrides["worker_id"] = worker_id
+    settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        registry = Registry.from_module(load_user_module(module, system))
+        worker = Worker(stack.kafka_config(bootstrap), Topics(stack.topic_prefix), system, registry, settings)
+    except IsolationUnavailable as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except (WorkerError, StreamsError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if worker.isolation_fallback:
+        modes = ", ".join(sorted(m.value for m in worker.isolation_fallback))
+        typer.echo(f"warning: isolation {modes} unavailable: those tools run as process", err=True)
+    worker.install_signal_handlers()
+    typer.echo(f"worker {worker.worker_id} serving {system}", err=True)
+    worker.run()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(worker_app, name="worker")
