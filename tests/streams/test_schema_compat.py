@@ -1,12 +1,14 @@
-"""Schema evolution against the last release fixture (``schemas/releases/v1``), both
-ways: the current reader decodes what v1 writers wrote, and a v1 reader resolves
-what the current writer writes."""
+"""Schema evolution against every release fixture (``schemas/releases/<version>/``),
+both ways: the current reader decodes what released writers wrote, and a released
+reader resolves what the current writer writes."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from functools import cache
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +31,8 @@ from streams.serde import (
     new_meta,
 )
 
-RELEASE = "v1"
 CLAIM = "taskplane.orchestrator.ClaimTask"
+RELEASES = sorted(path.name for path in (SCHEMA_DIR / "releases").iterdir() if path.is_dir())
 
 
 @cache
@@ -39,47 +41,54 @@ def serde() -> Serde:
 
 
 @cache
-def release() -> dict[str, RegisteredSchema]:
-    """The release's message schemas, as a registry built from them alone sees them."""
-    schemas = load_schema_set(SCHEMA_DIR / "releases" / RELEASE)
+def release(version: str) -> dict[str, RegisteredSchema]:
+    """A release's message schemas, as a registry built from them alone sees them."""
+    schemas = load_schema_set(SCHEMA_DIR / "releases" / version)
     return {entry.full_name: entry for entry in SchemaRegistry(schemas).messages()}
 
 
 def current(full_name: str) -> RegisteredSchema:
     entry = serde().registry.current(full_name)
-    assert entry is not None, f"{full_name} was released in {RELEASE} and must not be removed"
+    assert entry is not None, f"{full_name} was released and must not be removed"
     return entry
 
 
-def test_the_release_fixture_exists_and_its_writers_are_known() -> None:
-    assert release(), f"schemas/releases/{RELEASE} is empty"
-    for entry in release().values():
+def test_there_is_a_release_fixture() -> None:
+    assert RELEASES, "no schemas/releases/<version>/ fixture"
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_every_released_writer_is_known(version: str) -> None:
+    assert release(version), f"schemas/releases/{version} is empty"
+    for entry in release(version).values():
         current(entry.full_name)
         assert serde().registry.writer(entry.fingerprint) is not None
 
 
-@pytest.mark.parametrize("full_name", sorted(release()))
+@pytest.mark.parametrize(
+    ("version", "full_name"), [(v, name) for v in RELEASES for name in sorted(release(v))]
+)
 @settings(max_examples=20, deadline=None)
 @given(data=st.data())
 def test_old_writer_new_reader_and_new_writer_old_reader(
-    full_name: str, data: st.DataObject
+    version: str, full_name: str, data: st.DataObject
 ) -> None:
-    old, new = release()[full_name], current(full_name)
+    old, new = release(version)[full_name], current(full_name)
     value = data.draw(instances_of(domain_classes()[full_name]))
     meta = data.draw(META)
     written_now = serde().encode(value, meta)
 
-    # A v1 reader resolves what the current writer wrote.
+    # A released reader resolves what the current writer wrote.
     as_old = schemaless_reader(BytesIO(written_now[HEADER_SIZE:]), new.parsed, old.parsed)
 
-    # The current reader decodes what a v1 writer wrote (that same record)...
+    # The current reader decodes what a released writer wrote (that same record)...
     out = BytesIO()
     out.write(MAGIC + old.fingerprint)
     schemaless_writer(out, old.parsed, as_old)
     decoded_meta, decoded = serde().decode(out.getvalue())
     assert decoded_meta == meta
     assert type(decoded) is type(value)
-    # ...and loses nothing v1 knew: seen through v1 again, it is the same record.
+    # ...and loses nothing the release knew: seen through it again, it is the same record.
     rewritten = serde().encode(decoded, decoded_meta)
     assert schemaless_reader(BytesIO(rewritten[HEADER_SIZE:]), new.parsed, old.parsed) == as_old
 
@@ -146,3 +155,19 @@ def test_a_field_added_without_a_default_breaks_old_writers() -> None:
     )
     with pytest.raises(SerdeError):
         new_serde.decode(serde().encode(ClaimTask("r", "t", 1, "w"), new_meta("r", "ClaimTask", 1)))
+
+
+def test_from_directory_loads_every_release(tmp_path: Path) -> None:
+    today = load_schema_set(SCHEMA_DIR)
+    for name, schema in today.items():
+        (tmp_path / f"{name.rpartition('.')[2]}.avsc").write_text(json.dumps(schema))
+    (tmp_path / "releases" / "v9").mkdir(parents=True)
+    for name, schema in _with_priority(today).items():
+        (tmp_path / "releases" / "v9" / f"{name.rpartition('.')[2]}.avsc").write_text(
+            json.dumps(schema)
+        )
+    registry = SchemaRegistry.from_directory(tmp_path)
+    released = {entry.release for entry in registry.all()}
+    assert released == {None, "v9"}  # v9 adds a ClaimTask version; the rest dedupe to current
+    claim_v9 = next(entry for entry in registry.all() if entry.release == "v9")
+    assert claim_v9.full_name == CLAIM
