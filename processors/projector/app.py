@@ -1,0 +1,179 @@
+"""The projector process: ``events`` and ``breakers`` → the Postgres read model.
+
+    python -m processors.projector.app [--bootstrap B] [--database-url URL] [--prefix P]
+
+Reads ``read_committed`` in a consumer group (for liveness and lag tooling) but never
+trusts Kafka offsets: on assignment it seeks to the offsets stored in Postgres, and
+each batch stores its rows and next offsets in one Postgres transaction. The Kafka
+group offsets are committed after that, for information only (lag dashboards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processors.projector.schema import LIVE_SCHEMA, connect, migrate
+from processors.projector.store import ReadModelStore
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+SOURCES = ("events", "breakers")
+
+
+class ProjectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKPLANE_PROJECTOR_", extra="ignore")
+
+    schema_name: str = Field(default=LIVE_SCHEMA, description="Postgres schema of the live read model.")
+    max_batch_records: int = Field(default=2_000, ge=1)
+    max_batch_ms: int = Field(default=200, ge=1)
+
+
+def group_id(topics: Topics) -> str:
+    return f"{topics.prefix}.projector"
+
+
+class Projector:
+    def __init__(
+        self,
+        kafka_config: dict[str, Any],
+        topics: Topics,
+        database_url: str,
+        settings: ProjectorSettings | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._kafka = dict(kafka_config)
+        self._topics = topics
+        self._dsn = database_url
+        self._settings = settings or ProjectorSettings()
+        self._sources = [topics.name(role) for role in SOURCES]
+        self._stop = threading.Event()
+        self._registry = registry
+        self.batches = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        schema = self._settings.schema_name
+        with connect(self._dsn, schema) as conn:
+            migrate(conn, schema)
+            store = ReadModelStore(conn, self._topics.name("breakers"))
+            metrics = _ProjectorMetrics(self._registry)
+            consumer = Consumer(
+                {
+                    **self._kafka,
+                    "group.id": group_id(self._topics),
+                    "isolation.level": "read_committed",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                }
+            )
+
+            def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+                stored = store.stored_offsets(self._sources)
+                for tp in partitions:
+                    offset = stored.get((tp.topic, tp.partition))
+                    store.expected[(tp.topic, tp.partition)] = offset
+                    tp.offset = OFFSET_BEGINNING if offset is None else offset
+                c.assign(partitions)
+                log.info("projector: assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
+
+            consumer.subscribe(self._sources, on_assign=on_assign)
+            try:
+                while not self._stop.is_set():
+                    self._step(consumer, store, metrics)
+            finally:
+                consumer.close()
+
+    def _step(self, consumer: Consumer, store: ReadModelStore, metrics: _ProjectorMetrics) -> None:
+        records = consumer.consume(self._settings.max_batch_records, self._settings.max_batch_ms / 1000)
+        good: list[Message] = []
+        for record in records:
+            error = record.error()
+            if error is None:
+                good.append(record)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(error)
+        if not good:
+            return
+        result = store.apply(good)
+        if result.moved is not None:
+            log.warning("projector: stored offsets moved under us %s; seeking", result.moved)
+            for (topic, partition), offset in result.moved.items():
+                store.expected[(topic, partition)] = offset
+                consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING if offset is None else offset))
+            return
+        self.batches += 1
+        metrics.applied(result.applied, result.skipped)
+        ends = {(r.topic(), r.partition()): r.offset() + 1 for r in good}
+        try:  # informational only: Postgres holds the offsets that count
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=True)
+        except KafkaException as error:
+            log.debug("projector: informational offset commit failed: %s", error)
+
+
+class _ProjectorMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._records = None
+        self._skipped = None
+        if registry is not None:
+            from prometheus_client import Counter
+
+            self._records = Counter(
+                "taskplane_projector_records", "Records folded into the read model.", registry=registry
+            )
+            self._skipped = Counter(
+                "taskplane_projector_skipped_records", "Undecodable records the projector skipped.",
+                registry=registry,
+            )
+
+    def applied(self, records: int, skipped: int) -> None:
+        if self._records is not None and self._skipped is not None:
+            self._records.inc(records)
+            self._skipped.inc(skipped)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the read-model projector.")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env or dev stack)")
+    parser.add_argument("--database-url", help="Postgres URL (default: env or dev stack)")
+    parser.add_argument("--prefix", help="topic prefix (default: TASKPLANE_TOPIC_PREFIX or 'taskplane')")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    from streams.devstack import resolve_endpoints
+    from streams.settings import StackSettings
+    from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
+
+    stack = StackSettings()
+    bootstrap, database = args.bootstrap, args.database_url
+    if not (bootstrap and database):
+        endpoints = resolve_endpoints(stack)
+        bootstrap = bootstrap or endpoints.bootstrap_servers
+        database = database or endpoints.database_url
+    topics = Topics(args.prefix or stack.topic_prefix)
+    kafka = stack.kafka_config(bootstrap)
+    registry = CollectorRegistry()
+    settings = ProjectorSettings()
+    metrics_settings = MetricsSettings()
+    if metrics_settings.port:
+        registry.register(ReadModelCollector(database, settings.schema_name, kafka, topics))
+        serve_metrics(registry, metrics_settings)
+    projector = Projector(kafka, topics, database, settings, registry)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: projector.stop())
+    print("ready", flush=True)
+    projector.run()
+
+
+if __name__ == "__main__":
+    main()

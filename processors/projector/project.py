@@ -1,0 +1,239 @@
+"""Fold functions: one event (with its log time) → the SQL statements that apply it.
+
+Pure apart from building SQL text: no connection, no clock. Every time written is the
+event's log timestamp, so projecting the same log twice gives the same rows. Events
+the read model does not show map to no statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from processors.breaker.messages import BreakerState
+from processors.orchestrator import messages as m
+
+Statement = tuple[str, Sequence[Any]]
+
+_TERMINAL_TASK = "('succeeded', 'dead_lettered', 'failed', 'cancelled')"
+
+
+def statements(event: object, at_ms: int) -> list[Statement]:
+    """What ``event`` (from ``events``) changes in the read model."""
+    match event:
+        case m.RunSubmitted():
+            return _run_submitted(event, at_ms)
+        case m.TaskReady(run_id=run, task=task, attempt=attempt):
+            return [(
+                "UPDATE tasks SET status = 'ready', attempt = %s, holder = NULL, lease_expires_ms = NULL,"
+                " retry_due_ms = NULL, blocked_by = NULL, first_ready_ms = COALESCE(first_ready_ms, %s),"
+                " waiting_since_ms = %s, updated_ms = %s WHERE run_id = %s AND task = %s",
+                (attempt, at_ms, at_ms, at_ms, run, task),
+            )]
+        case m.LeaseGranted(run_id=run, task=task, attempt=attempt, worker_id=worker, epoch=epoch):
+            return [
+                (
+                    "UPDATE tasks SET status = 'leased', attempt = %s, epoch = %s, holder = %s,"
+                    " lease_expires_ms = %s, waiting_since_ms = NULL, updated_ms = %s"
+                    " WHERE run_id = %s AND task = %s",
+                    (attempt, epoch, worker, event.expires_ms, at_ms, run, task),
+                ),
+                (
+                    "INSERT INTO attempts (run_id, task, epoch, attempt, worker_id, status, started_ms)"
+                    " VALUES (%s, %s, %s, %s, %s, 'running', %s) ON CONFLICT DO NOTHING",
+                    (run, task, epoch, attempt, worker, at_ms),
+                ),
+            ]
+        case m.LeaseRenewed(run_id=run, task=task, epoch=epoch, expires_ms=expires):
+            return [
+                (
+                    "UPDATE tasks SET lease_expires_ms = %s, lease_renewals = lease_renewals + 1,"
+                    " updated_ms = %s WHERE run_id = %s AND task = %s",
+                    (expires, at_ms, run, task),
+                ),
+                (
+                    "UPDATE attempts SET renewals = renewals + 1 WHERE run_id = %s AND task = %s AND epoch = %s",
+                    (run, task, epoch),
+                ),
+            ]
+        case m.LeaseExpired(run_id=run, task=task, epoch=epoch):
+            return _lease_ended(run, task, epoch, "expired", at_ms)
+        case m.LeaseReleased(run_id=run, task=task, epoch=epoch):
+            return _lease_ended(run, task, epoch, "released", at_ms)
+        case m.ToolCallSucceeded() | m.ToolCallFailed():
+            ok = isinstance(event, m.ToolCallSucceeded)
+            return [(
+                "INSERT INTO tool_calls (run_id, task, epoch, key, tool, call_index, ok, result, error, at_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, task, epoch, key)"
+                " DO UPDATE SET ok = EXCLUDED.ok, result = EXCLUDED.result, error = EXCLUDED.error,"
+                " at_ms = EXCLUDED.at_ms",
+                (
+                    event.run_id, event.task, event.epoch, event.key, event.tool, event.call_index, ok,
+                    event.result if isinstance(event, m.ToolCallSucceeded) else None,
+                    event.error if isinstance(event, m.ToolCallFailed) else None,
+                    at_ms,
+                ),
+            )]
+        case m.TaskSucceeded(run_id=run, task=task, epoch=epoch, output=output):
+            return [
+                (
+                    "UPDATE tasks SET status = 'succeeded', output = %s, holder = NULL, lease_expires_ms = NULL,"
+                    " finished_ms = %s, waiting_since_ms = NULL, updated_ms = %s WHERE run_id = %s AND task = %s",
+                    (output, at_ms, at_ms, run, task),
+                ),
+                (
+                    "UPDATE attempts SET status = 'succeeded', ended_ms = %s"
+                    " WHERE run_id = %s AND task = %s AND epoch = %s",
+                    (at_ms, run, task, epoch),
+                ),
+                (
+                    "UPDATE runs SET tasks_succeeded = tasks_succeeded + 1, updated_ms = %s WHERE run_id = %s",
+                    (at_ms, run),
+                ),
+            ]
+        case m.AttemptFailed(run_id=run, task=task, epoch=epoch, error=error, kind=kind, counted=counted):
+            return [
+                (
+                    "UPDATE tasks SET last_error = %s, failures = failures + %s, holder = NULL,"
+                    " lease_expires_ms = NULL, updated_ms = %s WHERE run_id = %s AND task = %s",
+                    (error, 1 if counted else 0, at_ms, run, task),
+                ),
+                (
+                    "UPDATE attempts SET status = 'failed', error = %s, kind = %s, counted = %s,"
+                    " ended_ms = COALESCE(ended_ms, %s) WHERE run_id = %s AND task = %s AND epoch = %s",
+                    (error, kind.value, counted, at_ms, run, task, epoch),
+                ),
+            ]
+        case m.RetryScheduled(run_id=run, task=task, attempt=attempt, due_ms=due):
+            return [(
+                "UPDATE tasks SET status = 'backoff', attempt = %s, retry_due_ms = %s,"
+                " waiting_since_ms = COALESCE(waiting_since_ms, %s), updated_ms = %s"
+                " WHERE run_id = %s AND task = %s",
+                (attempt, due, at_ms, at_ms, run, task),
+            )]
+        case m.TaskDeadLettered(run_id=run, task=task, attempts=attempts, error=error, at_ms=dead_ms):
+            return [
+                (
+                    "UPDATE tasks SET status = 'dead_lettered', last_error = %s, holder = NULL,"
+                    " lease_expires_ms = NULL, retry_due_ms = NULL, waiting_since_ms = NULL, updated_ms = %s"
+                    " WHERE run_id = %s AND task = %s",
+                    (error, at_ms, run, task),
+                ),
+                (
+                    "INSERT INTO dead_letters (run_id, task, system, status, attempts, error, dead_lettered_ms)"
+                    " SELECT %s, %s, system, 'open', %s, %s, %s FROM runs WHERE run_id = %s"
+                    " ON CONFLICT (run_id, task) DO UPDATE SET status = 'open', attempts = EXCLUDED.attempts,"
+                    " error = EXCLUDED.error, dead_lettered_ms = EXCLUDED.dead_lettered_ms,"
+                    " times = dead_letters.times + 1, replayed_ms = NULL, replayed_by = NULL",
+                    (run, task, attempts, error, dead_ms, run),
+                ),
+            ]
+        case m.TaskBlocked(run_id=run, task=task, blocked_by=blocker):
+            return [(
+                "UPDATE tasks SET status = 'blocked', blocked_by = %s, updated_ms = %s"
+                " WHERE run_id = %s AND task = %s",
+                (blocker, at_ms, run, task),
+            )]
+        case m.TaskReplayed(run_id=run, task=task, attempt=attempt, requested_by=who):
+            return [
+                (
+                    "UPDATE dead_letters SET status = 'replayed', replayed_ms = %s, replayed_by = %s"
+                    " WHERE run_id = %s AND task = %s",
+                    (at_ms, who, run, task),
+                ),
+                (
+                    "UPDATE tasks SET failures = 0, attempt = %s, updated_ms = %s WHERE run_id = %s AND task = %s",
+                    (attempt, at_ms, run, task),
+                ),
+                (  # downstream waits for its dependencies again, no longer for an operator
+                    "UPDATE tasks SET status = 'pending', blocked_by = NULL, updated_ms = %s"
+                    " WHERE run_id = %s AND status = 'blocked' AND blocked_by = %s",
+                    (at_ms, run, task),
+                ),
+                (
+                    "UPDATE runs SET status = 'running', finished_ms = NULL, reason = NULL, updated_ms = %s"
+                    " WHERE run_id = %s",
+                    (at_ms, run),
+                ),
+            ]
+        case m.RunSucceeded(run_id=run, finished_ms=finished):
+            return _run_finished(run, "succeeded", None, finished, at_ms, None)
+        case m.RunFailed(run_id=run, reason=reason, finished_ms=finished):
+            return _run_finished(run, "failed", reason, finished, at_ms, "failed")
+        case m.RunCancelled(run_id=run, reason=reason, finished_ms=finished):
+            return _run_finished(run, "cancelled", reason, finished, at_ms, "cancelled")
+        case m.CommandRejected(run_id=run):
+            return [(
+                "UPDATE runs SET rejections = rejections + 1 WHERE run_id = %s",
+                (run,),
+            )]
+    return []
+
+
+def breaker_statements(tool: str, state: BreakerState | None, at_ms: int) -> list[Statement]:
+    """What a record of the compacted ``breakers`` topic changes (None: a tombstone)."""
+    if state is None:
+        return [("DELETE FROM breakers WHERE tool = %s", (tool,))]
+    return [(
+        "INSERT INTO breakers (tool, status, consecutive_failures, failure_threshold, cooldown_ms,"
+        " opened_ms, half_open_due_ms, transitions, updated_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (tool) DO UPDATE SET status = EXCLUDED.status,"
+        " consecutive_failures = EXCLUDED.consecutive_failures, failure_threshold = EXCLUDED.failure_threshold,"
+        " cooldown_ms = EXCLUDED.cooldown_ms, opened_ms = EXCLUDED.opened_ms,"
+        " half_open_due_ms = EXCLUDED.half_open_due_ms, transitions = EXCLUDED.transitions,"
+        " updated_ms = EXCLUDED.updated_ms",
+        (
+            tool, state.status.value, state.consecutive_failures, state.failure_threshold, state.cooldown_ms,
+            state.opened_ms, state.half_open_due_ms, state.transitions, at_ms,
+        ),
+    )]
+
+
+def _run_submitted(event: m.RunSubmitted, at_ms: int) -> list[Statement]:
+    plan = event.plan
+    out: list[Statement] = [(
+        "INSERT INTO runs (run_id, system, version, status, input, idempotency_key, submitted_ms,"
+        " tasks_total, updated_ms) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (event.run_id, plan.name, plan.version, event.input, event.idempotency_key, event.submitted_ms,
+         len(plan.agents), at_ms),
+    )]
+    for position, agent in enumerate(plan.agents):
+        out.append((
+            "INSERT INTO tasks (run_id, task, position, dependencies, tools, status, updated_ms)"
+            " VALUES (%s, %s, %s, %s, %s, 'pending', %s) ON CONFLICT DO NOTHING",
+            (event.run_id, agent.name, position, list(agent.dependencies), [t.name for t in agent.tools], at_ms),
+        ))
+    return out
+
+
+def _lease_ended(run: str, task: str, epoch: int, how: str, at_ms: int) -> list[Statement]:
+    return [
+        (
+            "UPDATE tasks SET status = CASE WHEN status = 'leased' THEN 'ready' ELSE status END,"
+            " holder = NULL, lease_expires_ms = NULL,"
+            " waiting_since_ms = CASE WHEN status = 'leased' THEN %s ELSE waiting_since_ms END,"
+            " updated_ms = %s WHERE run_id = %s AND task = %s AND epoch = %s",
+            (at_ms, at_ms, run, task, epoch),
+        ),
+        (
+            "UPDATE attempts SET status = %s, ended_ms = %s"
+            " WHERE run_id = %s AND task = %s AND epoch = %s AND status = 'running'",
+            (how, at_ms, run, task, epoch),
+        ),
+    ]
+
+
+def _run_finished(
+    run: str, status: str, reason: str | None, finished: int, at_ms: int, task_status: str | None
+) -> list[Statement]:
+    out: list[Statement] = [(
+        "UPDATE runs SET status = %s, reason = %s, finished_ms = %s, updated_ms = %s WHERE run_id = %s",
+        (status, reason, finished, at_ms, run),
+    )]
+    if task_status is not None:
+        out.append((
+            f"UPDATE tasks SET status = %s, holder = NULL, lease_expires_ms = NULL, waiting_since_ms = NULL,"
+            f" updated_ms = %s WHERE run_id = %s AND status NOT IN {_TERMINAL_TASK}",
+            (task_status, at_ms, run),
+        ))
+    return out

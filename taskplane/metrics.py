@@ -1,0 +1,296 @@
+"""Prometheus metrics of every taskplane process (names documented in docs/metrics.md).
+
+Three sources, each registered on a ``CollectorRegistry`` the process passes in (no
+module-level metrics):
+- ``PrometheusObserver``: a ``RuntimeObserver`` in the orchestrator/breaker processes,
+  counting what their events say (dead-letter transitions, lease renewals and
+  expirations, retries by agent and tool, time to completion, breaker transitions).
+- ``WorkerMetrics``: counters the worker runtime increments (lease renewal failures).
+- ``ReadModelCollector``: gauges computed at scrape time from the Postgres read model
+  (tasks by status, dead letters, blocked tasks, pending-task age, breaker state) and
+  consumer lag per group. State-derived gauges come from the read model, not the
+  orchestrator's in-memory state: one process sees every partition, and scrape
+  threads never touch the processor loop's dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processors.breaker import messages as b
+from processors.orchestrator import messages as m
+from streams.runtime_observer import RuntimeObserver
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+
+
+class MetricsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKPLANE_METRICS_", extra="ignore")
+
+    port: int = Field(default=9464, ge=0, le=65535, description="HTTP port of /metrics; 0 turns it off.")
+    address: str = Field(default="0.0.0.0")
+    pending_age_sla_s: float = Field(default=300.0, description="Documented SLA the alert rule compares with.")
+
+
+def serve_metrics(registry: CollectorRegistry, settings: MetricsSettings | None = None) -> Any:
+    """Start the /metrics endpoint in a daemon thread; None when the port is 0."""
+    settings = settings or MetricsSettings()
+    if not settings.port:
+        return None
+    server, _thread = start_http_server(settings.port, settings.address, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", settings.address, settings.port)
+    return server
+
+
+class WorkerMetrics:
+    """What the worker runtime counts; ``lease_renewal_failures.labels(agent, reason).inc()``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lease_renewal_failures = Counter(
+            "taskplane_lease_renewal_failures",
+            "Lease renewals a worker could not get through (send failed, rejected, or too late).",
+            ["agent", "reason"],
+            registry=registry,
+        )
+
+
+class PrometheusObserver(RuntimeObserver):
+    """Counts the events a processor emits. Pass to ``orchestrator_runtime(observer=...)``."""
+
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time,
+                 max_tracked: int = 100_000) -> None:
+        self._clock = clock
+        self._max_tracked = max_tracked
+        self._ready_at: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._failed_tool: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._submitted: OrderedDict[str, int] = OrderedDict()
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(name, doc, list(labels), registry=registry)
+
+        self.dead_letter_transitions = counter(
+            "taskplane_dead_letter_transitions", "Tasks moved to the dead-letter topic.", ["agent"])
+        self.lease_grants = counter("taskplane_lease_grants", "Leases granted.", ["agent"])
+        self.lease_renewals = counter("taskplane_lease_renewals", "Lease renewals accepted.", ["agent"])
+        self.lease_expirations = counter(
+            "taskplane_lease_expirations", "Leases that expired (worker died or stalled).", ["agent"])
+        self.lease_renewals_rejected = counter(
+            "taskplane_lease_renewals_rejected", "RenewLease commands the orchestrator rejected.")
+        self.retries = counter("taskplane_retries", "Retries scheduled, by agent and failing tool.",
+                               ["agent", "tool"])
+        self.attempt_failures = counter("taskplane_attempt_failures", "Failed attempts.", ["agent", "kind"])
+        self.tasks_succeeded = counter("taskplane_tasks_succeeded", "Tasks succeeded.", ["agent"])
+        self.tasks_blocked = counter("taskplane_task_blocked_transitions",
+                                     "Tasks blocked by a dead-lettered dependency.", ["agent"])
+        self.replays = counter("taskplane_task_replays", "Dead-lettered tasks replayed.", ["agent"])
+        self.runs_finished = counter("taskplane_runs_finished", "Runs finished.", ["status"])
+        self.commands_rejected = counter("taskplane_commands_rejected", "Commands rejected.", ["command"])
+        self.breaker_transitions = counter("taskplane_breaker_transitions", "Breaker transitions.",
+                                           ["tool", "to"])
+        self.task_completion = Histogram(
+            "taskplane_task_completion_seconds",
+            "From a task's first readiness to its success, as observed by the orchestrator.",
+            ["agent"], buckets=DURATION_BUCKETS, registry=registry)
+        self.run_duration = Histogram(
+            "taskplane_run_duration_seconds", "From submission to success (log times).",
+            buckets=DURATION_BUCKETS, registry=registry)
+        self.batches = Histogram("taskplane_processor_batch_seconds", "Processor transaction time.",
+                                 ["processor"], registry=registry)
+        self.records = counter("taskplane_processor_records", "Records a processor consumed.", ["processor"])
+        self.poison_records = counter("taskplane_poison_records", "Records sent to `poison`.", ["processor", "topic"])
+        self.aborted_transactions = counter("taskplane_processor_transactions_aborted", "Aborted transactions.",
+                               ["processor"])
+        self.restore = Histogram("taskplane_state_restore_seconds", "State restore time on assignment.",
+                                 ["processor"], registry=registry)
+
+    # ------------------------------------------------------------ runtime hooks
+
+    def batch(self, processor: str, records: int, seconds: float) -> None:
+        self.batches.labels(processor).observe(seconds)
+        self.records.labels(processor).inc(records)
+
+    def poison(self, processor: str, topic: str, error: str) -> None:
+        self.poison_records.labels(processor, topic).inc()
+
+    def aborted(self, processor: str) -> None:
+        self.aborted_transactions.labels(processor).inc()
+
+    def restored(self, processor: str, keys: int, seconds: float) -> None:
+        self.restore.labels(processor).observe(seconds)
+
+    def event(self, processor: str, event: object) -> None:
+        match event:
+            case m.RunSubmitted(run_id=run, submitted_ms=submitted):
+                self._remember(self._submitted, run, submitted)
+            case m.TaskReady(run_id=run, task=task):
+                if (run, task) not in self._ready_at:
+                    self._remember(self._ready_at, (run, task), self._clock())
+            case m.LeaseGranted(task=task):
+                self.lease_grants.labels(task).inc()
+            case m.LeaseRenewed(task=task):
+                self.lease_renewals.labels(task).inc()
+            case m.LeaseExpired(task=task):
+                self.lease_expirations.labels(task).inc()
+            case m.ToolCallFailed(run_id=run, task=task, tool=tool):
+                self._remember(self._failed_tool, (run, task), tool)
+            case m.AttemptFailed(task=task, kind=kind):
+                self.attempt_failures.labels(task, kind.value).inc()
+            case m.RetryScheduled(run_id=run, task=task):
+                self.retries.labels(task, self._failed_tool.pop((run, task), "none")).inc()
+            case m.TaskSucceeded(run_id=run, task=task):
+                self.tasks_succeeded.labels(task).inc()
+                self._failed_tool.pop((run, task), None)
+                ready = self._ready_at.pop((run, task), None)
+                if ready is not None:
+                    self.task_completion.labels(task).observe(max(0.0, self._clock() - ready))
+            case m.TaskDeadLettered(run_id=run, task=task):
+                self.dead_letter_transitions.labels(task).inc()
+                self._failed_tool.pop((run, task), None)
+            case m.TaskBlocked(task=task):
+                self.tasks_blocked.labels(task).inc()
+            case m.TaskReplayed(task=task):
+                self.replays.labels(task).inc()
+            case m.RunSucceeded(run_id=run, finished_ms=finished):
+                self.runs_finished.labels("succeeded").inc()
+                submitted = self._submitted.pop(run, None)
+                if submitted is not None:
+                    self.run_duration.observe(max(0, finished - submitted) / 1000)
+            case m.RunFailed(run_id=run) | m.RunCancelled(run_id=run):
+                self.runs_finished.labels("failed" if isinstance(event, m.RunFailed) else "cancelled").inc()
+                self._submitted.pop(run, None)
+            case m.CommandRejected(command=command):
+                self.commands_rejected.labels(command).inc()
+                if command == "RenewLease":
+                    self.lease_renewals_rejected.inc()
+            case b.BreakerOpened(tool=tool):
+                self.breaker_transitions.labels(tool, "open").inc()
+            case b.BreakerHalfOpened(tool=tool):
+                self.breaker_transitions.labels(tool, "half_open").inc()
+            case b.BreakerClosed(tool=tool):
+                self.breaker_transitions.labels(tool, "closed").inc()
+
+    def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        table[key] = value
+        while len(table) > self._max_tracked:  # bounded: a lost sample beats a leak
+            table.popitem(last=False)
+
+
+class ReadModelCollector(Collector):
+    """Gauges from the read model and consumer lag, computed on each scrape."""
+
+    def __init__(self, database_url: str, schema: str, kafka_config: dict[str, Any] | None,
+                 topics: Topics, clock: Callable[[], float] = time.time) -> None:
+        self._dsn = database_url
+        self._schema = schema
+        self._kafka = kafka_config
+        self._topics = topics
+        self._clock = clock
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # computed at scrape; nothing to check at registration
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            yield from self._from_read_model()
+        except Exception as error:  # a scrape must not fail because Postgres blinked
+            log.warning("read-model metrics unavailable: %s", error)
+        if self._kafka is not None:
+            try:
+                yield self._lag()
+            except Exception as error:
+                log.warning("consumer lag unavailable: %s", error)
+
+    def _from_read_model(self) -> Iterable[GaugeMetricFamily]:
+        from processors.projector.schema import connect
+
+        now_ms = int(self._clock() * 1000)
+        with connect(self._dsn, self._schema, autocommit=True) as conn:
+            by_status = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
+            dead = conn.execute(
+                "SELECT system, count(*) FROM dead_letters WHERE status = 'open' GROUP BY system").fetchall()
+            blocked = conn.execute(
+                "SELECT r.system, count(*) FROM tasks t JOIN runs r USING (run_id)"
+                " WHERE t.status = 'blocked' GROUP BY r.system").fetchall()
+            ages = conn.execute(
+                "SELECT count(*), max(%s - waiting_since_ms),"
+                " percentile_cont(0.5) WITHIN GROUP (ORDER BY %s - waiting_since_ms),"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY %s - waiting_since_ms)"
+                " FROM tasks WHERE status IN ('ready', 'backoff') AND waiting_since_ms IS NOT NULL",
+                (now_ms, now_ms, now_ms)).fetchone()
+            breakers = conn.execute("SELECT tool, status, consecutive_failures FROM breakers").fetchall()
+            stored = conn.execute("SELECT topic, partition, next_offset FROM projector_offsets").fetchall()
+        tasks = GaugeMetricFamily("taskplane_tasks", "Tasks in the read model by status.", labels=["status"])
+        counts = {str(status): int(n) for status, n in by_status}  # type: ignore[misc]
+        for status in ("pending", "ready", "leased", "backoff", "succeeded", "dead_lettered", "blocked",
+                       "failed", "cancelled"):
+            tasks.add_metric([status], counts.get(status, 0))
+        yield tasks
+        yield GaugeMetricFamily("taskplane_tasks_in_progress", "Tasks holding a live lease.",
+                                value=counts.get("leased", 0))
+        dead_family = GaugeMetricFamily("taskplane_dead_letter_tasks", "Open dead letters.", labels=["system"])
+        for system, n in dead:  # type: ignore[misc]
+            dead_family.add_metric([str(system)], int(n))
+        yield dead_family
+        yield GaugeMetricFamily("taskplane_dead_letter_tasks_total_open", "Open dead letters, all systems.",
+                                value=sum(int(n) for _, n in dead))  # type: ignore[misc]
+        blocked_family = GaugeMetricFamily("taskplane_blocked_tasks", "Tasks blocked by a dead letter.",
+                                           labels=["system"])
+        for system, n in blocked:  # type: ignore[misc]
+            blocked_family.add_metric([str(system)], int(n))
+        yield blocked_family
+        waiting, oldest, p50, p99 = ages if ages is not None else (0, None, None, None)  # type: ignore[misc]
+        age = GaugeMetricFamily("taskplane_pending_task_age_seconds",
+                                "Age of tasks waiting for a worker (ready or in backoff).", labels=["quantile"])
+        for quantile, value in (("0.5", p50), ("0.99", p99), ("1", oldest)):
+            age.add_metric([quantile], float(value or 0) / 1000)
+        yield age
+        yield GaugeMetricFamily("taskplane_oldest_pending_task_age_seconds", "Oldest waiting task's age.",
+                                value=float(oldest or 0) / 1000)
+        yield GaugeMetricFamily("taskplane_pending_tasks", "Tasks waiting for a worker.", value=int(waiting or 0))
+        state = GaugeMetricFamily("taskplane_breaker_state", "Breaker per tool: 0 closed, 1 half-open, 2 open.",
+                                  labels=["tool"])
+        failures = GaugeMetricFamily("taskplane_breaker_consecutive_failures", "Consecutive failures per tool.",
+                                     labels=["tool"])
+        for tool, status, consecutive in breakers:  # type: ignore[misc]
+            state.add_metric([str(tool)], BREAKER_LEVEL.get(str(status), 0))
+            failures.add_metric([str(tool)], int(consecutive))
+        yield state
+        yield failures
+        self._stored = {(str(t), int(p)): int(o) for t, p, o in stored}  # type: ignore[misc]
+
+    def _lag(self) -> GaugeMetricFamily:
+        from taskplane.cli_replay import committed_offsets, watermarks
+
+        assert self._kafka is not None
+        lag = GaugeMetricFamily("taskplane_consumer_lag", "Records not yet processed, per group and topic.",
+                                labels=["group", "topic"])
+        prefix = self._topics.prefix
+        groups = {f"{prefix}.orchestrator": [self._topics.name("commands")],
+                  f"{prefix}.breaker": [self._topics.name("tool-outcomes")]}
+        for group, group_topics in groups.items():
+            for topic in group_topics:
+                marks = watermarks(self._kafka, topic)
+                done = committed_offsets(self._kafka, group, topic)
+                total = sum(high - done.get(p, low) for p, (low, high) in marks.items())
+                lag.add_metric([group, topic], max(0, total))
+        stored = getattr(self, "_stored", {})
+        for role in ("events", "breakers"):
+            topic = self._topics.name(role)
+            marks = watermarks(self._kafka, topic)
+            total = sum(high - stored.get((topic, p), low) for p, (low, high) in marks.items())
+            lag.add_metric([f"{prefix}.projector", topic], max(0, total))
+        return lag
