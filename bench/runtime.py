@@ -28,7 +28,7 @@ from streams.runtime import ProcessorRuntime, ProcessorSpec
 from streams.runtime_observer import RuntimeObserver
 from streams.runtime_settings import RuntimeSettings
 from streams.serde import Serde, new_meta
-from streams.topics import TopicSpec, Topics, ensure_topics
+from streams.topics import Topics, TopicSpec, ensure_topics
 
 PARTITIONS = 4
 KEYS = 1_000
@@ -96,14 +96,14 @@ def raw_loop(kafka: dict[str, Any], source: str, sink: str, count: int) -> float
 class _Counting(RuntimeObserver):
     def __init__(self, target: int, runtime_stop: threading.Event) -> None:
         self.seen = 0
-        self.started = 0.0
+        self.first = 0.0
         self.finished = 0.0
         self.target = target
         self._done = runtime_stop
 
     def batch(self, processor: str, records: int, seconds: float) -> None:
-        if not self.started:
-            self.started = time.perf_counter() - seconds
+        if not self.first:
+            self.first = time.perf_counter() - seconds
         self.seen += records
         if self.seen >= self.target and not self.finished:
             self.finished = time.perf_counter()
@@ -121,7 +121,7 @@ def runtime_loop(kafka: dict[str, Any], topics: Topics, count: int) -> float:
     done.wait()
     runtime.stop()
     thread.join(30)
-    return observer.seen / (observer.finished - observer.started)
+    return observer.seen / (observer.finished - observer.first)
 
 
 def main() -> None:

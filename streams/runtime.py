@@ -36,7 +36,7 @@ from streams.exceptions import SerdeError, StreamsError
 from streams.runtime_observer import RuntimeObserver
 from streams.runtime_settings import RuntimeSettings
 from streams.serde import Meta, Serde
-from streams.topics import TopicSpec, Topics, ensure_topics
+from streams.topics import Topics, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         state = owned.states.get(key)
         events = self._decide(state, command, at_ms)
         try:
-            outputs = []
+            outputs: list[Any] = []
             for event in events:
                 state = self._decider.evolve(state, event)
                 outputs.extend(self._decider.outputs(state, event))
@@ -397,7 +397,7 @@ class ProcessorRuntime(Generic[S, C, E]):
                 if value is None:
                     continue
                 states = restored[partition].states
-                states[key] = self._decider.evolve(states.get(key), self._serde.decode(value)[1])  # type: ignore[arg-type]
+                states[key] = self._decider.evolve(states.get(key), self._serde.decode(value)[1])
             for partition, owned in restored.items():  # re-seed the new changelog
                 self._dirty[partition] = set(owned.states)
         for owned in restored.values():

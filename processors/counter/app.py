@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from processors.counter.decider import CounterDecider
 from streams.runtime import ProcessorRuntime, ProcessorSpec, run_until_signalled
 from streams.runtime_settings import RuntimeSettings
-from streams.topics import TopicSpec, Topics
-
-from processors.counter.decider import CounterDecider
+from streams.topics import Topics, TopicSpec
 
 PARTITIONS = 4
 

@@ -12,13 +12,12 @@ import argparse
 import logging
 from typing import Any
 
+from processors.breaker.decider import BreakerDecider
+from processors.orchestrator.decider import OrchestratorDecider
 from streams.runtime import ProcessorRuntime, ProcessorSpec, run_until_signalled
 from streams.runtime_observer import RuntimeObserver
 from streams.runtime_settings import RuntimeSettings
 from streams.topics import Topics, catalog
-
-from processors.breaker.decider import BreakerDecider
-from processors.orchestrator.decider import OrchestratorDecider
 
 
 def _changelog_spec(role: str) -> Any:

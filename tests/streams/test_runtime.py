@@ -252,7 +252,8 @@ def test_restore_from_changelog_and_rebuild_from_events_agree(counter: dict[str,
     assert {k: s.total for k, s in from_changelog.items()} == expected_totals(commands + more)
 
     # Lose the changelog: the processor folds `events` and re-seeds a new changelog.
-    AdminClient(kafka).delete_topics([topics.changelog])[topics.changelog].result()
+    admin = AdminClient(kafka)  # keep the handle alive until the future resolves
+    admin.delete_topics([topics.changelog])[topics.changelog].result(30)
     time.sleep(2)
     proc = counter["processor"]("p0")
     produce(kafka, topics.commands, [Add("key-0", 1, 10**6)])  # make it commit once
@@ -266,5 +267,5 @@ def test_restore_from_changelog_and_rebuild_from_events_agree(counter: dict[str,
     expected = {**{k: s for k, s in from_changelog.items()}}
     expected["key-0"] = Counter("key-0", expected["key-0"].total + 1, expected["key-0"].count + 1)
     assert rebuilt == expected
-    for key, state in from_changelog.items():  # byte for byte, as the changelog stores them
+    for key in from_changelog:  # byte for byte, as the changelog stores them
         assert serde.encode(rebuilt[key], state_meta(key)) == serde.encode(expected[key], state_meta(key))
