@@ -1,0 +1,56 @@
+"""payment-processor: stripe.charge then ledger.record, against the local fakepay.
+
+Run input: ``{"amount": 1250, "currency": "usd", "customer": "cus_42"}``. The charge is
+sent with the call's idempotency key, so a retry after a crash between the charge and
+its journal record is answered by fakepay with the first charge, and the ledger insert
+is keyed by the charge id: each happens once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from typing import Any
+
+from examples._db import database_url
+from workers.sdk import AgentContext, agent, tool
+
+
+def fakepay_url() -> str:
+    return os.environ.get("TASKPLANE_FAKEPAY_URL", "http://127.0.0.1:8402")
+
+
+@tool("stripe.charge", network=True, env=("TASKPLANE_FAKEPAY_URL",))
+def charge(amount: int, currency: str, customer: str, idempotency_key: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{fakepay_url()}/charges", method="POST",
+        data=json.dumps({"amount": amount, "currency": currency, "customer": customer}).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body: dict[str, Any] = json.loads(response.read())
+    return body
+
+
+@tool("ledger.record", env=("TASKPLANE_DATABASE_URL",))
+def record(charge_id: str, amount: int, currency: str, run_id: str) -> dict[str, Any]:
+    import psycopg
+
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ledger (charge_id text PRIMARY KEY, run_id text NOT NULL, "
+                     "amount bigint NOT NULL, currency text NOT NULL, "
+                     "recorded_at timestamptz NOT NULL DEFAULT now())")
+        inserted = conn.execute("INSERT INTO ledger (charge_id, run_id, amount, currency) VALUES (%s, %s, %s, %s) "
+                                "ON CONFLICT (charge_id) DO NOTHING RETURNING charge_id",
+                                (charge_id, run_id, amount, currency)).fetchone()
+    return {"charge_id": charge_id, "recorded": inserted is not None}
+
+
+@agent("payment-processor")
+def payment_processor(ctx: AgentContext) -> dict[str, Any]:
+    order = ctx.run_input
+    paid = ctx.call_tool("stripe.charge", amount=order["amount"], currency=order.get("currency", "usd"),
+                         customer=order.get("customer", "anonymous"))
+    entry = ctx.call_tool("ledger.record", charge_id=paid["id"], amount=paid["amount"],
+                          currency=paid["currency"], run_id=ctx.run_id)
+    return {"charge": paid["id"], "ledger": entry}
