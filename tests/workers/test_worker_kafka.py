@@ -1,0 +1,115 @@
+"""The worker loop on the real broker, against a scripted orchestrator (grants or
+rejects claims and collects the worker's commands)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import sample_tools
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from processors.orchestrator.messages import (
+    Assignment,
+    ClaimTask,
+    CompleteTask,
+    RecordToolCall,
+    WorkItem,
+)
+from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, Isolation, SystemPlan, ToolPlan
+from streams.serde import Serde, new_meta
+from streams.topics import Topics, catalog, ensure_topics
+from workers.sdk import Registry
+from workers.settings import WorkerSettings
+from workers.worker import Worker
+
+PLAN = SystemPlan("echo-system", "1", (AgentPlan("echoer", "m1", (ToolPlan("test.echo", 5_000, 0, Isolation.PROCESS,
+                                                                         3, 1_000),), ()),), ExecutionPolicy())
+
+
+class ScriptedOrchestrator:
+    def __init__(self, kafka_config: dict[str, Any], topics: Topics, grant: bool) -> None:
+        self.commands: list[Any] = []
+        self._topics, self._grant, self._serde = topics, grant, Serde()
+        self._stop = threading.Event()
+        self._producer = Producer({**kafka_config, "partitioner": "murmur2_random"})
+        self._consumer = Consumer({**kafka_config, "group.id": f"{topics.prefix}.scripted",
+                                   "auto.offset.reset": "earliest"})
+        self._consumer.subscribe([topics.commands])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def produce(self, topic: str, key: str, value: Any) -> None:
+        meta = new_meta(key, type(value).__name__, int(time.time() * 1000))
+        self._producer.produce(topic, self._serde.encode(value, meta), key)
+        self._producer.flush(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.2)
+            if message is None or message.error() or message.value() is None:
+                continue
+            command = self._serde.decode(message.value())[1]
+            self.commands.append(command)
+            if isinstance(command, ClaimTask):
+                self.produce(self._topics.inbox, command.worker_id, Assignment(
+                    command.worker_id, command.run_id, command.task, command.attempt, self._grant,
+                    None if self._grant else "already leased", 3, 0, 3_000, "echo-system", "m1", '"hello"', {}, ()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def _wait(condition: Any, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("grant", [True, False])
+def test_the_worker_claims_runs_after_the_grant_and_commits_the_offset(
+        kafka_config: dict[str, Any], unique_prefix: str, grant: bool) -> None:
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(dict(kafka_config)), topics, catalog(2, 1))
+    orchestrator = ScriptedOrchestrator(dict(kafka_config), topics, grant)
+    worker = Worker(dict(kafka_config), topics, "echo-system", Registry.from_module(sample_tools),
+                    WorkerSettings(worker_id=f"w-{unique_prefix}", concurrency=2, claim_timeout_s=10), plan=PLAN)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        orchestrator.produce(topics.work, "r1/other", WorkItem("r1", "other-system", "echoer", 1))
+        orchestrator.produce(topics.work, "r1/echoer", WorkItem("r1", "echo-system", "echoer", 1))
+        if grant:
+            _wait(lambda: any(isinstance(c, CompleteTask) for c in orchestrator.commands))
+            kinds = [type(c).__name__ for c in orchestrator.commands if not type(c).__name__ == "RenewLease"]
+            assert kinds == ["ClaimTask", "RecordToolCall", "RecordToolCall", "CompleteTask"]
+            records = [c for c in orchestrator.commands if isinstance(c, RecordToolCall)]
+            assert all(r.epoch == 3 and r.ok for r in records)
+        else:
+            _wait(lambda: any(isinstance(c, ClaimTask) for c in orchestrator.commands))
+            time.sleep(1)
+            assert [type(c).__name__ for c in orchestrator.commands] == ["ClaimTask"]
+        assert len([c for c in orchestrator.commands if isinstance(c, ClaimTask)]) == 1  # other system skipped
+    finally:
+        worker.stop()
+        runner.join(30)
+        orchestrator.close()
+    # Both work records are committed: a new worker of the group gets nothing to claim.
+    check = Consumer({**kafka_config, "group.id": f"{unique_prefix}.workers.echo-system"})
+    committed = check.committed([tp for tp in _work_partitions(check, topics.work)], timeout=10)
+    check.close()
+    assert sum(max(tp.offset, 0) for tp in committed) == 2
+
+
+def _work_partitions(consumer: Consumer, topic: str) -> list[Any]:
+    from confluent_kafka import TopicPartition
+
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    return [TopicPartition(topic, p) for p in partitions]
