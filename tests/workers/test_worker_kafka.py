@@ -88,7 +88,7 @@ def test_the_worker_claims_runs_after_the_grant_and_commits_the_offset(
         orchestrator.produce(topics.work, "r1/echoer", WorkItem("r1", "echo-system", "echoer", 1))
         if grant:
             _wait(lambda: any(isinstance(c, CompleteTask) for c in orchestrator.commands))
-            kinds = [type(c).__name__ for c in orchestrator.commands if not type(c).__name__ == "RenewLease"]
+            kinds = [type(c).__name__ for c in orchestrator.commands if type(c).__name__ != "RenewLease"]
             assert kinds == ["ClaimTask", "RecordToolCall", "RecordToolCall", "CompleteTask"]
             records = [c for c in orchestrator.commands if isinstance(c, RecordToolCall)]
             assert all(r.epoch == 3 and r.ok for r in records)
