@@ -14,7 +14,7 @@ import importlib
 import inspect
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, is_dataclass
 from io import BytesIO
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from streams._avro_codegen import compile_message
 from streams._avro_mapping import RecordMapping, record_mapping
 from streams.exceptions import SerdeError
 
@@ -225,6 +226,8 @@ class _Codec:
     schema: RegisteredSchema
     header: bytes
     mapping: RecordMapping
+    encode: Callable[[Any, Meta], bytes]
+    decode: Callable[[bytes, int], tuple[Meta, Any, int]]
 
 
 class Serde:
@@ -246,7 +249,9 @@ class Serde:
             cls = classes.get(schema.full_name)
             if cls is None:  # a schema with no class here: its records fail to decode, loudly
                 continue
-            codec = _Codec(schema, MAGIC + schema.fingerprint, record_mapping(cls))
+            header = MAGIC + schema.fingerprint
+            encode, decode = compile_message(schema.expanded, Meta, cls, header)
+            codec = _Codec(schema, header, record_mapping(cls), encode, decode)
             self._by_class[cls] = self._by_name[schema.full_name] = codec
             self._by_fingerprint[schema.fingerprint] = codec
 
@@ -259,13 +264,20 @@ class Serde:
         if codec is None:
             raise SerdeError(f"no schema for {type(value).__qualname__}")
         try:
-            record = codec.mapping.to_record(value)
-            record["meta"] = self._meta.to_record(meta)
-            out = BytesIO()
-            out.write(codec.header)
-            schemaless_writer(out, codec.schema.parsed, record)
-        except Exception as error:  # fastavro: ValueError, TypeError, OverflowError, ...
+            return codec.encode(value, meta)
+        except Exception as error:  # a field of the wrong type, an int beyond 64 bits, ...
             raise SerdeError(f"cannot encode {type(value).__qualname__}: {error!r}") from error
+
+    def encode_with_fastavro(self, value: object, meta: Meta) -> bytes:
+        """The reference encoding the compiled codecs are checked against."""
+        codec = self._by_class.get(type(value))
+        if codec is None:
+            raise SerdeError(f"no schema for {type(value).__qualname__}")
+        record = codec.mapping.to_record(value)
+        record["meta"] = self._meta.to_record(meta)
+        out = BytesIO()
+        out.write(codec.header)
+        schemaless_writer(out, codec.schema.parsed, record)
         return out.getvalue()
 
     def decode(self, data: bytes) -> tuple[Meta, object]:
@@ -273,6 +285,14 @@ class Serde:
             raise SerdeError("not an Avro single-object record (bad magic or too short)")
         fingerprint_bytes = bytes(data[2:HEADER_SIZE])
         codec = self._by_fingerprint.get(fingerprint_bytes)
+        if codec is not None:  # written with the current schema: the compiled fast path
+            try:
+                meta, value, end = codec.decode(data, HEADER_SIZE)
+            except Exception as error:  # truncated or corrupt body
+                raise SerdeError(f"undecodable {codec.schema.full_name} body: {error!r}") from error
+            if end != len(data):
+                raise SerdeError(f"{codec.schema.full_name}: {len(data) - end} trailing byte(s)")
+            return meta, value
         writer = codec.schema if codec is not None else self._resolve(fingerprint_bytes)
         if codec is None:
             codec = self._by_name.get(writer.full_name)
