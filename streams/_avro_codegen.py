@@ -29,15 +29,25 @@ _FLOAT = struct.Struct("<f")
 _SMALL = [bytes([z]) if z < 128 else bytes([(z & 0x7F) | 0x80, z >> 7]) for z in range(16_384)]
 
 
+_LARGE: dict[int, bytes] = {}  # recent large values: timestamps repeat within a batch
+
+
 def _varint(z: int) -> bytes:
+    cached = _LARGE.get(z)
+    if cached is not None:
+        return cached
     if not 0 <= z < 1 << 64:
         raise OverflowError("integer out of Avro long range")
     out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    value = z
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    if len(_LARGE) >= 4096:
+        _LARGE.clear()
+    _LARGE[z] = encoded = bytes(out)
+    return encoded
 
 
 def _read_long(data: bytes, p: int) -> tuple[int, int]:

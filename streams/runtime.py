@@ -115,6 +115,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._events = topics.name(spec.events)
         self._changelog = topics.name(spec.changelog)
         self._partitions: dict[int, _Partition[S]] = {}
+        self._output_topics: dict[str, str] = {}
         self._dirty: dict[int, set[str]] = {}
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
@@ -224,40 +225,28 @@ class ProcessorRuntime(Generic[S, C, E]):
             outputs = list(self._decider.outputs(state, events[0]))
         producer = self._producer
         assert producer is not None
+        encode = self._serde.encode
+        cause = meta.message_id
+        correlation = meta.correlation_id or key
         for index, event in enumerate(events):
-            event_meta = Meta(
-                message_id=f"{meta.message_id}/{index}",
-                key=key,
-                type=type(event).__name__,
-                schema_version=1,
-                causation_id=meta.message_id,
-                correlation_id=meta.correlation_id or key,
-                timestamp_ms=at_ms,
-            )
-            producer.produce(
-                self._events, self._serde.encode(event, event_meta), key, partition, timestamp=at_ms
-            )
+            name = type(event).__name__
+            event_meta = Meta(f"{cause}/{index}", key, name, 1, cause, correlation, at_ms)
+            producer.produce(self._events, encode(event, event_meta), key, partition, timestamp=at_ms)
             self._observer.event(self._spec.name, event)
         for index, output in enumerate(outputs):
-            out_meta = Meta(
-                message_id=f"{meta.message_id}/o{index}",
-                key=output.key,
-                type=type(output.value).__name__,
-                schema_version=1,
-                causation_id=meta.message_id,
-                correlation_id=meta.correlation_id or key,
-                timestamp_ms=at_ms,
-            )
-            producer.produce(
-                self._topics.name(output.topic),
-                self._serde.encode(output.value, out_meta),
-                output.key,
-                timestamp=at_ms,
-            )
+            value = output.value
+            out_meta = Meta(f"{cause}/o{index}", output.key, type(value).__name__, 1, cause, correlation, at_ms)
+            producer.produce(self._output_topic(output.topic), encode(value, out_meta), output.key, timestamp=at_ms)
         if events:
             owned.states[key] = state
             owned.set_deadline(key, self._decider.next_deadline(state))
             self._dirty.setdefault(partition, set()).add(key)
+
+    def _output_topic(self, role: str) -> str:
+        name = self._output_topics.get(role)
+        if name is None:
+            name = self._output_topics[role] = self._topics.name(role)
+        return name
 
     def _decide(self, state: S | None, command: Any, at_ms: int) -> list[E]:
         try:

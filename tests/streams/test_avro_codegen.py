@@ -3,6 +3,7 @@ message type: fastavro is the reference, the compiled path is the hot path."""
 
 from __future__ import annotations
 
+import contextlib
 from io import BytesIO
 
 import pytest
@@ -41,7 +42,5 @@ def test_corrupt_bodies_raise_serde_errors_only(tail: bytes) -> None:
 
     valid = serde().encode(ClaimTask("run", "task", 1, "worker"), new_meta("run", "ClaimTask", 1))
     for data in (valid[:HEADER_SIZE] + tail, valid[: len(valid) - 1], valid + tail[:1]):
-        try:
+        with contextlib.suppress(SerdeError):  # any other exception fails the test
             serde().decode(data)
-        except SerdeError:
-            pass
