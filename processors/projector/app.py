@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -35,6 +36,9 @@ class ProjectorSettings(BaseSettings):
     schema_name: str = Field(default=LIVE_SCHEMA, description="Postgres schema of the live read model.")
     max_batch_records: int = Field(default=2_000, ge=1)
     max_batch_ms: int = Field(default=200, ge=1)
+    instance_id: str = Field(default_factory=socket.gethostname,
+                             description="Static group membership: a restarted pod takes its partitions back at once.")
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
 
 
 def group_id(topics: Topics) -> str:
@@ -75,6 +79,8 @@ class Projector:
                     "isolation.level": "read_committed",
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
+                    "group.instance.id": self._settings.instance_id,
+                    "session.timeout.ms": self._settings.session_timeout_ms,
                 }
             )
 
