@@ -7,7 +7,10 @@ import typer
 from taskplane import cli_worker
 from taskplane.cli_demo import demo
 from taskplane.cli_dev import dev_app
+from taskplane.cli_dlq import dlq_app
 from taskplane.cli_processors import apply, processor_app, submit, topics_app
+from taskplane.cli_replay import rebuild_app, replay
+from taskplane.cli_runs import runs_app
 
 app = typer.Typer(
     name="taskplane",
@@ -21,6 +24,10 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(processor_app, name="processor")
 app.command("apply")(apply)
 app.command("submit")(submit)
+app.add_typer(runs_app, name="runs")
+app.add_typer(dlq_app, name="dlq")
+app.command("replay")(replay)
+app.add_typer(rebuild_app, name="rebuild")
 cli_worker.register(app)
 
 
