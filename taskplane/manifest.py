@@ -1,0 +1,607 @@
+"""The AgentSystem manifest: loading, validation, and compiling to a ``SystemPlan``.
+
+The seeds' YAML is accepted as written (``apiVersion: orloj.dev/v1`` included).
+Anything wrong is refused as one ``ManifestError`` listing every problem as
+``path: reason``, with paths in the manifest's own spelling
+(``spec.agents[0].tools[1].web.search.timeout``). Durations are held in milliseconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from processors.orchestrator.plan import (
+    AgentPlan,
+    ExecutionPolicy,
+    Isolation,
+    SystemPlan,
+    ToolPlan,
+)
+from taskplane.durations import DurationError, format_duration, parse_duration_ms
+from taskplane.exceptions import ManifestError, Problem, UserInputError
+
+API_VERSIONS = ("taskplane.dev/v1", "orloj.dev/v1")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_AGENT_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
+ROOT = "<manifest>"
+
+
+def _refuse(kind: str, reason: str) -> PydanticCustomError:
+    """An error whose message is ``reason`` verbatim (pydantic would format braces in it)."""
+    return PydanticCustomError(kind, "{reason}", {"reason": reason})
+
+
+def _duration_validator(minimum_ms: int, too_small: str) -> BeforeValidator:
+    def validate(value: object) -> int:
+        try:
+            ms = parse_duration_ms(value)
+        except DurationError as exc:
+            raise _refuse("duration", str(exc)) from None
+        if ms < minimum_ms:
+            reason = f"{too_small}, got {value!r}"
+            raise _refuse("duration", reason)
+        return ms
+
+    return BeforeValidator(validate)
+
+
+def _name_validator(pattern: re.Pattern[str], rule: str) -> BeforeValidator:
+    def validate(value: object) -> object:
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            reason = f"invalid name {value!r}: {rule}"
+            raise _refuse("name", reason)
+        return value
+
+    return BeforeValidator(validate)
+
+
+_AS_TEXT = PlainSerializer(format_duration, return_type=str)
+PositiveDuration = Annotated[int, _duration_validator(1, "must be positive"), _AS_TEXT]
+NonNegativeDuration = Annotated[int, _duration_validator(0, "must not be negative"), _AS_TEXT]
+LeaseDuration = Annotated[int, _duration_validator(1_000, "must be at least 1s"), _AS_TEXT]
+Count = Annotated[int, Strict()]
+Ratio = Annotated[float, Strict()]
+SystemName = Annotated[
+    str,
+    _name_validator(
+        _DNS_LABEL,
+        "lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit",
+    ),
+]
+AgentName = Annotated[
+    str,
+    _name_validator(
+        _AGENT_NAME,
+        "letters, digits, '.', '_' and '-', at most 63, starting and ending with a letter or digit",
+    ),
+]
+ToolName = Annotated[
+    str, _name_validator(_TOOL_NAME, "letters, digits, '.', '_', ':', '/' and '-'")
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class ToolSpec(_Spec):
+    """One tool of an agent: ``- email.fetch`` or ``- web.search: {timeout: 5s, ...}``."""
+
+    name: ToolName
+    timeout: PositiveDuration = 30_000
+    retries: Count = Field(0, ge=0)
+    isolation: Isolation = Isolation.NONE
+    fallback: ToolName | None = None
+    failure_threshold: Count | None = Field(None, ge=1)
+    cooldown: PositiveDuration | None = None
+    network: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_and_long_forms(cls, data: object) -> object:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, Mapping) and "name" not in data:
+            if len(data) != 1:
+                reason = "a tool is a name or a one-key mapping {name: {options}}"
+                raise _refuse("tool_form", reason)
+            ((name, options),) = data.items()
+            if options is None:
+                return {"name": name}
+            if not isinstance(options, Mapping):
+                raise _refuse("tool_form", f"options of tool {name!r} must be a mapping")
+            return {"name": name, **options}
+        return data
+
+    @field_validator("fallback")
+    @classmethod
+    def _not_itself(cls, fallback: str | None, info: ValidationInfo) -> str | None:
+        if fallback is not None and fallback == info.data.get("name"):
+            raise _refuse("fallback", "a tool cannot be its own fallback")
+        return fallback
+
+    @field_validator("network")
+    @classmethod
+    def _network_needs_container(cls, network: bool, info: ValidationInfo) -> bool:
+        isolation = info.data.get("isolation")  # absent when isolation itself was refused
+        if network and isolation is not None and isolation is not Isolation.CONTAINER:
+            reason = f"network access needs isolation: container, not {isolation.value}"
+            raise _refuse("network", reason)
+        return network
+
+
+class AgentSpec(_Spec):
+    name: AgentName
+    model: str | None = None  # opaque to taskplane; handed to the agent's code
+    tools: tuple[ToolSpec, ...] = ()
+    dependencies: tuple[AgentName, ...] = ()
+
+
+class ExecutionSpec(_Spec):
+    lease_timeout: LeaseDuration = 10_000
+    max_retries: Count = Field(3, ge=0)
+    initial_backoff: NonNegativeDuration = 1_000
+    backoff_multiplier: Ratio = Field(2.0, ge=1.0)
+    max_backoff_cap: PositiveDuration = 60_000
+    jitter_fraction: Ratio = Field(0.1, ge=0.0, le=1.0)
+    dead_letter_transition: bool = True
+    idempotency_tracking: bool = True
+    state_persistence: bool = True
+
+    @field_validator("max_backoff_cap")
+    @classmethod
+    def _cap_above_initial(cls, cap: int, info: ValidationInfo) -> int:
+        initial = info.data.get("initial_backoff")
+        if isinstance(initial, int) and cap < initial:
+            reason = f"must be at least initialBackoff ({format_duration(initial)}), got {format_duration(cap)}"
+            raise _refuse("backoff_cap", reason)
+        return cap
+
+
+class BreakersSpec(_Spec):
+    failure_threshold: Count = Field(5, ge=1)
+    cooldown: PositiveDuration = 60_000
+
+
+class ObservabilitySpec(_Spec):
+    metrics_export: Literal["prometheus", "none"] = "prometheus"
+    lease_renewal_metrics: bool = True
+    task_state_change_metrics: bool = True
+    dead_letter_alerts: bool = True
+
+
+class PersistenceSpec(_Spec):
+    backend: Literal["postgresql"] = "postgresql"
+    connection_string: SecretStr | None = None  # never printed, not part of the version
+    backup_schedule: str | None = None
+
+
+class SystemSpec(_Spec):
+    agents: tuple[AgentSpec, ...]
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    breakers: BreakersSpec = Field(default_factory=BreakersSpec)
+    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    persistence: PersistenceSpec = Field(default_factory=PersistenceSpec)
+
+    @field_validator("agents")
+    @classmethod
+    def _not_empty(cls, agents: tuple[AgentSpec, ...]) -> tuple[AgentSpec, ...]:
+        if not agents:
+            raise _refuse("agents", "at least one agent is required")
+        return agents
+
+
+class Metadata(_Spec):
+    name: SystemName
+
+
+class AgentSystemManifest(_Spec):
+    """A validated AgentSystem. Build it with ``load_manifest`` or ``validate_manifest``,
+    which also run the cross-field checks (dependencies, cycles, duplicates)."""
+
+    api_version: str
+    kind: Literal["AgentSystem"]
+    metadata: Metadata
+    spec: SystemSpec
+
+    @field_validator("api_version")
+    @classmethod
+    def _known_api_version(cls, api_version: str) -> str:
+        if api_version not in API_VERSIONS:
+            expected = " or ".join(API_VERSIONS)
+            raise _refuse(
+                "api_version", f"unsupported apiVersion {api_version!r}; expected {expected}"
+            )
+        return api_version
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def check(self) -> None:
+        """Raise ``ManifestError`` if the agents do not form a valid DAG."""
+        data = self.model_dump(mode="python", by_alias=True)
+        problems = _graph_problems(data["spec"]["agents"])
+        if problems:
+            raise ManifestError(problems)
+
+    def topological_order(self) -> list[AgentSpec]:
+        """Agents so that each comes after its dependencies; ties keep declaration order."""
+        by_name = {agent.name: agent for agent in self.spec.agents}
+        order = _topological_order([(a.name, a.dependencies) for a in self.spec.agents])
+        return [by_name[name] for name in order]
+
+    def canonical_json(self) -> str:
+        """The content that identifies this system: defaults filled in, durations in one
+        spelling, the connection string masked."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def version(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+    def to_plan(self, version: str) -> SystemPlan:
+        """Compile to the plan a run is pinned to; tool breakers fall back to spec.breakers."""
+        self.check()
+        breakers, execution = self.spec.breakers, self.spec.execution
+        agents = tuple(
+            AgentPlan(
+                name=agent.name,
+                model=agent.model,
+                tools=tuple(
+                    ToolPlan(
+                        name=tool.name,
+                        timeout_ms=tool.timeout,
+                        retries=tool.retries,
+                        isolation=tool.isolation,
+                        failure_threshold=tool.failure_threshold or breakers.failure_threshold,
+                        cooldown_ms=tool.cooldown or breakers.cooldown,
+                        fallback=tool.fallback,
+                    )
+                    for tool in agent.tools
+                ),
+                dependencies=agent.dependencies,
+            )
+            for agent in self.spec.agents
+        )
+        policy = ExecutionPolicy(
+            lease_timeout_ms=execution.lease_timeout,
+            max_retries=execution.max_retries,
+            initial_backoff_ms=execution.initial_backoff,
+            backoff_multiplier=execution.backoff_multiplier,
+            max_backoff_ms=execution.max_backoff_cap,
+            jitter_fraction=execution.jitter_fraction,
+            dead_letter_transition=execution.dead_letter_transition,
+            idempotency_tracking=execution.idempotency_tracking,
+        )
+        return SystemPlan(name=self.name, version=version, agents=agents, execution=policy)
+
+
+def load_manifest(source: str | Path) -> AgentSystemManifest:
+    """Load from a file (a ``Path``, or a one-line ``str``) or from YAML text.
+
+    Raises ``UserInputError`` for a missing file, ``ManifestError`` for anything else.
+    """
+    if isinstance(source, Path) or ("\n" not in source and not source.lstrip().startswith("{")):
+        return load_manifest_file(source)
+    return load_manifest_text(source)
+
+
+def load_manifest_file(path: str | Path) -> AgentSystemManifest:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"manifest file not found: {path}", field=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read manifest {path}: {exc}", field=str(path)) from None
+    return load_manifest_text(text)
+
+
+def load_manifest_text(text: str) -> AgentSystemManifest:
+    return validate_manifest(parse_yaml(text))
+
+
+def manifest_version(source: str | AgentSystemManifest) -> str:
+    """Short sha256 of the canonical JSON: equal content, equal version, whatever the
+    spelling (key order, ``10s`` vs ``10000ms``, defaults written out or not)."""
+    manifest = source if isinstance(source, AgentSystemManifest) else load_manifest_text(source)
+    return manifest.version()
+
+
+def validate_manifest(data: object) -> AgentSystemManifest:
+    """Validate parsed YAML; every problem is reported at once."""
+    if not isinstance(data, Mapping):
+        kind = "nothing" if data is None else type(data).__name__
+        reason = f"a manifest is a mapping with apiVersion, kind, metadata and spec; got {kind}"
+        raise ManifestError([(ROOT, reason)])
+    problems: list[Problem] = []
+    manifest: AgentSystemManifest | None = None
+    try:
+        manifest = AgentSystemManifest.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problem(error, data) for error in exc.errors())
+    spec = data.get("spec")
+    agents = spec.get("agents") if isinstance(spec, Mapping) else None
+    if isinstance(agents, list):
+        problems.extend(p for p in _graph_problems(agents) if p not in problems)
+    if problems or manifest is None:
+        raise ManifestError(problems)
+    return manifest
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice (YAML would keep the last silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    loader.flatten_mapping(node)
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, str | int | float | bool) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key) if isinstance(key, str | int | float | bool) else None
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def parse_yaml(text: str) -> object:
+    """Parse one YAML document; syntax errors become a ``ManifestError`` with line/column."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ROOT
+        reason = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise ManifestError([(where, f"invalid YAML: {reason or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError([(ROOT, f"invalid YAML: {exc}")]) from None
+
+
+def _known_keys() -> list[str]:
+    models: list[type[BaseModel]] = [
+        AgentSystemManifest,
+        Metadata,
+        SystemSpec,
+        AgentSpec,
+        ToolSpec,
+        ExecutionSpec,
+        BreakersSpec,
+        ObservabilitySpec,
+        PersistenceSpec,
+    ]
+    return sorted({field.alias or name for m in models for name, field in m.model_fields.items()})
+
+
+def _problem(error: ErrorDetails, data: object) -> Problem:
+    path = _path(error["loc"], data)
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "missing":
+        reason = "required field missing"
+    elif kind == "extra_forbidden":
+        reason = "unknown field"
+        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1)
+        reason += f" (did you mean {close[0]}?)" if close else ""
+    elif kind == "enum":
+        reason = f"unknown {error['loc'][-1]} {value!r}; expected {ctx.get('expected')}"
+    elif kind == "literal_error":
+        reason = f"unsupported value {value!r}; expected {ctx.get('expected')}"
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        bound = ">=" if kind == "greater_than_equal" else "<="
+        reason = f"must be {bound} {ctx.get('ge', ctx.get('le'))}, got {value!r}"
+    else:
+        reason = error["msg"].removeprefix("Value error, ")
+    return Problem(path, reason)
+
+
+def _path(loc: tuple[int | str, ...], data: object) -> str:
+    """``('spec','agents',0,'tools',1,'timeout')`` → ``spec.agents[0].tools[1].web.search.timeout``,
+    walking the raw data so a long-form tool shows its name as the user wrote it."""
+    path, node, parent_key = "", data, None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            if parent_key == "tools" and isinstance(node, Mapping) and len(node) == 1:
+                ((tool_name, options),) = node.items()
+                if tool_name != "name":
+                    path += f".{tool_name}"
+                    node = options
+        else:
+            path += f".{part}" if path else str(part)
+            node = node.get(part) if isinstance(node, Mapping) else None
+        parent_key = part
+    return path or ROOT
+
+
+# --- the dependency graph, checked on raw data so it reports next to type errors ---
+
+
+def _tool_entries(tools: object) -> list[tuple[int, str, str, Mapping[str, Any]]]:
+    """(index, name, path suffix, options) for every tool item whose name can be read."""
+    entries: list[tuple[int, str, str, Mapping[str, Any]]] = []
+    for index, item in enumerate(tools if isinstance(tools, list) else []):
+        if isinstance(item, str):
+            entries.append((index, item, "", {}))
+        elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            entries.append((index, item["name"], "", item))
+        elif isinstance(item, Mapping) and len(item) == 1:
+            ((name, options),) = item.items()
+            if isinstance(name, str):
+                opts = options if isinstance(options, Mapping) else {}
+                entries.append((index, name, f".{name}", opts))
+    return entries
+
+
+def _graph_problems(agents: list[Any]) -> list[Problem]:
+    """Duplicates, unknown or self dependencies, unknown fallbacks and cycles."""
+    problems: list[Problem] = []
+    first_index: dict[str, int] = {}
+    for index, agent in enumerate(agents):
+        name = agent.get("name") if isinstance(agent, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
+            problems.append(
+                Problem(
+                    f"spec.agents[{index}].name",
+                    f"duplicate agent name {name!r} (first at spec.agents[{first_index[name]}])",
+                )
+            )
+        else:
+            first_index[name] = index
+
+    edges: dict[str, list[str]] = {name: [] for name in first_index}
+    for index, agent in enumerate(agents):
+        if not isinstance(agent, Mapping):
+            continue
+        name, where = agent.get("name"), f"spec.agents[{index}]"
+        deps = agent.get("dependencies")
+        seen: set[str] = set()
+        for dep in deps if isinstance(deps, list | tuple) else []:
+            if not isinstance(dep, str):
+                continue
+            if dep == name:
+                problems.append(
+                    Problem(f"{where}.dependencies", f"agent {dep!r} depends on itself")
+                )
+            elif dep not in first_index:
+                close = difflib.get_close_matches(dep, list(first_index), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(Problem(f"{where}.dependencies", f"unknown agent {dep!r}{hint}"))
+            elif dep in seen:
+                problems.append(Problem(f"{where}.dependencies", f"{dep!r} is listed twice"))
+            elif isinstance(name, str) and first_index[name] == index:
+                edges[name].append(dep)
+            seen.add(dep)
+
+        tools = _tool_entries(agent.get("tools"))
+        tool_names = {tool_name for _, tool_name, _, _ in tools}
+        seen_tools: set[str] = set()
+        for tool_index, tool_name, suffix, options in tools:
+            tool_path = f"{where}.tools[{tool_index}]"
+            if tool_name in seen_tools:
+                problems.append(Problem(tool_path, f"duplicate tool {tool_name!r}"))
+            seen_tools.add(tool_name)
+            fallback = options.get("fallback")
+            if isinstance(fallback, str) and fallback != tool_name and fallback not in tool_names:
+                problems.append(
+                    Problem(
+                        f"{tool_path}{suffix}.fallback",
+                        f"unknown tool {fallback!r}; declare the fallback in this agent's tools",
+                    )
+                )
+
+    order = list(first_index)
+    for cycle in _cycles(order, edges):
+        problems.append(Problem("spec.agents", "dependency cycle " + " -> ".join(cycle)))
+    return problems
+
+
+def _cycles(order: list[str], edges: dict[str, list[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component (Tarjan), each starting and ending at
+    the component's first-declared agent; ``a -> b`` reads "a depends on b"."""
+    index_of: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def connect(node: str) -> None:
+        index_of[node] = low[node] = len(index_of)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges[node]:
+            if nxt not in index_of:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index_of[nxt])
+        if low[node] == index_of[node]:
+            component: set[str] = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for node in order:
+        if node not in index_of:
+            connect(node)
+
+    cycles = []
+    rank = {name: position for position, name in enumerate(order)}
+    for component in sorted(components, key=lambda c: min(rank[n] for n in c)):
+        start = min(component, key=rank.__getitem__)
+        came_from: dict[str, str] = {}
+        frontier = [start]
+        while start not in came_from:  # BFS inside the component: shortest way back
+            next_frontier = []
+            for node in frontier:
+                for nxt in edges[node]:
+                    if nxt in component and nxt not in came_from:
+                        came_from[nxt] = node
+                        next_frontier.append(nxt)
+            frontier = next_frontier
+        cycle = [start]
+        node = came_from[start]
+        while node != start:
+            cycle.append(node)
+            node = came_from[node]
+        cycle.append(start)
+        cycles.append(cycle[::-1])
+    return cycles
+
+
+def _topological_order(nodes: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """Kahn's order, taking the first-declared ready agent each time (assumes a DAG)."""
+    placed: list[str] = []
+    done: set[str] = set()
+    pending = list(nodes)
+    while pending:
+        for position, (name, deps) in enumerate(pending):
+            if all(dep in done for dep in deps):
+                placed.append(name)
+                done.add(name)
+                del pending[position]
+                break
+        else:  # a cycle: check() refuses these; keep what is left in declaration order
+            placed.extend(name for name, _ in pending)
+            break
+    return placed
