@@ -5,7 +5,18 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint dev-up dev-down clean
 
+# Debian packages the tests use: bwrap (container isolation of tools) and promtool
+# (alert rules). Installed when missing and we may; otherwise the tests say so.
+SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool
+
 $(VENV)/.installed: pyproject.toml
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "warning: missing Debian packages:$$missing (install them for the isolation and alert tests)"; fi; \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
