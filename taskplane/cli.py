@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from taskplane import cli_worker
+from taskplane import cli_systems, cli_worker
 from taskplane.cli_demo import demo
 from taskplane.cli_dev import dev_app
 from taskplane.cli_dlq import dlq_app
@@ -29,6 +29,7 @@ app.add_typer(dlq_app, name="dlq")
 app.command("replay")(replay)
 app.add_typer(rebuild_app, name="rebuild")
 cli_worker.register(app)
+cli_systems.register(app)
 
 
 def main() -> None:
