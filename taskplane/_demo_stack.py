@@ -262,11 +262,15 @@ class EventLog:
         with self._changed:
             return list(self._records)
 
-    def events(self, kind: type[T] | None = None, run_id: str | None = None) -> list[T]:
+    def all_events(self) -> list[Any]:
         with self._changed:
-            found = [e for _m, e in self._records if (kind is None or isinstance(e, kind))
-                     and (run_id is None or getattr(e, "run_id", None) == run_id)]
-        return found
+            return [event for _meta, event in self._records]
+
+    def events(self, kind: type[T], run_id: str | None = None) -> list[T]:
+        """Events of one type (of one run), in log order per partition."""
+        with self._changed:
+            return [e for _m, e in self._records
+                    if isinstance(e, kind) and (run_id is None or getattr(e, "run_id", None) == run_id)]
 
     def wait_for(self, condition: Callable[[EventLog], T], timeout_s: float,
                  also: Callable[[], None] | None = None) -> T:

@@ -1,0 +1,237 @@
+"""``taskplane demo``: the whole pipeline on a real broker and a real Postgres.
+
+Starts (or reuses) Kafka and Postgres, creates topics under a fresh prefix, applies
+document-pipeline and payment-processor with short leases and backoffs, runs the
+orchestrator, breaker and projector in threads and two worker processes, submits a
+batch of runs, SIGKILLs the worker holding a payment's lease between stripe.charge and
+ledger.record, dead-letters a payment whose account is on hold, lifts the hold and
+replays it, then prints a summary. ``DemoReport.ok`` says whether every run ended as
+expected (no duplicate charge included).
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from processors.orchestrator import messages as m
+from processors.orchestrator.plan import SystemDefinition
+from streams.devstack import ensure_stack
+from streams.publisher import Publisher
+from streams.settings import StackSettings
+from streams.topics import Topics, catalog, ensure_topics
+from taskplane._demo_payments import lift_hold, place_hold
+from taskplane._demo_report import DemoReport, collect_report
+from taskplane._demo_stack import (
+    EXAMPLES,
+    EventLog,
+    ProcessorThreads,
+    WorkerProcess,
+    compile_manifest,
+    example_manifest,
+    manifest_with,
+    worker_env,
+)
+
+# Short enough that a takeover and three retries fit in seconds.
+DEMO_EXECUTION = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "250ms", "backoffMultiplier": 2.0,
+                  "maxBackoffCap": "2s", "jitterFraction": 0.1}
+RISK_CHECK = {"risk.check": {"timeout": "5s"}}
+DOCUMENTS = str(EXAMPLES / "document-pipeline" / "docs")
+SERVES = {"document-pipeline": str(EXAMPLES / "document-pipeline" / "tools.py"),
+          "payment-processor": "taskplane._demo_payments"}
+PAUSE_AFTER_CHARGE_S = 4.0
+
+
+def demo_systems() -> dict[str, SystemDefinition]:
+    documents = compile_manifest(manifest_with(example_manifest("document-pipeline"), DEMO_EXECUTION))
+    payments = compile_manifest(manifest_with(example_manifest("payment-processor"), DEMO_EXECUTION,
+                                              {"payment-processor": [RISK_CHECK]}))
+    return {d.name: d for d in (documents, payments)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Scenario:
+    """Watches the log and plays the two incidents: a worker killed mid-payment and a
+    dead letter fixed and replayed. ``step()`` is called from the progress loop."""
+
+    def __init__(self, say: Callable[[str], None], log: EventLog, workers: list[WorkerProcess],
+                 spawn: Callable[[str], WorkerProcess], publisher: Publisher, database_url: str,
+                 crash_run: str, held_run: str, held_customer: str) -> None:
+        self.say, self.log, self.workers, self.spawn = say, log, workers, spawn
+        self.publisher, self.database_url = publisher, database_url
+        self.crash_run, self.held_run, self.held_customer = crash_run, held_run, held_customer
+        self.killed: tuple[str, int, float] | None = None  # worker id, epoch, when
+        self.takeover: str | None = None
+        self.dead_lettered = False
+        self.replayed = False
+        self._retries_told: set[int] = set()
+
+    def step(self) -> None:
+        self._crash()
+        self._dead_letter()
+
+    def _crash(self) -> None:
+        if self.killed is None:
+            charged = [e for e in self.log.events(m.ToolCallSucceeded, self.crash_run) if e.tool == "stripe.charge"]
+            if not charged:
+                return
+            grant = self.log.events(m.LeaseGranted, self.crash_run)[-1]
+            victim = next(w for w in self.workers if w.owns(grant.worker_id))
+            victim.kill()
+            self.killed = (grant.worker_id, grant.epoch, time.monotonic())
+            self.say(f"[bold red]SIGKILL[/] {victim.name} (pid {victim.pid}): it held the lease on payment "
+                     f"{self.crash_run[:8]} (epoch {grant.epoch}) after stripe.charge, before ledger.record")
+            self.workers.remove(victim)
+            replacement = self.spawn(f"w{len(self.workers) + 2}")
+            self.workers.append(replacement)
+            self.say(f"started {replacement.name} in its place; waiting for the lease to expire")
+        elif self.takeover is None:
+            worker_id, epoch, when = self.killed
+            grants = [g for g in self.log.events(m.LeaseGranted, self.crash_run) if g.epoch > epoch]
+            done = self.log.events(m.TaskSucceeded, self.crash_run)
+            if grants and done:
+                expired = self.log.events(m.LeaseExpired, self.crash_run)
+                self.takeover = grants[-1].worker_id
+                calls = [e.tool for e in self.log.events(m.ToolCallSucceeded, self.crash_run)]
+                self.say(f"[green]takeover[/]: lease epoch {epoch} of {worker_id} expired "
+                         f"({len(expired)} expiry); {self.takeover} got epoch {grants[-1].epoch} and finished "
+                         f"{time.monotonic() - when:.1f}s after the kill; tool calls on the log: {calls} "
+                         "(stripe.charge once: the journal answered the retry)")
+
+    def _dead_letter(self) -> None:
+        for retry in self.log.events(m.RetryScheduled, self.held_run):
+            if retry.attempt not in self._retries_told:
+                self._retries_told.add(retry.attempt)
+                self.say(f"payment {self.held_run[:8]} failed (account on hold): attempt {retry.attempt} "
+                         f"scheduled in {retry.backoff_ms} ms")
+        if not self.dead_lettered and self.log.events(m.TaskDeadLettered, self.held_run):
+            letter = self.log.events(m.TaskDeadLettered, self.held_run)[-1]
+            self.dead_lettered = True
+            self.say(f"[bold yellow]dead letter[/]: {self.held_run[:8]}/{letter.task} after {letter.attempts} "
+                     f"attempts: {letter.error[:90]}")
+            lift_hold(self.database_url, self.held_customer)
+            self.say(f"fixed the cause: lifted the hold on {self.held_customer}; replaying the task")
+            self.publisher.publish(m.ReplayTask(self.held_run, letter.task, requested_by="demo"))
+            self.publisher.flush()
+            self.replayed = True
+
+
+def run_demo(console: Console | None = None, settings: StackSettings | None = None,
+             runs_per_system: int = 20, timeout_s: float = 150.0) -> DemoReport:
+    console = console or Console(highlight=False)
+    say = console.print
+    settings = settings or StackSettings()
+    prefix = f"demo{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
+    started = time.monotonic()
+    with ensure_stack(settings, progress=lambda line: say(f"  {line}")) as endpoints, ExitStack() as undo:
+        bootstrap, database = endpoints.bootstrap_servers, endpoints.database_url
+        say(f"kafka {bootstrap}, postgres {database.split('@')[-1]}")
+        kafka = settings.kafka_config(bootstrap, {"log_level": 3})  # librdkafka: errors only
+        topics = Topics(prefix)
+        report = ensure_topics(AdminClient(kafka), topics, catalog())
+        say(f"topics: {len(report.created)} created under prefix [bold]{prefix}[/]")
+
+        systems = demo_systems()
+        publisher = Publisher(kafka, topics)
+        undo.callback(publisher.flush)
+        for definition in systems.values():
+            publisher.define_system(definition)
+            policy = definition.plan.execution
+            say(f"applied {definition.name} {definition.version} ({len(definition.plan.agents)} agents; lease "
+                f"{policy.lease_timeout_ms} ms, maxRetries {policy.max_retries}, backoff "
+                f"{policy.initial_backoff_ms} ms x{policy.backoff_multiplier:g})")
+        publisher.flush()
+
+        from examples.fakepay.server import serve
+
+        fakepay = serve(0, database)
+        threading.Thread(target=fakepay.serve_forever, daemon=True).start()
+        undo.callback(fakepay.shutdown)
+        fakepay_url = f"http://127.0.0.1:{fakepay.server_address[1]}"
+        say(f"fakepay on {fakepay_url}")
+
+        from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
+
+        registry = CollectorRegistry()
+        registry.register(ReadModelCollector(database, prefix, kafka, topics))
+        metrics_port = _free_port()
+        metrics_server = serve_metrics(registry, MetricsSettings(port=metrics_port, address="127.0.0.1"))
+        undo.callback(metrics_server.shutdown)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+        processors = ProcessorThreads(kafka, topics, database, prefix, registry).start()
+        undo.callback(processors.stop)
+        say(f"orchestrator, breaker and projector running (read model schema {prefix}); metrics on {metrics_url}")
+        log = EventLog(kafka, topics.events)
+        undo.callback(log.close)
+
+        log_dir = Path(tempfile.mkdtemp(prefix=f"taskplane-{prefix}-"))
+        env = worker_env(bootstrap, database, prefix, TASKPLANE_FAKEPAY_URL=fakepay_url)
+        workers: list[WorkerProcess] = []
+
+        def spawn(name: str) -> WorkerProcess:
+            return WorkerProcess(name, SERVES, env, log_dir).start()
+
+        def stop_workers() -> None:
+            for worker in workers:
+                worker.stop()
+
+        undo.callback(stop_workers)
+        workers += [spawn("w1"), spawn("w2")]
+        say(f"worker processes w1 (pid {workers[0].pid}) and w2 (pid {workers[1].pid}) serve both systems; "
+            f"logs in {log_dir}")
+
+        held_customer = f"cus_{prefix}_held"
+        place_hold(database, held_customer, "KYC review pending")
+        plans = {name: d.plan for name, d in systems.items()}
+        crash_run = publisher.submit_run(plans["payment-processor"], {
+            "amount": 4200, "currency": "usd", "customer": f"cus_{prefix}_crash",
+            "pause_after_charge_s": PAUSE_AFTER_CHARGE_S})
+        held_run = publisher.submit_run(plans["payment-processor"],
+                                        {"amount": 990, "currency": "usd", "customer": held_customer})
+        batch = {"document-pipeline": [publisher.submit_run(plans["document-pipeline"], {"folder": DOCUMENTS})
+                                       for _ in range(runs_per_system)],
+                 "payment-processor": [publisher.submit_run(plans["payment-processor"], {
+                     "amount": 1000 + i, "currency": "usd", "customer": f"cus_{prefix}_{i}"})
+                     for i in range(runs_per_system)]}
+        publisher.flush()
+        every = [crash_run, held_run, *batch["document-pipeline"], *batch["payment-processor"]]
+        say(f"submitted {len(every)} runs: {runs_per_system} document-pipeline, {runs_per_system} payments, "
+            f"1 payment that pauses after its charge (the crash), 1 payment whose account is on hold")
+
+        with Progress(TextColumn("runs completed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            bar = progress.add_task("runs", total=len(every))
+            scenario = _Scenario(progress.console.print, log, workers, spawn, publisher, database,
+                                 crash_run, held_run, held_customer)
+            deadline = time.monotonic() + timeout_s
+            wanted = set(every)
+            while time.monotonic() < deadline:
+                processors.check()
+                scenario.step()
+                finished = {e.run_id for e in log.all_events() if isinstance(e, m.RunSucceeded | m.RunFailed |
+                                                                          m.RunCancelled) and e.run_id in wanted}
+                progress.update(bar, completed=len(finished))
+                if len(finished) == len(wanted):
+                    break
+                time.sleep(0.2)
+        return collect_report(say, log, database, prefix, batch, crash_run, held_run, scenario.takeover,
+                              metrics_url, time.monotonic() - started)
