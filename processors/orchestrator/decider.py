@@ -1,0 +1,321 @@
+"""The orchestrator decider: one run's DAG readiness, leases with fencing epochs, the
+tool-call journal, retries, dead letters and run completion.
+
+Pure: time is the ``at_ms`` of the command (and ``Tick.now_ms``), jitter is a hash.
+Semantics and their reasons: ``docs/orchestrator.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import assert_never
+
+from processors.decider import DecisionError, Output
+from processors.orchestrator.backoff import backoff_ms
+from processors.orchestrator.evolve import downstream, evolve
+from processors.orchestrator.messages import (
+    AttemptFailed,
+    CancelRun,
+    ClaimTask,
+    Command,
+    CommandRejected,
+    CompleteTask,
+    Event,
+    FailTask,
+    FailureKind,
+    LeaseExpired,
+    LeaseGranted,
+    LeaseReleased,
+    LeaseRenewed,
+    RecordToolCall,
+    ReleaseLease,
+    RenewLease,
+    ReplayTask,
+    RetryScheduled,
+    RunCancelled,
+    RunFailed,
+    RunSubmitted,
+    RunSucceeded,
+    SubmitRun,
+    TaskBlocked,
+    TaskDeadLettered,
+    TaskReady,
+    TaskReplayed,
+    TaskSucceeded,
+    Tick,
+    ToolCallFailed,
+    ToolCallSucceeded,
+)
+from processors.orchestrator.outputs import outputs
+from processors.orchestrator.plan import SystemPlan
+from processors.orchestrator.state import RunState, RunStatus, TaskState, TaskStatus
+
+LEASE_EXPIRED = "lease expired"
+
+
+class OrchestratorDecider:
+    """``Decider[RunState, Command, Event]``, keyed by run id."""
+
+    def decide(self, state: RunState | None, command: Command, at_ms: int) -> Sequence[Event]:
+        if isinstance(command, SubmitRun):
+            return _submit(state, command, at_ms)
+        if isinstance(command, Tick):
+            # The clock is never rejected: a tick for no run or a finished run is a no-op.
+            if state is None or state.status is not RunStatus.RUNNING:
+                return []
+            return _tick(state, command.now_ms, at_ms)
+        if state is None:
+            raise DecisionError("unknown run")
+        if state.status is not RunStatus.RUNNING:
+            raise DecisionError(f"run already {state.status.value}")
+        batch = _Batch(state)
+        match command:
+            case ClaimTask():
+                _claim(batch, command, at_ms)
+            case RenewLease():
+                _renew(batch, command, at_ms)
+            case ReleaseLease():
+                task = _holder(state, command.task, command.worker_id, command.epoch)
+                batch.add(LeaseReleased(state.run_id, task.name, task.epoch, command.worker_id))
+                batch.add(TaskReady(state.run_id, task.name, task.attempt))
+            case RecordToolCall():
+                _record(batch, command)
+            case CompleteTask():
+                _complete(batch, command, at_ms)
+            case FailTask():
+                _fail(batch, command, at_ms)
+            case ReplayTask():
+                _replay(batch, command)
+            case CancelRun():
+                batch.add(RunCancelled(state.run_id, command.reason, at_ms))
+            case _:
+                assert_never(command)
+        return batch.events
+
+    def evolve(self, state: RunState | None, event: Event) -> RunState | None:
+        return evolve(state, event)
+
+    def next_deadline(self, state: RunState | None) -> int | None:
+        if state is None or state.status is not RunStatus.RUNNING:
+            return None
+        timers = [t.lease_expires_ms for t in state.tasks.values()
+                  if t.status is TaskStatus.LEASED and t.lease_expires_ms is not None]
+        timers += [t.retry_due_ms for t in state.tasks.values()
+                   if t.status is TaskStatus.BACKOFF and t.retry_due_ms is not None]
+        return min(timers, default=None)
+
+    def tick(self, now_ms: int) -> Command:
+        return Tick(now_ms)
+
+    def outputs(self, state: RunState | None, event: Event) -> Iterable[Output]:
+        return outputs(state, event)
+
+    def rejection(self, command: Command, reason: str) -> Event:
+        name = type(command).__name__
+        match command:
+            case Tick():
+                return CommandRejected("", name, None, None, reason)
+            case SubmitRun() | CancelRun():
+                return CommandRejected(command.run_id, name, None, None, reason)
+            case ReplayTask():
+                return CommandRejected(command.run_id, name, command.task, None, reason)
+            case _:
+                return CommandRejected(command.run_id, name, command.task, command.worker_id, reason)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The events of one decision, with the state they lead to so far (later rules in
+    the same decision see the effect of earlier events)."""
+
+    state: RunState
+    events: list[Event] = field(default_factory=list)
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        after = evolve(self.state, event)
+        assert after is not None
+        self.state = after
+
+
+# ---------------------------------------------------------------- submit
+
+
+def _submit(state: RunState | None, command: SubmitRun, at_ms: int) -> list[Event]:
+    if state is not None:
+        raise DecisionError("duplicate: run already submitted")
+    problem = _plan_problem(command.plan)
+    if problem:
+        raise DecisionError(f"invalid plan: {problem}")
+    submitted = RunSubmitted(command.run_id, command.plan, command.input, at_ms, command.idempotency_key)
+    initial = evolve(None, submitted)
+    assert initial is not None
+    batch = _Batch(initial, [submitted])
+    for agent in command.plan.agents:
+        if not agent.dependencies:
+            batch.add(TaskReady(command.run_id, agent.name, 1))
+    if not command.plan.agents:
+        batch.add(RunSucceeded(command.run_id, at_ms))
+    return batch.events
+
+
+def _plan_problem(plan: SystemPlan) -> str | None:
+    """The manifest compiler refuses bad plans; this guards the decider's own
+    assumptions (a cycle or unknown dependency would leave a run stuck forever)."""
+    names = [agent.name for agent in plan.agents]
+    if len(set(names)) != len(names):
+        return "duplicate agent names"
+    for agent in plan.agents:
+        unknown = [dep for dep in agent.dependencies if dep not in names]
+        if unknown:
+            return f"agent {agent.name!r} depends on unknown {unknown[0]!r}"
+    done: set[str] = set()
+    while len(done) < len(names):
+        ready = {a.name for a in plan.agents if a.name not in done and set(a.dependencies) <= done}
+        if not ready:
+            return "dependency cycle among " + ", ".join(sorted(set(names) - done))
+        done |= ready
+    return None
+
+
+# ---------------------------------------------------------------- leases
+
+
+def _task(state: RunState, name: str) -> TaskState:
+    task = state.tasks.get(name)
+    if task is None:
+        raise DecisionError(f"unknown task {name!r}")
+    return task
+
+
+def _holder(state: RunState, name: str, worker_id: str, epoch: int) -> TaskState:
+    """The task, if ``worker_id`` holds its current lease at ``epoch`` (fencing)."""
+    task = _task(state, name)
+    if task.status is not TaskStatus.LEASED:
+        raise DecisionError(f"not leased (task is {task.status.value})")
+    if epoch != task.epoch:
+        raise DecisionError(f"stale epoch {epoch} (current {task.epoch})")
+    if worker_id != task.holder:
+        raise DecisionError("not the lease holder")
+    return task
+
+
+def _claim(batch: _Batch, command: ClaimTask, at_ms: int) -> None:
+    task = _task(batch.state, command.task)
+    if task.status is TaskStatus.LEASED:
+        raise DecisionError("already leased")
+    if task.status is not TaskStatus.READY:
+        raise DecisionError(f"not ready (task is {task.status.value})")
+    if command.attempt != task.attempt:
+        raise DecisionError(f"stale attempt {command.attempt} (current {task.attempt})")
+    expires = at_ms + batch.state.plan.execution.lease_timeout_ms
+    batch.add(LeaseGranted(batch.state.run_id, task.name, task.attempt, command.worker_id,
+                           task.epoch + 1, expires))
+
+
+def _renew(batch: _Batch, command: RenewLease, at_ms: int) -> None:
+    task = _holder(batch.state, command.task, command.worker_id, command.epoch)
+    if task.lease_expires_ms is not None and task.lease_expires_ms <= at_ms:
+        raise DecisionError(LEASE_EXPIRED)
+    expires = at_ms + batch.state.plan.execution.lease_timeout_ms
+    batch.add(LeaseRenewed(batch.state.run_id, task.name, task.epoch, expires))
+
+
+def _tick(state: RunState, now_ms: int, at_ms: int) -> list[Event]:
+    batch = _Batch(state)
+    for name in [agent.name for agent in state.plan.agents]:
+        if batch.state.status is not RunStatus.RUNNING:
+            break
+        task = batch.state.tasks[name]
+        if (task.status is TaskStatus.LEASED and task.lease_expires_ms is not None
+                and task.lease_expires_ms <= now_ms):
+            batch.add(LeaseExpired(state.run_id, name, task.epoch, task.holder or ""))
+            batch.add(AttemptFailed(state.run_id, name, task.attempt, task.epoch, LEASE_EXPIRED,
+                                    FailureKind.ERROR, True))
+            _after_failure(batch, name, FailureKind.ERROR, 0, at_ms)
+        elif (task.status is TaskStatus.BACKOFF and task.retry_due_ms is not None
+                and task.retry_due_ms <= now_ms):
+            batch.add(TaskReady(state.run_id, name, task.attempt))
+    return batch.events
+
+
+# ---------------------------------------------------------------- journal
+
+
+def _record(batch: _Batch, command: RecordToolCall) -> None:
+    state = batch.state
+    task = _task(state, command.task)
+    # Any epoch this task ever granted: a stale holder's side effect is still a fact.
+    if not 1 <= command.epoch <= task.epoch:
+        raise DecisionError(f"unknown epoch {command.epoch} (latest {task.epoch})")
+    if command.ok:
+        known = state.journal.get(command.key)
+        if state.plan.execution.idempotency_tracking and known is not None and known.ok:
+            raise DecisionError("duplicate tool call")
+        batch.add(ToolCallSucceeded(state.run_id, task.name, command.epoch, command.key, command.tool,
+                                    command.call_index, command.result or ""))
+    else:
+        batch.add(ToolCallFailed(state.run_id, task.name, command.epoch, command.key, command.tool,
+                                 command.call_index, command.error or ""))
+
+
+# ---------------------------------------------------------------- completion
+
+
+def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
+    task = _holder(batch.state, command.task, command.worker_id, command.epoch)
+    run_id = batch.state.run_id
+    batch.add(TaskSucceeded(run_id, task.name, task.attempt, task.epoch, command.output))
+    tasks = batch.state.tasks
+    for child in batch.state.plan.downstream(task.name):
+        deps = batch.state.plan.agent(child).dependencies
+        if tasks[child].status is TaskStatus.PENDING and all(
+                tasks[dep].status is TaskStatus.SUCCEEDED for dep in deps):
+            batch.add(TaskReady(run_id, child, 1))
+    if all(t.status is TaskStatus.SUCCEEDED for t in batch.state.tasks.values()):
+        batch.add(RunSucceeded(run_id, at_ms))
+
+
+# ---------------------------------------------------------------- failures
+
+
+def _fail(batch: _Batch, command: FailTask, at_ms: int) -> None:
+    task = _holder(batch.state, command.task, command.worker_id, command.epoch)
+    counted = command.kind is not FailureKind.BREAKER_OPEN
+    batch.add(AttemptFailed(batch.state.run_id, task.name, task.attempt, task.epoch, command.error,
+                            command.kind, counted))
+    _after_failure(batch, task.name, command.kind, command.retry_after_ms, at_ms)
+
+
+def _after_failure(batch: _Batch, name: str, kind: FailureKind, retry_after_ms: int, at_ms: int) -> None:
+    """The retry rule, applied after AttemptFailed was folded (``failures`` counts it)."""
+    state = batch.state
+    task = state.tasks[name]
+    policy = state.plan.execution
+    if kind is FailureKind.BREAKER_OPEN:
+        # Budget kept; wait at least as long as the current failures' backoff (and at
+        # least the first backoff, so a fail-fast loop cannot spin on an open breaker).
+        delay = max(retry_after_ms, backoff_ms(policy, state.run_id, name, max(1, task.failures)))
+        batch.add(RetryScheduled(state.run_id, name, task.attempt + 1, at_ms + delay, delay))
+        return
+    if kind is FailureKind.ERROR and task.failures < max(1, policy.max_retries):
+        delay = backoff_ms(policy, state.run_id, name, task.failures)
+        batch.add(RetryScheduled(state.run_id, name, task.attempt + 1, at_ms + delay, delay))
+        return
+    error = task.last_error or ""
+    if not policy.dead_letter_transition:
+        batch.add(RunFailed(state.run_id, f"task {name} failed: {error}", at_ms))
+        return
+    batch.add(TaskDeadLettered(state.run_id, name, task.attempt, error, at_ms))
+    for child in downstream(state.plan, name):
+        if batch.state.tasks[child].status not in (TaskStatus.SUCCEEDED, TaskStatus.BLOCKED):
+            batch.add(TaskBlocked(state.run_id, child, name))
+
+
+def _replay(batch: _Batch, command: ReplayTask) -> None:
+    task = _task(batch.state, command.task)
+    if task.status is not TaskStatus.DEAD_LETTERED:
+        raise DecisionError(f"not dead-lettered (task is {task.status.value})")
+    batch.add(TaskReplayed(batch.state.run_id, task.name, task.attempt + 1, command.requested_by))
+    batch.add(TaskReady(batch.state.run_id, task.name, task.attempt + 1))

@@ -1,0 +1,195 @@
+"""``evolve``: the run state after one event. A pure fold; dicts are copy-on-write, so
+a state once returned is never changed by a later event."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import assert_never
+
+from processors.orchestrator.messages import (
+    AttemptFailed,
+    AttemptRecord,
+    CommandRejected,
+    Event,
+    LeaseExpired,
+    LeaseGranted,
+    LeaseReleased,
+    LeaseRenewed,
+    RetryScheduled,
+    RunCancelled,
+    RunFailed,
+    RunSubmitted,
+    RunSucceeded,
+    TaskBlocked,
+    TaskDeadLettered,
+    TaskReady,
+    TaskReplayed,
+    TaskSucceeded,
+    ToolCallFailed,
+    ToolCallSucceeded,
+)
+from processors.orchestrator.plan import SystemPlan
+from processors.orchestrator.state import (
+    RunState,
+    RunStatus,
+    TaskState,
+    TaskStatus,
+    ToolCallRecord,
+)
+
+# Task statuses a finished run keeps; every other task ends FAILED or CANCELLED.
+KEPT_AT_RUN_END = frozenset({TaskStatus.SUCCEEDED, TaskStatus.DEAD_LETTERED})
+
+
+class InconsistentLog(ValueError):
+    """An event that cannot follow the state it is folded into (e.g. a task event
+    before ``RunSubmitted``): the log was not written by this decider."""
+
+
+def upstream(plan: SystemPlan, name: str) -> list[str]:
+    """Transitive dependencies of ``name``, nearest first, each once."""
+    seen: list[str] = []
+    frontier = list(plan.agent(name).dependencies)
+    while frontier:
+        current = frontier.pop(0)
+        if current not in seen:
+            seen.append(current)
+            frontier.extend(plan.agent(current).dependencies)
+    return seen
+
+
+def downstream(plan: SystemPlan, name: str) -> list[str]:
+    """Transitive dependents of ``name`` in plan order."""
+    found: set[str] = set()
+    frontier = [name]
+    while frontier:
+        for child in plan.downstream(frontier.pop()):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return [agent.name for agent in plan.agents if agent.name in found]
+
+
+def evolve(state: RunState | None, event: Event) -> RunState | None:
+    if isinstance(event, CommandRejected):
+        return state
+    if isinstance(event, RunSubmitted):
+        if state is not None:
+            return state
+        tasks = {agent.name: TaskState(agent.name) for agent in event.plan.agents}
+        return RunState(event.run_id, event.plan, event.input, event.submitted_ms,
+                        event.idempotency_key, tasks=tasks)
+    if state is None:
+        raise InconsistentLog(f"{type(event).__name__} for run {event.run_id} before RunSubmitted")
+    return _evolve_run(state, event)
+
+
+def _task(state: RunState, name: str) -> TaskState:
+    try:
+        return state.tasks[name]
+    except KeyError:
+        raise InconsistentLog(f"run {state.run_id} has no task {name!r}") from None
+
+
+def _with_task(state: RunState, task: TaskState) -> RunState:
+    return replace(state, tasks={**state.tasks, task.name: task})
+
+
+def _evolve_run(state: RunState, event: Event) -> RunState:
+    match event:
+        case TaskReady(task=name, attempt=attempt):
+            task = replace(_task(state, name), status=TaskStatus.READY, attempt=attempt, holder=None,
+                           lease_expires_ms=None, retry_due_ms=None, blocked_by=None)
+            return _with_task(state, task)
+        case LeaseGranted(task=name, attempt=attempt, worker_id=worker, epoch=epoch, expires_ms=expires):
+            task = replace(_task(state, name), status=TaskStatus.LEASED, attempt=attempt, epoch=epoch,
+                           holder=worker, lease_expires_ms=expires)
+            return _with_task(state, task)
+        case LeaseRenewed(task=name, expires_ms=expires):
+            return _with_task(state, replace(_task(state, name), lease_expires_ms=expires))
+        case LeaseExpired(task=name):
+            # The holder stays until AttemptFailed records it in the history.
+            task = replace(_task(state, name), status=TaskStatus.BACKOFF, lease_expires_ms=None)
+            return _with_task(state, task)
+        case LeaseReleased(task=name):
+            task = replace(_task(state, name), status=TaskStatus.READY, holder=None, lease_expires_ms=None)
+            return _with_task(state, task)
+        case ToolCallSucceeded(key=key, tool=tool, call_index=index, result=result, epoch=epoch):
+            record = ToolCallRecord(key, tool, index, True, result, None, epoch)
+            return replace(state, journal={**state.journal, key: record})
+        case ToolCallFailed(key=key, tool=tool, call_index=index, error=error, epoch=epoch):
+            known = state.journal.get(key)
+            if known is not None and known.ok:
+                return state  # a success is never overwritten: the side effect happened
+            record = ToolCallRecord(key, tool, index, False, None, error, epoch)
+            return replace(state, journal={**state.journal, key: record})
+        case TaskSucceeded(task=name, output=output):
+            task = replace(_task(state, name), status=TaskStatus.SUCCEEDED, output=output, holder=None,
+                           lease_expires_ms=None)
+            return _with_task(state, task)
+        case AttemptFailed():
+            return _with_task(state, _failed(_task(state, event.task), event))
+        case RetryScheduled(task=name, attempt=attempt, due_ms=due):
+            task = replace(_task(state, name), status=TaskStatus.BACKOFF, attempt=attempt, retry_due_ms=due)
+            return _with_task(state, task)
+        case TaskDeadLettered(task=name, error=error):
+            task = replace(_task(state, name), status=TaskStatus.DEAD_LETTERED, retry_due_ms=None,
+                           last_error=error)
+            return _with_task(state, task)
+        case TaskBlocked(task=name, blocked_by=blocker):
+            task = replace(_task(state, name), status=TaskStatus.BLOCKED, blocked_by=blocker)
+            return _with_task(state, task)
+        case TaskReplayed(task=name, attempt=attempt):
+            task = replace(_task(state, name), status=TaskStatus.PENDING, attempt=attempt, failures=0,
+                           retry_due_ms=None, blocked_by=None)
+            return _unblocked(_with_task(state, task))
+        case RunSucceeded(finished_ms=finished):
+            return replace(state, status=RunStatus.SUCCEEDED, finished_ms=finished)
+        case RunFailed(reason=reason, finished_ms=finished):
+            return _finished(state, RunStatus.FAILED, TaskStatus.FAILED, reason, finished)
+        case RunCancelled(reason=reason, finished_ms=finished):
+            return _finished(state, RunStatus.CANCELLED, TaskStatus.CANCELLED, reason, finished)
+        case RunSubmitted() | CommandRejected():
+            return state
+        case _:
+            assert_never(event)
+
+
+def _failed(task: TaskState, event: AttemptFailed) -> TaskState:
+    record = AttemptRecord(event.attempt, event.epoch, task.holder, event.error)
+    return replace(
+        task,
+        status=TaskStatus.BACKOFF,
+        failures=task.failures + (1 if event.counted else 0),
+        holder=None,
+        lease_expires_ms=None,
+        retry_due_ms=None,
+        last_error=event.error,
+        last_failure_kind=event.kind,
+        history=(*task.history, record),
+    )
+
+
+def _unblocked(state: RunState) -> RunState:
+    """After a replay: a blocked task waits again (PENDING) unless another of its
+    upstream tasks is still dead-lettered, which then becomes its blocker."""
+    tasks = dict(state.tasks)
+    for name, task in state.tasks.items():
+        if task.status is not TaskStatus.BLOCKED:
+            continue
+        blocker = next((up for up in upstream(state.plan, name)
+                        if state.tasks[up].status is TaskStatus.DEAD_LETTERED), None)
+        if blocker is None:
+            tasks[name] = replace(task, status=TaskStatus.PENDING, blocked_by=None)
+        elif blocker != task.blocked_by:
+            tasks[name] = replace(task, blocked_by=blocker)
+    return replace(state, tasks=tasks)
+
+
+def _finished(state: RunState, run: RunStatus, leftover: TaskStatus, reason: str, finished_ms: int) -> RunState:
+    tasks = {
+        name: task if task.status in KEPT_AT_RUN_END
+        else replace(task, status=leftover, holder=None, lease_expires_ms=None, retry_due_ms=None)
+        for name, task in state.tasks.items()
+    }
+    return replace(state, status=run, finished_ms=finished_ms, reason=reason, tasks=tasks)

@@ -1,0 +1,85 @@
+"""Records derived from orchestrator events: work offers, claim replies, dead letters
+and tool outcomes for the breaker processor."""
+
+from __future__ import annotations
+
+from processors.decider import Output
+from processors.orchestrator.messages import (
+    Assignment,
+    CommandRejected,
+    DeadLetterRecord,
+    Event,
+    JournalEntry,
+    LeaseGranted,
+    TaskDeadLettered,
+    TaskReady,
+    ToolCallFailed,
+    ToolCallSucceeded,
+    ToolOutcome,
+    WorkItem,
+)
+from processors.orchestrator.state import RunState
+
+DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_COOLDOWN_MS = 60_000
+
+
+def outputs(state: RunState | None, event: Event) -> list[Output]:
+    """Derived records for ``event``, given the state after it."""
+    if isinstance(event, CommandRejected):
+        if event.command != "ClaimTask" or event.worker_id is None:
+            return []
+        return [Output("inbox", event.worker_id, _refusal(state, event))]
+    if state is None:
+        return []
+    match event:
+        case TaskReady(run_id=run_id, task=task, attempt=attempt):
+            return [Output("work", f"{run_id}/{task}", WorkItem(run_id, state.plan.name, task, attempt))]
+        case LeaseGranted():
+            return [Output("inbox", event.worker_id, _assignment(state, event))]
+        case TaskDeadLettered():
+            return [Output("deadletter", event.run_id, _dead_letter(state, event))]
+        case ToolCallSucceeded() | ToolCallFailed():
+            return [Output("tool-outcomes", event.tool, _tool_outcome(state, event))]
+        case _:
+            return []
+
+
+def journal_entries(state: RunState) -> tuple[JournalEntry, ...]:
+    """The run's succeeded tool calls, in a stable order. Keys embed the task, so a
+    worker only ever looks up its own; the whole run's journal is handed over."""
+    entries = [JournalEntry(r.key, r.tool, r.call_index, r.result or "")
+               for r in state.journal.values() if r.ok]
+    return tuple(sorted(entries, key=lambda e: (e.tool, e.call_index, e.key)))
+
+
+def _assignment(state: RunState, event: LeaseGranted) -> Assignment:
+    agent = state.plan.agent(event.task)
+    policy = state.plan.execution
+    inputs = {dep: state.tasks[dep].output or "" for dep in agent.dependencies}
+    journal = journal_entries(state) if policy.idempotency_tracking else ()
+    return Assignment(event.worker_id, event.run_id, event.task, event.attempt, True, None, event.epoch,
+                      event.expires_ms, policy.lease_timeout_ms, state.plan.name, agent.model,
+                      state.input, inputs, journal)
+
+
+def _refusal(state: RunState | None, event: CommandRejected) -> Assignment:
+    system = state.plan.name if state is not None else ""
+    return Assignment(event.worker_id or "", event.run_id, event.task or "", 0, False, event.reason, 0, 0,
+                      0, system, None, "", {}, ())
+
+
+def _dead_letter(state: RunState, event: TaskDeadLettered) -> DeadLetterRecord:
+    task = state.tasks[event.task]
+    return DeadLetterRecord(event.run_id, state.plan.name, event.task, event.error, task.history,
+                            journal_entries(state), event.at_ms)
+
+
+def _tool_outcome(state: RunState, event: ToolCallSucceeded | ToolCallFailed) -> ToolOutcome:
+    threshold, cooldown = DEFAULT_FAILURE_THRESHOLD, DEFAULT_COOLDOWN_MS
+    for tool in state.plan.agent(event.task).tools:
+        if tool.name == event.tool:
+            threshold, cooldown = tool.failure_threshold, tool.cooldown_ms
+    ok = isinstance(event, ToolCallSucceeded)
+    error = None if isinstance(event, ToolCallSucceeded) else event.error
+    return ToolOutcome(event.tool, ok, threshold, cooldown, event.run_id, error)
