@@ -115,10 +115,10 @@ class ToolSpec(_Spec):
 
     name: ToolName
     timeout: PositiveDuration = 30_000
-    retries: Count = Field(0, ge=0)
+    retries: Count = Field(default=0, ge=0)
     isolation: Isolation = Isolation.NONE
     fallback: ToolName | None = None
-    failure_threshold: Count | None = Field(None, ge=1)
+    failure_threshold: Count | None = Field(default=None, ge=1)
     cooldown: PositiveDuration | None = None
     network: bool = False
 
@@ -165,11 +165,11 @@ class AgentSpec(_Spec):
 
 class ExecutionSpec(_Spec):
     lease_timeout: LeaseDuration = 10_000
-    max_retries: Count = Field(3, ge=0)
+    max_retries: Count = Field(default=3, ge=0)
     initial_backoff: NonNegativeDuration = 1_000
-    backoff_multiplier: Ratio = Field(2.0, ge=1.0)
+    backoff_multiplier: Ratio = Field(default=2.0, ge=1.0)
     max_backoff_cap: PositiveDuration = 60_000
-    jitter_fraction: Ratio = Field(0.1, ge=0.0, le=1.0)
+    jitter_fraction: Ratio = Field(default=0.1, ge=0.0, le=1.0)
     dead_letter_transition: bool = True
     idempotency_tracking: bool = True
     state_persistence: bool = True
@@ -185,7 +185,7 @@ class ExecutionSpec(_Spec):
 
 
 class BreakersSpec(_Spec):
-    failure_threshold: Count = Field(5, ge=1)
+    failure_threshold: Count = Field(default=5, ge=1)
     cooldown: PositiveDuration = 60_000
 
 
