@@ -83,25 +83,22 @@ def apply(
     from processors.orchestrator.plan import SystemDefinition
     from streams.publisher import Publisher
     from taskplane.exceptions import UserInputError
+    from taskplane.cli_systems import render_plan_summary
     from taskplane.manifest import load_manifest, manifest_version
 
-    try:
-        text = file.read_text()
-    except OSError as error:
-        typer.echo(f"error: --file: cannot read {file}: {error.strerror}", err=True)
-        raise typer.Exit(2) from None
     try:
         manifest = load_manifest(file)
     except UserInputError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
-    version = manifest_version(text)
+    version = manifest_version(manifest)
     plan = manifest.to_plan(version)
     kafka, topics = _kafka()
     ensure_topics(AdminClient(kafka), topics, catalog())
-    with Publisher(kafka, topics) as publisher:
-        publisher.define_system(SystemDefinition(plan.name, version, plan, text))
-    typer.echo(f"applied {plan.name} version {version} ({len(plan.agents)} agents)")
+    with Publisher(kafka, topics) as publisher:  # canonical JSON: the connection string is masked
+        publisher.define_system(SystemDefinition(plan.name, version, plan, manifest.canonical_json()))
+    typer.echo(render_plan_summary(manifest))
+    typer.echo(f"applied {plan.name} version {version} to {topics.systems}")
 
 
 def submit(
