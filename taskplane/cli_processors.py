@@ -82,8 +82,8 @@ def apply(
     """Validate a manifest and publish it to the compacted `systems` topic."""
     from processors.orchestrator.plan import SystemDefinition
     from streams.publisher import Publisher
-    from taskplane.exceptions import UserInputError
     from taskplane.cli_systems import render_plan_summary
+    from taskplane.exceptions import UserInputError
     from taskplane.manifest import load_manifest, manifest_version
 
     try:
