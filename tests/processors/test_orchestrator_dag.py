@@ -10,7 +10,6 @@ from processors.orchestrator.messages import (
     ClaimTask,
     CommandRejected,
     RunSubmitted,
-    SubmitRun,
     TaskReady,
     Tick,
 )
