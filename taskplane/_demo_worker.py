@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
 
     stack = StackSettings()
     session = os.environ.get("TASKPLANE_DEMO_SESSION_TIMEOUT_MS")
-    extra = {"session.timeout.ms": int(session), "heartbeat.interval.ms": 1_000} if session else {}
+    extra: dict[str, object] = {"log_level": 3}  # errors only: consumer options on producers warn
+    if session:
+        extra.update({"session.timeout.ms": int(session), "heartbeat.interval.ms": 1_000})
     kafka = stack.kafka_config(None, extra)
     topics = Topics(stack.topic_prefix)
     workers = []
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         system, _, module = pair.partition("=")
         registry = Registry.from_module(load_user_module(module or None, system))
         settings = WorkerSettings(worker_id=f"{args.name}.{system}", concurrency=args.concurrency,
-                                  claim_timeout_s=5.0, shutdown_grace_s=5.0)
+                                  claim_timeout_s=2.0, claim_attempts=2,
+                                  shutdown_grace_s=5.0)
         workers.append(Worker(kafka, topics, system, registry, settings))
 
     def stop(*_: object) -> None:

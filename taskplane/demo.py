@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
@@ -66,6 +67,36 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _create_tables(database_url: str) -> None:
+    """The examples' tools create their tables on first use; concurrent first uses race
+    in Postgres (CREATE TABLE IF NOT EXISTS is not atomic), so create them up front."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS document_results (run_id text PRIMARY KEY, "
+                     "results jsonb NOT NULL, idempotency_key text NOT NULL, "
+                     "stored_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("CREATE TABLE IF NOT EXISTS ledger (charge_id text PRIMARY KEY, run_id text NOT NULL, "
+                     "amount bigint NOT NULL, currency text NOT NULL, "
+                     "recorded_at timestamptz NOT NULL DEFAULT now())")
+
+
+def _wait_for_workers(kafka: dict[str, Any], prefix: str, count: int, say: Callable[[str], None],
+                      timeout_s: float = 30.0) -> None:
+    """Until every system's worker group has ``count`` members: runs submitted before
+    the group settles are handed out twice (once per rebalance)."""
+    admin = AdminClient(kafka)
+    groups = [f"{prefix}.workers.{system}" for system in SERVES]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = {g: f.result() for g, f in admin.describe_consumer_groups(groups).items()}
+        if all(len(d.members) >= count and str(d.state).endswith("STABLE") for d in described.values()):
+            say(f"worker groups stable: {count} members each")
+            return
+        time.sleep(0.3)
+    say("warning: worker groups did not settle; going on")
 
 
 class _Scenario:
@@ -136,7 +167,7 @@ class _Scenario:
 
 def run_demo(console: Console | None = None, settings: StackSettings | None = None,
              runs_per_system: int = 20, timeout_s: float = 150.0) -> DemoReport:
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     say = console.print
     settings = settings or StackSettings()
     prefix = f"demo{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
@@ -162,6 +193,7 @@ def run_demo(console: Console | None = None, settings: StackSettings | None = No
 
         from examples.fakepay.server import serve
 
+        _create_tables(database)
         fakepay = serve(0, database)
         threading.Thread(target=fakepay.serve_forever, daemon=True).start()
         undo.callback(fakepay.shutdown)
@@ -171,7 +203,8 @@ def run_demo(console: Console | None = None, settings: StackSettings | None = No
         from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
 
         registry = CollectorRegistry()
-        registry.register(ReadModelCollector(database, prefix, kafka, topics))
+        # No Kafka config: the consumer-lag gauge's offset fetch can hang (see docs/demo.md).
+        registry.register(ReadModelCollector(database, prefix, None, topics))
         metrics_port = _free_port()
         metrics_server = serve_metrics(registry, MetricsSettings(port=metrics_port, address="127.0.0.1"))
         undo.callback(metrics_server.shutdown)
@@ -199,6 +232,7 @@ def run_demo(console: Console | None = None, settings: StackSettings | None = No
         say(f"worker processes w1 (pid {workers[0].pid}) and w2 (pid {workers[1].pid}) serve both systems; "
             f"logs in {log_dir}")
 
+        _wait_for_workers(kafka, prefix, len(workers), say)
         held_customer = f"cus_{prefix}_held"
         place_hold(database, held_customer, "KYC review pending")
         plans = {name: d.plan for name, d in systems.items()}
