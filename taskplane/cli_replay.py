@@ -61,13 +61,13 @@ def committed_offsets(kafka_config: dict[str, Any], group: str, topic: str) -> d
     if not partitions:
         return {}
     futures = AdminClient(kafka_config).list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group, partitions)])
-    result = futures[group].result()
+        [ConsumerGroupTopicPartitions(group, partitions)], request_timeout=5)
+    result = futures[group].result(timeout=8)
     return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
 def live_members(kafka_config: dict[str, Any], group: str) -> list[str]:
-    description = AdminClient(kafka_config).describe_consumer_groups([group])[group].result()
+    description = AdminClient(kafka_config).describe_consumer_groups([group], request_timeout=5)[group].result(timeout=8)
     return [f"{m.client_id}@{m.host}" for m in description.members]
 
 

@@ -284,7 +284,11 @@ class ReadModelCollector(Collector):
         for group, group_topics in groups.items():
             for topic in group_topics:
                 marks = watermarks(self._kafka, topic)
-                done = committed_offsets(self._kafka, group, topic)
+                try:
+                    done = committed_offsets(self._kafka, group, topic)
+                except Exception as error:  # no such group yet, coordinator loading: all unread
+                    log.debug("lag of %s: %s", group, error)
+                    done = {}
                 total = sum(high - done.get(p, low) for p, (low, high) in marks.items())
                 lag.add_metric([group, topic], max(0, total))
         stored = getattr(self, "_stored", {})

@@ -1,0 +1,100 @@
+"""Metrics scraped over HTTP after a scenario have the expected values."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.request
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from processors.orchestrator import messages as m
+from processors.projector.app import Projector
+from streams.topics import Topics, catalog, ensure_topics
+from taskplane.metrics import (
+    MetricsSettings,
+    PrometheusObserver,
+    ReadModelCollector,
+    WorkerMetrics,
+    serve_metrics,
+)
+from tests.processors.projector._log import log_ends, produce_runs, run_events, wait_projected
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    port = _free_port()
+    server = serve_metrics(registry, MetricsSettings(port=port, address="127.0.0.1"))
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=90).read().decode()
+    finally:
+        server.shutdown()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_observer_counts_what_the_events_say() -> None:
+    registry = CollectorRegistry()
+    now = [1000.0]
+    observer = PrometheusObserver(registry, clock=lambda: now[0])
+    WorkerMetrics(registry).lease_renewal_failures.labels("summarizer", "timeout").inc()
+    for event in run_events("r1", 0, renewals=3, dead_letter=True):
+        now[0] += 1
+        observer.event("orchestrator", event)
+    observer.event("orchestrator", m.CommandRejected("r1", "RenewLease", "parser", "w", "stale epoch"))
+    observer.batch("orchestrator", 10, 0.01)
+    samples = _scrape(registry)
+    assert samples[("taskplane_dead_letter_transitions_total", (("agent", "summarizer"),))] == 1
+    assert samples[("taskplane_retries_total", (("agent", "summarizer"), ("tool", "text.summarize")))] == 1
+    assert samples[("taskplane_lease_renewals_total", (("agent", "summarizer"),))] == 9
+    assert samples[("taskplane_lease_expirations_total", (("agent", "publisher"),))] == 1
+    assert samples[("taskplane_lease_renewals_rejected_total", ())] == 1
+    assert samples[("taskplane_lease_renewal_failures_total", (("agent", "summarizer"), ("reason", "timeout")))] == 1
+    assert samples[("taskplane_task_completion_seconds_count", (("agent", "summarizer"),))] == 1
+    assert samples[("taskplane_run_duration_seconds_count", ())] == 1
+    assert samples[("taskplane_task_replays_total", (("agent", "summarizer"),))] == 1
+    assert samples[("taskplane_processor_records_total", (("processor", "orchestrator"),))] == 10
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_read_model_gauges_and_lag_after_a_dead_letter(
+    kafka_config: dict[str, Any], unique_prefix: str, fresh_database: str
+) -> None:
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(dict(kafka_config)), topics, catalog())
+    events = run_events("stuck", 0, dead_letter=True)
+    cut = next(i for i, e in enumerate(events) if isinstance(e, m.TaskReplayed))
+    produce_runs(kafka_config, topics.events, [("ok", run_events("ok", 0)), ("stuck", events[:cut])],
+                 breakers_topic=topics.breakers)
+    projector = Projector(kafka_config, topics, fresh_database)
+    thread = threading.Thread(target=projector.run, daemon=True)
+    thread.start()
+    try:
+        wait_projected(fresh_database, {**log_ends(kafka_config, topics.events),
+                                        **log_ends(kafka_config, topics.breakers)})
+        registry = CollectorRegistry()
+        registry.register(ReadModelCollector(fresh_database, "readmodel", kafka_config, topics))
+        samples = _scrape(registry)
+    finally:
+        projector.stop()
+        thread.join(30)
+    system = (("system", "document-pipeline"),)
+    assert samples[("taskplane_dead_letter_tasks", system)] == 1
+    assert samples[("taskplane_blocked_tasks", system)] == 1
+    assert samples[("taskplane_tasks", (("status", "succeeded"),))] == 4
+    assert samples[("taskplane_tasks_in_progress", ())] == 0
+    assert samples[("taskplane_breaker_state", (("tool", "text.summarize"),))] == 2
+    assert samples[("taskplane_breaker_state", (("tool", "document.extract"),))] == 0
+    # caught up: what is left are transaction markers (at most one per partition), not records
+    assert samples[("taskplane_consumer_lag", (("group", f"{unique_prefix}.projector"),
+                                               ("topic", topics.events)))] <= 4
