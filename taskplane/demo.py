@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 from rich.console import Console
@@ -91,7 +92,11 @@ def _wait_for_workers(kafka: dict[str, Any], prefix: str, count: int, say: Calla
     groups = [f"{prefix}.workers.{system}" for system in SERVES]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        described = {g: f.result() for g, f in admin.describe_consumer_groups(groups).items()}
+        try:
+            described = {g: f.result() for g, f in admin.describe_consumer_groups(groups).items()}
+        except KafkaException:  # a fresh broker's group coordinator is still loading
+            time.sleep(0.3)
+            continue
         if all(len(d.members) >= count and str(d.state).endswith("STABLE") for d in described.values()):
             say(f"worker groups stable: {count} members each")
             return
