@@ -1,0 +1,62 @@
+"""The operator CLI over a projected read model: tables, --json, exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from typer.testing import CliRunner
+
+from processors.orchestrator import messages as m
+from processors.projector.app import Projector
+from streams.topics import Topics, catalog, ensure_topics
+from taskplane.cli import app
+from tests.processors.projector._log import log_ends, produce_runs, run_events, wait_projected
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+@pytest.fixture
+def env(kafka_config: dict[str, Any], unique_prefix: str, fresh_database: str) -> dict[str, str]:
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(dict(kafka_config)), topics, catalog())
+    events = run_events("stuck", 0, dead_letter=True)
+    cut = next(i for i, e in enumerate(events) if isinstance(e, m.TaskReplayed))
+    produce_runs(kafka_config, topics.events, [("done", run_events("done", 0)), ("stuck", events[:cut])])
+    projector = Projector(kafka_config, topics, fresh_database)
+    thread = threading.Thread(target=projector.run, daemon=True)
+    thread.start()
+    wait_projected(fresh_database, log_ends(kafka_config, topics.events))
+    projector.stop()
+    thread.join(30)
+    return {"TASKPLANE_DATABASE_URL": fresh_database, "TASKPLANE_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
+            "TASKPLANE_TOPIC_PREFIX": unique_prefix}
+
+
+def test_runs_and_dlq_commands(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["runs", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert {r["run_id"]: r["status"] for r in json.loads(listed.output)} == {"done": "succeeded", "stuck": "running"}
+    shown = runner.invoke(app, ["runs", "show", "stuck"], env=env)
+    assert shown.exit_code == 0 and "blocked by summarizer" in shown.output and "HTTP 500" in shown.output
+    dlq = json.loads(runner.invoke(app, ["dlq", "list", "--json"], env=env).output)
+    assert [(d["run_id"], d["task"], d["blocked"]) for d in dlq] == [("stuck", "summarizer", 1)]
+    show = runner.invoke(app, ["dlq", "show", "stuck/summarizer", "--json"], env=env)
+    assert json.loads(show.output)["blocks"] == ["publisher"]
+    dry = runner.invoke(app, ["dlq", "replay", "--all", "--error-contains", "http 500", "--dry-run", "--json"], env=env)
+    assert json.loads(dry.output)["replayed"] == ["stuck/summarizer"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["runs", "show", "nope"], ["runs", "list", "--status", "weird"], ["dlq", "show", "no-slash"],
+    ["dlq", "show", "stuck/parser"], ["dlq", "replay"], ["replay", "--group", "g", "--topic", "t"],
+    ["replay", "--group", "g", "--topic", "t", "--to-time", "yesterday"],
+])
+def test_bad_input_exits_2_without_traceback(env: dict[str, str], argv: list[str]) -> None:
+    result = CliRunner().invoke(app, argv, env=env)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
