@@ -136,6 +136,7 @@ class ProcessorThreads:
             runner.stop()
         for thread in self._threads:
             thread.join(timeout_s)
+        self._runners.clear()  # their Kafka clients go with them
 
     def __enter__(self) -> ProcessorThreads:
         return self.start()

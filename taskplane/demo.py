@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from processors.orchestrator import messages as m
 from processors.orchestrator.plan import SystemDefinition
-from streams.devstack import ensure_stack
+from streams.devstack import Endpoints, ensure_stack
 from streams.publisher import Publisher
 from streams.settings import StackSettings
 from streams.topics import Topics, catalog, ensure_topics
@@ -176,8 +176,17 @@ def run_demo(console: Console | None = None, settings: StackSettings | None = No
     say = console.print
     settings = settings or StackSettings()
     prefix = f"demo{time.strftime('%Y%m%d%H%M%S')}{uuid.uuid4().hex[:4]}"
+    with ensure_stack(settings, progress=lambda line: say(f"  {line}")) as endpoints:
+        # In a function of its own: every Kafka client it made is gone when it returns,
+        # before a throwaway stack stops (a live client would retry the dead broker).
+        return _run(console, settings, endpoints, prefix, runs_per_system, timeout_s)
+
+
+def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix: str, runs_per_system: int,
+         timeout_s: float) -> DemoReport:
+    say = console.print
     started = time.monotonic()
-    with ensure_stack(settings, progress=lambda line: say(f"  {line}")) as endpoints, ExitStack() as undo:
+    with ExitStack() as undo:
         bootstrap, database = endpoints.bootstrap_servers, endpoints.database_url
         say(f"kafka {bootstrap}, postgres {database.split('@')[-1]}")
         kafka = settings.kafka_config(bootstrap, {"log_level": 3})  # librdkafka: errors only
