@@ -219,22 +219,22 @@ class ReadModelCollector(Collector):
 
         now_ms = int(self._clock() * 1000)
         with connect(self._dsn, self._schema, autocommit=True) as conn:
-            by_status = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
-            dead = conn.execute(
+            by_status: list[Any] = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
+            dead: list[Any] = conn.execute(
                 "SELECT system, count(*) FROM dead_letters WHERE status = 'open' GROUP BY system").fetchall()
-            blocked = conn.execute(
+            blocked: list[Any] = conn.execute(
                 "SELECT r.system, count(*) FROM tasks t JOIN runs r USING (run_id)"
                 " WHERE t.status = 'blocked' GROUP BY r.system").fetchall()
-            ages = conn.execute(
+            ages: Any = conn.execute(
                 "SELECT count(*), max(%s - waiting_since_ms),"
                 " percentile_cont(0.5) WITHIN GROUP (ORDER BY %s - waiting_since_ms),"
                 " percentile_cont(0.99) WITHIN GROUP (ORDER BY %s - waiting_since_ms)"
                 " FROM tasks WHERE status IN ('ready', 'backoff') AND waiting_since_ms IS NOT NULL",
                 (now_ms, now_ms, now_ms)).fetchone()
-            breakers = conn.execute("SELECT tool, status, consecutive_failures FROM breakers").fetchall()
-            stored = conn.execute("SELECT topic, partition, next_offset FROM projector_offsets").fetchall()
+            breakers: list[Any] = conn.execute("SELECT tool, status, consecutive_failures FROM breakers").fetchall()
+            stored: list[Any] = conn.execute("SELECT topic, partition, next_offset FROM projector_offsets").fetchall()
         tasks = GaugeMetricFamily("taskplane_tasks", "Tasks in the read model by status.", labels=["status"])
-        counts = {str(status): int(n) for status, n in by_status}  # type: ignore[misc]
+        counts = {str(status): int(n) for status, n in by_status}
         for status in ("pending", "ready", "leased", "backoff", "succeeded", "dead_lettered", "blocked",
                        "failed", "cancelled"):
             tasks.add_metric([status], counts.get(status, 0))
@@ -242,17 +242,17 @@ class ReadModelCollector(Collector):
         yield GaugeMetricFamily("taskplane_tasks_in_progress", "Tasks holding a live lease.",
                                 value=counts.get("leased", 0))
         dead_family = GaugeMetricFamily("taskplane_dead_letter_tasks", "Open dead letters.", labels=["system"])
-        for system, n in dead:  # type: ignore[misc]
+        for system, n in dead:
             dead_family.add_metric([str(system)], int(n))
         yield dead_family
         yield GaugeMetricFamily("taskplane_dead_letter_tasks_total_open", "Open dead letters, all systems.",
-                                value=sum(int(n) for _, n in dead))  # type: ignore[misc]
+                                value=sum(int(n) for _, n in dead))
         blocked_family = GaugeMetricFamily("taskplane_blocked_tasks", "Tasks blocked by a dead letter.",
                                            labels=["system"])
-        for system, n in blocked:  # type: ignore[misc]
+        for system, n in blocked:
             blocked_family.add_metric([str(system)], int(n))
         yield blocked_family
-        waiting, oldest, p50, p99 = ages if ages is not None else (0, None, None, None)  # type: ignore[misc]
+        waiting, oldest, p50, p99 = ages if ages is not None else (0, None, None, None)
         age = GaugeMetricFamily("taskplane_pending_task_age_seconds",
                                 "Age of tasks waiting for a worker (ready or in backoff).", labels=["quantile"])
         for quantile, value in (("0.5", p50), ("0.99", p99), ("1", oldest)):
@@ -265,12 +265,12 @@ class ReadModelCollector(Collector):
                                   labels=["tool"])
         failures = GaugeMetricFamily("taskplane_breaker_consecutive_failures", "Consecutive failures per tool.",
                                      labels=["tool"])
-        for tool, status, consecutive in breakers:  # type: ignore[misc]
+        for tool, status, consecutive in breakers:
             state.add_metric([str(tool)], BREAKER_LEVEL.get(str(status), 0))
             failures.add_metric([str(tool)], int(consecutive))
         yield state
         yield failures
-        self._stored = {(str(t), int(p)): int(o) for t, p, o in stored}  # type: ignore[misc]
+        self._stored = {(str(t), int(p)): int(o) for t, p, o in stored}
 
     def _lag(self) -> GaugeMetricFamily:
         from taskplane.cli_replay import committed_offsets, watermarks

@@ -17,7 +17,14 @@ import socket
 import threading
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -122,7 +129,7 @@ class Projector:
         metrics.applied(result.applied, result.skipped)
         ends = {(r.topic(), r.partition()): r.offset() + 1 for r in good}
         try:  # informational only: Postgres holds the offsets that count
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=True)
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()])  # async by default
         except KafkaException as error:
             log.debug("projector: informational offset commit failed: %s", error)
 
