@@ -232,7 +232,6 @@ def read_all(kafka_config: dict[str, Any], topic: str) -> list[tuple[int, str, b
 def compare_states(kafka_config: dict[str, Any], topics: Any) -> StateComparison:
     """Fold ``events`` with the orchestrator's evolve; compare encoded states with the changelog."""
     from processors.orchestrator.decider import OrchestratorDecider
-
     from streams.runtime import state_meta
     from streams.serde import Serde
 
