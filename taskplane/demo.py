@@ -11,6 +11,7 @@ expected (no duplicate charge included).
 
 from __future__ import annotations
 
+import gc
 import socket
 import tempfile
 import threading
@@ -179,7 +180,9 @@ def run_demo(console: Console | None = None, settings: StackSettings | None = No
     with ensure_stack(settings, progress=lambda line: say(f"  {line}")) as endpoints:
         # In a function of its own: every Kafka client it made is gone when it returns,
         # before a throwaway stack stops (a live client would retry the dead broker).
-        return _run(console, settings, endpoints, prefix, runs_per_system, timeout_s)
+        report = _run(console, settings, endpoints, prefix, runs_per_system, timeout_s)
+        gc.collect()  # runtimes sit in reference cycles (consumer callbacks): free their producers now
+        return report
 
 
 def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix: str, runs_per_system: int,
