@@ -40,8 +40,14 @@ class Processor:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Processor:
+        already = self.log.read_bytes().count(b"ready\n") if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60  # signal handlers are installed once it says ready
+        while self.log.read_bytes().count(b"ready\n") <= already:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "processor did not start"
+            time.sleep(0.05)
         return self
 
     def kill(self) -> None:
