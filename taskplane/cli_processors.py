@@ -67,13 +67,13 @@ def processor_run(
         sys.argv = [sys.argv[0]]
         projector_main()
         return
-    from processors.orchestrator.app import breaker_runtime, orchestrator_runtime
+    from processors.orchestrator.app import breaker_runtime, orchestrator_runtime, serve_observer
     from streams.runtime import run_until_signalled
     from streams.runtime_settings import RuntimeSettings
 
     settings = RuntimeSettings(instance_id=instance) if instance else RuntimeSettings()
     build = orchestrator_runtime if name == "orchestrator" else breaker_runtime
-    run_until_signalled(build(kafka, topics, settings), on_ready=lambda: typer.echo(f"{name} running", err=True))
+    run_until_signalled(build(kafka, topics, settings, observer=serve_observer()), on_ready=lambda: typer.echo(f"{name} running", err=True))
 
 
 def apply(

@@ -72,8 +72,20 @@ def main() -> None:
     topics = Topics(args.prefix or stack.topic_prefix)
     settings = RuntimeSettings(instance_id=args.instance) if args.instance else RuntimeSettings()
     build = breaker_runtime if args.breaker else orchestrator_runtime
-    runtime = build(stack.kafka_config(bootstrap), topics, settings)
+    runtime = build(stack.kafka_config(bootstrap), topics, settings, observer=serve_observer())
     run_until_signalled(runtime, on_ready=lambda: print("ready", flush=True))
+
+
+def serve_observer() -> RuntimeObserver:
+    """A Prometheus observer with its /metrics endpoint (TASKPLANE_METRICS_PORT, 0 = off)."""
+    from prometheus_client import CollectorRegistry
+
+    from taskplane.metrics import PrometheusObserver, serve_metrics
+
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    serve_metrics(registry)
+    return observer
 
 
 if __name__ == "__main__":
