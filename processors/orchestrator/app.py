@@ -84,7 +84,10 @@ def serve_observer() -> RuntimeObserver:
 
     registry = CollectorRegistry()
     observer = PrometheusObserver(registry)
-    serve_metrics(registry)
+    try:
+        serve_metrics(registry)
+    except OSError as error:  # metrics are not worth refusing to process commands
+        logging.getLogger(__name__).error("metrics endpoint not started: %s", error)
     return observer
 
 
