@@ -115,6 +115,12 @@ class Inbox:
     def _route(self, assignment: Assignment) -> None:
         with self._lock:
             box = self._waiting.pop((assignment.run_id, assignment.task, assignment.attempt), None)
+            if box is None and not assignment.granted:
+                # A refusal comes from CommandRejected, which carries no attempt: at most
+                # one claim per (run, task) is in flight here, so match on those.
+                waiting = next((k for k in self._waiting if k[:2] == (assignment.run_id, assignment.task)), None)
+                if waiting is not None:
+                    box = self._waiting.pop(waiting)
         if box is not None:
             box.put(assignment)
         elif self._on_unclaimed is not None:
