@@ -6,7 +6,8 @@ and state == fold of the log."""
 from __future__ import annotations
 
 from _decider_helpers import TOOLS, document_pipeline
-from hypothesis import event, settings
+from hypothesis import event as note
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -236,13 +237,13 @@ class OrchestratorMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         for state in self.runs():  # shown by --hypothesis-show-statistics: are the paths reached?
-            event(f"run {state.status.value}")
+            note(f"run {state.status.value}")
             for task in state.tasks.values():
                 if task.status in ENDED:
-                    event(f"task {task.status.value}")
+                    note(f"task {task.status.value}")
         for _, logged in self.runner.log:
             if type(logged).__name__ in ("TaskReplayed", "LeaseExpired", "TaskDeadLettered", "RunFailed"):
-                event(f"saw {type(logged).__name__}")
+                note(f"saw {type(logged).__name__}")
 
     # ------------------------------------------------------------ invariants
 
