@@ -37,7 +37,7 @@ def decode(tp: Any, data: Any) -> Any:
     if origin is dict:
         _, value_type = typing.get_args(tp)
         return {key: decode(value_type, element) for key, element in data.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         return tp(**{f.name: decode(hints[f.name], data[f.name]) for f in dataclasses.fields(tp)})
     if isinstance(tp, type) and issubclass(tp, Enum):

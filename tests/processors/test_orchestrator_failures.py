@@ -11,6 +11,7 @@ from processors.orchestrator.messages import (
     AttemptRecord,
     CommandRejected,
     DeadLetterRecord,
+    Event,
     FailureKind,
     RetryScheduled,
     RunFailed,
@@ -29,13 +30,13 @@ def started(policy: ExecutionPolicy | None = None) -> Driver:
     return run
 
 
-def fail_until_dead(run: Driver, task: str) -> list[object]:
+def fail_until_dead(run: Driver, task: str) -> list[Event]:
     """Claim and fail ``task`` until its retries are exhausted; the last events."""
     while True:
         run.claim(task, f"w{run.task(task).attempt}")
         events = run.fail(task, f"w{run.task(task).attempt}", error=f"boom {run.task(task).attempt}")
         if types(events)[-1] != "RetryScheduled":
-            return list(events)
+            return events
         run.retry_until_ready(task)
 
 
