@@ -126,17 +126,24 @@ class OrchestratorDecider:
 
 @dataclass(slots=True)
 class _Batch:
-    """The events of one decision, with the state they lead to so far (later rules in
-    the same decision see the effect of earlier events)."""
+    """The events of one decision. ``state`` is the state they lead to so far (later
+    rules in the same decision see earlier events), folded only when read."""
 
-    state: RunState
+    base: RunState
     events: list[Event] = field(default_factory=list)
+    folded: int = 0
+
+    @property
+    def state(self) -> RunState:
+        for event in self.events[self.folded:]:
+            after = evolve(self.base, event)
+            assert after is not None
+            self.base = after
+        self.folded = len(self.events)
+        return self.base
 
     def add(self, event: Event) -> None:
         self.events.append(event)
-        after = evolve(self.state, event)
-        assert after is not None
-        self.state = after
 
 
 # ---------------------------------------------------------------- submit
@@ -151,7 +158,7 @@ def _submit(state: RunState | None, command: SubmitRun, at_ms: int) -> list[Even
     submitted = RunSubmitted(command.run_id, command.plan, command.input, at_ms, command.idempotency_key)
     initial = evolve(None, submitted)
     assert initial is not None
-    batch = _Batch(initial, [submitted])
+    batch = _Batch(initial, [submitted], folded=1)
     for agent in command.plan.agents:
         if not agent.dependencies:
             batch.add(TaskReady(command.run_id, agent.name, 1))
@@ -267,13 +274,13 @@ def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
     task = _holder(batch.state, command.task, command.worker_id, command.epoch)
     run_id = batch.state.run_id
     batch.add(TaskSucceeded(run_id, task.name, task.attempt, task.epoch, command.output))
-    tasks = batch.state.tasks
-    for child in batch.state.plan.downstream(task.name):
-        deps = batch.state.plan.agent(child).dependencies
+    after = batch.state
+    tasks, plan = after.tasks, after.plan
+    for child in plan.downstream(task.name):
         if tasks[child].status is TaskStatus.PENDING and all(
-                tasks[dep].status is TaskStatus.SUCCEEDED for dep in deps):
+                tasks[dep].status is TaskStatus.SUCCEEDED for dep in plan.agent(child).dependencies):
             batch.add(TaskReady(run_id, child, 1))
-    if all(t.status is TaskStatus.SUCCEEDED for t in batch.state.tasks.values()):
+    if all(t.status is TaskStatus.SUCCEEDED for t in tasks.values()):
         batch.add(RunSucceeded(run_id, at_ms))
 
 
@@ -308,14 +315,14 @@ def _after_failure(batch: _Batch, name: str, kind: FailureKind, retry_after_ms: 
         batch.add(RunFailed(state.run_id, f"task {name} failed: {error}", at_ms))
         return
     batch.add(TaskDeadLettered(state.run_id, name, task.attempt, error, at_ms))
-    for child in downstream(state.plan, name):
-        if batch.state.tasks[child].status not in (TaskStatus.SUCCEEDED, TaskStatus.BLOCKED):
+    for child in downstream(state.plan, name):  # dead-lettering changes no other task
+        if state.tasks[child].status not in (TaskStatus.SUCCEEDED, TaskStatus.BLOCKED):
             batch.add(TaskBlocked(state.run_id, child, name))
 
 
 def _replay(batch: _Batch, command: ReplayTask) -> None:
-    task = _task(batch.state, command.task)
+    run_id, task = batch.state.run_id, _task(batch.state, command.task)
     if task.status is not TaskStatus.DEAD_LETTERED:
         raise DecisionError(f"not dead-lettered (task is {task.status.value})")
-    batch.add(TaskReplayed(batch.state.run_id, task.name, task.attempt + 1, command.requested_by))
-    batch.add(TaskReady(batch.state.run_id, task.name, task.attempt + 1))
+    batch.add(TaskReplayed(run_id, task.name, task.attempt + 1, command.requested_by))
+    batch.add(TaskReady(run_id, task.name, task.attempt + 1))

@@ -92,7 +92,11 @@ def _task(state: RunState, name: str) -> TaskState:
 
 
 def _with_task(state: RunState, task: TaskState) -> RunState:
-    return replace(state, tasks={**state.tasks, task.name: task})
+    # The hot path of every fold: a direct constructor call is ~4x cheaper than
+    # dataclasses.replace. tests/processors/test_replay.py checks it copies every field.
+    return RunState(state.run_id, state.plan, state.input, state.submitted_ms, state.idempotency_key,
+                    state.status, state.finished_ms, state.reason, {**state.tasks, task.name: task},
+                    state.journal)
 
 
 def _evolve_run(state: RunState, event: Event) -> RunState:

@@ -8,6 +8,7 @@ Regenerate the fixture (only for a deliberate, migrated change) with
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from _decider_helpers import Driver, document_pipeline
 
 from processors.decider import InMemoryRunner
 from processors.orchestrator.decider import OrchestratorDecider
+from processors.orchestrator.evolve import _with_task
 from processors.orchestrator.messages import ClaimTask, Command, Event, FailureKind, RunSubmitted
 from processors.orchestrator.plan import ExecutionPolicy
 from processors.orchestrator.state import RunState
@@ -100,6 +102,16 @@ def test_codec_round_trips_events_and_state() -> None:
     for state in runner.states.values():
         assert state is not None and decode(RunState, encode(state)) == state
     assert isinstance(runner.log[0][1], RunSubmitted)
+
+
+def test_the_fast_copy_in_evolve_knows_every_run_field() -> None:
+    # evolve._with_task builds RunState positionally for speed; a new field must be added there.
+    assert [f.name for f in dataclasses.fields(RunState)] == [
+        "run_id", "plan", "input", "submitted_ms", "idempotency_key", "status", "finished_ms", "reason",
+        "tasks", "journal"]
+    state = recorded_runner().states["run-cancelled"]
+    assert state is not None and state.reason and state.finished_ms and state.journal == {}
+    assert _with_task(state, state.tasks["parser"]) == state
 
 
 if __name__ == "__main__":
