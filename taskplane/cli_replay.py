@@ -60,14 +60,15 @@ def committed_offsets(kafka_config: dict[str, Any], group: str, topic: str) -> d
     partitions = [TopicPartition(topic, p) for p in partitions_of(kafka_config, topic)]
     if not partitions:
         return {}
-    futures = AdminClient(kafka_config).list_consumer_group_offsets(
-        [ConsumerGroupTopicPartitions(group, partitions)], request_timeout=5)
+    admin = AdminClient(kafka_config)  # must outlive the future: a freed client never answers
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)], request_timeout=5)
     result = futures[group].result(timeout=8)
     return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
 def live_members(kafka_config: dict[str, Any], group: str) -> list[str]:
-    description = AdminClient(kafka_config).describe_consumer_groups([group], request_timeout=5)[group].result(timeout=8)
+    admin = AdminClient(kafka_config)  # must outlive the future
+    description = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=8)
     return [f"{m.client_id}@{m.host}" for m in description.members]
 
 
@@ -130,7 +131,8 @@ def replay(
     if not dry_run:
         request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in new.items()])]
         try:
-            AdminClient(kafka).alter_consumer_group_offsets(request)[group].result()
+            admin = AdminClient(kafka)  # must outlive the future
+            admin.alter_consumer_group_offsets(request)[group].result(30)
         except KafkaException as error:
             fail(f"the broker refused the reset of {group!r}: {error.args[0].str()}"
                  + (" (a group with live members cannot be reset; stop them)" if members else ""))

@@ -286,12 +286,6 @@ def _changelog_states(ops: Ops) -> dict[str, bytes | None]:
     return latest
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "taskplane/cli_replay.py live_members() and committed_offsets() call describe_consumer_groups / "
-    "list_consumer_group_offsets on a temporary AdminClient(kafka_config) that is freed before the broker "
-    "answers, so .result(timeout=8) raises concurrent.futures.TimeoutError (not KafkaException): "
-    "`taskplane replay` (and `rebuild state --write`) crash after ~8 s. With the AdminClient kept alive the "
-    "rest of this test passes."))
 def test_resetting_the_orchestrator_group_to_a_time_reprocesses_commands_with_no_duplicate_effect(
         ops: Ops, tmp_path: Path) -> None:
     ops.define(OPS)
