@@ -65,6 +65,7 @@ class _Partition(Generic[S]):
     states: dict[str, S | None] = field(default_factory=dict)
     deadlines: dict[str, int] = field(default_factory=dict)
     timers: list[tuple[int, str]] = field(default_factory=list)  # heap, lazily invalidated
+    dirty: set[str] = field(default_factory=set)  # keys whose state the open batch changed
 
     def set_deadline(self, key: str, deadline: int | None) -> None:
         if deadline is None:
@@ -110,13 +111,13 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._settings = settings or RuntimeSettings()
         self._serde = serde or Serde()
         self._observer = observer or RuntimeObserver()
+        self._observes_events = type(self._observer).event is not RuntimeObserver.event
         self._tick_type = type(decider.tick(0))
         self._input = topics.name(spec.input)
         self._events = topics.name(spec.events)
         self._changelog = topics.name(spec.changelog)
         self._partitions: dict[int, _Partition[S]] = {}
         self._output_topics: dict[str, str] = {}
-        self._dirty: dict[int, set[str]] = {}
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -188,6 +189,9 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _process(self, records: list[Message]) -> dict[int, int]:
         offsets: dict[int, int] = {}
+        decode = self._serde.decode
+        tick_type = self._tick_type
+        partitions = self._partitions
         for record in records:
             if record.error() is not None:
                 if record.error().code() != KafkaError._PARTITION_EOF:
@@ -195,52 +199,65 @@ class ProcessorRuntime(Generic[S, C, E]):
                 continue
             partition = record.partition()
             offsets[partition] = record.offset() + 1
+            owned = partitions.get(partition)
+            if owned is None:  # cannot happen mid-batch: revocation runs between batches
+                raise StreamsError(f"partition {partition} of {self._input} is not assigned")
             try:
-                meta, command = self._serde.decode(record.value())
+                meta, command = decode(record.value())
             except SerdeError as error:
                 self._poison(record, error)
                 continue
-            if type(command) is self._tick_type:
+            if type(command) is tick_type:
                 now_ms: int = command.now_ms  # type: ignore[attr-defined]
-                for key in self._owned(partition).due(now_ms):
-                    self._apply(partition, key, command, now_ms, meta)
+                for key in owned.due(now_ms):
+                    self._apply(owned, partition, key, command, now_ms, meta)
             else:
-                key = record.key().decode() if record.key() else meta.key
-                self._apply(partition, key, command, record.timestamp()[1], meta)
+                raw_key = record.key()
+                key = raw_key.decode() if raw_key else meta.key
+                self._apply(owned, partition, key, command, record.timestamp()[1], meta)
         return offsets
 
-    def _apply(self, partition: int, key: str, command: Any, at_ms: int, meta: Meta) -> None:
-        owned = self._owned(partition)
+    def _apply(self, owned: _Partition[S], partition: int, key: str, command: Any, at_ms: int, meta: Meta) -> None:
+        decider = self._decider
         state = owned.states.get(key)
-        events = self._decide(state, command, at_ms)
+        try:
+            events = list(decider.decide(state, command, at_ms))
+        except DecisionError as error:
+            events = [decider.rejection(command, str(error))]
+        except Exception as error:  # a decider bug must not crash-loop the partition
+            log.exception("%s: decide failed on %s", self._spec.name, type(command).__name__)
+            events = [decider.rejection(command, f"internal error: {error!r}")]
         try:
             outputs: list[Any] = []
             for event in events:
-                state = self._decider.evolve(state, event)
-                outputs.extend(self._decider.outputs(state, event))
-        except Exception as error:  # a decider bug must not crash-loop the partition
+                state = decider.evolve(state, event)
+                outputs.extend(decider.outputs(state, event))
+        except Exception as error:
             log.exception("%s: evolve failed on %s", self._spec.name, type(command).__name__)
             state = owned.states.get(key)
-            events = [self._decider.rejection(command, f"internal error: {error!r}")]
-            outputs = list(self._decider.outputs(state, events[0]))
-        producer = self._producer
-        assert producer is not None
+            events = [decider.rejection(command, f"internal error: {error!r}")]
+            outputs = list(decider.outputs(state, events[0]))
+        produce = self._producer.produce  # type: ignore[union-attr]
         encode = self._serde.encode
         cause = meta.message_id
         correlation = meta.correlation_id or key
+        events_topic = self._events
         for index, event in enumerate(events):
-            name = type(event).__name__
-            event_meta = Meta(f"{cause}/{index}", key, name, 1, cause, correlation, at_ms)
-            producer.produce(self._events, encode(event, event_meta), key, partition, timestamp=at_ms)
-            self._observer.event(self._spec.name, event)
+            event_meta = Meta(f"{cause}/{index}", key, type(event).__name__, 1, cause, correlation, at_ms)
+            produce(events_topic, encode(event, event_meta), key, partition, timestamp=at_ms)
+        if self._observes_events:
+            for event in events:
+                self._observer.event(self._spec.name, event)
         for index, output in enumerate(outputs):
             value = output.value
             out_meta = Meta(f"{cause}/o{index}", output.key, type(value).__name__, 1, cause, correlation, at_ms)
-            producer.produce(self._output_topic(output.topic), encode(value, out_meta), output.key, timestamp=at_ms)
+            produce(self._output_topic(output.topic), encode(value, out_meta), output.key, timestamp=at_ms)
         if events:
             owned.states[key] = state
-            owned.set_deadline(key, self._decider.next_deadline(state))
-            self._dirty.setdefault(partition, set()).add(key)
+            deadline = decider.next_deadline(state)
+            if deadline is not None or key in owned.deadlines:
+                owned.set_deadline(key, deadline)
+            owned.dirty.add(key)
 
     def _output_topic(self, role: str) -> str:
         name = self._output_topics.get(role)
@@ -248,31 +265,15 @@ class ProcessorRuntime(Generic[S, C, E]):
             name = self._output_topics[role] = self._topics.name(role)
         return name
 
-    def _decide(self, state: S | None, command: Any, at_ms: int) -> list[E]:
-        try:
-            return list(self._decider.decide(state, command, at_ms))
-        except DecisionError as error:
-            return [self._decider.rejection(command, str(error))]
-        except Exception as error:
-            log.exception("%s: decide failed on %s", self._spec.name, type(command).__name__)
-            return [self._decider.rejection(command, f"internal error: {error!r}")]
-
-    def _owned(self, partition: int) -> _Partition[S]:
-        owned = self._partitions.get(partition)
-        if owned is None:  # a record from a partition we no longer own: cannot happen mid-batch
-            raise StreamsError(f"partition {partition} of {self._input} is not assigned")
-        return owned
-
     def _flush_changelog(self) -> None:
         producer = self._producer
         assert producer is not None
-        for partition, keys in self._dirty.items():
-            states = self._partitions[partition].states
-            for key in keys:
-                state = states.get(key)
+        for partition, owned in self._partitions.items():
+            for key in owned.dirty:
+                state = owned.states.get(key)
                 value = None if state is None else self._serde.encode(state, state_meta(key))
                 producer.produce(self._changelog, value, key, partition)
-        self._dirty.clear()
+            owned.dirty.clear()
 
     # ------------------------------------------------------------ time
 
@@ -333,13 +334,9 @@ class ProcessorRuntime(Generic[S, C, E]):
         if kafka_error.fatal() or kafka_error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             raise ProducerFenced(str(kafka_error)) from error
         log.warning("%s: transaction failed (%s); aborting and rewinding", self._spec.name, kafka_error)
-        if kafka_error.txn_requires_abort() or not kafka_error.retriable():
-            producer.abort_transaction()
-        else:
-            producer.abort_transaction()
+        producer.abort_transaction()
         # The in-memory state ran ahead of what committed: restore owned partitions
-        # from the changelog and rewind the input to the committed offsets.
-        self._dirty.clear()
+        # (restoring replaces them, dirty sets included) and rewind the input.
         owned = list(self._partitions)
         self._restore(owned)
         self._rewind(owned)
@@ -364,7 +361,6 @@ class ProcessorRuntime(Generic[S, C, E]):
         # Batches commit before consume() returns, so no transaction is open here.
         for tp in partitions:
             self._partitions.pop(tp.partition, None)
-            self._dirty.pop(tp.partition, None)
         log.info("%s: revoked %s", self._spec.name, [tp.partition for tp in partitions])
 
     def _restore(self, partitions: list[int]) -> None:
@@ -387,8 +383,8 @@ class ProcessorRuntime(Generic[S, C, E]):
                     continue
                 states = restored[partition].states
                 states[key] = self._decider.evolve(states.get(key), self._serde.decode(value)[1])
-            for partition, owned in restored.items():  # re-seed the new changelog
-                self._dirty[partition] = set(owned.states)
+            for owned in restored.values():  # re-seed the new changelog with the next commit
+                owned.dirty.update(owned.states)
         for owned in restored.values():
             for key, state in owned.states.items():
                 owned.set_deadline(key, self._decider.next_deadline(state))
