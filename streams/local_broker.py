@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from streams.settings import DEFAULT_KAFKA_VERSION, StackSettings
 
@@ -274,7 +275,56 @@ def _random_cluster_id() -> str:
             return cluster_id
 
 
-class LocalKafka:
+class ManagedServer:
+    """The lifecycle LocalKafka and LocalPostgres share: a spawned server process that
+    is stopped at exit (unless detached), on a failed start, and by ``stop``."""
+
+    stop_signal: int = signal.SIGTERM
+    detached: bool
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def _launched(self, proc: subprocess.Popen[bytes]) -> Self:
+        """Adopt the spawned server, then wait for it; a failed start leaves no process."""
+        self._proc = proc
+        if not self.detached:
+            atexit.register(self.stop)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """``stop_signal`` to the process group, SIGKILL after ``timeout``. Idempotent."""
+        proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
+        if proc is not None:
+            stop_process_group(proc.pid, sig=self.stop_signal, timeout=timeout, popen=proc)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalKafka(ManagedServer):
     """One Kafka 4 KRaft process (broker and controller) on 127.0.0.1, free ports."""
 
     def __init__(
@@ -314,10 +364,6 @@ class LocalKafka:
             raise LocalStackError("LocalKafka is not started")
         return self._bootstrap
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
     def start(self) -> LocalKafka:
         java = require_java()
         libs = kafka_libs(self.version, self.cache_dir, self.progress)
@@ -334,34 +380,8 @@ class LocalKafka:
             f"-Dkafka.logs.dir={self.data_dir}",
             "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
         ]  # fmt: skip
-        self._proc = spawn(cmd, self.stdout_path, detached=self.detached, cwd=self.data_dir)
-        if not self.detached:
-            atexit.register(self.stop)
         self._bootstrap = f"127.0.0.1:{port}"
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the JVM (controlled shutdown), SIGKILL after ``timeout``. Idempotent."""
-        proc, self._proc = self._proc, None
-        atexit.unregister(self.stop)
-        if proc is not None:
-            stop_process_group(proc.pid, sig=signal.SIGTERM, timeout=timeout, popen=proc)
-
-    def __enter__(self) -> LocalKafka:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self._launched(spawn(cmd, self.stdout_path, detached=self.detached, cwd=self.data_dir))
 
     def log_tail(self, lines: int = 20) -> str:
         return f"{tail(self.log_path, lines)}\n{tail(self.stdout_path, lines)}".strip()

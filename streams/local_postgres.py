@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib.util
 import logging
@@ -24,15 +23,14 @@ import stat
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from streams.local_broker import (
     LocalStackError,
+    ManagedServer,
     MissingToolError,
     StartupError,
     free_port,
     spawn,
-    stop_process_group,
     tail,
 )
 
@@ -66,7 +64,9 @@ def _grant_search(path: Path) -> None:
             directory.chmod(mode | stat.S_IXOTH)
 
 
-class LocalPostgres:
+class LocalPostgres(ManagedServer):
+    stop_signal = signal.SIGINT  # postgres' fast shutdown
+
     """One Postgres server on 127.0.0.1, trust auth, user ``postgres``."""
 
     def __init__(
@@ -99,10 +99,6 @@ class LocalPostgres:
             raise LocalStackError("LocalPostgres is not started")
         return self._url
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
     def start(self) -> LocalPostgres:
         bin_dir = postgres_bin_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,42 +122,18 @@ class LocalPostgres:
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200",
         ]  # fmt: skip
-        self._proc = spawn(
-            cmd,
-            self.log_path,
-            detached=self.detached,
-            death_signal=signal.SIGQUIT,  # immediate shutdown, children included
-            uid=self._user.pw_uid if self._user else None,
-            gid=self._user.pw_gid if self._user else None,
-            cwd=self.data_dir,
-        )
-        if not self.detached:
-            atexit.register(self.stop)
         self._url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Fast shutdown (SIGINT), SIGKILL after ``timeout``. Idempotent."""
-        proc, self._proc = self._proc, None
-        atexit.unregister(self.stop)
-        if proc is not None:
-            stop_process_group(proc.pid, sig=signal.SIGINT, timeout=timeout, popen=proc)
-
-    def __enter__(self) -> LocalPostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self._launched(
+            spawn(
+                cmd,
+                self.log_path,
+                detached=self.detached,
+                death_signal=signal.SIGQUIT,  # immediate shutdown, children included
+                uid=self._user.pw_uid if self._user else None,
+                gid=self._user.pw_gid if self._user else None,
+                cwd=self.data_dir,
+            )
+        )
 
     def _initdb(self, bin_dir: Path) -> None:
         cmd = [

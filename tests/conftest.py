@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -36,15 +39,24 @@ def stack_settings() -> StackSettings:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(
-    stack_settings: StackSettings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def services_dir() -> Iterator[Path]:
+    """Data dirs of the session's servers, outside pytest's basetemp rotation: a
+    concurrent pytest session prunes old basetemps and must not delete a live broker's."""
+    path = Path(tempfile.mkdtemp(prefix="taskplane-test-services-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_settings: StackSettings, services_dir: Path) -> Iterator[str]:
     """Bootstrap servers of the session's broker (external when the env var is set)."""
     if stack_settings.bootstrap_servers:
         yield stack_settings.bootstrap_servers
         return
     kafka = LocalKafka(
-        tmp_path_factory.mktemp("kafka"),
+        services_dir / "kafka",
         version=stack_settings.local_kafka_version,
         cache_dir=stack_settings.cache_dir,
     )
@@ -65,15 +77,13 @@ def kafka_config(stack_settings: StackSettings, kafka_bootstrap: str) -> dict[st
 
 
 @pytest.fixture(scope="session")
-def database_url(
-    stack_settings: StackSettings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def database_url(stack_settings: StackSettings, services_dir: Path) -> Iterator[str]:
     """URL of the session's Postgres (external when TASKPLANE_DATABASE_URL is set)."""
     external = stack_settings.database_dsn()
     if external:
         yield external
         return
-    postgres = LocalPostgres(tmp_path_factory.mktemp("postgres"))
+    postgres = LocalPostgres(services_dir / "postgres")
     try:
         postgres.start()
     except LocalStackError as error:
