@@ -117,7 +117,19 @@ def _in_thread(spec: ToolSpec, args: dict[str, Any], key: str, limits: Limits) -
 
 def _bwrap_prefix(spec: ToolSpec) -> list[str]:
     network = ["--share-net"] if spec.network else []
-    return ["bwrap", *BWRAP_BASE, *network, "--"]
+    return ["bwrap", *BWRAP_BASE, *_code_under_tmp(), *network, "--"]
+
+
+def _code_under_tmp() -> list[str]:
+    """Read-only binds for the interpreter and the import path where they live under
+    /tmp, which the sandbox's own tmpfs would otherwise hide (a checkout in /tmp)."""
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *(p for p in sys.path if p)}
+    under = sorted(p for p in paths if (p == "/tmp" or p.startswith("/tmp/")) and os.path.exists(p))
+    binds: list[str] = []
+    for path in under:
+        if not any(path.startswith(parent + "/") for parent in under if parent != path):
+            binds += ["--ro-bind", path, path]
+    return binds
 
 
 def scrubbed_env(spec: ToolSpec) -> dict[str, str]:
