@@ -23,6 +23,7 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
+    Producer,
     TopicPartition,
 )
 from prometheus_client import CollectorRegistry
@@ -31,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.projector.schema import LIVE_SCHEMA, connect, migrate
 from processors.projector.store import ReadModelStore
+from streams.exceptions import StreamsError
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,29 @@ class Projector:
         self._stop = threading.Event()
         self._registry = registry
         self.batches = 0
+        self._poison_producer: Producer | None = None
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _poison(self, record: Message, error: Exception) -> None:
+        """Set an undecodable record aside on `poison`, durably, before its batch commits."""
+        if self._poison_producer is None:
+            self._poison_producer = Producer({**self._kafka, "acks": "all", "enable.idempotence": True})
+        self._poison_producer.produce(
+            self._topics.name("poison"),
+            record.value(),
+            record.key(),
+            headers=[
+                ("source.topic", record.topic().encode()),
+                ("source.partition", str(record.partition()).encode()),
+                ("source.offset", str(record.offset()).encode()),
+                ("error", str(error).encode()),
+                ("processor", b"projector"),
+            ],
+        )
+        if self._poison_producer.flush(30):
+            raise StreamsError("projector: a poison record was not delivered; not committing its batch")
 
     def run(self) -> None:
         schema = self._settings.schema_name
@@ -118,7 +140,7 @@ class Projector:
                 raise KafkaException(error)
         if not good:
             return
-        result = store.apply(good)
+        result = store.apply(good, self._poison)
         if result.moved is not None:
             log.warning("projector: stored offsets moved under us %s; seeking", result.moved)
             for (topic, partition), offset in result.moved.items():

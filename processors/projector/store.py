@@ -10,7 +10,7 @@ stored offsets instead. So a restart, a kill -9 or a swap never skips or doubles
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -48,8 +48,10 @@ class ReadModelStore:
             ).fetchall()
         return {(r[0], r[1]): r[2] for r in rows}  # type: ignore[index]
 
-    def apply(self, records: list[Message]) -> BatchResult:
-        """Fold ``records`` (already free of errors) in one transaction."""
+    def apply(self, records: list[Message], poison: Callable[[Message, Exception], None] | None = None) -> BatchResult:
+        """Fold ``records`` (already free of errors) in one transaction. An undecodable
+        record is handed to ``poison`` before anything commits (it must raise if it
+        could not set the record aside), so none is dropped silently."""
         ends: dict[TopicPartitionKey, int] = {}
         batch: list[Statement] = []
         skipped = 0
@@ -59,8 +61,10 @@ class ReadModelStore:
                 batch.extend(self._statements(record))
             except SerdeError as error:
                 skipped += 1
-                log.warning("projector: skipping undecodable %s[%d]@%d: %s",
+                log.warning("projector: undecodable %s[%d]@%d: %s",
                             record.topic(), record.partition(), record.offset(), error)
+                if poison is not None:
+                    poison(record, error)
         conn = self._conn
         with conn.transaction():
             # Shared: batches of several writers interleave; a schema swap takes it exclusively.

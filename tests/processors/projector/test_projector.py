@@ -121,3 +121,31 @@ def test_projector_killed_mid_batch_resumes_without_missing_or_duplicate_rows(
         assert conn.execute("SELECT count(*) FROM tool_calls").fetchone() == (runs * 3 + 30 * 3,)
         assert conn.execute("SELECT count(*), sum(times) FROM dead_letters").fetchone() == (30, 30)
     assert kills == 4
+
+
+def test_an_undecodable_event_lands_on_poison_and_projection_continues(
+    kafka_config: dict[str, Any], topics: Topics, fresh_database: str, projector: Projector
+) -> None:
+    from confluent_kafka import Consumer, Producer
+
+    producer = Producer(dict(kafka_config))
+    producer.produce(topics.events, b"\x00 not an event", b"run-x", partition=0)
+    assert producer.flush(10) == 0
+    wait_projected(fresh_database, _scenario(kafka_config, topics, runs=2))
+    assert len(dump(fresh_database)["runs"]) == 2
+
+    consumer = Consumer({**kafka_config, "group.id": f"poison-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topics.poison])
+    record = None
+    deadline = time.monotonic() + 30
+    while record is None and time.monotonic() < deadline:
+        polled = consumer.poll(0.5)
+        if polled is not None and polled.error() is None:
+            record = polled
+    consumer.close()
+    assert record is not None, "the undecodable event never reached poison"
+    headers = dict(record.headers() or [])
+    assert record.value() == b"\x00 not an event"
+    assert headers["source.topic"] == topics.events.encode()
+    assert headers["source.offset"] == b"0" and headers["processor"] == b"projector"
