@@ -163,7 +163,7 @@ class Worker:
     def _run_attempt(self, assignment: Assignment) -> None:
         with self._lock:
             self._active[(assignment.run_id, assignment.task)] = assignment
-        attempt = Attempt(assignment, self._agent(assignment.task), self._registry, self.settings,
+        attempt = Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                           self._sender.send, self._breaker, self._stopping, self.isolation_fallback)
         try:
             with LeaseRenewer(assignment, self._sender.send):
@@ -188,11 +188,16 @@ class Worker:
 
     # ------------------------------------------------------------ helpers
 
-    def _agent(self, name: str) -> AgentPlan:
+    def _agent(self, assignment: Assignment) -> AgentPlan:
+        """The task's agent with the tool policy of the run's own plan (carried by the
+        grant); older grants without it fall back to the system's latest plan."""
         try:
-            return self._plan.agent(name)
+            latest = self._plan.agent(assignment.task)
         except KeyError:
-            return AgentPlan(name, None, (), ())
+            latest = AgentPlan(assignment.task, None, (), ())
+        if not assignment.tools:
+            return latest
+        return AgentPlan(latest.name, assignment.model, assignment.tools, latest.dependencies)
 
     def _breaker(self, tool: str) -> BreakerState | None:
         state = self._breakers.get(tool)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from processors.orchestrator.plan import SystemPlan
+from processors.orchestrator.plan import SystemPlan, ToolPlan
 
 # ---------------------------------------------------------------- commands
 
@@ -338,6 +338,7 @@ class Assignment:
     input: str
     dependency_outputs: dict[str, str]
     journal: tuple[JournalEntry, ...]
+    tools: tuple[ToolPlan, ...] = ()  # the run's own tool policy for this task
 
 
 @dataclass(frozen=True, slots=True)

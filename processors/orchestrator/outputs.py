@@ -60,7 +60,7 @@ def _assignment(state: RunState, event: LeaseGranted) -> Assignment:
     journal = journal_entries(state) if policy.idempotency_tracking else ()
     return Assignment(event.worker_id, event.run_id, event.task, event.attempt, True, None, event.epoch,
                       event.expires_ms, policy.lease_timeout_ms, state.plan.name, agent.model,
-                      state.input, inputs, journal)
+                      state.input, inputs, journal, agent.tools)
 
 
 def _refusal(state: RunState | None, event: CommandRejected) -> Assignment:
