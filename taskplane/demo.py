@@ -220,8 +220,7 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
         from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
 
         registry = CollectorRegistry()
-        # No Kafka config: the consumer-lag gauge's offset fetch can hang (see docs/demo.md).
-        registry.register(ReadModelCollector(database, prefix, None, topics))
+        registry.register(ReadModelCollector(database, prefix, kafka, topics))
         metrics_port = _free_port()
         metrics_server = serve_metrics(registry, MetricsSettings(port=metrics_port, address="127.0.0.1"))
         undo.callback(metrics_server.shutdown)
