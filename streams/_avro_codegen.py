@@ -119,9 +119,16 @@ class _Generator:
     # ------------------------------------------------------------ encoding
 
     def enc_long(self, expr: str, out: list[str], ind: str) -> None:
+        """``expr`` must be a plain name: it is evaluated twice."""
         z = self.var("z")
         out.append(f"{ind}{z} = ({expr} << 1) ^ ({expr} >> 63)")
         out.append(f"{ind}b += _S[{z}] if 0 <= {z} < 16384 else _varint({z})")
+
+    def enc_count(self, expr: str, out: list[str], ind: str) -> None:
+        """A length or count: never negative, so its zigzag form is a shift."""
+        z = self.var("z")
+        out.append(f"{ind}{z} = {expr} << 1")
+        out.append(f"{ind}b += _S[{z}] if {z} < 16384 else _varint({z})")
 
     def enc(self, schema: Any, hint: Any, expr: str, out: list[str], ind: str) -> None:
         schema = self.resolve(schema)
@@ -132,7 +139,7 @@ class _Generator:
         if kind == "string":
             t = self.var("t")
             out.append(f"{ind}{t} = {expr}.encode()")
-            self.enc_long(f"len({t})", out, ind)
+            self.enc_count(f"len({t})", out, ind)
             out.append(f"{ind}b += {t}")
         elif kind in ("long", "int"):
             v = self.var("n")
@@ -155,7 +162,7 @@ class _Generator:
             seq, item = self.var("seq"), self.var("it")
             out.append(f"{ind}{seq} = {expr}")
             out.append(f"{ind}if {seq}:")
-            self.enc_long(f"len({seq})", out, ind + "    ")
+            self.enc_count(f"len({seq})", out, ind + "    ")
             out.append(f"{ind}    for {item} in {seq}:")
             self.enc(schema["items"], item_hint, item, out, ind + "        ")
             out.append(f"{ind}b += b'\\x00'")
@@ -164,7 +171,7 @@ class _Generator:
             mapping, key = self.var("m"), self.var("k")
             out.append(f"{ind}{mapping} = {expr}")
             out.append(f"{ind}if {mapping}:")
-            self.enc_long(f"len({mapping})", out, ind + "    ")
+            self.enc_count(f"len({mapping})", out, ind + "    ")
             out.append(f"{ind}    for {key} in sorted({mapping}):")
             self.enc("string", str, key, out, ind + "        ")
             self.enc(schema["values"], value_hint, f"{mapping}[{key}]", out, ind + "        ")
