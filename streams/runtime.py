@@ -33,6 +33,7 @@ from confluent_kafka.admin import AdminClient
 
 from processors.decider import Decider, DecisionError
 from streams.exceptions import SerdeError, StreamsError
+from streams.poison import poison_headers
 from streams.runtime_observer import RuntimeObserver
 from streams.runtime_settings import RuntimeSettings
 from streams.serde import Meta, Serde
@@ -331,13 +332,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._topics.name("poison"),
             record.value(),
             record.key(),
-            headers=[
-                ("source.topic", record.topic().encode()),
-                ("source.partition", str(record.partition()).encode()),
-                ("source.offset", str(record.offset()).encode()),
-                ("error", str(error).encode()),
-                ("processor", self._spec.name.encode()),
-            ],
+            headers=poison_headers(record, error, self._spec.name),
         )
         self._observer.poison(self._spec.name, record.topic(), str(error))
         log.warning("%s: poison record at %s[%d]@%d: %s", self._spec.name, record.topic(), record.partition(), record.offset(), error)

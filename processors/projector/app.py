@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from processors.projector.schema import LIVE_SCHEMA, connect, migrate
 from processors.projector.store import ReadModelStore
 from streams.exceptions import StreamsError
+from streams.poison import poison_headers
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,7 @@ class Projector:
             self._topics.name("poison"),
             record.value(),
             record.key(),
-            headers=[
-                ("source.topic", record.topic().encode()),
-                ("source.partition", str(record.partition()).encode()),
-                ("source.offset", str(record.offset()).encode()),
-                ("error", str(error).encode()),
-                ("processor", b"projector"),
-            ],
+            headers=poison_headers(record, error, "projector"),
         )
         if self._poison_producer.flush(30):
             raise StreamsError("projector: a poison record was not delivered; not committing its batch")
