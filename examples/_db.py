@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def database_url() -> str:
@@ -12,3 +13,11 @@ def database_url() -> str:
     from streams.devstack import resolve_endpoints
 
     return resolve_endpoints().database_url
+
+
+def ensure_table(conn: Any, name: str, ddl: str) -> None:
+    """CREATE TABLE IF NOT EXISTS, serialized: concurrent first calls from several
+    tool processes otherwise race in Postgres (a unique violation on pg_type)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"taskplane-examples:{name}",))
+        conn.execute(ddl)

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from examples._db import database_url
+from examples._db import database_url, ensure_table
 from workers.exceptions import NonRetryableError
 from workers.sdk import AgentContext, agent, tool
 
@@ -132,10 +132,12 @@ def store(run_id: str, results: dict[str, Any], idempotency_key: str) -> dict[st
     import psycopg
 
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        conn.execute(
+        ensure_table(
+            conn,
+            "document_results",
             "CREATE TABLE IF NOT EXISTS document_results (run_id text PRIMARY KEY, "
             "results jsonb NOT NULL, idempotency_key text NOT NULL, "
-            "stored_at timestamptz NOT NULL DEFAULT now())"
+            "stored_at timestamptz NOT NULL DEFAULT now())",
         )
         conn.execute(
             "INSERT INTO document_results (run_id, results, idempotency_key) VALUES (%s, %s, %s) "

@@ -13,7 +13,7 @@ import os
 import urllib.request
 from typing import Any
 
-from examples._db import database_url
+from examples._db import database_url, ensure_table
 from workers.sdk import AgentContext, agent, tool
 
 
@@ -37,8 +37,8 @@ def record(charge_id: str, amount: int, currency: str, run_id: str) -> dict[str,
     import psycopg
 
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS ledger (charge_id text PRIMARY KEY, run_id text NOT NULL, "
-                     "amount bigint NOT NULL, currency text NOT NULL, "
+        ensure_table(conn, "ledger", "CREATE TABLE IF NOT EXISTS ledger (charge_id text PRIMARY KEY, "
+                     "run_id text NOT NULL, amount bigint NOT NULL, currency text NOT NULL, "
                      "recorded_at timestamptz NOT NULL DEFAULT now())")
         inserted = conn.execute("INSERT INTO ledger (charge_id, run_id, amount, currency) VALUES (%s, %s, %s, %s) "
                                 "ON CONFLICT (charge_id) DO NOTHING RETURNING charge_id",
