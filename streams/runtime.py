@@ -33,6 +33,7 @@ from confluent_kafka.admin import AdminClient
 
 from processors.decider import Decider, DecisionError
 from streams.exceptions import SerdeError, StreamsError
+from streams.log_reader import read_to_end
 from streams.poison import poison_headers
 from streams.runtime_observer import RuntimeObserver
 from streams.runtime_settings import RuntimeSettings
@@ -119,6 +120,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._changelog = topics.name(spec.changelog)
         self._partitions: dict[int, _Partition[S]] = {}
         self._output_topics: dict[str, str] = {}
+        self._restore_group = f"{spec.name}-restore"
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -379,7 +381,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         started = time.perf_counter()
         restored = {p: _Partition[S]() for p in partitions}
         if self._changelog_exists():
-            for key, value, partition in self._read_to_end(self._changelog, partitions):
+            for partition, key, value in read_to_end(self._kafka, self._changelog, partitions, self._restore_group):
                 states = restored[partition].states
                 if value is None:
                     states.pop(key, None)
@@ -388,7 +390,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         else:
             log.warning("%s: changelog %s missing; folding %s", self._spec.name, self._changelog, self._events)
             self._recreate_changelog()
-            for key, value, partition in self._read_to_end(self._events, partitions):
+            for partition, key, value in read_to_end(self._kafka, self._events, partitions, self._restore_group):
                 if value is None:
                     continue
                 states = restored[partition].states
@@ -412,42 +414,6 @@ class ProcessorRuntime(Generic[S, C, E]):
     def _recreate_changelog(self) -> None:
         if self._spec.changelog_spec is not None:
             ensure_topics(AdminClient(self._kafka), self._topics, [self._spec.changelog_spec])
-
-    def _read_to_end(self, topic: str, partitions: list[int]) -> Iterable[tuple[str, bytes | None, int]]:
-        """Every committed record of ``topic`` on ``partitions``, from the start."""
-        reader = Consumer(
-            {
-                **self._kafka,
-                "group.id": f"{self._spec.name}-restore",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        try:
-            pending = set()
-            assignment = []
-            for partition in partitions:
-                low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-                if high > low:
-                    pending.add(partition)
-                    assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
-            if not assignment:
-                return
-            reader.assign(assignment)
-            while pending:
-                for record in reader.consume(10_000, 1.0):
-                    error = record.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            pending.discard(record.partition())
-                            continue
-                        raise KafkaException(error)
-                    key = record.key()
-                    yield (key.decode() if key else ""), record.value(), record.partition()
-        finally:
-            reader.close()
 
     # ------------------------------------------------------------ config
 

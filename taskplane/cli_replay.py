@@ -17,16 +17,15 @@ from typing import Annotated, Any
 
 import typer
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     ConsumerGroupTopicPartitions,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
+from streams.log_reader import read_to_end
 from taskplane.cli_runs import JsonOption, database_url, fail, print_json, table
 
 rebuild_app = typer.Typer(help="Rebuild derived state from the log.", no_args_is_help=True)
@@ -209,26 +208,7 @@ class StateComparison:
 
 def read_all(kafka_config: dict[str, Any], topic: str) -> list[tuple[int, str, bytes | None]]:
     """Every committed record of ``topic``, in partition order: (partition, key, value)."""
-    reader = Consumer({**kafka_config, "group.id": "taskplane-offset-tools", "enable.auto.commit": False,
-                       "enable.partition.eof": True, "isolation.level": "read_committed"})
-    out: list[tuple[int, str, bytes | None]] = []
-    try:
-        marks = watermarks(kafka_config, topic)
-        pending = {p for p, (low, high) in marks.items() if high > low}
-        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        while pending:
-            for record in reader.consume(10_000, 1.0):
-                error = record.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaException(error)
-                    pending.discard(record.partition())
-                    continue
-                key = record.key()
-                out.append((record.partition(), key.decode() if key else "", record.value()))
-    finally:
-        reader.close()
-    return out
+    return sorted(read_to_end(kafka_config, topic, group_id="taskplane-offset-tools"), key=lambda r: r[0])
 
 
 def compare_states(kafka_config: dict[str, Any], topics: Any) -> StateComparison:

@@ -1,0 +1,45 @@
+"""Read a topic's committed records from the beginning to its current end: state
+restore, rebuilds and equality checks all fold a log this way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+
+def read_to_end(
+    kafka_config: dict[str, Any], topic: str, partitions: Iterable[int] | None = None, group_id: str = "taskplane-reader"
+) -> Iterator[tuple[int, str, bytes | None]]:
+    """(partition, key, value) of every committed record of ``topic`` (all partitions
+    unless given), in offset order per partition, up to each partition's end at the
+    time it is reached (the last stable offset: open transactions are not waited for).
+    The group id is only a label: nothing is committed."""
+    reader = Consumer({**kafka_config, "group.id": group_id, "enable.auto.commit": False,
+                       "enable.partition.eof": True, "isolation.level": "read_committed",
+                       "auto.offset.reset": "earliest"})
+    try:
+        if partitions is None:
+            metadata = reader.list_topics(topic, timeout=30).topics[topic]
+            partitions = list(metadata.partitions)
+        pending: set[int] = set()
+        for partition in partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            if high > low:
+                pending.add(partition)
+        if not pending:
+            return
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        while pending:
+            for record in reader.consume(10_000, 1.0):
+                error = record.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(error)
+                    pending.discard(record.partition())
+                    continue
+                key = record.key()
+                yield record.partition(), (key.decode() if key else ""), record.value()
+    finally:
+        reader.close()
