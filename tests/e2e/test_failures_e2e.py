@@ -95,19 +95,19 @@ def test_a_breaker_opens_at_its_threshold_and_closes_after_cooldown_and_a_good_p
             return None
         return None if row is None else {"status": row[0], "failures": row[1], "transitions": row[2]}
 
-    def until(status: str, timeout_s: float = 20) -> dict[str, Any]:
+    def until(status: str, timeout_s: float = 20, failures: int | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             pipeline.processors.check()
             state = breaker()
-            if state is not None and state["status"] == status:
+            if state is not None and state["status"] == status and failures in (None, state["failures"]):
                 return state
             time.sleep(0.1)
-        raise AssertionError(f"breaker never became {status}; last {breaker()}")
+        raise AssertionError(f"breaker never became {status} (failures {failures}); last {breaker()}")
 
     for _ in range(threshold - 1):
         outcome(False)
-    assert until("closed")["failures"] == threshold - 1  # below the threshold: still closed
+    until("closed", failures=threshold - 1)  # below the threshold: counted, still closed
     outcome(False)
     opened_at = time.monotonic()
     until("open")
