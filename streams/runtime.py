@@ -162,7 +162,10 @@ class ProcessorRuntime(Generic[S, C, E]):
             except KafkaException as error:
                 log.warning("consumer close: %s", error)
         if self._producer is not None:
-            self._producer.flush(5)
+            try:
+                self._producer.flush(5)
+            except KafkaException as error:  # a fenced producer cannot flush: nothing of it commits anyway
+                log.warning("producer flush at close: %s", error)
         self._observer.stopped(self._spec.name)
 
     # ------------------------------------------------------------ the loop
@@ -174,8 +177,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         if not records and not ticks:
             return
         started = time.perf_counter()
-        self._producer.begin_transaction()
         try:
+            self._producer.begin_transaction()
             offsets = self._process(records)
             self._produce_ticks(ticks)
             self._flush_changelog()
@@ -450,9 +453,17 @@ def state_meta(key: str) -> Meta:
     )
 
 
+EXIT_FENCED = 3
+
+
 def run_until_signalled(runtime: ProcessorRuntime[Any, Any, Any], on_ready: Callable[[], None] | None = None) -> None:
-    """Run with SIGTERM/SIGINT ending in a final commit (the pod's main)."""
+    """Run with SIGTERM/SIGINT ending in a final commit (the pod's main). A fenced
+    instance (a newer one took its transactional id) exits with EXIT_FENCED, no traceback."""
     runtime.install_signal_handlers()
     if on_ready is not None:
         on_ready()
-    runtime.run()
+    try:
+        runtime.run()
+    except ProducerFenced as error:
+        print(f"fenced: another instance with the same instance id took over ({error}); exiting", flush=True)
+        raise SystemExit(EXIT_FENCED) from None

@@ -275,3 +275,26 @@ def test_restore_from_changelog_and_rebuild_from_events_agree(counter: dict[str,
     assert rebuilt == expected
     for key in from_changelog:  # byte for byte, as the changelog stores them
         assert serde.encode(rebuilt[key], state_meta(key)) == serde.encode(expected[key], state_meta(key))
+
+
+def test_a_second_instance_with_the_same_id_fences_the_first(counter: dict[str, Any]) -> None:
+    """A zombie (same instance id, so the same transactional id) cannot commit: the
+    newcomer's init_transactions fences it, it exits with EXIT_FENCED and no traceback,
+    and every command is still applied exactly once."""
+    from streams.runtime import EXIT_FENCED
+
+    topics, kafka = counter["topics"], counter["kafka"]
+    first_batch = adds(2_000)
+    zombie = counter["processor"]("same")
+    produce(kafka, topics.commands, first_batch)
+    read_all(kafka, topics.events, expect=len(first_batch))
+    newcomer = counter["processor"]("same")
+    commands = first_batch + adds(2_000, start=len(first_batch))
+    produce(kafka, topics.commands, commands[len(first_batch):], per_second=2_000.0)
+    assert zombie.proc is not None
+    assert zombie.proc.wait(60) == EXIT_FENCED
+    log = zombie.log.read_text()
+    assert "fenced" in log and "Traceback" not in log
+    events = read_all(kafka, topics.events, expect=len(commands), timeout_s=90)
+    assert_exactly_once(events, commands)
+    assert newcomer.terminate() == 0
