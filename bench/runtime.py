@@ -68,7 +68,9 @@ def raw_loop(kafka: dict[str, Any], source: str, sink: str, count: int) -> float
     consumer = Consumer({**kafka, "group.id": f"raw-{uuid.uuid4().hex[:6]}", "isolation.level": "read_committed",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "queued.min.messages": 100_000, "fetch.wait.max.ms": 50})
+    # Same producer tuning as the runtime's (retry backoff for back-to-back transactions).
     producer = Producer({**kafka, "transactional.id": f"raw-{uuid.uuid4().hex[:6]}", "linger.ms": 5,
+                         "retry.backoff.ms": 5, "retry.backoff.max.ms": 100,
                          "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000})
     producer.init_transactions(30)
     consumer.subscribe([source])
