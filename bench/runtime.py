@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
+from processors.counter.app import PARTITIONS, counter_topics
 from processors.counter.decider import Add, CounterDecider
 from streams.runtime import ProcessorRuntime, ProcessorSpec
 from streams.runtime_observer import RuntimeObserver
@@ -31,19 +32,11 @@ from streams.runtime_settings import RuntimeSettings
 from streams.serde import Serde, new_meta
 from streams.topics import Topics, TopicSpec, ensure_topics
 
-PARTITIONS = 4
 KEYS = 1_000
 
 
 def _specs() -> list[TopicSpec]:
-    compact = {"cleanup.policy": "compact"}
-    return [
-        TopicSpec("commands", PARTITIONS),
-        TopicSpec("events", PARTITIONS),
-        TopicSpec("changelog", PARTITIONS, compact),
-        TopicSpec("raw-out", PARTITIONS),
-        TopicSpec("poison", 1),
-    ]
+    return [*counter_topics(), TopicSpec("raw-out", PARTITIONS)]
 
 
 def produce_commands(kafka: dict[str, Any], topic: str, count: int) -> None:

@@ -104,20 +104,10 @@ class Attempt:
             raise WorkerStopping("worker is shutting down")
         index = self._call_index
         self._call_index += 1
-        plan = self._tool_plan(name)
-        key = idempotency_key(self.assignment.run_id, self.assignment.task, name, index, args)
-        recorded = self._journal.lookup(key)
-        if recorded is not None:
-            return decode_json(recorded)
-        wait_ms = breaker_wait_ms(self._breaker(name), int(time.time() * 1000))
-        if wait_ms is not None:
-            if plan.fallback:
-                log.info("breaker open for %s: taking fallback %s", name, plan.fallback)
-                return self._call_fallback(plan.fallback, index, args)
-            raise BreakerOpenError(name, wait_ms)
-        return self._execute(name, plan, index, key, args)
+        return self._call(name, index, args, allow_fallback=True)
 
-    def _call_fallback(self, name: str, index: int, args: dict[str, Any]) -> Any:
+    def _call(self, name: str, index: int, args: dict[str, Any], allow_fallback: bool) -> Any:
+        """Journal first, then the breaker (its fallback at most once), then the tool."""
         plan = self._tool_plan(name)
         key = idempotency_key(self.assignment.run_id, self.assignment.task, name, index, args)
         recorded = self._journal.lookup(key)
@@ -125,6 +115,9 @@ class Attempt:
             return decode_json(recorded)
         wait_ms = breaker_wait_ms(self._breaker(name), int(time.time() * 1000))
         if wait_ms is not None:
+            if allow_fallback and plan.fallback:
+                log.info("breaker open for %s: taking fallback %s", name, plan.fallback)
+                return self._call(plan.fallback, index, args, allow_fallback=False)
             raise BreakerOpenError(name, wait_ms)
         return self._execute(name, plan, index, key, args)
 
