@@ -11,6 +11,11 @@ Supported: the schemas ``streams.serde`` registers (records, enums, unions with
 null, arrays, maps, string/long/int/boolean/double/float), walked alongside the
 dataclass type hints (``X | None``, ``tuple[X, ...]``, ``dict[str, X]``, Enums,
 nested dataclasses).
+
+Where the ``streams._avro_native`` extension built (``pip install`` compiles it; the
+Makefile's venv does), the same walk yields a *program* instead of Python source and
+the C codec runs it: about ten times faster than the generated Python, which stays as
+the fallback for a machine without a C compiler. Both are checked against fastavro.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ import types
 import typing
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
+
+try:
+    from streams import _avro_native
+except ImportError:  # no C compiler where this was installed: the generated Python runs
+    _avro_native = None  # type: ignore[assignment]
+
+# Opcodes of the native program; streams/_avro_native.c has the same enum.
+OP_LONG, OP_STRING, OP_BOOLEAN, OP_DOUBLE, OP_FLOAT, OP_OPTIONAL, OP_ENUM, OP_RECORD, OP_ARRAY, OP_MAP = range(10)
 
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
@@ -295,6 +308,66 @@ class _Generator:
         out.append(f"{ind}{target} = {self.const(cls, '_cls')}({args})")
 
 
+    # ------------------------------------------------------------ native programs
+
+    def program(self, schema: Any, hint: Any) -> tuple[Any, ...]:
+        """The node of the native codec's program for ``schema`` read into ``hint``."""
+        schema = self.resolve(schema)
+        if isinstance(schema, list):
+            if len(schema) != 2 or "null" not in schema:
+                raise TypeError(f"only [null, T] unions are compiled, not {schema!r}")
+            null_index = schema.index("null")
+            return (OP_OPTIONAL, null_index, self.program(schema[1 - null_index], _optional_inner(hint)))
+        kind = schema if isinstance(schema, str) else schema["type"]
+        simple = {"string": OP_STRING, "long": OP_LONG, "int": OP_LONG, "boolean": OP_BOOLEAN,
+                  "double": OP_DOUBLE, "float": OP_FLOAT}
+        if kind in simple:
+            return (simple[kind],)
+        if kind == "enum":
+            known = {member.value for member in hint}
+            symbols = schema["symbols"]
+            table = {hint(s): i for i, s in enumerate(symbols) if s in known}
+            members = tuple(hint(s) if s in known else None for s in symbols)
+            return (OP_ENUM, table, members, hint)
+        if kind == "record":
+            return self.record_program(schema["fields"], hint)
+        if kind == "array":
+            (item_hint,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+            return (OP_ARRAY, self.program(schema["items"], item_hint))
+        if kind == "map":
+            return (OP_MAP, self.program(schema["values"], typing.get_args(hint)[1]))
+        raise TypeError(f"no compiled codec for Avro type {kind!r}")
+
+    def record_program(self, fields: list[dict[str, Any]], cls: Any) -> tuple[Any, ...]:
+        hints = _hints(cls)
+        names = tuple(field["name"] for field in fields)
+        unknown = [name for name in names if name not in hints]
+        if unknown:
+            raise TypeError(f"{cls.__qualname__} has no field(s) {unknown}")
+        order = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in order if name not in names]
+        if missing or len(order) != len(names):
+            raise TypeError(f"schema lacks fields {missing} of {cls.__qualname__}")
+        programs = tuple(self.program(field["type"], hints[field["name"]]) for field in fields)
+        return (OP_RECORD, cls, names, programs, _plain_init(cls), tuple(names.index(name) for name in order))
+
+
+def _plain_init(cls: Any) -> bool:
+    """True when building ``cls`` is only setting its fields: a dataclass-generated
+    ``__init__``, no ``__post_init__``, no custom ``__new__``. The native decoder then
+    sets the fields itself instead of calling the class."""
+    init = cls.__dict__.get("__init__")
+    params = getattr(cls, "__dataclass_params__", None)
+    return (
+        params is not None
+        and params.init
+        and getattr(getattr(init, "__code__", None), "co_filename", None) == "<string>"
+        and not hasattr(cls, "__post_init__")
+        and cls.__new__ is object.__new__
+        and all(f.init for f in dataclasses.fields(cls))
+    )
+
+
 def _hints(cls: Any) -> dict[str, Any]:
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
@@ -309,12 +382,21 @@ def _optional_inner(hint: Any) -> Any:
     raise TypeError(f"a [null, T] union needs an `X | None` field, not {hint!r}")
 
 
+class CompiledCodec(NamedTuple):
+    """One message schema's hot-path codec."""
+
+    encode: Callable[[Any, Any], bytes]  # (value, meta) -> bytes, header included
+    decode: Callable[[bytes, int], tuple[Any, Any, int]]  # (data, offset) -> (meta, value, end)
+    encode_fields: Callable[..., bytes]  # (value, *meta fields in schema order) -> bytes
+    native: bool
+
+
 def compile_message(
-    schema: dict[str, Any], meta_cls: type, cls: type, header: bytes
-) -> tuple[Callable[[Any, Any], bytes], Callable[[bytes, int], tuple[Any, Any, int]]]:
-    """Encoder ``(value, meta) -> bytes`` (header included) and decoder
-    ``(data, offset) -> (meta, value, end)`` for a message schema whose first field is
-    ``meta``. Raises TypeError where schema and dataclass disagree."""
+    schema: dict[str, Any], meta_cls: type, cls: type, header: bytes, native: bool = True
+) -> CompiledCodec:
+    """The codec of a message schema whose first field is ``meta``: the C one when
+    ``native`` and the extension is built, else generated Python. Raises TypeError
+    where schema and dataclass disagree."""
     gen = _Generator()
     gen.resolve(schema)
     fields = schema["fields"]
@@ -324,6 +406,13 @@ def compile_message(
     hints = _hints(cls)
     if set(hints) != {f["name"] for f in body}:
         raise TypeError(f"{cls.__qualname__} fields differ from schema {schema['name']}")
+    meta_fields = gen.resolve(meta_schema)["fields"]
+    if [f["name"] for f in meta_fields] != [f.name for f in dataclasses.fields(meta_cls)]:
+        raise TypeError(f"{meta_cls.__qualname__} fields are not in the order of its schema")
+
+    if native and _avro_native is not None:
+        codec = _avro_native.Codec(header, gen.record_program(meta_fields, meta_cls), gen.record_program(body, cls))
+        return CompiledCodec(codec.encode, codec.decode, codec.encode_fields, True)
 
     enc = ["def encode(value, meta):", f"    b = bytearray({header!r})"]
     gen.enc(meta_schema, meta_cls, "meta", enc, "    ")
@@ -342,7 +431,16 @@ def compile_message(
 
     namespace = dict(gen.env)
     exec(compile("\n".join(enc + dec), f"<avro codec {schema['name']}>", "exec"), namespace)  # noqa: S102
-    return namespace["encode"], namespace["decode"]
+    encode = namespace["encode"]
+
+    def encode_fields(value: Any, *meta_fields: Any) -> bytes:
+        return bytes(encode(value, meta_cls(*meta_fields)))
+
+    return CompiledCodec(encode, namespace["decode"], encode_fields, False)
 
 
-__all__ = ["compile_message", "Enum"]
+def native_available() -> bool:
+    return _avro_native is not None
+
+
+__all__ = ["CompiledCodec", "compile_message", "native_available", "Enum"]

@@ -228,16 +228,22 @@ class _Codec:
     mapping: RecordMapping
     encode: Callable[[Any, Meta], bytes]
     decode: Callable[[bytes, int], tuple[Meta, Any, int]]
+    encode_fields: Callable[..., bytes]
 
 
 class Serde:
     """Domain dataclass + ``Meta`` <-> single-object-encoded Avro bytes.
 
-    Encoding the same value and envelope twice gives the same bytes.
+    Encoding the same value and envelope twice gives the same bytes. ``native=False``
+    uses the generated Python codecs even where the C extension is built (tests compare
+    the two).
     """
 
     def __init__(
-        self, registry: SchemaRegistry | None = None, classes: Mapping[str, type] | None = None
+        self,
+        registry: SchemaRegistry | None = None,
+        classes: Mapping[str, type] | None = None,
+        native: bool = True,
     ) -> None:
         self._registry = registry or SchemaRegistry.from_directory()
         classes = domain_classes() if classes is None else classes
@@ -245,13 +251,15 @@ class Serde:
         self._by_class: dict[type, _Codec] = {}
         self._by_name: dict[str, _Codec] = {}
         self._by_fingerprint: dict[bytes, _Codec] = {}
+        self.native = False  # whether the C codecs run (set per compiled schema below)
         for schema in self._registry.messages():
             cls = classes.get(schema.full_name)
             if cls is None:  # a schema with no class here: its records fail to decode, loudly
                 continue
             header = MAGIC + schema.fingerprint
-            encode, decode = compile_message(schema.expanded, Meta, cls, header)
-            codec = _Codec(schema, header, record_mapping(cls), encode, decode)
+            compiled = compile_message(schema.expanded, Meta, cls, header, native)
+            self.native = compiled.native
+            codec = _Codec(schema, header, record_mapping(cls), compiled.encode, compiled.decode, compiled.encode_fields)
             self._by_class[cls] = self._by_name[schema.full_name] = codec
             self._by_fingerprint[schema.fingerprint] = codec
 
@@ -267,6 +275,14 @@ class Serde:
             return codec.encode(value, meta)
         except Exception as error:  # a field of the wrong type, an int beyond 64 bits, ...
             raise SerdeError(f"cannot encode {type(value).__qualname__}: {error!r}") from error
+
+    def encoder_of(self, cls: type) -> Callable[..., bytes]:
+        """``(value, *Meta fields) -> bytes`` for instances of ``cls``: the runtime's hot
+        path, which skips building a Meta per event. Wrap failures as ``encode`` does."""
+        codec = self._by_class.get(cls)
+        if codec is None:
+            raise SerdeError(f"no schema for {cls.__qualname__}")
+        return codec.encode_fields
 
     def encode_with_fastavro(self, value: object, meta: Meta) -> bytes:
         """The reference encoding the compiled codecs are checked against."""

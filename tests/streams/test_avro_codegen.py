@@ -1,9 +1,13 @@
-"""The compiled codecs agree with fastavro byte for byte, both ways, for every
-message type: fastavro is the reference, the compiled path is the hot path."""
+"""The compiled codecs, native (C) and generated Python, agree with fastavro byte for
+byte, both ways, for every message type: fastavro is the reference, the compiled path
+is the hot path."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+from functools import cache
 from io import BytesIO
 
 import pytest
@@ -12,18 +16,41 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_serde import META, classes, instances_of, message_names, serde
 
+from streams._avro_codegen import native_available
 from streams.exceptions import SerdeError
-from streams.serde import HEADER_SIZE
+from streams.serde import HEADER_SIZE, Serde, new_meta
+
+BACKENDS = ["native", "python"]
 
 
+@cache
+def backend(name: str) -> Serde:
+    if name == "native" and not native_available():
+        pytest.skip("streams._avro_native did not build (no C compiler at install)")
+    return Serde(native=name == "native")
+
+
+def test_the_native_codecs_are_built_where_ci_runs() -> None:
+    if os.environ.get("CI"):
+        assert native_available(), "the C extension must build in CI (make installs with a compiler)"
+    assert backend("python").native is False
+    if native_available():
+        assert serde().native is True  # the default Serde runs the C codecs
+
+
+
+@pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("full_name", message_names())
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
-def test_compiled_encoding_equals_fastavro(full_name: str, data: st.DataObject) -> None:
+def test_compiled_encoding_equals_fastavro(name: str, full_name: str, data: st.DataObject) -> None:
+    codecs = backend(name)
     value = data.draw(instances_of(classes()[full_name]))
     meta = data.draw(META)
-    compiled = serde().encode(value, meta)
+    compiled = codecs.encode(value, meta)
     assert compiled == serde().encode_with_fastavro(value, meta)
+    assert codecs.encoder_of(type(value))(value, *dataclasses.astuple(meta)) == compiled
+    assert codecs.decode(compiled) == (meta, value)
     # and fastavro reads what the compiled encoder wrote
     schema = serde().registry.current(full_name)
     assert schema is not None
@@ -34,13 +61,26 @@ def test_compiled_encoding_equals_fastavro(full_name: str, data: st.DataObject) 
     assert body.tell() == len(compiled)
 
 
+@pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=64))
-def test_corrupt_bodies_raise_serde_errors_only(tail: bytes) -> None:
+@given(tail=st.binary(max_size=64))
+def test_corrupt_bodies_raise_serde_errors_only(name: str, tail: bytes) -> None:
     from processors.orchestrator.messages import ClaimTask
-    from streams.serde import new_meta
 
-    valid = serde().encode(ClaimTask("run", "task", 1, "worker"), new_meta("run", "ClaimTask", 1))
+    codecs = backend(name)
+    valid = codecs.encode(ClaimTask("run", "task", 1, "worker"), new_meta("run", "ClaimTask", 1))
     for data in (valid[:HEADER_SIZE] + tail, valid[: len(valid) - 1], valid + tail[:1]):
         with contextlib.suppress(SerdeError):  # any other exception fails the test
-            serde().decode(data)
+            codecs.decode(data)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("full_name", message_names())
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_every_truncation_of_any_message_is_a_serde_error(name: str, full_name: str, data: st.DataObject) -> None:
+    codecs = backend(name)
+    encoded = codecs.encode(data.draw(instances_of(classes()[full_name])), data.draw(META))
+    for end in range(len(encoded)):
+        with pytest.raises(SerdeError):
+            codecs.decode(encoded[:end])
