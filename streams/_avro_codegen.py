@@ -388,7 +388,7 @@ class CompiledCodec(NamedTuple):
     encode: Callable[[Any, Any], bytes]  # (value, meta) -> bytes, header included
     decode: Callable[[bytes, int], tuple[Any, Any, int]]  # (data, offset) -> (meta, value, end)
     encode_fields: Callable[..., bytes]  # (value, *meta fields in schema order) -> bytes
-    native: bool
+    native: Any  # the _avro_native.Codec, or None for generated Python
 
 
 def compile_message(
@@ -412,7 +412,7 @@ def compile_message(
 
     if native and _avro_native is not None:
         codec = _avro_native.Codec(header, gen.record_program(meta_fields, meta_cls), gen.record_program(body, cls))
-        return CompiledCodec(codec.encode, codec.decode, codec.encode_fields, True)
+        return CompiledCodec(codec.encode, codec.decode, codec.encode_fields, codec)
 
     enc = ["def encode(value, meta):", f"    b = bytearray({header!r})"]
     gen.enc(meta_schema, meta_cls, "meta", enc, "    ")
@@ -436,11 +436,17 @@ def compile_message(
     def encode_fields(value: Any, *meta_fields: Any) -> bytes:
         return bytes(encode(value, meta_cls(*meta_fields)))
 
-    return CompiledCodec(encode, namespace["decode"], encode_fields, False)
+    return CompiledCodec(encode, namespace["decode"], encode_fields, None)
 
 
 def native_available() -> bool:
     return _avro_native is not None
 
 
-__all__ = ["CompiledCodec", "compile_message", "native_available", "Enum"]
+def native_dispatch(codecs: dict[bytes, Any]) -> Any:
+    """One native decoder over native codecs by fingerprint (see Serde.decode)."""
+    assert _avro_native is not None
+    return _avro_native.Codecs(codecs)
+
+
+__all__ = ["CompiledCodec", "compile_message", "native_available", "native_dispatch", "Enum"]

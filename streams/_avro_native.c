@@ -886,6 +886,149 @@ static PyTypeObject CodecType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ------------------------------------------------------------------ Codecs */
+
+/* Every current message schema's Codec by writer fingerprint: one call from the bytes of
+ * a record to (meta, value), for the consumer hot path. */
+typedef struct {
+    uint64_t fingerprint;
+    Codec *codec;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t count;
+    Entry *entries; /* sorted by fingerprint */
+} Codecs;
+
+static void codecs_dealloc(Codecs *self) {
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        Py_XDECREF(self->entries[i].codec);
+    }
+    PyMem_Free(self->entries);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static uint64_t read_fingerprint(const unsigned char *bytes) {
+    uint64_t value = 0;
+    for (int i = 7; i >= 0; i--) {
+        value = (value << 8) | bytes[i];
+    }
+    return value;
+}
+
+static int entry_order(const void *a, const void *b) {
+    uint64_t x = ((const Entry *)a)->fingerprint, y = ((const Entry *)b)->fingerprint;
+    return x < y ? -1 : x > y;
+}
+
+static int codecs_init(Codecs *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"by_fingerprint", NULL};
+    PyObject *mapping;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!", keywords, &PyDict_Type, &mapping)) {
+        return -1;
+    }
+    if (self->entries != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Codecs already initialised");
+        return -1;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(mapping);
+    Entry *entries = PyMem_Calloc(n ? n : 1, sizeof(Entry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(mapping, &pos, &key, &value)) {
+        if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 8 || !PyObject_TypeCheck(value, &CodecType)) {
+            PyErr_SetString(PyExc_TypeError, "Codecs needs {8-byte fingerprint: Codec}");
+            for (Py_ssize_t j = 0; j < i; j++) {
+                Py_DECREF(entries[j].codec);
+            }
+            PyMem_Free(entries);
+            return -1;
+        }
+        entries[i].fingerprint = read_fingerprint((const unsigned char *)PyBytes_AS_STRING(key));
+        entries[i].codec = (Codec *)Py_NewRef(value);
+        i++;
+    }
+    qsort(entries, n, sizeof(Entry), entry_order);
+    self->entries = entries;
+    self->count = n;
+    return 0;
+}
+
+PyDoc_STRVAR(codecs_decode_doc,
+             "decode(data) -> (meta, value), or None when no current schema has data's fingerprint.\n"
+             "Raises ValueError on bad magic, a short header, a corrupt body or trailing bytes.");
+
+static PyObject *codecs_decode(Codecs *self, PyObject *data) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const unsigned char *bytes = view.buf;
+    if (view.len < 10 || bytes[0] != 0xC3 || bytes[1] != 0x01) {
+        PyErr_SetString(PyExc_ValueError, "not an Avro single-object record (bad magic or too short)");
+        goto out;
+    }
+    uint64_t fingerprint = read_fingerprint(bytes + 2);
+    Py_ssize_t low = 0, high = self->count;
+    while (low < high) {
+        Py_ssize_t mid = (low + high) / 2;
+        if (self->entries[mid].fingerprint < fingerprint) {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    if (low == self->count || self->entries[low].fingerprint != fingerprint) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    Codec *codec = self->entries[low].codec;
+    Reader in = {bytes, view.len, 10};
+    PyObject *meta = decode_record(codec->meta, &in);
+    if (meta == NULL) {
+        goto out;
+    }
+    PyObject *value = decode_record(codec->body, &in);
+    if (value == NULL) {
+        Py_DECREF(meta);
+        goto out;
+    }
+    if (in.pos != view.len) {
+        PyErr_Format(PyExc_ValueError, "%zd trailing byte(s)", view.len - in.pos);
+        Py_DECREF(meta);
+        Py_DECREF(value);
+        goto out;
+    }
+    result = PyTuple_Pack(2, meta, value);
+    Py_DECREF(meta);
+    Py_DECREF(value);
+out:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef codecs_methods[] = {
+    {"decode", (PyCFunction)codecs_decode, METH_O, codecs_decode_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CodecsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "streams._avro_native.Codecs",
+    .tp_basicsize = sizeof(Codecs),
+    .tp_dealloc = (destructor)codecs_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("Codecs({fingerprint: Codec}): decode any current message in one call."),
+    .tp_methods = codecs_methods,
+    .tp_init = (initproc)codecs_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "streams._avro_native",
@@ -894,14 +1037,15 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__avro_native(void) {
-    if (PyType_Ready(&CodecType) < 0) {
+    if (PyType_Ready(&CodecType) < 0 || PyType_Ready(&CodecsType) < 0) {
         return NULL;
     }
     PyObject *mod = PyModule_Create(&module);
     if (mod == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(mod, "Codec", (PyObject *)&CodecType) < 0) {
+    if (PyModule_AddObjectRef(mod, "Codec", (PyObject *)&CodecType) < 0 ||
+        PyModule_AddObjectRef(mod, "Codecs", (PyObject *)&CodecsType) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

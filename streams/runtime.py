@@ -37,7 +37,7 @@ from streams.log_reader import read_to_end
 from streams.poison import poison_headers
 from streams.runtime_observer import RuntimeObserver
 from streams.runtime_settings import RuntimeSettings
-from streams.serde import Meta, Serde
+from streams.serde import SCHEMA_VERSION, Meta, Serde
 from streams.topics import Topics, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._changelog = topics.name(spec.changelog)
         self._partitions: dict[int, _Partition[S]] = {}
         self._output_topics: dict[str, str] = {}
+        self._encoders: dict[type, tuple[Callable[..., bytes], str]] = {}
         self._restore_group = f"{spec.name}-restore"
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
@@ -242,12 +243,14 @@ class ProcessorRuntime(Generic[S, C, E]):
         decider = self._decider
         state = owned.states.get(key)
         try:
-            events = list(decider.decide(state, command, at_ms))
+            events = decider.decide(state, command, at_ms)
         except DecisionError as error:
             events = [decider.rejection(command, str(error))]
         except Exception as error:  # a decider bug must not crash-loop the partition
             log.exception("%s: decide failed on %s", self._spec.name, type(command).__name__)
             events = [decider.rejection(command, f"internal error: {error!r}")]
+        if not events:
+            return
         try:
             outputs: list[Any] = []
             for event in events:
@@ -259,26 +262,37 @@ class ProcessorRuntime(Generic[S, C, E]):
             events = [decider.rejection(command, f"internal error: {error!r}")]
             outputs = list(decider.outputs(state, events[0]))
         produce = self._producer.produce  # type: ignore[union-attr]
-        encode = self._serde.encode
+        encoders = self._encoders
         cause = meta.message_id
         correlation = meta.correlation_id or key
         events_topic = self._events
         for index, event in enumerate(events):
-            event_meta = Meta(f"{cause}/{index}", key, type(event).__name__, 1, cause, correlation, at_ms)
-            produce(events_topic, encode(event, event_meta), key, partition, timestamp=at_ms)
+            encode, name = encoders.get(type(event)) or self._encoder(type(event))
+            try:  # the envelope's fields in schema order: no Meta per event
+                value = encode(event, f"{cause}/{index}", key, name, SCHEMA_VERSION, cause, correlation, at_ms)
+            except Exception as error:
+                raise SerdeError(f"cannot encode {name}: {error!r}") from error
+            produce(events_topic, value, key, partition, timestamp=at_ms)
         if self._observes_events:
             for event in events:
                 self._observer.event(self._spec.name, event)
         for index, output in enumerate(outputs):
-            value = output.value
-            out_meta = Meta(f"{cause}/o{index}", output.key, type(value).__name__, 1, cause, correlation, at_ms)
-            produce(self._output_topic(output.topic), encode(value, out_meta), output.key, timestamp=at_ms)
-        if events:
-            owned.states[key] = state
-            deadline = decider.next_deadline(state)
-            if deadline is not None or key in owned.deadlines:
-                owned.set_deadline(key, deadline)
-            owned.dirty.add(key)
+            body = output.value
+            encode, name = encoders.get(type(body)) or self._encoder(type(body))
+            try:
+                value = encode(body, f"{cause}/o{index}", output.key, name, SCHEMA_VERSION, cause, correlation, at_ms)
+            except Exception as error:
+                raise SerdeError(f"cannot encode {name}: {error!r}") from error
+            produce(self._output_topic(output.topic), value, output.key, timestamp=at_ms)
+        owned.states[key] = state
+        deadline = decider.next_deadline(state)
+        if deadline is not None or key in owned.deadlines:
+            owned.set_deadline(key, deadline)
+        owned.dirty.add(key)
+
+    def _encoder(self, cls: type) -> tuple[Callable[..., bytes], str]:
+        entry = self._encoders[cls] = (self._serde.encoder_of(cls), cls.__name__)
+        return entry
 
     def _output_topic(self, role: str) -> str:
         name = self._output_topics.get(role)

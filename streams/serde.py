@@ -23,7 +23,7 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from streams._avro_codegen import compile_message
+from streams._avro_codegen import compile_message, native_dispatch
 from streams._avro_mapping import RecordMapping, record_mapping
 from streams.exceptions import SerdeError
 
@@ -251,17 +251,21 @@ class Serde:
         self._by_class: dict[type, _Codec] = {}
         self._by_name: dict[str, _Codec] = {}
         self._by_fingerprint: dict[bytes, _Codec] = {}
-        self.native = False  # whether the C codecs run (set per compiled schema below)
+        natives: dict[bytes, Any] = {}
         for schema in self._registry.messages():
             cls = classes.get(schema.full_name)
             if cls is None:  # a schema with no class here: its records fail to decode, loudly
                 continue
             header = MAGIC + schema.fingerprint
             compiled = compile_message(schema.expanded, Meta, cls, header, native)
-            self.native = compiled.native
+            if compiled.native is not None:
+                natives[schema.fingerprint] = compiled.native
             codec = _Codec(schema, header, record_mapping(cls), compiled.encode, compiled.decode, compiled.encode_fields)
             self._by_class[cls] = self._by_name[schema.full_name] = codec
             self._by_fingerprint[schema.fingerprint] = codec
+        # Whether the C codecs run; then one native call decodes any current record.
+        self.native = bool(natives) and len(natives) == len(self._by_fingerprint)
+        self._native_decode = native_dispatch(natives).decode if self.native else None
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -297,6 +301,17 @@ class Serde:
         return out.getvalue()
 
     def decode(self, data: bytes) -> tuple[Meta, object]:
+        native_decode = self._native_decode
+        if native_decode is not None:
+            try:
+                decoded = native_decode(data)
+            except Exception:  # the path below raises it again, as a SerdeError that says where
+                decoded = None
+            if decoded is not None:
+                return decoded  # type: ignore[no-any-return]
+        return self._decode(data)
+
+    def _decode(self, data: bytes) -> tuple[Meta, object]:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise SerdeError("not an Avro single-object record (bad magic or too short)")
         fingerprint_bytes = bytes(data[2:HEADER_SIZE])

@@ -53,13 +53,15 @@ CounterEvent = Added | AddRejected
 
 
 class CounterDecider:
+    # Class patterns without positional sub-patterns: each is one isinstance check
+    # (destructuring through __match_args__ cost a third of this decider's time).
     def decide(self, state: Counter | None, command: CounterCommand, at_ms: int) -> Sequence[CounterEvent]:
         match command:
-            case Add(key, amount, seq):
-                if amount < 0:
+            case Add():
+                if command.amount < 0:
                     raise DecisionError("amount must not be negative")
-                total = (state.total if state else 0) + amount
-                return [Added(key, amount, total, seq)]
+                total = (state.total if state else 0) + command.amount
+                return [Added(command.key, command.amount, total, command.seq)]
             case CounterTick():
                 return []
             case _:
@@ -67,8 +69,8 @@ class CounterDecider:
 
     def evolve(self, state: Counter | None, event: CounterEvent) -> Counter | None:
         match event:
-            case Added(key, _, total, _):
-                return Counter(key, total, (state.count if state else 0) + 1)
+            case Added():
+                return Counter(event.key, event.total, (state.count if state else 0) + 1)
             case AddRejected():
                 return state
             case _:
@@ -85,8 +87,8 @@ class CounterDecider:
 
     def rejection(self, command: CounterCommand, reason: str) -> CounterEvent:
         match command:
-            case Add(key, _, seq):
-                return AddRejected(key, seq, reason)
+            case Add():
+                return AddRejected(command.key, command.seq, reason)
             case CounterTick():
                 return AddRejected("", -1, reason)
             case _:
