@@ -13,6 +13,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -49,6 +50,9 @@ struct Node {
      * with args in ctor_order (schema index of each constructor argument) */
     int direct;
     Py_ssize_t *ctor_order;
+    /* OP_RECORD: where each field lives in an instance of exactly cls (a __slots__
+     * member), or -1 to go through getattr/setattr */
+    Py_ssize_t *offsets;
 };
 
 static void node_free(Node *node) {
@@ -72,6 +76,7 @@ static void node_free(Node *node) {
         PyMem_Free(node->fields);
     }
     PyMem_Free(node->ctor_order);
+    PyMem_Free(node->offsets);
     PyMem_Free(node);
 }
 
@@ -84,6 +89,21 @@ static int program_int(PyObject *program, Py_ssize_t index, long *out) {
     }
     *out = value;
     return 0;
+}
+
+/* Offset of cls's own writable object slot `name`, or -1. */
+static Py_ssize_t slot_offset(PyTypeObject *cls, PyObject *name) {
+    PyObject *descr = PyDict_GetItemWithError(cls->tp_dict, name);
+    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) {
+        PyErr_Clear();
+        return -1;
+    }
+    PyMemberDescrObject *member = (PyMemberDescrObject *)descr;
+    if (member->d_common.d_type != cls || member->d_member->type != T_OBJECT_EX ||
+        (member->d_member->flags & READONLY)) {
+        return -1;
+    }
+    return member->d_member->offset;
 }
 
 /* (OP_RECORD, cls, names: tuple[str], programs: tuple, direct: bool, ctor_order: tuple[int]) */
@@ -110,7 +130,8 @@ static int node_build_record(Node *node, PyObject *program) {
     node->names = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
     node->fields = PyMem_Calloc(n ? n : 1, sizeof(Node *));
     node->ctor_order = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
-    if (node->names == NULL || node->fields == NULL || node->ctor_order == NULL) {
+    node->offsets = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    if (node->names == NULL || node->fields == NULL || node->ctor_order == NULL || node->offsets == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -124,6 +145,7 @@ static int node_build_record(Node *node, PyObject *program) {
         Py_INCREF(name);
         PyUnicode_InternInPlace(&name);
         node->names[i] = name;
+        node->offsets[i] = slot_offset((PyTypeObject *)node->cls, name);
         node->fields[i] = node_build(PyTuple_GET_ITEM(programs, i));
         if (node->fields[i] == NULL) {
             return -1;
@@ -316,10 +338,18 @@ static int encode_string(PyObject *value, Buf *buf) {
 }
 
 static int encode_record(Node *node, PyObject *value, Buf *buf) {
+    int exact = (PyObject *)Py_TYPE(value) == node->cls;
     for (Py_ssize_t i = 0; i < node->nfields; i++) {
-        PyObject *field = PyObject_GetAttr(value, node->names[i]);
+        PyObject *field = NULL;
+        if (exact && node->offsets[i] >= 0) { /* a slot of exactly this class: read it in place */
+            field = *(PyObject **)((char *)value + node->offsets[i]);
+            Py_XINCREF(field);
+        }
         if (field == NULL) {
-            return -1;
+            field = PyObject_GetAttr(value, node->names[i]);
+            if (field == NULL) {
+                return -1;
+            }
         }
         int failed = encode_node(node->fields[i], field, buf);
         Py_DECREF(field);
@@ -545,7 +575,9 @@ static PyObject *decode_record(Node *node, Reader *in) {
             goto out;
         }
         for (Py_ssize_t i = 0; i < node->nfields; i++) {
-            if (PyObject_GenericSetAttr(result, node->names[i], values[i]) < 0) {
+            if (node->offsets[i] >= 0) { /* the new object's slots are all empty */
+                *(PyObject **)((char *)result + node->offsets[i]) = Py_NewRef(values[i]);
+            } else if (PyObject_GenericSetAttr(result, node->names[i], values[i]) < 0) {
                 Py_CLEAR(result);
                 goto out;
             }

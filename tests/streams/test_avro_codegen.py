@@ -84,3 +84,29 @@ def test_every_truncation_of_any_message_is_a_serde_error(name: str, full_name: 
     for end in range(len(encoded)):
         with pytest.raises(SerdeError):
             codecs.decode(encoded[:end])
+
+
+@dataclasses.dataclass(frozen=True)
+class _AddWithoutSlots:  # same fields as processors.counter.decider.Add, kept in a __dict__
+    key: str
+    amount: int
+    seq: int
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_classes_without_slots_and_subclasses_take_the_attribute_path(name: str) -> None:
+    """The native codec reads and writes __slots__ in place only for exactly the mapped
+    class; anything else goes through getattr/setattr and gives the same bytes."""
+    from processors.counter.decider import Add
+
+    class LoudAdd(Add):
+        __slots__ = ()
+
+    meta = new_meta("k", "Add", 7)
+    reference = backend(name).encode(Add("k", 3, 9), meta)
+    fields = dataclasses.astuple(meta)
+    assert backend(name).encoder_of(Add)(LoudAdd("k", 3, 9), *fields) == reference  # as a nested record would
+    plain = Serde(classes={"taskplane.counter.Add": _AddWithoutSlots}, native=name == "native")
+    assert plain.encode(_AddWithoutSlots("k", 3, 9), meta) == reference
+    assert plain.decode(reference) == (meta, _AddWithoutSlots("k", 3, 9))
+    assert backend(name).decode(reference) == (meta, Add("k", 3, 9))
