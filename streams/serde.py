@@ -312,6 +312,8 @@ class Serde:
         return self._decode(data)
 
     def _decode(self, data: bytes) -> tuple[Meta, object]:
+        """Everything the one native call does not take: older writers (through fastavro),
+        the pure-Python codecs, and SerdeErrors that say what was wrong where."""
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise SerdeError("not an Avro single-object record (bad magic or too short)")
         fingerprint_bytes = bytes(data[2:HEADER_SIZE])
