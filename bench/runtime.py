@@ -7,8 +7,9 @@ Both read the same pre-produced commands from one broker in the same run:
 
     python -m bench.runtime [--commands N] [--quick]
 
-Last line: JSON with runtime_commands_per_s, raw_commands_per_s (best of the rounds)
-and ratio.
+Last line: JSON with runtime_commands_per_s, raw_commands_per_s (best of the rounds),
+ratio, and native_codecs (whether the C codecs ran: without a compiler at install they
+fall back to generated Python, about 3x slower per record).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def main() -> None:
             print(f"  runtime (counting decider): {runtimes[-1]:,.0f} commands/s", flush=True)
     raw, runtime = max(raws), max(runtimes)
     print(json.dumps({"commands": count, "partitions": PARTITIONS, "rounds": args.rounds,
+                      "native_codecs": Serde().native,
                       "raw_commands_per_s": round(raw), "runtime_commands_per_s": round(runtime),
                       "ratio": round(runtime / raw, 3),
                       "raw_rounds": [round(r) for r in raws], "runtime_rounds": [round(r) for r in runtimes]}))

@@ -307,7 +307,6 @@ class _Generator:
         args = ", ".join(values[name] for name in order)
         out.append(f"{ind}{target} = {self.const(cls, '_cls')}({args})")
 
-
     # ------------------------------------------------------------ native programs
 
     def program(self, schema: Any, hint: Any) -> tuple[Any, ...]:
