@@ -337,6 +337,20 @@ static int encode_string(PyObject *value, Buf *buf) {
     return buf_put(buf, text, size);
 }
 
+/* An Avro double (size 8) or float (size 4), little-endian. */
+static int encode_real(PyObject *value, Py_ssize_t size, Buf *buf) {
+    double x = PyFloat_AsDouble(value);
+    if (x == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    char *at = buf_reserve(buf, size) < 0 ? NULL : buf->data + buf->len;
+    if (at == NULL || (size == 8 ? PyFloat_Pack8(x, at, 1) : PyFloat_Pack4(x, at, 1)) < 0) {
+        return -1;
+    }
+    buf->len += size;
+    return 0;
+}
+
 static int encode_record(Node *node, PyObject *value, Buf *buf) {
     int exact = (PyObject *)Py_TYPE(value) == node->cls;
     for (Py_ssize_t i = 0; i < node->nfields; i++) {
@@ -446,28 +460,10 @@ static int encode_node(Node *node, PyObject *value, Buf *buf) {
         char byte = truth ? 1 : 0;
         return buf_put(buf, &byte, 1);
     }
-    case OP_DOUBLE: {
-        double x = PyFloat_AsDouble(value);
-        if (x == -1.0 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (buf_reserve(buf, 8) < 0 || PyFloat_Pack8(x, buf->data + buf->len, 1) < 0) {
-            return -1;
-        }
-        buf->len += 8;
-        return 0;
-    }
-    case OP_FLOAT: {
-        double x = PyFloat_AsDouble(value);
-        if (x == -1.0 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (buf_reserve(buf, 4) < 0 || PyFloat_Pack4(x, buf->data + buf->len, 1) < 0) {
-            return -1;
-        }
-        buf->len += 4;
-        return 0;
-    }
+    case OP_DOUBLE:
+        return encode_real(value, 8, buf);
+    case OP_FLOAT:
+        return encode_real(value, 4, buf);
     case OP_OPTIONAL:
         if (value == Py_None) {
             return put_long(buf, node->null_index);
@@ -550,6 +546,21 @@ static PyObject *decode_string(Reader *in) {
     PyObject *text = PyUnicode_DecodeUTF8((const char *)in->data + in->pos, (Py_ssize_t)size, NULL);
     in->pos += (Py_ssize_t)size;
     return text;
+}
+
+/* An Avro double (size 8) or float (size 4), little-endian. */
+static PyObject *decode_real(Reader *in, Py_ssize_t size) {
+    if (in->len - in->pos < size) {
+        truncated();
+        return NULL;
+    }
+    const char *at = (const char *)in->data + in->pos;
+    double x = size == 8 ? PyFloat_Unpack8(at, 1) : PyFloat_Unpack4(at, 1);
+    in->pos += size;
+    if (x == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyFloat_FromDouble(x);
 }
 
 static PyObject *decode_record(Node *node, Reader *in) {
@@ -685,30 +696,10 @@ static PyObject *decode_node(Node *node, Reader *in) {
             return NULL;
         }
         return PyBool_FromLong(in->data[in->pos++] == 1);
-    case OP_DOUBLE: {
-        if (in->len - in->pos < 8) {
-            truncated();
-            return NULL;
-        }
-        double x = PyFloat_Unpack8((const char *)in->data + in->pos, 1);
-        in->pos += 8;
-        if (x == -1.0 && PyErr_Occurred()) {
-            return NULL;
-        }
-        return PyFloat_FromDouble(x);
-    }
-    case OP_FLOAT: {
-        if (in->len - in->pos < 4) {
-            truncated();
-            return NULL;
-        }
-        double x = PyFloat_Unpack4((const char *)in->data + in->pos, 1);
-        in->pos += 4;
-        if (x == -1.0 && PyErr_Occurred()) {
-            return NULL;
-        }
-        return PyFloat_FromDouble(x);
-    }
+    case OP_DOUBLE:
+        return decode_real(in, 8);
+    case OP_FLOAT:
+        return decode_real(in, 4);
     case OP_OPTIONAL: {
         int64_t index;
         if (read_long(in, &index) < 0) {
@@ -804,6 +795,19 @@ static int codec_ready(Codec *self) {
     return 0;
 }
 
+/* The envelope, then the body: a new (meta, value) tuple, or NULL. */
+static PyObject *decode_message(Codec *codec, Reader *in) {
+    PyObject *meta = decode_record(codec->meta, in);
+    if (meta == NULL) {
+        return NULL;
+    }
+    PyObject *value = decode_record(codec->body, in);
+    PyObject *pair = value == NULL ? NULL : PyTuple_Pack(2, meta, value);
+    Py_DECREF(meta);
+    Py_XDECREF(value);
+    return pair;
+}
+
 static PyObject *finish(Buf *buf, int failed) {
     PyObject *result = failed ? NULL : PyBytes_FromStringAndSize(buf->data, buf->len);
     buf_release(buf);
@@ -876,25 +880,13 @@ static PyObject *codec_decode(Codec *self, PyObject *const *args, Py_ssize_t nar
         goto out;
     }
     Reader in = {(const unsigned char *)view.buf, view.len, offset};
-    PyObject *meta = decode_record(self->meta, &in);
-    if (meta == NULL) {
-        goto out;
+    PyObject *pair = decode_message(self, &in);
+    PyObject *end = pair == NULL ? NULL : PyLong_FromSsize_t(in.pos);
+    if (end != NULL) {
+        result = PyTuple_Pack(3, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), end);
+        Py_DECREF(end);
     }
-    PyObject *value = decode_record(self->body, &in);
-    if (value == NULL) {
-        Py_DECREF(meta);
-        goto out;
-    }
-    PyObject *end = PyLong_FromSsize_t(in.pos);
-    if (end == NULL) {
-        Py_DECREF(meta);
-        Py_DECREF(value);
-        goto out;
-    }
-    result = PyTuple_Pack(3, meta, value, end);
-    Py_DECREF(meta);
-    Py_DECREF(value);
-    Py_DECREF(end);
+    Py_XDECREF(pair);
 out:
     PyBuffer_Release(&view);
     return result;
@@ -1022,24 +1014,11 @@ static PyObject *codecs_decode(Codecs *self, PyObject *data) {
     }
     Codec *codec = self->entries[low].codec;
     Reader in = {bytes, view.len, 10};
-    PyObject *meta = decode_record(codec->meta, &in);
-    if (meta == NULL) {
-        goto out;
-    }
-    PyObject *value = decode_record(codec->body, &in);
-    if (value == NULL) {
-        Py_DECREF(meta);
-        goto out;
-    }
-    if (in.pos != view.len) {
+    result = decode_message(codec, &in);
+    if (result != NULL && in.pos != view.len) {
         PyErr_Format(PyExc_ValueError, "%zd trailing byte(s)", view.len - in.pos);
-        Py_DECREF(meta);
-        Py_DECREF(value);
-        goto out;
+        Py_CLEAR(result);
     }
-    result = PyTuple_Pack(2, meta, value);
-    Py_DECREF(meta);
-    Py_DECREF(value);
 out:
     PyBuffer_Release(&view);
     return result;
