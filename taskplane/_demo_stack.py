@@ -234,6 +234,7 @@ class EventLog:
         self._topic = topic
         self._serde = serde or Serde()
         self._records: list[tuple[Meta, Any]] = []
+        self._next: dict[int, int] = {}  # partition -> offset after the last record read
         self._changed = threading.Condition()
         self._stop = threading.Event()
         metadata = AdminClient(kafka_config).list_topics(topic, timeout=30).topics[topic]
@@ -247,21 +248,32 @@ class EventLog:
         while not self._stop.is_set():
             batch = self._consumer.consume(500, 0.1)
             decoded = []
+            read: dict[int, int] = {}
             for record in batch:
-                if record.error() is not None or record.value() is None:
+                if record.error() is not None:
+                    continue
+                read[record.partition()] = record.offset() + 1
+                if record.value() is None:
                     continue
                 try:
                     decoded.append(self._serde.decode(record.value()))
                 except SerdeError as error:
                     log.warning("events: undecodable record: %s", error)
-            if decoded:
+            if read:
                 with self._changed:
                     self._records.extend(decoded)
+                    self._next.update(read)
                     self._changed.notify_all()
 
     def records(self) -> list[tuple[Meta, Any]]:
         with self._changed:
             return list(self._records)
+
+    def reached(self, ends: dict[int, int]) -> bool:
+        """Read up to ``ends`` (high watermarks by partition). The last offset of a
+        partition may be a transaction marker, which is never delivered."""
+        with self._changed:
+            return all(high == 0 or self._next.get(p, 0) >= high - 1 for p, high in ends.items())
 
     def all_events(self) -> list[Any]:
         with self._changed:

@@ -165,6 +165,10 @@ class Ops:
                                  self.topics.events))
         return all(high == low or stored.get(p, low) >= high - 1 for p, (low, high) in marks.items())
 
+    def log_caught_up(self) -> bool:
+        """The test's own event log has read what the orchestrator has committed so far."""
+        return self.log.reached({p: high for p, (_low, high) in watermarks(self.kafka, self.topics.events).items()})
+
     def cli(self, *args: str) -> Any:
         env = {"TASKPLANE_BOOTSTRAP_SERVERS": self.kafka["bootstrap.servers"],
                "TASKPLANE_DATABASE_URL": self.database_url, "TASKPLANE_TOPIC_PREFIX": self.topics.prefix,
@@ -295,6 +299,7 @@ def test_resetting_the_orchestrator_group_to_a_time_reprocesses_commands_with_no
     time.sleep(0.05)
     runs = _some_runs(ops, tmp_path, 3)
     ops.until(ops.projector_caught_up, 20, "the projector at the end of events")
+    ops.until(ops.log_caught_up, 20, "the test's event log at the end of events")
     states_before = _changelog_states(ops)
     rows_before, rejections_before = ops.table_rows(), ops.rejections()
     tools_before = {str(p): p.read_text() for p in tmp_path.rglob("*.count")}
@@ -312,6 +317,7 @@ def test_resetting_the_orchestrator_group_to_a_time_reprocesses_commands_with_no
     ops.until(lambda: _committed(ops, group, commands) == ends, 40,
               "the orchestrator to reprocess the commands up to their end")
     ops.until(ops.projector_caught_up, 20, "the projector at the end of events")
+    ops.until(ops.log_caught_up, 20, "the test's event log at the end of events")  # it follows in a thread
 
     # Reprocessed commands were rejected as duplicates or stale, not re-applied.
     new_events = ops.log.all_events()[events_before:]
