@@ -1,19 +1,18 @@
-"""The C part of taskplane: the native Avro codecs (streams/_avro_native.c).
+"""The C part of taskplane: the native Avro codecs (streams/_avro_native.c) and the
+deciders' record copy (processors/_records_native.c).
 
 Everything else is in pyproject.toml. ``optional=True``: without a C compiler the
-install still succeeds and streams.serde runs its generated Python codecs.
+install still succeeds; streams.serde then runs generated Python codecs and
+processors.records falls back to dataclasses.replace.
 """
 
 from setuptools import Extension, setup
 
+FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
+
 setup(
     ext_modules=[
-        Extension(
-            "streams._avro_native",
-            ["streams/_avro_native.c"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
-                                "-Wno-cast-function-type"],
-            optional=True,
-        )
+        Extension(module, [f"{module.replace('.', '/')}.c"], extra_compile_args=FLAGS, optional=True)
+        for module in ("streams._avro_native", "processors._records_native")
     ]
 )

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, NamedTuple
 
+from processors.records import plain_fields
+
 try:
     from streams import _avro_native
 except ImportError:  # no C compiler where this was installed: the generated Python runs
@@ -348,23 +350,8 @@ class _Generator:
         if missing or len(order) != len(names):
             raise TypeError(f"schema lacks fields {missing} of {cls.__qualname__}")
         programs = tuple(self.program(field["type"], hints[field["name"]]) for field in fields)
-        return (OP_RECORD, cls, names, programs, _plain_init(cls), tuple(names.index(name) for name in order))
-
-
-def _plain_init(cls: Any) -> bool:
-    """True when building ``cls`` is only setting its fields: a dataclass-generated
-    ``__init__``, no ``__post_init__``, no custom ``__new__``. The native decoder then
-    sets the fields itself instead of calling the class."""
-    init = cls.__dict__.get("__init__")
-    params = getattr(cls, "__dataclass_params__", None)
-    return (
-        params is not None
-        and params.init
-        and getattr(getattr(init, "__code__", None), "co_filename", None) == "<string>"
-        and not hasattr(cls, "__post_init__")
-        and cls.__new__ is object.__new__
-        and all(f.init for f in dataclasses.fields(cls))
-    )
+        direct = plain_fields(cls) is not None  # then the C decoder sets the fields itself
+        return (OP_RECORD, cls, names, programs, direct, tuple(names.index(name) for name in order))
 
 
 def _hints(cls: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ outcome, so the latest declaration of a tool wins."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import assert_never
 
 from processors.breaker.messages import (
@@ -23,6 +22,7 @@ from processors.breaker.messages import (
 )
 from processors.decider import Output
 from processors.orchestrator.messages import ToolOutcome
+from processors.records import replace
 
 BreakerCommand = ToolOutcome | BreakerTick
 
