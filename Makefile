@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # (alert rules). Installed when missing and we may; otherwise the tests say so.
 SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c processors/*.c)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c processors/*.c native/*.h)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

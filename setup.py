@@ -12,7 +12,8 @@ FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers
 
 setup(
     ext_modules=[
-        Extension(module, [f"{module.replace('.', '/')}.c"], extra_compile_args=FLAGS, optional=True)
+        Extension(module, [f"{module.replace('.', '/')}.c"], include_dirs=["native"], depends=["native/slots.h"],
+                  extra_compile_args=FLAGS, optional=True)
         for module in ("streams._avro_native", "processors._records_native")
     ]
 )

@@ -8,7 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
+#include "slots.h"
 
 typedef struct {
     PyObject_HEAD
@@ -36,21 +36,6 @@ static void replacer_dealloc(Replacer *self) {
     PyObject_GC_UnTrack(self);
     replacer_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* Offset of cls's own writable object slot `name`, or -1. */
-static Py_ssize_t slot_offset(PyTypeObject *cls, PyObject *name) {
-    PyObject *descr = PyDict_GetItemWithError(cls->tp_dict, name);
-    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) {
-        PyErr_Clear();
-        return -1;
-    }
-    PyMemberDescrObject *member = (PyMemberDescrObject *)descr;
-    if (member->d_common.d_type != cls || member->d_member->type != T_OBJECT_EX ||
-        (member->d_member->flags & READONLY)) {
-        return -1;
-    }
-    return member->d_member->offset;
 }
 
 /* (names, offsets) for cls, or None when its instances must go through the fallback. */

@@ -13,7 +13,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
+#include "slots.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -89,21 +89,6 @@ static int program_int(PyObject *program, Py_ssize_t index, long *out) {
     }
     *out = value;
     return 0;
-}
-
-/* Offset of cls's own writable object slot `name`, or -1. */
-static Py_ssize_t slot_offset(PyTypeObject *cls, PyObject *name) {
-    PyObject *descr = PyDict_GetItemWithError(cls->tp_dict, name);
-    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) {
-        PyErr_Clear();
-        return -1;
-    }
-    PyMemberDescrObject *member = (PyMemberDescrObject *)descr;
-    if (member->d_common.d_type != cls || member->d_member->type != T_OBJECT_EX ||
-        (member->d_member->flags & READONLY)) {
-        return -1;
-    }
-    return member->d_member->offset;
 }
 
 /* (OP_RECORD, cls, names: tuple[str], programs: tuple, direct: bool, ctor_order: tuple[int]) */
