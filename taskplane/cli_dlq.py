@@ -95,9 +95,9 @@ def dlq_replay(
     if not dry_run and targets:
         from processors.orchestrator.messages import ReplayTask
         from streams.publisher import Publisher
-        from taskplane.cli_processors import _kafka
+        from taskplane.cli_processors import kafka_endpoints
 
-        kafka, topics = _kafka()
+        kafka, topics = kafka_endpoints()
         who = getpass.getuser()
         with Publisher(kafka, topics) as publisher:
             for run_id, name in targets:

@@ -22,7 +22,9 @@ processor_app = typer.Typer(help="Run stateful processors.")
 PROCESSORS = ("orchestrator", "breaker", "projector")
 
 
-def _kafka() -> tuple[dict[str, Any], Topics]:
+def kafka_endpoints() -> tuple[dict[str, Any], Topics]:
+    """The librdkafka config and topic names the CLI works on: TASKPLANE_* settings, else
+    the running dev stack; exit 2 with one line when there is neither."""
     settings = StackSettings()
     try:
         bootstrap = settings.bootstrap_servers or resolve_endpoints(settings).bootstrap_servers
@@ -38,7 +40,7 @@ def topics_create(
     tool_partitions: Annotated[int, typer.Option(min=1, help="Partitions of tool-keyed topics.")] = 2,
 ) -> None:
     """Create missing topics (idempotent) and report drift from the catalog."""
-    kafka, topics = _kafka()
+    kafka, topics = kafka_endpoints()
     report = ensure_topics(AdminClient(kafka), topics, catalog(partitions, tool_partitions))
     for name in report.created:
         typer.echo(f"created  {name}")
@@ -60,7 +62,7 @@ def processor_run(
         typer.echo(f"error: name: unknown processor {name!r} (one of {', '.join(PROCESSORS)})", err=True)
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    kafka, topics = _kafka()
+    kafka, topics = kafka_endpoints()
     if name == "projector":
         from processors.projector.app import main as projector_main
 
@@ -93,7 +95,7 @@ def apply(
         raise typer.Exit(2) from None
     version = manifest_version(manifest)
     plan = manifest.to_plan(version)
-    kafka, topics = _kafka()
+    kafka, topics = kafka_endpoints()
     ensure_topics(AdminClient(kafka), topics, catalog())
     with Publisher(kafka, topics) as publisher:  # canonical JSON: the connection string is masked
         publisher.define_system(SystemDefinition(plan.name, version, plan, manifest.canonical_json()))
@@ -115,7 +117,7 @@ def submit(
     except ValueError as error:
         typer.echo(f"error: --input: not JSON: {error}", err=True)
         raise typer.Exit(2) from None
-    kafka, topics = _kafka()
+    kafka, topics = kafka_endpoints()
     with GlobalTable(kafka, topics.systems) as systems:
         systems.wait_until_caught_up()
         definition = systems.get(system)

@@ -100,9 +100,9 @@ def replay(
     if to_offset is not None and to_offset < 0:
         fail("--to-offset: must be >= 0")
     at_ms = parse_time(to_time, "--to-time") if to_time is not None else None
-    from taskplane.cli_processors import _kafka
+    from taskplane.cli_processors import kafka_endpoints
 
-    kafka, _topics = _kafka()
+    kafka, _topics = kafka_endpoints()
     marks = watermarks(kafka, topic)
     if not marks:
         fail(f"--topic: no topic named {topic!r}")
@@ -159,9 +159,9 @@ def rebuild_projections(
         fail("give --from-beginning or --from-time, not both")
     at_ms = parse_time(from_time, "--from-time") if from_time else None
     from processors.projector.rebuild import rebuild_projections as rebuild
-    from taskplane.cli_processors import _kafka
+    from taskplane.cli_processors import kafka_endpoints
 
-    kafka, topics = _kafka()
+    kafka, topics = kafka_endpoints()
     report = rebuild(kafka, topics, database_url(), from_time_ms=at_ms)
     if as_json:
         print_json({"schema": report.schema, "records": report.records, "swapped": report.swapped})
@@ -177,9 +177,9 @@ def rebuild_state(
     as_json: JsonOption = False,
 ) -> None:
     """Fold `events` through the orchestrator's evolve and compare, byte for byte, with the changelog."""
-    from taskplane.cli_processors import _kafka
+    from taskplane.cli_processors import kafka_endpoints
 
-    kafka, topics = _kafka()
+    kafka, topics = kafka_endpoints()
     result = compare_states(kafka, topics)
     if write and result.differing:
         members = live_members(kafka, f"{topics.prefix}.orchestrator")

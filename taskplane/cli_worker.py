@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from streams.devstack import DevStackNotRunning, resolve_endpoints
 from streams.exceptions import StreamsError
-from streams.settings import StackSettings
-from streams.topics import Topics
+from taskplane.cli_processors import kafka_endpoints
 from workers.exceptions import IsolationUnavailable, WorkerError
 from workers.loader import load_user_module
 from workers.sdk import Registry
@@ -33,12 +31,7 @@ def worker_run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from workers.worker import Worker
 
-    stack = StackSettings()
-    try:
-        bootstrap = stack.bootstrap_servers or resolve_endpoints(stack).bootstrap_servers
-    except DevStackNotRunning as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+    kafka, topics = kafka_endpoints()
     overrides: dict[str, object] = {}
     if concurrency is not None:
         overrides["concurrency"] = concurrency
@@ -49,7 +42,7 @@ def worker_run(
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
     try:
         registry = Registry.from_module(load_user_module(module, system))
-        worker = Worker(stack.kafka_config(bootstrap), Topics(stack.topic_prefix), system, registry, settings)
+        worker = Worker(kafka, topics, system, registry, settings)
     except IsolationUnavailable as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -11,9 +11,10 @@ import argparse
 import json
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import psycopg
+
+from examples._http import JsonHandler
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS fakepay_charges (idempotency_key text PRIMARY KEY, id text NOT NULL, "
           "amount bigint NOT NULL, currency text NOT NULL, customer text NOT NULL, "
@@ -21,18 +22,7 @@ SCHEMA = ("CREATE TABLE IF NOT EXISTS fakepay_charges (idempotency_key text PRIM
 
 
 def make_handler(database_url: str) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            return
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802
             if self.path != "/charges/count":
                 return self._reply(404, {"error": "not found"})

@@ -26,18 +26,13 @@ from taskplane._demo_stack import (
 E2E_TOOLS = str(Path(__file__).resolve().parent / "e2e_tools.py")
 
 
-@dataclass
-class Pipeline:
-    kafka: dict[str, Any]
-    topics: Topics
-    database_url: str
-    schema: str
+class Harness:
+    """What every e2e harness does with a manifest and worker processes."""
+
     publisher: Publisher
-    log: EventLog
-    processors: ProcessorThreads
     env: dict[str, str]
     log_dir: Path
-    workers: list[WorkerProcess] = field(default_factory=list)
+    workers: list[WorkerProcess]
 
     def define(self, manifest: str) -> SystemPlan:
         definition: SystemDefinition = compile_manifest(manifest)
@@ -50,12 +45,29 @@ class Pipeline:
         self.workers.append(worker)
         return worker
 
+    def worker_logs(self, tail: int) -> dict[str, str]:
+        """The last ``tail`` characters of each worker's log, for a failure message."""
+        return {w.name: (self.log_dir / f"{w.name}.log").read_text()[-tail:] for w in self.workers}
+
+
+@dataclass
+class Pipeline(Harness):
+    kafka: dict[str, Any]
+    topics: Topics
+    database_url: str
+    schema: str
+    publisher: Publisher
+    log: EventLog
+    processors: ProcessorThreads
+    env: dict[str, str]
+    log_dir: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
     def wait(self, condition: Any, timeout_s: float = 30.0) -> Any:
         try:
             return self.log.wait_for(condition, timeout_s, also=self.processors.check)
         except TimeoutError:
-            logs = {w.name: (self.log_dir / f"{w.name}.log").read_text()[-3000:] for w in self.workers}
-            raise AssertionError(f"timed out; worker logs (tails): {logs}") from None
+            raise AssertionError(f"timed out; worker logs (tails): {self.worker_logs(3000)}") from None
 
 
 @pytest.fixture

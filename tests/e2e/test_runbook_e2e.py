@@ -23,13 +23,13 @@ import pytest
 from _ops_helpers import executions
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
+from e2e_pipeline import Harness
 from typer.testing import CliRunner
 
 from processors.orchestrator import messages as m
-from processors.orchestrator.plan import SystemPlan
 from streams.publisher import Publisher
 from streams.topics import Topics, catalog, ensure_topics
-from taskplane._demo_stack import EventLog, WorkerProcess, compile_manifest, worker_env
+from taskplane._demo_stack import EventLog, WorkerProcess, worker_env
 from taskplane.cli import app
 from taskplane.cli_replay import watermarks
 
@@ -55,7 +55,7 @@ spec:
 READ_MODEL_TABLES = ("runs", "tasks", "attempts", "tool_calls", "dead_letters", "breakers")
 
 
-class Ops:
+class Ops(Harness):
     """Orchestrator, breaker and projector (live schema ``readmodel``) in threads, each
     stoppable and restartable on its own; worker processes; a follower of ``events``;
     the CLI with this test's endpoints and prefix."""
@@ -113,17 +113,6 @@ class Ops:
 
     # ------------------------------------------------------------ helpers
 
-    def define(self, manifest: str) -> SystemPlan:
-        definition = compile_manifest(manifest)
-        self.publisher.define_system(definition)
-        self.publisher.flush()
-        return definition.plan
-
-    def worker(self, name: str, serves: dict[str, str]) -> WorkerProcess:
-        worker = WorkerProcess(name, serves, self.env, self.log_dir).start()
-        self.workers.append(worker)
-        return worker
-
     def until(self, condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -132,8 +121,7 @@ class Ops:
             if result:
                 return result
             if time.monotonic() > deadline:
-                logs = {w.name: (self.log_dir / f"{w.name}.log").read_text()[-2000:] for w in self.workers}
-                raise AssertionError(f"timed out waiting for {what}; worker logs (tails): {logs}")
+                raise AssertionError(f"timed out waiting for {what}; worker logs (tails): {self.worker_logs(2000)}")
             time.sleep(0.1)
 
     def wait(self, condition: Callable[[EventLog], Any], timeout_s: float = 30.0) -> Any:
