@@ -335,7 +335,7 @@ class ProcessorRuntime(Generic[S, C, E]):
                 message_id=f"tick/{self._spec.name}/{partition}/{now_ms}",
                 key="",
                 type=type(command).__name__,
-                schema_version=1,
+                schema_version=SCHEMA_VERSION,  # the release writers follow, as for events
                 causation_id=None,
                 correlation_id=None,
                 timestamp_ms=now_ms,
