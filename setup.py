@@ -2,8 +2,8 @@
 deciders' record copy (processors/_records_native.c).
 
 Everything else is in pyproject.toml. ``optional=True``: without a C compiler the
-install still succeeds; streams.serde then runs generated Python codecs and
-processors.records falls back to dataclasses.replace.
+install still succeeds; taskplane.streams.serde then runs generated Python codecs and
+taskplane.processors.records falls back to dataclasses.replace.
 """
 
 from setuptools import Extension, setup
@@ -12,8 +12,8 @@ FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers
 
 setup(
     ext_modules=[
-        Extension(module, [f"{module.replace('.', '/')}.c"], include_dirs=["native"], depends=["native/slots.h"],
+        Extension(module, [f"{module.removeprefix('taskplane.').replace('.', '/')}.c"], include_dirs=["native"], depends=["native/slots.h"],
                   extra_compile_args=FLAGS, optional=True)
-        for module in ("streams._avro_native", "processors._records_native")
+        for module in ("taskplane.streams._avro_native", "taskplane.processors._records_native")
     ]
 )

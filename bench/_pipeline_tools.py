@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.sdk import AgentContext, agent, tool
+from taskplane.workers.sdk import AgentContext, agent, tool
 
 
 @tool("bench.echo")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from streams.settings import StackSettings
+from taskplane.streams.settings import StackSettings
 
 
 @contextmanager
@@ -19,7 +19,7 @@ def bench_stack() -> Iterator[dict[str, Any]]:
     if settings.bootstrap_servers:
         yield settings.kafka_config()
         return
-    from streams.local_broker import LocalKafka
+    from taskplane.streams.local_broker import LocalKafka
 
     with tempfile.TemporaryDirectory(prefix="taskplane-bench-") as tmp, LocalKafka(Path(tmp) / "kafka") as kafka:
         yield settings.kafka_config(kafka.bootstrap_servers)

@@ -24,15 +24,26 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
-from processors.decider import InMemoryRunner
-from processors.orchestrator.app import orchestrator_runtime
-from processors.orchestrator.decider import OrchestratorDecider
-from processors.orchestrator.messages import ClaimTask, CompleteTask, RecordToolCall, SubmitRun
-from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, Isolation, SystemPlan, ToolPlan
-from streams.runtime_observer import RuntimeObserver
-from streams.runtime_settings import RuntimeSettings
-from streams.serde import Serde, new_meta
-from streams.topics import Topics, catalog, ensure_topics
+from taskplane.processors.decider import InMemoryRunner
+from taskplane.processors.orchestrator.app import orchestrator_runtime
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.messages import (
+    ClaimTask,
+    CompleteTask,
+    RecordToolCall,
+    SubmitRun,
+)
+from taskplane.processors.orchestrator.plan import (
+    AgentPlan,
+    ExecutionPolicy,
+    Isolation,
+    SystemPlan,
+    ToolPlan,
+)
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 
 def document_pipeline() -> SystemPlan:

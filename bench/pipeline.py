@@ -21,9 +21,6 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
-from processors.orchestrator.messages import RunSubmitted, RunSucceeded
-from streams.publisher import Publisher
-from streams.topics import Topics, catalog, ensure_topics
 from taskplane._demo_stack import (
     EventLog,
     ProcessorThreads,
@@ -31,6 +28,9 @@ from taskplane._demo_stack import (
     compile_manifest,
     worker_env,
 )
+from taskplane.processors.orchestrator.messages import RunSubmitted, RunSucceeded
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 TOOLS = str(Path(__file__).resolve().parent / "_pipeline_tools.py")
 MANIFEST = """

@@ -25,13 +25,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
-from processors.counter.app import PARTITIONS, counter_topics
-from processors.counter.decider import Add, CounterDecider
-from streams.runtime import ProcessorRuntime, ProcessorSpec
-from streams.runtime_observer import RuntimeObserver
-from streams.runtime_settings import RuntimeSettings
-from streams.serde import Serde, new_meta
-from streams.topics import Topics, TopicSpec, ensure_topics
+from taskplane.processors.counter.app import PARTITIONS, counter_topics
+from taskplane.processors.counter.decider import Add, CounterDecider
+from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
 
 KEYS = 1_000
 

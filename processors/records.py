@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any, Protocol, TypeVar
 
 try:
-    from processors import _records_native
+    from taskplane.processors import _records_native
 except ImportError:  # installed without a C compiler
     _records_native = None  # type: ignore[assignment]
 

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from streams.local_broker import LocalKafka
-from streams.local_postgres import LocalPostgres
-from streams.settings import DEFAULT_KAFKA_VERSION
+from taskplane.streams.local_broker import LocalKafka
+from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.streams.settings import DEFAULT_KAFKA_VERSION
 
 
 def main() -> None:

@@ -7,12 +7,12 @@ processor's budget, so for the *current* schema of each message this module
 generates a Python encoder and decoder that go straight between the dataclass and
 the Avro binary body. The tests check the bytes against fastavro's, both ways.
 
-Supported: the schemas ``streams.serde`` registers (records, enums, unions with
+Supported: the schemas ``taskplane.streams.serde`` registers (records, enums, unions with
 null, arrays, maps, string/long/int/boolean/double/float), walked alongside the
 dataclass type hints (``X | None``, ``tuple[X, ...]``, ``dict[str, X]``, Enums,
 nested dataclasses).
 
-Where the ``streams._avro_native`` extension built (``pip install`` compiles it; the
+Where the ``taskplane.streams._avro_native`` extension built (``pip install`` compiles it; the
 Makefile's venv does), the same walk yields a *program* instead of Python source and
 the C codec runs it: about ten times faster than the generated Python, which stays as
 the fallback for a machine without a C compiler. Both are checked against fastavro.
@@ -29,10 +29,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, NamedTuple
 
-from processors.records import plain_fields
+from taskplane.processors.records import plain_fields
 
 try:
-    from streams import _avro_native
+    from taskplane.streams import _avro_native
 except ImportError:  # no C compiler where this was installed: the generated Python runs
     _avro_native = None  # type: ignore[assignment]
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from streams.local_broker import (
+from taskplane.streams.local_broker import (
     LocalKafka,
     LocalStackError,
     Progress,
@@ -26,8 +26,8 @@ from streams.local_broker import (
     pid_cmdline,
     stop_process_group,
 )
-from streams.local_postgres import LocalPostgres
-from streams.settings import StackSettings
+from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.streams.settings import StackSettings
 
 
 class DevStackNotRunning(LocalStackError):

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from streams.settings import DEFAULT_KAFKA_VERSION, StackSettings
+from taskplane.streams.settings import DEFAULT_KAFKA_VERSION, StackSettings
 
 log = logging.getLogger(__name__)
 

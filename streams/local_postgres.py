@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from streams.local_broker import (
+from taskplane.streams.local_broker import (
     LocalStackError,
     ManagedServer,
     MissingToolError,

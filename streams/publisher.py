@@ -17,11 +17,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from processors.orchestrator.messages import SubmitRun
-from processors.orchestrator.plan import SystemDefinition, SystemPlan
-from streams.exceptions import StreamsError
-from streams.serde import Serde, new_meta
-from streams.topics import Topics
+from taskplane.processors.orchestrator.messages import SubmitRun
+from taskplane.processors.orchestrator.plan import SystemDefinition, SystemPlan
+from taskplane.streams.exceptions import StreamsError
+from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.topics import Topics
 
 _RUN_NAMESPACE = uuid.UUID("5b0c7e4e-5f4b-4d3e-9b7a-7a9d1c2f0e11")
 

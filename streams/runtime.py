@@ -31,14 +31,14 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from processors.decider import Decider, DecisionError
-from streams.exceptions import SerdeError, StreamsError
-from streams.log_reader import read_to_end
-from streams.poison import poison_headers
-from streams.runtime_observer import RuntimeObserver
-from streams.runtime_settings import RuntimeSettings
-from streams.serde import SCHEMA_VERSION, Meta, Serde
-from streams.topics import Topics, TopicSpec, ensure_topics
+from taskplane.processors.decider import Decider, DecisionError
+from taskplane.streams.exceptions import SerdeError, StreamsError
+from taskplane.streams.log_reader import read_to_end
+from taskplane.streams.poison import poison_headers
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.serde import SCHEMA_VERSION, Meta, Serde
+from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 

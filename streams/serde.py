@@ -23,9 +23,9 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from streams._avro_codegen import compile_message, native_dispatch
-from streams._avro_mapping import RecordMapping, record_mapping
-from streams.exceptions import SerdeError
+from taskplane.streams._avro_codegen import compile_message, native_dispatch
+from taskplane.streams._avro_mapping import RecordMapping, record_mapping
+from taskplane.streams.exceptions import SerdeError
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMA_VERSION = 1  # the contract release writers follow; bump when cutting the next fixture
@@ -36,12 +36,12 @@ META_NAME = "taskplane.Meta"
 # Where the dataclass of each schema namespace lives (schema name == class name).
 DOMAIN_MODULES: Mapping[str, tuple[str, ...]] = {
     "taskplane.orchestrator": (
-        "processors.orchestrator.plan",
-        "processors.orchestrator.messages",
-        "processors.orchestrator.state",
+        "taskplane.processors.orchestrator.plan",
+        "taskplane.processors.orchestrator.messages",
+        "taskplane.processors.orchestrator.state",
     ),
-    "taskplane.breaker": ("processors.breaker.messages",),
-    "taskplane.counter": ("processors.counter.decider",),
+    "taskplane.breaker": ("taskplane.processors.breaker.messages",),
+    "taskplane.counter": ("taskplane.processors.counter.decider",),
 }
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})

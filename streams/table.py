@@ -12,8 +12,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.exceptions import SerdeError, StreamsError
-from streams.serde import Serde
+from taskplane.streams.exceptions import SerdeError, StreamsError
+from taskplane.streams.serde import Serde
 
 log = logging.getLogger(__name__)
 

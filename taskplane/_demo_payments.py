@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 from examples._db import database_url
-from workers.loader import load_user_module
-from workers.sdk import AgentContext, agent, tool
+from taskplane.workers.loader import load_user_module
+from taskplane.workers.sdk import AgentContext, agent, tool
 
 _example = load_user_module(None, "payment-processor")
 HOLDS = "CREATE TABLE IF NOT EXISTS demo_account_holds (customer text PRIMARY KEY, reason text NOT NULL)"

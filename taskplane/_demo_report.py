@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from processors.orchestrator import messages as m
 from taskplane._demo_stack import EventLog
+from taskplane.processors.orchestrator import messages as m
 
 
 @dataclass(slots=True)

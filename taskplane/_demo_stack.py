@@ -26,10 +26,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
-from processors.orchestrator.plan import SystemDefinition, SystemPlan
-from streams.exceptions import SerdeError
-from streams.serde import Meta, Serde
-from streams.topics import Topics
+from taskplane.processors.orchestrator.plan import SystemDefinition, SystemPlan
+from taskplane.streams.exceptions import SerdeError
+from taskplane.streams.serde import Meta, Serde
+from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,8 +84,8 @@ class ProcessorThreads:
     def __init__(self, kafka_config: dict[str, Any], topics: Topics, database_url: str | None,
                  read_model_schema: str | None = None, registry: CollectorRegistry | None = None,
                  tick_interval_ms: int = 100) -> None:
-        from processors.orchestrator.app import breaker_runtime, orchestrator_runtime
-        from streams.runtime_settings import RuntimeSettings
+        from taskplane.processors.orchestrator.app import breaker_runtime, orchestrator_runtime
+        from taskplane.streams.runtime_settings import RuntimeSettings
 
         observer = None
         if registry is not None:
@@ -99,7 +99,7 @@ class ProcessorThreads:
             ("breaker", breaker_runtime(kafka_config, topics, settings, observer)),
         ]
         if database_url is not None:
-            from processors.projector.app import Projector, ProjectorSettings
+            from taskplane.processors.projector.app import Projector, ProjectorSettings
 
             projector_settings = ProjectorSettings(schema_name=read_model_schema or "readmodel",
                                                    instance_id=f"{topics.prefix}-projector",

@@ -16,12 +16,12 @@ import os
 import signal
 import threading
 
-from streams.settings import StackSettings
-from streams.topics import Topics
-from workers.loader import load_user_module
-from workers.sdk import Registry
-from workers.settings import WorkerSettings
-from workers.worker import Worker
+from taskplane.streams.settings import StackSettings
+from taskplane.streams.topics import Topics
+from taskplane.workers.loader import load_user_module
+from taskplane.workers.sdk import Registry
+from taskplane.workers.settings import WorkerSettings
+from taskplane.workers.worker import Worker
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from typing import Annotated
+
 import typer
 
 from taskplane import cli_systems, cli_worker
@@ -18,6 +21,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"taskplane {version('taskplane')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the installed version and exit.")] = False,
+) -> None:
+    """taskplane: a Kafka event-sourced orchestration plane for multi-agent systems."""
+
+
 app.add_typer(dev_app, name="dev")
 app.command("demo")(demo)
 app.add_typer(topics_app, name="topics")

@@ -6,9 +6,9 @@ import time
 
 import typer
 
-from streams import devstack
-from streams.local_broker import LocalStackError, MissingToolError
-from streams.settings import StackSettings
+from taskplane.streams import devstack
+from taskplane.streams.local_broker import LocalStackError, MissingToolError
+from taskplane.streams.settings import StackSettings
 
 dev_app = typer.Typer(help="Run a local Kafka broker and Postgres for development.")
 

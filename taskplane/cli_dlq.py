@@ -93,9 +93,9 @@ def dlq_replay(
         else:
             targets = [(r["run_id"], r["task"]) for r in model.dead_letters(system, error_contains)]
     if not dry_run and targets:
-        from processors.orchestrator.messages import ReplayTask
-        from streams.publisher import Publisher
         from taskplane.cli_processors import kafka_endpoints
+        from taskplane.processors.orchestrator.messages import ReplayTask
+        from taskplane.streams.publisher import Publisher
 
         kafka, topics = kafka_endpoints()
         who = getpass.getuser()

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka.admin import AdminClient
 
-from streams.devstack import DevStackNotRunning, resolve_endpoints
-from streams.settings import StackSettings
-from streams.topics import Topics, catalog, ensure_topics
+from taskplane.streams.devstack import DevStackNotRunning, resolve_endpoints
+from taskplane.streams.settings import StackSettings
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 topics_app = typer.Typer(help="The topic catalog.")
 processor_app = typer.Typer(help="Run stateful processors.")
@@ -64,14 +64,18 @@ def processor_run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     kafka, topics = kafka_endpoints()
     if name == "projector":
-        from processors.projector.app import main as projector_main
+        from taskplane.processors.projector.app import main as projector_main
 
         sys.argv = [sys.argv[0]]
         projector_main()
         return
-    from processors.orchestrator.app import breaker_runtime, orchestrator_runtime, serve_observer
-    from streams.runtime import run_until_signalled
-    from streams.runtime_settings import RuntimeSettings
+    from taskplane.processors.orchestrator.app import (
+        breaker_runtime,
+        orchestrator_runtime,
+        serve_observer,
+    )
+    from taskplane.streams.runtime import run_until_signalled
+    from taskplane.streams.runtime_settings import RuntimeSettings
 
     settings = RuntimeSettings(instance_id=instance) if instance else RuntimeSettings()
     build = orchestrator_runtime if name == "orchestrator" else breaker_runtime
@@ -82,11 +86,11 @@ def apply(
     file: Annotated[Path, typer.Option("--file", "-f", help="AgentSystem manifest (YAML).")],
 ) -> None:
     """Validate a manifest and publish it to the compacted `systems` topic."""
-    from processors.orchestrator.plan import SystemDefinition
-    from streams.publisher import Publisher
     from taskplane.cli_systems import render_plan_summary
     from taskplane.exceptions import UserInputError
     from taskplane.manifest import load_manifest, manifest_version
+    from taskplane.processors.orchestrator.plan import SystemDefinition
+    from taskplane.streams.publisher import Publisher
 
     try:
         manifest = load_manifest(file)
@@ -109,8 +113,8 @@ def submit(
     idempotency_key: Annotated[str | None, typer.Option(help="Same key, same run.")] = None,
 ) -> None:
     """Submit one run of an applied system; prints the run id."""
-    from streams.publisher import Publisher
-    from streams.table import GlobalTable
+    from taskplane.streams.publisher import Publisher
+    from taskplane.streams.table import GlobalTable
 
     try:
         json.loads(run_input)

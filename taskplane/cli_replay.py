@@ -25,8 +25,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from streams.log_reader import read_to_end
 from taskplane.cli_runs import JsonOption, database_url, fail, print_json, table
+from taskplane.streams.log_reader import read_to_end
 
 rebuild_app = typer.Typer(help="Rebuild derived state from the log.", no_args_is_help=True)
 
@@ -158,8 +158,8 @@ def rebuild_projections(
     if from_beginning and from_time:
         fail("give --from-beginning or --from-time, not both")
     at_ms = parse_time(from_time, "--from-time") if from_time else None
-    from processors.projector.rebuild import rebuild_projections as rebuild
     from taskplane.cli_processors import kafka_endpoints
+    from taskplane.processors.projector.rebuild import rebuild_projections as rebuild
 
     kafka, topics = kafka_endpoints()
     report = rebuild(kafka, topics, database_url(), from_time_ms=at_ms)
@@ -213,9 +213,9 @@ def read_all(kafka_config: dict[str, Any], topic: str) -> list[tuple[int, str, b
 
 def compare_states(kafka_config: dict[str, Any], topics: Any) -> StateComparison:
     """Fold ``events`` with the orchestrator's evolve; compare encoded states with the changelog."""
-    from processors.orchestrator.decider import OrchestratorDecider
-    from streams.runtime import state_meta
-    from streams.serde import Serde
+    from taskplane.processors.orchestrator.decider import OrchestratorDecider
+    from taskplane.streams.runtime import state_meta
+    from taskplane.streams.serde import Serde
 
     decider, serde = OrchestratorDecider(), Serde()
     states: dict[str, Any] = {}

@@ -28,8 +28,8 @@ def fail(message: str) -> NoReturn:
 
 
 def database_url() -> str:
-    from streams.devstack import DevStackNotRunning, resolve_endpoints
-    from streams.settings import StackSettings
+    from taskplane.streams.devstack import DevStackNotRunning, resolve_endpoints
+    from taskplane.streams.settings import StackSettings
 
     settings = StackSettings()
     if settings.database_dsn():

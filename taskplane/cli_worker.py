@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from streams.exceptions import StreamsError
 from taskplane.cli_processors import kafka_endpoints
-from workers.exceptions import IsolationUnavailable, WorkerError
-from workers.loader import load_user_module
-from workers.sdk import Registry
-from workers.settings import WorkerSettings
+from taskplane.streams.exceptions import StreamsError
+from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
+from taskplane.workers.loader import load_user_module
+from taskplane.workers.sdk import Registry
+from taskplane.workers.settings import WorkerSettings
 
 worker_app = typer.Typer(help="Workers: run agents and their tools.")
 
@@ -29,7 +29,7 @@ def worker_run(
 ) -> None:
     """Consume the system's work, claim, run and report tasks. SIGTERM releases leases."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from workers.worker import Worker
+    from taskplane.workers.worker import Worker
 
     kafka, topics = kafka_endpoints()
     overrides: dict[str, object] = {}

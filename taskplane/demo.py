@@ -28,12 +28,6 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from processors.orchestrator import messages as m
-from processors.orchestrator.plan import SystemDefinition
-from streams.devstack import Endpoints, ensure_stack
-from streams.publisher import Publisher
-from streams.settings import StackSettings
-from streams.topics import Topics, catalog, ensure_topics
 from taskplane._demo_payments import lift_hold, place_hold
 from taskplane._demo_report import DemoReport, collect_report
 from taskplane._demo_stack import (
@@ -46,6 +40,12 @@ from taskplane._demo_stack import (
     manifest_with,
     worker_env,
 )
+from taskplane.processors.orchestrator import messages as m
+from taskplane.processors.orchestrator.plan import SystemDefinition
+from taskplane.streams.devstack import Endpoints, ensure_stack
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.settings import StackSettings
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 # Short enough that a takeover and three retries fit in seconds.
 DEMO_EXECUTION = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "250ms", "backoffMultiplier": 2.0,

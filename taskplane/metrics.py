@@ -27,10 +27,10 @@ from prometheus_client.registry import Collector
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from processors.breaker import messages as b
-from processors.orchestrator import messages as m
-from streams.runtime_observer import RuntimeObserver
-from streams.topics import Topics
+from taskplane.processors.breaker import messages as b
+from taskplane.processors.orchestrator import messages as m
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class ReadModelCollector(Collector):
                 log.warning("consumer lag unavailable: %s", error)
 
     def _from_read_model(self) -> Iterable[GaugeMetricFamily]:
-        from processors.projector.schema import connect
+        from taskplane.processors.projector.schema import connect
 
         now_ms = int(self._clock() * 1000)
         with connect(self._dsn, self._schema, autocommit=True) as conn:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from processors.projector.schema import LIVE_SCHEMA, schema_exists
+from taskplane.processors.projector.schema import LIVE_SCHEMA, schema_exists
 
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
 Row = dict[str, Any]

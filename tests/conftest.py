@@ -22,9 +22,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from streams.local_broker import LocalKafka, LocalStackError
-from streams.local_postgres import LocalPostgres
-from streams.settings import StackSettings
+from taskplane.streams.local_broker import LocalKafka, LocalStackError
+from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.streams.settings import StackSettings
 
 
 def _unavailable(what: str, error: Exception) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from processors.orchestrator.messages import Assignment
-from streams.exceptions import SerdeError, StreamsError
-from streams.partitioning import partition_for
-from streams.serde import Serde, new_meta
+from taskplane.processors.orchestrator.messages import Assignment
+from taskplane.streams.exceptions import SerdeError, StreamsError
+from taskplane.streams.partitioning import partition_for
+from taskplane.streams.serde import Serde, new_meta
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Child side of ``process`` and ``container`` isolation (``python -m workers._runner``).
+"""Child side of ``process`` and ``container`` isolation (``python -m taskplane.workers._runner``).
 
 Reads one call as JSON on stdin, sets its own rlimits before importing user code
 (setting them here instead of in ``preexec_fn`` keeps the forking worker, which has

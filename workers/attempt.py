@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from processors.breaker.messages import BreakerState, BreakerStatus
-from processors.orchestrator.messages import (
+from taskplane.processors.breaker.messages import BreakerState, BreakerStatus
+from taskplane.processors.orchestrator.messages import (
     Assignment,
     CompleteTask,
     FailTask,
@@ -18,18 +18,18 @@ from processors.orchestrator.messages import (
     RecordToolCall,
     ReleaseLease,
 )
-from processors.orchestrator.plan import AgentPlan, Isolation, ToolPlan
-from workers.exceptions import (
+from taskplane.processors.orchestrator.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.workers.exceptions import (
     BreakerOpenError,
     RegistryError,
     ToolError,
     WorkerError,
     WorkerStopping,
 )
-from workers.isolation import Limits, run_tool
-from workers.journal import Journal, canonical_json, idempotency_key, task_key
-from workers.sdk import AgentContext, Registry, decode_json
-from workers.settings import WorkerSettings
+from taskplane.workers.isolation import Limits, run_tool
+from taskplane.workers.journal import Journal, canonical_json, idempotency_key, task_key
+from taskplane.workers.sdk import AgentContext, Registry, decode_json
+from taskplane.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 - ``none``: a thread of the worker. For trusted tools only: a thread cannot be
   killed, so on timeout the call fails and the thread is abandoned.
-- ``process``: ``python -m workers._runner`` in a new session with RLIMIT_CPU and
+- ``process``: ``python -m taskplane.workers._runner`` in a new session with RLIMIT_CPU and
   RLIMIT_AS, a scrubbed environment (PATH, LANG, PYTHONPATH and the variables the tool
   declares), killed (its whole process group) at the timeout.
 - ``container``: the same runner inside bubblewrap: new namespaces (network only when
@@ -23,9 +23,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from processors.orchestrator.plan import Isolation
-from workers.exceptions import IsolationUnavailable, ToolError, ToolResourceExceeded, ToolTimeout
-from workers.sdk import ToolSpec
+from taskplane.processors.orchestrator.plan import Isolation
+from taskplane.workers.exceptions import (
+    IsolationUnavailable,
+    ToolError,
+    ToolResourceExceeded,
+    ToolTimeout,
+)
+from taskplane.workers.sdk import ToolSpec
 
 BWRAP_BASE = ("--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
               "--tmpfs", "/tmp", "--die-with-parent", "--new-session")
@@ -143,7 +148,7 @@ def _in_subprocess(spec: ToolSpec, args: dict[str, Any], key: str, limits: Limit
     call = {"module": spec.module, "module_file": spec.module_file, "qualname": spec.qualname,
             "args": args, "key": key, "pass_key": spec.wants_key,
             "cpu_seconds": limits.cpu, "memory_bytes": limits.memory_bytes}
-    process = subprocess.Popen([*prefix, sys.executable, "-m", "workers._runner"], stdin=subprocess.PIPE,
+    process = subprocess.Popen([*prefix, sys.executable, "-m", "taskplane.workers._runner"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=scrubbed_env(spec),
                                start_new_session=True, cwd="/")
     try:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from workers.exceptions import RegistryError
+from taskplane.workers.exceptions import RegistryError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

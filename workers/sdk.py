@@ -1,6 +1,6 @@
 """The tool SDK: agents and tools are plain functions registered by name.
 
-    from workers.sdk import AgentContext, agent, tool
+    from taskplane.workers.sdk import AgentContext, agent, tool
 
     @tool("document.extract")
     def extract(path: str, idempotency_key: str) -> dict:
@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
-from workers.exceptions import RegistryError
+from taskplane.workers.exceptions import RegistryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -19,20 +19,25 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from processors.breaker.messages import BreakerState
-from processors.orchestrator.messages import Assignment, ClaimTask, ReleaseLease, WorkItem
-from processors.orchestrator.plan import AgentPlan, Isolation, SystemDefinition, SystemPlan
-from streams.exceptions import SerdeError
-from streams.serde import Serde
-from streams.table import GlobalTable
-from streams.topics import Topics
-from workers._kafka import CommandSender, Inbox, OffsetTracker
-from workers.attempt import Attempt
-from workers.exceptions import IsolationUnavailable, WorkerError
-from workers.isolation import bwrap_available, wasm_available
-from workers.leases import LeaseRenewer
-from workers.sdk import Registry
-from workers.settings import WorkerSettings
+from taskplane.processors.breaker.messages import BreakerState
+from taskplane.processors.orchestrator.messages import Assignment, ClaimTask, ReleaseLease, WorkItem
+from taskplane.processors.orchestrator.plan import (
+    AgentPlan,
+    Isolation,
+    SystemDefinition,
+    SystemPlan,
+)
+from taskplane.streams.exceptions import SerdeError
+from taskplane.streams.serde import Serde
+from taskplane.streams.table import GlobalTable
+from taskplane.streams.topics import Topics
+from taskplane.workers._kafka import CommandSender, Inbox, OffsetTracker
+from taskplane.workers.attempt import Attempt
+from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
+from taskplane.workers.isolation import bwrap_available, wasm_available
+from taskplane.workers.leases import LeaseRenewer
+from taskplane.workers.sdk import Registry
+from taskplane.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from examples._db import database_url, ensure_table
-from workers.exceptions import NonRetryableError
-from workers.sdk import AgentContext, agent, tool
+from taskplane.workers.exceptions import NonRetryableError
+from taskplane.workers.sdk import AgentContext, agent, tool
 
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",

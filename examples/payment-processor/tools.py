@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 from examples._db import database_url, ensure_table
-from workers.sdk import AgentContext, agent, tool
+from taskplane.workers.sdk import AgentContext, agent, tool
 
 
 def fakepay_url() -> str:

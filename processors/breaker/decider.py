@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import assert_never
 
-from processors.breaker.messages import (
+from taskplane.processors.breaker.messages import (
     BreakerClosed,
     BreakerCommandRejected,
     BreakerEvent,
@@ -20,9 +20,9 @@ from processors.breaker.messages import (
     FailureCounted,
     FailuresReset,
 )
-from processors.decider import Output
-from processors.orchestrator.messages import ToolOutcome
-from processors.records import replace
+from taskplane.processors.decider import Output
+from taskplane.processors.orchestrator.messages import ToolOutcome
+from taskplane.processors.records import replace
 
 BreakerCommand = ToolOutcome | BreakerTick
 

@@ -1,7 +1,7 @@
 """Run the counting decider as a processor process (used by the runtime's kill tests
 and as the smallest example of wiring a decider to the runtime).
 
-    python -m processors.counter.app --bootstrap HOST:PORT --prefix P --instance ID
+    python -m taskplane.processors.counter.app --bootstrap HOST:PORT --prefix P --instance ID
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from processors.counter.decider import CounterDecider
-from streams.runtime import ProcessorRuntime, ProcessorSpec, run_until_signalled
-from streams.runtime_settings import RuntimeSettings
-from streams.topics import Topics, TopicSpec
+from taskplane.processors.counter.decider import CounterDecider
+from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec, run_until_signalled
+from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.topics import Topics, TopicSpec
 
 PARTITIONS = 4
 

@@ -1,6 +1,6 @@
 """Wiring: the orchestrator and breaker deciders on the transactional runtime.
 
-    python -m processors.orchestrator.app [--bootstrap B] [--prefix P] [--instance I] [--breaker]
+    python -m taskplane.processors.orchestrator.app [--bootstrap B] [--prefix P] [--instance I] [--breaker]
 
 Without ``--bootstrap`` the endpoints come from TASKPLANE_BOOTSTRAP_SERVERS or the
 running dev stack.
@@ -12,12 +12,12 @@ import argparse
 import logging
 from typing import Any
 
-from processors.breaker.decider import BreakerDecider
-from processors.orchestrator.decider import OrchestratorDecider
-from streams.runtime import ProcessorRuntime, ProcessorSpec, run_until_signalled
-from streams.runtime_observer import RuntimeObserver
-from streams.runtime_settings import RuntimeSettings
-from streams.topics import Topics, catalog
+from taskplane.processors.breaker.decider import BreakerDecider
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec, run_until_signalled
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.topics import Topics, catalog
 
 
 def _changelog_spec(role: str) -> Any:
@@ -64,8 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    from streams.devstack import resolve_endpoints
-    from streams.settings import StackSettings
+    from taskplane.streams.devstack import resolve_endpoints
+    from taskplane.streams.settings import StackSettings
 
     stack = StackSettings()
     bootstrap = args.bootstrap or stack.bootstrap_servers or resolve_endpoints(stack).bootstrap_servers

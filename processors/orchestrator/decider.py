@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from processors.decider import DecisionError, Output
-from processors.orchestrator.backoff import backoff_ms
-from processors.orchestrator.evolve import downstream, evolve
-from processors.orchestrator.messages import (
+from taskplane.processors.decider import DecisionError, Output
+from taskplane.processors.orchestrator.backoff import backoff_ms
+from taskplane.processors.orchestrator.evolve import downstream, evolve
+from taskplane.processors.orchestrator.messages import (
     AttemptFailed,
     CancelRun,
     ClaimTask,
@@ -47,9 +47,9 @@ from processors.orchestrator.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from processors.orchestrator.outputs import outputs
-from processors.orchestrator.plan import SystemPlan
-from processors.orchestrator.state import RunState, RunStatus, TaskState, TaskStatus
+from taskplane.processors.orchestrator.outputs import outputs
+from taskplane.processors.orchestrator.plan import SystemPlan
+from taskplane.processors.orchestrator.state import RunState, RunStatus, TaskState, TaskStatus
 
 LEASE_EXPIRED = "lease expired"
 

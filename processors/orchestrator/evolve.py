@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from processors.orchestrator.messages import (
+from taskplane.processors.orchestrator.messages import (
     AttemptFailed,
     AttemptRecord,
     CommandRejected,
@@ -27,15 +27,15 @@ from processors.orchestrator.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from processors.orchestrator.plan import SystemPlan
-from processors.orchestrator.state import (
+from taskplane.processors.orchestrator.plan import SystemPlan
+from taskplane.processors.orchestrator.state import (
     RunState,
     RunStatus,
     TaskState,
     TaskStatus,
     ToolCallRecord,
 )
-from processors.records import replace
+from taskplane.processors.records import replace
 
 # Task statuses a finished run keeps; every other task ends FAILED or CANCELLED.
 KEPT_AT_RUN_END = frozenset({TaskStatus.SUCCEEDED, TaskStatus.DEAD_LETTERED})

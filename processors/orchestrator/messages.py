@@ -4,7 +4,7 @@ Every message is a frozen, slotted dataclass keyed by ``run_id`` (``Tick`` excep
 it is addressed to a partition and fans out to the runs with a due timer). Payloads
 that belong to the user (run input, task output, tool results) are JSON text: the
 orchestrator moves them, never interprets them. Each class has an Avro schema of the
-same name in ``schemas/``; ``streams.serde`` maps between the two.
+same name in ``schemas/``; ``taskplane.streams.serde`` maps between the two.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from processors.orchestrator.plan import SystemPlan, ToolPlan
+from taskplane.processors.orchestrator.plan import SystemPlan, ToolPlan
 
 # ---------------------------------------------------------------- commands
 

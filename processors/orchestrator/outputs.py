@@ -3,8 +3,8 @@ and tool outcomes for the breaker processor."""
 
 from __future__ import annotations
 
-from processors.decider import Output
-from processors.orchestrator.messages import (
+from taskplane.processors.decider import Output
+from taskplane.processors.orchestrator.messages import (
     Assignment,
     CommandRejected,
     DeadLetterRecord,
@@ -18,7 +18,7 @@ from processors.orchestrator.messages import (
     ToolOutcome,
     WorkItem,
 )
-from processors.orchestrator.state import RunState
+from taskplane.processors.orchestrator.state import RunState
 
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_COOLDOWN_MS = 60_000

@@ -1,6 +1,6 @@
 """The projector process: ``events`` and ``breakers`` → the Postgres read model.
 
-    python -m processors.projector.app [--bootstrap B] [--database-url URL] [--prefix P]
+    python -m taskplane.processors.projector.app [--bootstrap B] [--database-url URL] [--prefix P]
 
 Reads ``read_committed`` in a consumer group (for liveness and lag tooling) but never
 trusts Kafka offsets: on assignment it seeks to the offsets stored in Postgres, and
@@ -30,11 +30,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from processors.projector.schema import LIVE_SCHEMA, connect, migrate
-from processors.projector.store import ReadModelStore
-from streams.exceptions import StreamsError
-from streams.poison import poison_headers
-from streams.topics import Topics
+from taskplane.processors.projector.schema import LIVE_SCHEMA, connect, migrate
+from taskplane.processors.projector.store import ReadModelStore
+from taskplane.streams.exceptions import StreamsError
+from taskplane.streams.poison import poison_headers
+from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 SOURCES = ("events", "breakers")
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    from streams.devstack import resolve_endpoints
-    from streams.settings import StackSettings
     from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
+    from taskplane.streams.devstack import resolve_endpoints
+    from taskplane.streams.settings import StackSettings
 
     stack = StackSettings()
     bootstrap, database = args.bootstrap, args.database_url

@@ -20,10 +20,16 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from psycopg import sql
 
-from processors.projector.app import SOURCES
-from processors.projector.schema import LIVE_SCHEMA, SWAP_LOCK, connect, migrate, schema_exists
-from processors.projector.store import ReadModelStore
-from streams.topics import Topics
+from taskplane.processors.projector.app import SOURCES
+from taskplane.processors.projector.schema import (
+    LIVE_SCHEMA,
+    SWAP_LOCK,
+    connect,
+    migrate,
+    schema_exists,
+)
+from taskplane.processors.projector.store import ReadModelStore
+from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

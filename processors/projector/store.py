@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import psycopg
 from confluent_kafka import Message
 
-from processors.projector.project import Statement, breaker_statements, statements
-from processors.projector.schema import SWAP_LOCK
-from streams.exceptions import SerdeError
-from streams.serde import Serde
+from taskplane.processors.projector.project import Statement, breaker_statements, statements
+from taskplane.processors.projector.schema import SWAP_LOCK
+from taskplane.streams.exceptions import SerdeError
+from taskplane.streams.serde import Serde
 
 log = logging.getLogger(__name__)
 

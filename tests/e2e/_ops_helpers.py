@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workers.sdk import AgentContext, agent, tool
+from taskplane.workers.sdk import AgentContext, agent, tool
 
 
 def _count(directory: str, name: str) -> None:

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 # tests/processors/projector is a package: with only tests/ on sys.path it shadows
-# processors.projector (the editable finder comes after PathFinder). The repo root on
+# taskplane.processors.projector (the editable finder comes after PathFinder). The repo root on
 # sys.path lets the real, regular packages win.
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:

@@ -12,9 +12,6 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from processors.orchestrator.plan import SystemDefinition, SystemPlan
-from streams.publisher import Publisher
-from streams.topics import Topics, catalog, ensure_topics
 from taskplane._demo_stack import (
     EventLog,
     ProcessorThreads,
@@ -22,6 +19,9 @@ from taskplane._demo_stack import (
     compile_manifest,
     worker_env,
 )
+from taskplane.processors.orchestrator.plan import SystemDefinition, SystemPlan
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 E2E_TOOLS = str(Path(__file__).resolve().parent / "e2e_tools.py")
 

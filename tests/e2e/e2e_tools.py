@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.sdk import AgentContext, agent, tool
+from taskplane.workers.sdk import AgentContext, agent, tool
 
 
 @tool("clock.sleep")

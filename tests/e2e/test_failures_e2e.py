@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from e2e_pipeline import E2E_TOOLS, Pipeline
 
-from processors.orchestrator import messages as m
-from streams.serde import Serde, new_meta
+from taskplane.processors.orchestrator import messages as m
+from taskplane.streams.serde import Serde, new_meta
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 DOOMED = """

@@ -26,12 +26,12 @@ from confluent_kafka.admin import AdminClient
 from e2e_pipeline import Harness
 from typer.testing import CliRunner
 
-from processors.orchestrator import messages as m
-from streams.publisher import Publisher
-from streams.topics import Topics, catalog, ensure_topics
 from taskplane._demo_stack import EventLog, WorkerProcess, worker_env
 from taskplane.cli import app
 from taskplane.cli_replay import watermarks
+from taskplane.processors.orchestrator import messages as m
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 OPS_TOOLS = str(Path(__file__).resolve().parent / "_ops_helpers.py")
@@ -73,8 +73,8 @@ class Ops(Harness):
     # ------------------------------------------------------------ processors
 
     def _build(self, name: str) -> Any:
-        from processors.orchestrator.app import breaker_runtime, orchestrator_runtime
-        from streams.runtime_settings import RuntimeSettings
+        from taskplane.processors.orchestrator.app import breaker_runtime, orchestrator_runtime
+        from taskplane.streams.runtime_settings import RuntimeSettings
 
         settings = RuntimeSettings(instance_id=f"{self.topics.prefix}-0", max_batch_ms=50,
                                    tick_interval_ms=100, session_timeout_ms=6_000)
@@ -82,7 +82,7 @@ class Ops(Harness):
             return orchestrator_runtime(self.kafka, self.topics, settings)
         if name == "breaker":
             return breaker_runtime(self.kafka, self.topics, settings)
-        from processors.projector.app import Projector, ProjectorSettings
+        from taskplane.processors.projector.app import Projector, ProjectorSettings
 
         return Projector(self.kafka, self.topics, self.database_url,
                          ProjectorSettings(instance_id=f"{self.topics.prefix}-projector", max_batch_ms=100,

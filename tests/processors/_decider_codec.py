@@ -1,5 +1,5 @@
 """A tiny JSON codec for the replay fixtures, test-only: ``dataclasses.asdict`` out,
-the type hints back in. (The wire format is Avro, in ``streams.serde``; this keeps
+the type hints back in. (The wire format is Avro, in ``taskplane.streams.serde``; this keeps
 the fixtures readable and independent of it.)"""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from processors.orchestrator.messages import Event
-from processors.orchestrator.state import RunState
+from taskplane.processors.orchestrator.messages import Event
+from taskplane.processors.orchestrator.state import RunState
 
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Event)}
 

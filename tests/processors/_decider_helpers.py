@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from processors.decider import InMemoryRunner
-from processors.orchestrator.decider import OrchestratorDecider
-from processors.orchestrator.messages import (
+from taskplane.processors.decider import InMemoryRunner
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.messages import (
     CancelRun,
     ClaimTask,
     Command,
@@ -21,8 +21,14 @@ from processors.orchestrator.messages import (
     ReplayTask,
     SubmitRun,
 )
-from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, Isolation, SystemPlan, ToolPlan
-from processors.orchestrator.state import RunState, TaskState
+from taskplane.processors.orchestrator.plan import (
+    AgentPlan,
+    ExecutionPolicy,
+    Isolation,
+    SystemPlan,
+    ToolPlan,
+)
+from taskplane.processors.orchestrator.state import RunState, TaskState
 
 RUN = "run-1"
 TOOLS = {

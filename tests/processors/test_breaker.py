@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from processors.breaker.decider import BreakerDecider
-from processors.breaker.messages import (
+from taskplane.processors.breaker.decider import BreakerDecider
+from taskplane.processors.breaker.messages import (
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
@@ -13,8 +13,8 @@ from processors.breaker.messages import (
     FailureCounted,
     FailuresReset,
 )
-from processors.decider import InMemoryRunner, Output
-from processors.orchestrator.messages import ToolOutcome
+from taskplane.processors.decider import InMemoryRunner, Output
+from taskplane.processors.orchestrator.messages import ToolOutcome
 
 TOOL = "graphrag.search"
 

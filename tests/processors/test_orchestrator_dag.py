@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from _decider_helpers import RUN, Driver, document_pipeline, types
 
-from processors.decider import InMemoryRunner
-from processors.orchestrator.decider import OrchestratorDecider
-from processors.orchestrator.messages import (
+from taskplane.processors.decider import InMemoryRunner
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.messages import (
     ClaimTask,
     CommandRejected,
     RunSubmitted,
     TaskReady,
     Tick,
 )
-from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, SystemPlan
-from processors.orchestrator.state import RunStatus, TaskStatus
+from taskplane.processors.orchestrator.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.processors.orchestrator.state import RunStatus, TaskStatus
 
 
 def test_submit_records_the_run_and_readies_the_roots() -> None:

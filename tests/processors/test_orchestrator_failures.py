@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from _decider_helpers import RUN, Driver, document_pipeline, types
 
-from processors.orchestrator.backoff import backoff_ms
-from processors.orchestrator.messages import (
+from taskplane.processors.orchestrator.backoff import backoff_ms
+from taskplane.processors.orchestrator.messages import (
     AttemptFailed,
     AttemptRecord,
     CommandRejected,
@@ -20,8 +20,8 @@ from processors.orchestrator.messages import (
     TaskReady,
     TaskReplayed,
 )
-from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, SystemPlan
-from processors.orchestrator.state import RunStatus, TaskStatus
+from taskplane.processors.orchestrator.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.processors.orchestrator.state import RunStatus, TaskStatus
 
 
 def started(policy: ExecutionPolicy | None = None) -> Driver:

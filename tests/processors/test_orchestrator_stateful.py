@@ -11,9 +11,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from processors.decider import InMemoryRunner
-from processors.orchestrator.decider import OrchestratorDecider
-from processors.orchestrator.messages import (
+from taskplane.processors.decider import InMemoryRunner
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.messages import (
     AttemptFailed,
     CancelRun,
     ClaimTask,
@@ -39,8 +39,8 @@ from processors.orchestrator.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from processors.orchestrator.plan import ExecutionPolicy, SystemPlan
-from processors.orchestrator.state import RunState, RunStatus, TaskState, TaskStatus
+from taskplane.processors.orchestrator.plan import ExecutionPolicy, SystemPlan
+from taskplane.processors.orchestrator.state import RunState, RunStatus, TaskState, TaskStatus
 
 RUNS = st.sampled_from(["run-a", "run-b"])
 TASKS = st.sampled_from(list(TOOLS))

@@ -1,4 +1,4 @@
-"""processors.records.replace equals dataclasses.replace for every domain record, and
+"""taskplane.processors.records.replace equals dataclasses.replace for every domain record, and
 goes to dataclasses.replace for classes it cannot copy field by field."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors import records
-from processors.records import plain_fields, replace
-from streams.serde import domain_classes
+from taskplane.processors import records
+from taskplane.processors.records import plain_fields, replace
+from taskplane.streams.serde import domain_classes
 
 DOMAIN = {name: cls for name, cls in domain_classes().items()}
 
@@ -49,7 +49,7 @@ def test_replace_equals_dataclasses_replace(name: str, data: st.DataObject) -> N
 
 
 def test_an_unknown_field_is_a_type_error() -> None:
-    from processors.counter.decider import Counter
+    from taskplane.processors.counter.decider import Counter
 
     with pytest.raises(TypeError, match="unexpected keyword argument 'totl'"):
         replace(Counter("k", 1, 1), totl=2)

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_serde import META, classes, instances_of, message_names, serde
 
-from streams._avro_codegen import native_available
-from streams.exceptions import SerdeError
-from streams.serde import HEADER_SIZE, Serde, new_meta
+from taskplane.streams._avro_codegen import native_available
+from taskplane.streams.exceptions import SerdeError
+from taskplane.streams.serde import HEADER_SIZE, Serde, new_meta
 
 BACKENDS = ["native", "python"]
 
@@ -26,7 +26,7 @@ BACKENDS = ["native", "python"]
 @cache
 def backend(name: str) -> Serde:
     if name == "native" and not native_available():
-        pytest.skip("streams._avro_native did not build (no C compiler at install)")
+        pytest.skip("taskplane.streams._avro_native did not build (no C compiler at install)")
     return Serde(native=name == "native")
 
 
@@ -65,7 +65,7 @@ def test_compiled_encoding_equals_fastavro(name: str, full_name: str, data: st.D
 @settings(max_examples=200, deadline=None)
 @given(tail=st.binary(max_size=64))
 def test_corrupt_bodies_raise_serde_errors_only(name: str, tail: bytes) -> None:
-    from processors.orchestrator.messages import ClaimTask
+    from taskplane.processors.orchestrator.messages import ClaimTask
 
     codecs = backend(name)
     valid = codecs.encode(ClaimTask("run", "task", 1, "worker"), new_meta("run", "ClaimTask", 1))
@@ -87,7 +87,7 @@ def test_every_truncation_of_any_message_is_a_serde_error(name: str, full_name: 
 
 
 @dataclasses.dataclass(frozen=True)
-class _AddWithoutSlots:  # same fields as processors.counter.decider.Add, kept in a __dict__
+class _AddWithoutSlots:  # same fields as taskplane.processors.counter.decider.Add, kept in a __dict__
     key: str
     amount: int
     seq: int
@@ -97,7 +97,7 @@ class _AddWithoutSlots:  # same fields as processors.counter.decider.Add, kept i
 def test_classes_without_slots_and_subclasses_take_the_attribute_path(name: str) -> None:
     """The native codec reads and writes __slots__ in place only for exactly the mapped
     class; anything else goes through getattr/setattr and gives the same bytes."""
-    from processors.counter.decider import Add
+    from taskplane.processors.counter.decider import Add
 
     class LoudAdd(Add):
         __slots__ = ()

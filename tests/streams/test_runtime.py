@@ -19,11 +19,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from processors.counter.app import counter_topics
-from processors.counter.decider import Add, Added, AddRejected, Counter
-from streams.runtime import state_meta
-from streams.serde import Serde, new_meta
-from streams.topics import Topics, ensure_topics
+from taskplane.processors.counter.app import counter_topics
+from taskplane.processors.counter.decider import Add, Added, AddRejected, Counter
+from taskplane.streams.runtime import state_meta
+from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ class Processor:
     """One counter processor process."""
 
     def __init__(self, bootstrap: str, prefix: str, instance: str, log_dir: Path) -> None:
-        self.args = [sys.executable, "-m", "processors.counter.app", "--bootstrap", bootstrap,
+        self.args = [sys.executable, "-m", "taskplane.processors.counter.app", "--bootstrap", bootstrap,
                      "--prefix", prefix, "--instance", instance]
         self.log = log_dir / f"{instance}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -281,7 +281,7 @@ def test_a_second_instance_with_the_same_id_fences_the_first(counter: dict[str, 
     """A zombie (same instance id, so the same transactional id) cannot commit: the
     newcomer's init_transactions fences it, it exits with EXIT_FENCED and no traceback,
     and every command is still applied exactly once."""
-    from streams.runtime import EXIT_FENCED
+    from taskplane.streams.runtime import EXIT_FENCED
 
     topics, kafka = counter["topics"], counter["kafka"]
     first_batch = adds(2_000)

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_serde import META, instances_of  # pytest puts this directory on sys.path
 
-from processors.orchestrator.messages import ClaimTask
-from streams.exceptions import SerdeError
-from streams.serde import (
+from taskplane.processors.orchestrator.messages import ClaimTask
+from taskplane.streams.exceptions import SerdeError
+from taskplane.streams.serde import (
     HEADER_SIZE,
     MAGIC,
     SCHEMA_DIR,

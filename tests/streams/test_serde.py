@@ -14,12 +14,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.orchestrator.messages import ClaimTask, FailTask
-from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, Isolation, SystemPlan, ToolPlan
-from processors.orchestrator.state import RunState, TaskState, TaskStatus, ToolCallRecord
-from streams._avro_mapping import record_mapping
-from streams.exceptions import SerdeError, StreamsError
-from streams.serde import (
+from taskplane.processors.orchestrator.messages import ClaimTask, FailTask
+from taskplane.processors.orchestrator.plan import (
+    AgentPlan,
+    ExecutionPolicy,
+    Isolation,
+    SystemPlan,
+    ToolPlan,
+)
+from taskplane.processors.orchestrator.state import RunState, TaskState, TaskStatus, ToolCallRecord
+from taskplane.streams._avro_mapping import record_mapping
+from taskplane.streams.exceptions import SerdeError, StreamsError
+from taskplane.streams.serde import (
     DOMAIN_MODULES,
     HEADER_SIZE,
     MAGIC,

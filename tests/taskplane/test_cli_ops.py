@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
-from processors.orchestrator import messages as m
-from processors.projector.app import Projector
-from streams.topics import Topics, catalog, ensure_topics
 from taskplane.cli import app
+from taskplane.processors.orchestrator import messages as m
+from taskplane.processors.projector.app import Projector
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 from tests.processors.projector._log import log_ends, produce_runs, run_events, wait_projected
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

@@ -10,13 +10,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.orchestrator.plan import (
-    AgentPlan,
-    ExecutionPolicy,
-    Isolation,
-    SystemPlan,
-    ToolPlan,
-)
 from taskplane.durations import DurationError, format_duration, parse_duration_ms
 from taskplane.exceptions import ManifestError, TaskplaneError, UserInputError
 from taskplane.manifest import (
@@ -24,6 +17,13 @@ from taskplane.manifest import (
     load_manifest,
     manifest_version,
     validate_manifest,
+)
+from taskplane.processors.orchestrator.plan import (
+    AgentPlan,
+    ExecutionPolicy,
+    Isolation,
+    SystemPlan,
+    ToolPlan,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from workers.sdk import AgentContext, agent, tool
+from taskplane.workers.sdk import AgentContext, agent, tool
 
 
 @tool("test.echo")

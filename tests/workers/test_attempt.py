@@ -7,8 +7,8 @@ from typing import Any
 
 import sample_tools
 
-from processors.breaker.messages import BreakerState, BreakerStatus
-from processors.orchestrator.messages import (
+from taskplane.processors.breaker.messages import BreakerState, BreakerStatus
+from taskplane.processors.orchestrator.messages import (
     Assignment,
     CompleteTask,
     FailTask,
@@ -17,11 +17,11 @@ from processors.orchestrator.messages import (
     RecordToolCall,
     ReleaseLease,
 )
-from processors.orchestrator.plan import AgentPlan, Isolation, ToolPlan
-from workers.attempt import Attempt, breaker_wait_ms
-from workers.journal import canonical_json, idempotency_key
-from workers.sdk import Registry
-from workers.settings import WorkerSettings
+from taskplane.processors.orchestrator.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.workers.attempt import Attempt, breaker_wait_ms
+from taskplane.workers.journal import canonical_json, idempotency_key
+from taskplane.workers.sdk import Registry
+from taskplane.workers.settings import WorkerSettings
 
 REGISTRY = Registry.from_module(sample_tools)
 

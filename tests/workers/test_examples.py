@@ -14,11 +14,11 @@ import pytest
 
 from examples.fakepay.server import serve as serve_fakepay
 from examples.flaky.server import serve as serve_flaky
-from processors.orchestrator.plan import Isolation
-from workers.exceptions import ToolError
-from workers.isolation import Limits, run_tool
-from workers.loader import load_user_module
-from workers.sdk import Registry
+from taskplane.processors.orchestrator.plan import Isolation
+from taskplane.workers.exceptions import ToolError
+from taskplane.workers.isolation import Limits, run_tool
+from taskplane.workers.loader import load_user_module
+from taskplane.workers.sdk import Registry
 
 
 def _registry(system: str) -> Registry:

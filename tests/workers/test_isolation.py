@@ -8,10 +8,10 @@ import time
 import pytest
 import sample_tools
 
-from processors.orchestrator.plan import Isolation
-from workers.exceptions import ToolError, ToolResourceExceeded, ToolTimeout
-from workers.isolation import Limits, bwrap_available, run_tool
-from workers.sdk import Registry
+from taskplane.processors.orchestrator.plan import Isolation
+from taskplane.workers.exceptions import ToolError, ToolResourceExceeded, ToolTimeout
+from taskplane.workers.isolation import Limits, bwrap_available, run_tool
+from taskplane.workers.sdk import Registry
 
 REGISTRY = Registry.from_module(sample_tools)
 _BWRAP_OK, _BWRAP_WHY = bwrap_available()

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import time
 
-from processors.orchestrator.messages import Assignment, RenewLease
-from workers.leases import LeaseRenewer
+from taskplane.processors.orchestrator.messages import Assignment, RenewLease
+from taskplane.workers.leases import LeaseRenewer
 
 
 def test_the_renewer_sends_renewals_every_third_of_the_lease_until_stopped() -> None:

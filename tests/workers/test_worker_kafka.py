@@ -12,19 +12,25 @@ import sample_tools
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from processors.orchestrator.messages import (
+from taskplane.processors.orchestrator.messages import (
     Assignment,
     ClaimTask,
     CompleteTask,
     RecordToolCall,
     WorkItem,
 )
-from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, Isolation, SystemPlan, ToolPlan
-from streams.serde import Serde, new_meta
-from streams.topics import Topics, catalog, ensure_topics
-from workers.sdk import Registry
-from workers.settings import WorkerSettings
-from workers.worker import Worker
+from taskplane.processors.orchestrator.plan import (
+    AgentPlan,
+    ExecutionPolicy,
+    Isolation,
+    SystemPlan,
+    ToolPlan,
+)
+from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.workers.sdk import Registry
+from taskplane.workers.settings import WorkerSettings
+from taskplane.workers.worker import Worker
 
 PLAN = SystemPlan("echo-system", "1", (AgentPlan("echoer", "m1", (ToolPlan("test.echo", 5_000, 0, Isolation.PROCESS,
                                                                          3, 1_000),), ()),), ExecutionPolicy())

@@ -9,11 +9,17 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from processors.breaker.messages import BreakerState, BreakerStatus
-from processors.orchestrator import messages as m
-from processors.orchestrator.plan import AgentPlan, ExecutionPolicy, Isolation, SystemPlan, ToolPlan
-from streams.runtime import state_meta
-from streams.serde import Meta, Serde
+from taskplane.processors.breaker.messages import BreakerState, BreakerStatus
+from taskplane.processors.orchestrator import messages as m
+from taskplane.processors.orchestrator.plan import (
+    AgentPlan,
+    ExecutionPolicy,
+    Isolation,
+    SystemPlan,
+    ToolPlan,
+)
+from taskplane.streams.runtime import state_meta
+from taskplane.streams.serde import Meta, Serde
 
 PLAN = SystemPlan(
     "document-pipeline",

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from processors.projector.app import Projector
-from processors.projector.rebuild import rebuild_projections
-from streams.topics import Topics, catalog, ensure_topics
+from taskplane.processors.projector.app import Projector
+from taskplane.processors.projector.rebuild import rebuild_projections
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 from tests.processors.projector._log import dump, log_ends, produce_runs, run_events, wait_projected
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -98,7 +98,7 @@ def test_projector_killed_mid_batch_resumes_without_missing_or_duplicate_rows(
     produce_runs(kafka_config, topics.events, log, per_transaction=200)
     ends = log_ends(kafka_config, topics.events)
     env = {**os.environ, "TASKPLANE_METRICS_PORT": "0", "TASKPLANE_PROJECTOR_MAX_BATCH_RECORDS": "300"}
-    command = [sys.executable, "-m", "processors.projector.app", "--bootstrap", kafka_config["bootstrap.servers"],
+    command = [sys.executable, "-m", "taskplane.processors.projector.app", "--bootstrap", kafka_config["bootstrap.servers"],
                "--database-url", fresh_database, "--prefix", topics.prefix]
     kills = 0
     for delay in (2.5, 1.0, 0.7, 1.3):
