@@ -19,7 +19,7 @@ def bench_stack() -> Iterator[dict[str, Any]]:
     if settings.bootstrap_servers:
         yield settings.kafka_config()
         return
-    from taskplane.streams.local_broker import LocalKafka
+    from taskplane.devstack.kafka import LocalKafka
 
     with tempfile.TemporaryDirectory(prefix="taskplane-bench-") as tmp, LocalKafka(Path(tmp) / "kafka") as kafka:
         yield settings.kafka_config(kafka.bootstrap_servers)

@@ -24,22 +24,22 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
-from taskplane.processors.decider import InMemoryRunner
-from taskplane.processors.orchestrator.app import orchestrator_runtime
-from taskplane.processors.orchestrator.decider import OrchestratorDecider
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import InMemoryRunner
+from taskplane.contract.messages import (
     ClaimTask,
     CompleteTask,
     RecordToolCall,
     SubmitRun,
 )
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
     Isolation,
     SystemPlan,
     ToolPlan,
 )
+from taskplane.processors.orchestrator.app import orchestrator_runtime
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import Serde, new_meta

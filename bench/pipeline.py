@@ -28,7 +28,7 @@ from taskplane._demo_stack import (
     compile_manifest,
     worker_env,
 )
-from taskplane.processors.orchestrator.messages import RunSubmitted, RunSucceeded
+from taskplane.contract.messages import RunSubmitted, RunSucceeded
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 

@@ -25,12 +25,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
-from taskplane.processors.counter.app import PARTITIONS, counter_topics
-from taskplane.processors.counter.decider import Add, CounterDecider
+from bench.counter.app import PARTITIONS, counter_serde, counter_topics
+from bench.counter.decider import Add, CounterDecider
 from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
-from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.serde import new_meta
 from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
 
 KEYS = 1_000
@@ -41,7 +41,7 @@ def _specs() -> list[TopicSpec]:
 
 
 def produce_commands(kafka: dict[str, Any], topic: str, count: int) -> None:
-    serde = Serde()
+    serde = counter_serde()
     producer = Producer({**kafka, "linger.ms": 20, "batch.num.messages": 10_000, "partitioner": "murmur2_random",
                          "queue.buffering.max.messages": 2_000_000})
     now = int(time.time() * 1000)
@@ -112,7 +112,7 @@ def runtime_loop(kafka: dict[str, Any], topics: Topics, count: int) -> float:
     observer = _Counting(count, done)
     spec = ProcessorSpec(f"bench-{uuid.uuid4().hex[:6]}", "commands", "events", "changelog")
     runtime = ProcessorRuntime(CounterDecider(), spec, kafka, topics, RuntimeSettings(instance_id="bench"),
-                               observer=observer)
+                               serde=counter_serde(), observer=observer)
     thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
     done.wait()
@@ -146,7 +146,7 @@ def main() -> None:
             print(f"  runtime (counting decider): {runtimes[-1]:,.0f} commands/s", flush=True)
     raw, runtime = max(raws), max(runtimes)
     print(json.dumps({"commands": count, "partitions": PARTITIONS, "rounds": args.rounds,
-                      "native_codecs": Serde().native,
+                      "native_codecs": counter_serde().native,
                       "raw_commands_per_s": round(raw), "runtime_commands_per_s": round(runtime),
                       "ratio": round(runtime / raw, 3),
                       "raw_rounds": [round(r) for r in raws], "runtime_rounds": [round(r) for r in runtimes]}))

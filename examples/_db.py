@@ -10,7 +10,7 @@ def database_url() -> str:
     url = os.environ.get("TASKPLANE_DATABASE_URL")
     if url:
         return url
-    from taskplane.streams.devstack import resolve_endpoints
+    from taskplane.devstack.stack import resolve_endpoints
 
     return resolve_endpoints().database_url
 

@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from taskplane.streams.local_broker import LocalKafka
-from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.devstack.kafka import LocalKafka
+from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams.settings import DEFAULT_KAFKA_VERSION
 
 

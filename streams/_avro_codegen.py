@@ -29,7 +29,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, NamedTuple
 
-from taskplane.processors.records import plain_fields
+from taskplane.contract.records import plain_fields
 
 try:
     from taskplane.streams import _avro_native

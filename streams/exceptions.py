@@ -1,26 +1,36 @@
-"""The error tree of ``streams/``: library errors are wrapped here and say whether
-retrying the same operation can succeed.
-
-``StreamsError`` is the root until the project has a common root error; re-parent it
-then, nothing else changes for callers.
-"""
+"""The error tree of ``streams/``, rooted in ``TaskplaneError``: Kafka's errors are
+wrapped here, at the boundary, and say whether retrying the same call can succeed."""
 
 from __future__ import annotations
 
+from confluent_kafka import KafkaError, KafkaException
 
-class StreamsError(Exception):
+from taskplane.contract.errors import TaskplaneError
+
+# librdkafka marks few errors retriable(); these local ones also pass when the broker
+# comes back (a restart, a network blip), so the same call may then succeed.
+_TRANSIENT = frozenset({
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._WAIT_COORD,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+})
+
+
+class StreamsError(TaskplaneError):
     """Any failure of Kafka I/O or serialization.
 
     ``retryable`` is True when the same call may succeed later (a broker hiccup),
     False when it never will (a record that cannot be decoded).
     """
-
-    retryable: bool = False
-
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
-        super().__init__(message)
-        if retryable is not None:
-            self.retryable = retryable
 
 
 class SerdeError(StreamsError):
@@ -30,3 +40,24 @@ class SerdeError(StreamsError):
     the same way, so the record belongs on ``poison``."""
 
     retryable = False
+
+
+class KafkaIOError(StreamsError):
+    """A Kafka client call failed. ``code`` is librdkafka's error code (None when the
+    client raised without one), ``fatal`` that the client instance is unusable."""
+
+    def __init__(self, message: str, *, code: int | None = None, fatal: bool = False,
+                 retryable: bool = False) -> None:
+        super().__init__(message, retryable=retryable)
+        self.code = code
+        self.fatal = fatal
+
+    @classmethod
+    def wrap(cls, error: KafkaException | KafkaError, context: str) -> KafkaIOError:
+        """``error`` as a KafkaIOError saying ``context: <librdkafka's reason>``."""
+        kafka_error = error if isinstance(error, KafkaError) else (error.args[0] if error.args else None)
+        if not isinstance(kafka_error, KafkaError):
+            return cls(f"{context}: {error}")
+        fatal = kafka_error.fatal()
+        retryable = not fatal and (kafka_error.retriable() or kafka_error.code() in _TRANSIENT)
+        return cls(f"{context}: {kafka_error.str()}", code=kafka_error.code(), fatal=fatal, retryable=retryable)

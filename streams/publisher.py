@@ -17,8 +17,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from taskplane.processors.orchestrator.messages import SubmitRun
-from taskplane.processors.orchestrator.plan import SystemDefinition, SystemPlan
+from taskplane.contract.messages import SubmitRun
+from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.streams.exceptions import StreamsError
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.topics import Topics

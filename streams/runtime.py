@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from confluent_kafka import (
@@ -31,7 +31,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from taskplane.processors.decider import Decider, DecisionError
+from taskplane.contract.decider import Decider, DecisionError
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.poison import poison_headers
@@ -60,6 +60,11 @@ class ProcessorSpec:
     events: str
     changelog: str
     changelog_spec: TopicSpec | None = None  # recreated from this when it was deleted
+
+    def under(self, topics: Topics) -> ProcessorSpec:
+        """This spec with the prefix in its group and transactional ids, so two
+        prefixes on one cluster never fence each other."""
+        return replace(self, name=f"{topics.prefix}.{self.name}")
 
 
 @dataclass(slots=True)

@@ -10,7 +10,6 @@ same name. See ``docs/wire-format.md``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import uuid
@@ -18,11 +17,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, is_dataclass
 from io import BytesIO
 from pathlib import Path
+from types import ModuleType
 from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from taskplane.contract import breaker, messages, plan, state
 from taskplane.streams._avro_codegen import compile_message, native_dispatch
 from taskplane.streams._avro_mapping import RecordMapping, record_mapping
 from taskplane.streams.exceptions import SerdeError
@@ -33,15 +34,11 @@ MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 META_NAME = "taskplane.Meta"
 
-# Where the dataclass of each schema namespace lives (schema name == class name).
-DOMAIN_MODULES: Mapping[str, tuple[str, ...]] = {
-    "taskplane.orchestrator": (
-        "taskplane.processors.orchestrator.plan",
-        "taskplane.processors.orchestrator.messages",
-        "taskplane.processors.orchestrator.state",
-    ),
-    "taskplane.breaker": ("taskplane.processors.breaker.messages",),
-    "taskplane.counter": ("taskplane.processors.counter.decider",),
+# Where the dataclass of each schema namespace lives (schema name == class name): the
+# contract layer's modules. Test and bench deciders bring their own (``domain_classes``).
+DOMAIN_MODULES: Mapping[str, tuple[ModuleType, ...]] = {
+    "taskplane.orchestrator": (plan, messages, state),
+    "taskplane.breaker": (breaker,),
 }
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
@@ -175,12 +172,17 @@ class SchemaRegistry:
                     self._by_fingerprint.setdefault(entry.fingerprint, entry)
 
     @classmethod
-    def from_directory(cls, root: Path = SCHEMA_DIR) -> SchemaRegistry:
-        """``root/*.avsc`` as current, each ``root/releases/<version>/`` as a release."""
+    def from_directory(cls, root: Path = SCHEMA_DIR, extra: Iterable[Path] = ()) -> SchemaRegistry:
+        """``root/*.avsc`` as current, each ``root/releases/<version>/`` as a release;
+        the ``*.avsc`` of each ``extra`` directory join the current set (a test or bench
+        decider's own messages, which are no part of taskplane's contract)."""
         releases = {
             path.name: load_schema_set(path) for path in sorted((root / "releases").glob("*/"))
         }
-        return cls(load_schema_set(root), releases)
+        current = load_schema_set(root)
+        for directory in extra:
+            current.update(load_schema_set(directory))
+        return cls(current, releases)
 
     @staticmethod
     def _register(name: str, schemas: Mapping[str, Any], release: str | None) -> RegisteredSchema:
@@ -206,14 +208,13 @@ class SchemaRegistry:
         return self._by_fingerprint.values()
 
 
-def domain_classes(modules: Mapping[str, Iterable[str]] = DOMAIN_MODULES) -> dict[str, type]:
+def domain_classes(modules: Mapping[str, Iterable[ModuleType]] = DOMAIN_MODULES) -> dict[str, type]:
     """Dataclasses of the domain modules by schema full name (``namespace.ClassName``)."""
     classes: dict[str, type] = {}
-    for namespace, module_names in modules.items():
-        for module_name in module_names:
-            module = importlib.import_module(module_name)
+    for namespace, namespace_modules in modules.items():
+        for module in namespace_modules:
             for name, obj in vars(module).items():
-                if inspect.isclass(obj) and obj.__module__ == module_name and is_dataclass(obj):
+                if inspect.isclass(obj) and obj.__module__ == module.__name__ and is_dataclass(obj):
                     classes[f"{namespace}.{name}"] = obj
     return classes
 

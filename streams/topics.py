@@ -47,19 +47,68 @@ def catalog(run_partitions: int = 4, tool_partitions: int = 2) -> tuple[TopicSpe
     )
 
 
+def catalog_spec(role: str) -> TopicSpec:
+    """The catalog's spec of ``role`` (default partition counts)."""
+    for spec in catalog():
+        if spec.role == role:
+            return spec
+    raise KeyError(role)
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Physical names for roles under one prefix."""
+    """Physical names for roles under one prefix. One property per catalog role, so a
+    misspelt role is an AttributeError (and a mypy error), never a new topic name;
+    ``name(role)`` serves roles outside the catalog (a test decider's own topics)."""
 
     prefix: str = "taskplane"
 
     def name(self, role: str) -> str:
         return f"{self.prefix}.{role}" if self.prefix else role
 
-    def __getattr__(self, role: str) -> str:  # topics.commands, topics.events, ...
-        if role.startswith("_"):
-            raise AttributeError(role)
-        return self.name(role.replace("_", "-"))
+    @property
+    def commands(self) -> str:
+        return self.name("commands")
+
+    @property
+    def events(self) -> str:
+        return self.name("events")
+
+    @property
+    def orchestrator_changelog(self) -> str:
+        return self.name("orchestrator-changelog")
+
+    @property
+    def work(self) -> str:
+        return self.name("work")
+
+    @property
+    def inbox(self) -> str:
+        return self.name("inbox")
+
+    @property
+    def deadletter(self) -> str:
+        return self.name("deadletter")
+
+    @property
+    def tool_outcomes(self) -> str:
+        return self.name("tool-outcomes")
+
+    @property
+    def breaker_events(self) -> str:
+        return self.name("breaker-events")
+
+    @property
+    def breakers(self) -> str:
+        return self.name("breakers")
+
+    @property
+    def systems(self) -> str:
+        return self.name("systems")
+
+    @property
+    def poison(self) -> str:
+        return self.name("poison")
 
 
 @dataclass(frozen=True, slots=True)

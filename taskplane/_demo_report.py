@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from taskplane._demo_stack import EventLog
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import messages as m
 
 
 @dataclass(slots=True)

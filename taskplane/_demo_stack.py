@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
-from taskplane.processors.orchestrator.plan import SystemDefinition, SystemPlan
+from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.serde import Meta, Serde
 from taskplane.streams.topics import Topics
@@ -84,7 +84,8 @@ class ProcessorThreads:
     def __init__(self, kafka_config: dict[str, Any], topics: Topics, database_url: str | None,
                  read_model_schema: str | None = None, registry: CollectorRegistry | None = None,
                  tick_interval_ms: int = 100) -> None:
-        from taskplane.processors.orchestrator.app import breaker_runtime, orchestrator_runtime
+        from taskplane.processors.breaker.app import breaker_runtime
+        from taskplane.processors.orchestrator.app import orchestrator_runtime
         from taskplane.streams.runtime_settings import RuntimeSettings
 
         observer = None

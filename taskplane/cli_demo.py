@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from taskplane.streams.local_broker import LocalStackError, MissingToolError
+from taskplane.devstack.kafka import LocalStackError, MissingToolError
 
 
 def demo(

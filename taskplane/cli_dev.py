@@ -6,8 +6,8 @@ import time
 
 import typer
 
-from taskplane.streams import devstack
-from taskplane.streams.local_broker import LocalStackError, MissingToolError
+from taskplane.devstack import stack as devstack
+from taskplane.devstack.kafka import LocalStackError, MissingToolError
 from taskplane.streams.settings import StackSettings
 
 dev_app = typer.Typer(help="Run a local Kafka broker and Postgres for development.")

@@ -94,7 +94,7 @@ def dlq_replay(
             targets = [(r["run_id"], r["task"]) for r in model.dead_letters(system, error_contains)]
     if not dry_run and targets:
         from taskplane.cli_processors import kafka_endpoints
-        from taskplane.processors.orchestrator.messages import ReplayTask
+        from taskplane.contract.messages import ReplayTask
         from taskplane.streams.publisher import Publisher
 
         kafka, topics = kafka_endpoints()

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from confluent_kafka.admin import AdminClient
 
-from taskplane.streams.devstack import DevStackNotRunning, resolve_endpoints
+from taskplane.devstack.stack import DevStackNotRunning, resolve_endpoints
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 topics_app = typer.Typer(help="The topic catalog.")
 processor_app = typer.Typer(help="Run stateful processors.")
-
-PROCESSORS = ("orchestrator", "breaker", "projector")
-
 
 def kafka_endpoints() -> tuple[dict[str, Any], Topics]:
     """The librdkafka config and topic names the CLI works on: TASKPLANE_* settings, else
@@ -58,28 +54,15 @@ def processor_run(
     instance: Annotated[str | None, typer.Option(help="Stable instance id (pod name).")] = None,
 ) -> None:
     """Run one processor until SIGTERM (which ends with a final commit)."""
+    from taskplane.cli_runs import database_url
+    from taskplane.processes import PROCESSORS, run_processor
+
     if name not in PROCESSORS:
         typer.echo(f"error: name: unknown processor {name!r} (one of {', '.join(PROCESSORS)})", err=True)
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     kafka, topics = kafka_endpoints()
-    if name == "projector":
-        from taskplane.processors.projector.app import main as projector_main
-
-        sys.argv = [sys.argv[0]]
-        projector_main()
-        return
-    from taskplane.processors.orchestrator.app import (
-        breaker_runtime,
-        orchestrator_runtime,
-        serve_observer,
-    )
-    from taskplane.streams.runtime import run_until_signalled
-    from taskplane.streams.runtime_settings import RuntimeSettings
-
-    settings = RuntimeSettings(instance_id=instance) if instance else RuntimeSettings()
-    build = orchestrator_runtime if name == "orchestrator" else breaker_runtime
-    run_until_signalled(build(kafka, topics, settings, observer=serve_observer()), on_ready=lambda: typer.echo(f"{name} running", err=True))
+    run_processor(name, kafka, topics, database_url, instance, on_ready=lambda: typer.echo(f"{name} running", err=True))
 
 
 def apply(
@@ -87,9 +70,9 @@ def apply(
 ) -> None:
     """Validate a manifest and publish it to the compacted `systems` topic."""
     from taskplane.cli_systems import render_plan_summary
+    from taskplane.contract.plan import SystemDefinition
     from taskplane.exceptions import UserInputError
     from taskplane.manifest import load_manifest, manifest_version
-    from taskplane.processors.orchestrator.plan import SystemDefinition
     from taskplane.streams.publisher import Publisher
 
     try:

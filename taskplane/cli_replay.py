@@ -4,71 +4,30 @@
     taskplane rebuild projections [--from-beginning | --from-time ISO]
     taskplane rebuild state [--write]
 
-``replay`` moves a stopped consumer group's committed offsets; its consumers then
-reprocess from there (the orchestrator rejects or re-decides identically what it
+The offset tools themselves live in the log layer (``streams/offsets.py``), the state
+fold in ``processors/orchestrator/rebuild.py``. ``replay`` moves a stopped consumer
+group's committed offsets; its consumers then reprocess from there (the orchestrator rejects or re-decides identically what it
 already applied; the projector ignores Kafka offsets: use ``rebuild projections``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient
 
 from taskplane.cli_runs import JsonOption, database_url, fail, print_json, table
-from taskplane.streams.log_reader import read_to_end
+from taskplane.streams.exceptions import KafkaIOError
+from taskplane.streams.offsets import (
+    committed_offsets,
+    live_members,
+    move_offsets,
+    offsets_for_time,
+    watermarks,
+)
 
 rebuild_app = typer.Typer(help="Rebuild derived state from the log.", no_args_is_help=True)
-
-
-# ---------------------------------------------------------------- offset helpers
-
-
-def _reader(kafka_config: dict[str, Any]) -> Consumer:
-    return Consumer({**kafka_config, "group.id": "taskplane-offset-tools", "enable.auto.commit": False})
-
-
-def partitions_of(kafka_config: dict[str, Any], topic: str) -> list[int]:
-    metadata = AdminClient(kafka_config).list_topics(topic, timeout=30).topics.get(topic)
-    if metadata is None or metadata.error is not None or not metadata.partitions:
-        return []
-    return sorted(metadata.partitions)
-
-
-def watermarks(kafka_config: dict[str, Any], topic: str) -> dict[int, tuple[int, int]]:
-    reader = _reader(kafka_config)
-    try:
-        return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                for p in partitions_of(kafka_config, topic)}
-    finally:
-        reader.close()
-
-
-def committed_offsets(kafka_config: dict[str, Any], group: str, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition of ``topic`` (absent: none committed)."""
-    partitions = [TopicPartition(topic, p) for p in partitions_of(kafka_config, topic)]
-    if not partitions:
-        return {}
-    admin = AdminClient(kafka_config)  # must outlive the future: a freed client never answers
-    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)], request_timeout=5)
-    result = futures[group].result(timeout=8)
-    return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
-
-
-def live_members(kafka_config: dict[str, Any], group: str) -> list[str]:
-    admin = AdminClient(kafka_config)  # must outlive the future
-    description = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=8)
-    return [f"{m.client_id}@{m.host}" for m in description.members]
 
 
 def parse_time(value: str, option: str) -> int:
@@ -109,32 +68,23 @@ def replay(
     try:
         members = live_members(kafka, group)
         old = committed_offsets(kafka, group, topic)
-    except KafkaException as error:
-        fail(f"--group: cannot describe {group!r}: {error.args[0].str()}")
-    new: dict[int, int] = {}
+    except KafkaIOError as error:
+        fail(f"--group: {error}")
     if at_ms is not None:
-        reader = _reader(kafka)
-        try:
-            found = reader.offsets_for_times([TopicPartition(topic, p, at_ms) for p in marks], timeout=30)
-        finally:
-            reader.close()
-        new = {tp.partition: tp.offset if tp.offset >= 0 else marks[tp.partition][1] for tp in found}
+        new = offsets_for_time(kafka, topic, at_ms)
     else:
-        for partition, (low, high) in marks.items():
-            new[partition] = low if from_beginning else min(max(to_offset or 0, low), high)
+        new = {partition: low if from_beginning else min(max(to_offset or 0, low), high)
+               for partition, (low, high) in marks.items()}
     rows = [{"partition": p, "old": old.get(p), "new": new[p], "low": marks[p][0], "high": marks[p][1]}
             for p in sorted(new)]
     if members and not dry_run and not force:
         fail(f"--group: {group!r} has {len(members)} live member(s) ({', '.join(members)}); stop them first, "
              "or pass --force (their next commit may overwrite the reset)")
     if not dry_run:
-        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in new.items()])]
         try:
-            admin = AdminClient(kafka)  # must outlive the future
-            admin.alter_consumer_group_offsets(request)[group].result(30)
-        except KafkaException as error:
-            fail(f"the broker refused the reset of {group!r}: {error.args[0].str()}"
-                 + (" (a group with live members cannot be reset; stop them)" if members else ""))
+            move_offsets(kafka, group, topic, new)
+        except KafkaIOError as error:
+            fail(f"{error}" + (" (a group with live members cannot be reset; stop them)" if members else ""))
     if as_json:
         print_json({"group": group, "topic": topic, "dry_run": dry_run, "live_members": members,
                     "partitions": rows})
@@ -178,6 +128,7 @@ def rebuild_state(
 ) -> None:
     """Fold `events` through the orchestrator's evolve and compare, byte for byte, with the changelog."""
     from taskplane.cli_processors import kafka_endpoints
+    from taskplane.processors.orchestrator.rebuild import compare_states, write_states
 
     kafka, topics = kafka_endpoints()
     result = compare_states(kafka, topics)
@@ -185,7 +136,10 @@ def rebuild_state(
         members = live_members(kafka, f"{topics.prefix}.orchestrator")
         if members and not force:
             fail(f"the orchestrator group has {len(members)} live member(s); stop it first or pass --force")
-        write_states(kafka, topics, result)
+        try:
+            write_states(kafka, topics, result)
+        except KafkaIOError as error:
+            fail(str(error))
     if as_json:
         print_json({"keys": result.keys, "equal": result.equal, "differing": sorted(result.differing),
                     "written": bool(write and result.differing)})
@@ -196,59 +150,3 @@ def rebuild_state(
             typer.echo(f"  differs: {key}")
     if result.differing and not write:
         raise typer.Exit(1)
-
-
-@dataclass(slots=True)
-class StateComparison:
-    keys: int = 0
-    equal: int = 0
-    differing: set[str] = field(default_factory=set)
-    rebuilt: dict[str, tuple[int, bytes | None]] = field(default_factory=dict)  # key -> (partition, value)
-
-
-def read_all(kafka_config: dict[str, Any], topic: str) -> list[tuple[int, str, bytes | None]]:
-    """Every committed record of ``topic``, in partition order: (partition, key, value)."""
-    return sorted(read_to_end(kafka_config, topic, group_id="taskplane-offset-tools"), key=lambda r: r[0])
-
-
-def compare_states(kafka_config: dict[str, Any], topics: Any) -> StateComparison:
-    """Fold ``events`` with the orchestrator's evolve; compare encoded states with the changelog."""
-    from taskplane.processors.orchestrator.decider import OrchestratorDecider
-    from taskplane.streams.runtime import state_meta
-    from taskplane.streams.serde import Serde
-
-    decider, serde = OrchestratorDecider(), Serde()
-    states: dict[str, Any] = {}
-    partition_of: dict[str, int] = {}
-    for partition, key, value in read_all(kafka_config, topics.name("events")):
-        if value is None:
-            continue
-        states[key] = decider.evolve(states.get(key), serde.decode(value)[1])
-        partition_of[key] = partition
-    live: dict[str, bytes | None] = {}
-    for _partition, key, value in read_all(kafka_config, topics.name("orchestrator-changelog")):
-        live[key] = value
-    result = StateComparison()
-    for key in sorted(set(states) | {k for k, v in live.items() if v is not None}):
-        state = states.get(key)
-        encoded = None if state is None else serde.encode(state, state_meta(key))
-        result.keys += 1
-        result.rebuilt[key] = (partition_of.get(key, -1), encoded)
-        if encoded == live.get(key):
-            result.equal += 1
-        else:
-            result.differing.add(key)
-    return result
-
-
-def write_states(kafka_config: dict[str, Any], topics: Any, result: StateComparison) -> None:
-    producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True})
-    changelog = topics.name("orchestrator-changelog")
-    for key in sorted(result.differing):
-        partition, value = result.rebuilt[key]
-        if partition >= 0:
-            producer.produce(changelog, value, key, partition)
-        else:
-            producer.produce(changelog, value, key)
-    if producer.flush(30):
-        fail("some rebuilt states were not written; run again")

@@ -28,7 +28,7 @@ def fail(message: str) -> NoReturn:
 
 
 def database_url() -> str:
-    from taskplane.streams.devstack import DevStackNotRunning, resolve_endpoints
+    from taskplane.devstack.stack import DevStackNotRunning, resolve_endpoints
     from taskplane.streams.settings import StackSettings
 
     settings = StackSettings()

@@ -40,9 +40,9 @@ from taskplane._demo_stack import (
     manifest_with,
     worker_env,
 )
-from taskplane.processors.orchestrator import messages as m
-from taskplane.processors.orchestrator.plan import SystemDefinition
-from taskplane.streams.devstack import Endpoints, ensure_stack
+from taskplane.contract import messages as m
+from taskplane.contract.plan import SystemDefinition
+from taskplane.devstack.stack import Endpoints, ensure_stack
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics

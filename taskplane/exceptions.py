@@ -1,7 +1,7 @@
-"""The project's error tree.
+"""The surface's errors: what a user gave us that we cannot use.
 
-Every error taskplane raises on purpose derives from ``TaskplaneError``; the CLI
-turns one into its message and ``exit_code`` instead of a traceback.
+Rooted in ``taskplane.contract.errors.TaskplaneError`` like every other error; the
+CLI turns one into its message and ``exit_code`` instead of a traceback.
 """
 
 from __future__ import annotations
@@ -9,16 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-
-class TaskplaneError(Exception):
-    """Root of every deliberate taskplane error.
-
-    ``retryable`` says whether trying the same thing again may succeed (a broker
-    that is down) or not (a bad manifest).
-    """
-
-    exit_code: int = 1
-    retryable: bool = False
+from taskplane.contract.errors import TaskplaneError
 
 
 class UserInputError(TaskplaneError):
@@ -27,7 +18,7 @@ class UserInputError(TaskplaneError):
     exit_code = 2
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, retryable=False)
         self.field = field
 
 

@@ -34,15 +34,15 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from taskplane._manifest_graph import graph_problems, topological_order
-from taskplane.durations import DurationError, format_duration, parse_duration_ms
-from taskplane.exceptions import ManifestError, Problem, UserInputError
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
     Isolation,
     SystemPlan,
     ToolPlan,
 )
+from taskplane.durations import DurationError, format_duration, parse_duration_ms
+from taskplane.exceptions import ManifestError, Problem, UserInputError
 
 API_VERSIONS = ("taskplane.dev/v1", "orloj.dev/v1")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

@@ -27,8 +27,8 @@ from prometheus_client.registry import Collector
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taskplane.processors.breaker import messages as b
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import breaker as b
+from taskplane.contract import messages as m
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.topics import Topics
 
@@ -273,7 +273,7 @@ class ReadModelCollector(Collector):
         self._stored = {(str(t), int(p)): int(o) for t, p, o in stored}
 
     def _lag(self) -> GaugeMetricFamily:
-        from taskplane.cli_replay import committed_offsets, watermarks
+        from taskplane.streams.offsets import committed_offsets, watermarks
 
         assert self._kafka is not None
         lag = GaugeMetricFamily("taskplane_consumer_lag", "Records not yet processed, per group and topic.",

@@ -22,8 +22,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from taskplane.streams.local_broker import LocalKafka, LocalStackError
-from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.devstack.kafka import LocalKafka, LocalStackError
+from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams.settings import StackSettings
 
 

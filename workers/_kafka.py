@@ -11,7 +11,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from taskplane.processors.orchestrator.messages import Assignment
+from taskplane.contract.messages import Assignment
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.partitioning import partition_for
 from taskplane.streams.serde import Serde, new_meta

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskplane.processors.breaker.messages import BreakerState, BreakerStatus
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.breaker import BreakerState, BreakerStatus
+from taskplane.contract.messages import (
     Assignment,
     CompleteTask,
     FailTask,
@@ -18,7 +18,7 @@ from taskplane.processors.orchestrator.messages import (
     RecordToolCall,
     ReleaseLease,
 )
-from taskplane.processors.orchestrator.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.contract.plan import AgentPlan, Isolation, ToolPlan
 from taskplane.workers.exceptions import (
     BreakerOpenError,
     RegistryError,

@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from taskplane.processors.orchestrator.plan import Isolation
+from taskplane.contract.plan import Isolation
 from taskplane.workers.exceptions import (
     IsolationUnavailable,
     ToolError,

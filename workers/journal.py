@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from taskplane.processors.orchestrator.messages import JournalEntry
+from taskplane.contract.messages import JournalEntry
 
 
 def canonical_json(value: Any) -> str:

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from taskplane.processors.orchestrator.messages import Assignment, RenewLease
+from taskplane.contract.messages import Assignment, RenewLease
 
 log = logging.getLogger(__name__)
 

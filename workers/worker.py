@@ -19,9 +19,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from taskplane.processors.breaker.messages import BreakerState
-from taskplane.processors.orchestrator.messages import Assignment, ClaimTask, ReleaseLease, WorkItem
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract.breaker import BreakerState
+from taskplane.contract.messages import Assignment, ClaimTask, ReleaseLease, WorkItem
+from taskplane.contract.plan import (
     AgentPlan,
     Isolation,
     SystemDefinition,

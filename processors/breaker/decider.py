@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import assert_never
 
-from taskplane.processors.breaker.messages import (
+from taskplane.contract.breaker import (
     BreakerClosed,
     BreakerCommandRejected,
     BreakerEvent,
@@ -20,9 +20,9 @@ from taskplane.processors.breaker.messages import (
     FailureCounted,
     FailuresReset,
 )
-from taskplane.processors.decider import Output
-from taskplane.processors.orchestrator.messages import ToolOutcome
-from taskplane.processors.records import replace
+from taskplane.contract.decider import Output
+from taskplane.contract.messages import ToolOutcome
+from taskplane.contract.records import replace
 
 BreakerCommand = ToolOutcome | BreakerTick
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from taskplane.processors.orchestrator.plan import ExecutionPolicy
+from taskplane.contract.plan import ExecutionPolicy
 
 
 def unit_jitter(run_id: str, task: str, failure: int) -> float:

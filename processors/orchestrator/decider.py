@@ -11,10 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from taskplane.processors.decider import DecisionError, Output
-from taskplane.processors.orchestrator.backoff import backoff_ms
-from taskplane.processors.orchestrator.evolve import downstream, evolve
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import DecisionError, Output
+from taskplane.contract.messages import (
     AttemptFailed,
     CancelRun,
     ClaimTask,
@@ -47,9 +45,11 @@ from taskplane.processors.orchestrator.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
+from taskplane.contract.plan import SystemPlan
+from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
+from taskplane.processors.orchestrator.backoff import backoff_ms
+from taskplane.processors.orchestrator.evolve import downstream, evolve
 from taskplane.processors.orchestrator.outputs import outputs
-from taskplane.processors.orchestrator.plan import SystemPlan
-from taskplane.processors.orchestrator.state import RunState, RunStatus, TaskState, TaskStatus
 
 LEASE_EXPIRED = "lease expired"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.messages import (
     AttemptFailed,
     AttemptRecord,
     CommandRejected,
@@ -27,15 +27,15 @@ from taskplane.processors.orchestrator.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from taskplane.processors.orchestrator.plan import SystemPlan
-from taskplane.processors.orchestrator.state import (
+from taskplane.contract.plan import SystemPlan
+from taskplane.contract.records import replace
+from taskplane.contract.state import (
     RunState,
     RunStatus,
     TaskState,
     TaskStatus,
     ToolCallRecord,
 )
-from taskplane.processors.records import replace
 
 # Task statuses a finished run keeps; every other task ends FAILED or CANCELLED.
 KEPT_AT_RUN_END = frozenset({TaskStatus.SUCCEEDED, TaskStatus.DEAD_LETTERED})

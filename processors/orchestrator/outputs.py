@@ -3,8 +3,8 @@ and tool outcomes for the breaker processor."""
 
 from __future__ import annotations
 
-from taskplane.processors.decider import Output
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import Output
+from taskplane.contract.messages import (
     Assignment,
     CommandRejected,
     DeadLetterRecord,
@@ -18,7 +18,7 @@ from taskplane.processors.orchestrator.messages import (
     ToolOutcome,
     WorkItem,
 )
-from taskplane.processors.orchestrator.state import RunState
+from taskplane.contract.state import RunState
 
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_COOLDOWN_MS = 60_000

@@ -1,6 +1,5 @@
-"""The projector process: ``events`` and ``breakers`` → the Postgres read model.
-
-    python -m taskplane.processors.projector.app [--bootstrap B] [--database-url URL] [--prefix P]
+"""The projector: ``events`` and ``breakers`` → the Postgres read model. Started by
+``taskplane processor run projector`` (``taskplane/processes.py``).
 
 Reads ``read_committed`` in a consumer group (for liveness and lag tooling) but never
 trusts Kafka offsets: on assignment it seeks to the offsets stored in Postgres, and
@@ -10,9 +9,7 @@ group offsets are committed after that, for information only (lag dashboards).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import socket
 import threading
 from typing import Any
@@ -170,40 +167,3 @@ class _ProjectorMetrics:
         if self._records is not None and self._skipped is not None:
             self._records.inc(records)
             self._skipped.inc(skipped)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the read-model projector.")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env or dev stack)")
-    parser.add_argument("--database-url", help="Postgres URL (default: env or dev stack)")
-    parser.add_argument("--prefix", help="topic prefix (default: TASKPLANE_TOPIC_PREFIX or 'taskplane')")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-    from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
-    from taskplane.streams.devstack import resolve_endpoints
-    from taskplane.streams.settings import StackSettings
-
-    stack = StackSettings()
-    bootstrap, database = args.bootstrap, args.database_url
-    if not (bootstrap and database):
-        endpoints = resolve_endpoints(stack)
-        bootstrap = bootstrap or endpoints.bootstrap_servers
-        database = database or endpoints.database_url
-    topics = Topics(args.prefix or stack.topic_prefix)
-    kafka = stack.kafka_config(bootstrap)
-    registry = CollectorRegistry()
-    settings = ProjectorSettings()
-    metrics_settings = MetricsSettings()
-    if metrics_settings.port:
-        registry.register(ReadModelCollector(database, settings.schema_name, kafka, topics))
-        serve_metrics(registry, metrics_settings)
-    projector = Projector(kafka, topics, database, settings, registry)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: projector.stop())
-    print("ready", flush=True)
-    projector.run()
-
-
-if __name__ == "__main__":
-    main()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from taskplane.processors.breaker.messages import BreakerState
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import messages as m
+from taskplane.contract.breaker import BreakerState
 
 Statement = tuple[str, Sequence[Any]]
 

@@ -19,7 +19,7 @@ from taskplane._demo_stack import (
     compile_manifest,
     worker_env,
 )
-from taskplane.processors.orchestrator.plan import SystemDefinition, SystemPlan
+from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 

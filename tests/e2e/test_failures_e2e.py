@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from e2e_pipeline import E2E_TOOLS, Pipeline
 
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import messages as m
 from taskplane.streams.serde import Serde, new_meta
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

@@ -12,7 +12,7 @@ import pytest
 from e2e_pipeline import E2E_TOOLS, Pipeline
 
 from taskplane._demo_stack import EXAMPLES, example_manifest, manifest_with
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import messages as m
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 FAST = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "200ms", "backoffMultiplier": 2.0,

@@ -28,8 +28,8 @@ from typer.testing import CliRunner
 
 from taskplane._demo_stack import EventLog, WorkerProcess, worker_env
 from taskplane.cli import app
-from taskplane.cli_replay import watermarks
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import messages as m
+from taskplane.streams.offsets import watermarks
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 
@@ -73,7 +73,8 @@ class Ops(Harness):
     # ------------------------------------------------------------ processors
 
     def _build(self, name: str) -> Any:
-        from taskplane.processors.orchestrator.app import breaker_runtime, orchestrator_runtime
+        from taskplane.processors.breaker.app import breaker_runtime
+        from taskplane.processors.orchestrator.app import orchestrator_runtime
         from taskplane.streams.runtime_settings import RuntimeSettings
 
         settings = RuntimeSettings(instance_id=f"{self.topics.prefix}-0", max_batch_ms=50,
@@ -270,7 +271,7 @@ def test_rebuild_state_after_some_runs_equals_the_live_changelog(ops: Ops, tmp_p
 
 
 def _changelog_states(ops: Ops) -> dict[str, bytes | None]:
-    from taskplane.cli_replay import read_all
+    from taskplane.streams.offsets import read_all
 
     latest: dict[str, bytes | None] = {}
     for _partition, key, value in read_all(ops.kafka, ops.topics.name("orchestrator-changelog")):

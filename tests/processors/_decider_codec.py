@@ -12,8 +12,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from taskplane.processors.orchestrator.messages import Event
-from taskplane.processors.orchestrator.state import RunState
+from taskplane.contract.messages import Event
+from taskplane.contract.state import RunState
 
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in typing.get_args(Event)}
 

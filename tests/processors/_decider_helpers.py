@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskplane.processors.decider import InMemoryRunner
-from taskplane.processors.orchestrator.decider import OrchestratorDecider
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import InMemoryRunner
+from taskplane.contract.messages import (
     CancelRun,
     ClaimTask,
     Command,
@@ -21,14 +20,15 @@ from taskplane.processors.orchestrator.messages import (
     ReplayTask,
     SubmitRun,
 )
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
     Isolation,
     SystemPlan,
     ToolPlan,
 )
-from taskplane.processors.orchestrator.state import RunState, TaskState
+from taskplane.contract.state import RunState, TaskState
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
 
 RUN = "run-1"
 TOOLS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taskplane.contract.plan import ExecutionPolicy
 from taskplane.processors.orchestrator.backoff import backoff_ms, base_backoff_ms, unit_jitter
-from taskplane.processors.orchestrator.plan import ExecutionPolicy
 
 SEEDS = ExecutionPolicy(max_retries=5, backoff_multiplier=2.0, initial_backoff_ms=1_000,
                         max_backoff_ms=60_000, jitter_fraction=0.1)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from taskplane.processors.breaker.decider import BreakerDecider
-from taskplane.processors.breaker.messages import (
+from taskplane.contract.breaker import (
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
@@ -13,8 +12,9 @@ from taskplane.processors.breaker.messages import (
     FailureCounted,
     FailuresReset,
 )
-from taskplane.processors.decider import InMemoryRunner, Output
-from taskplane.processors.orchestrator.messages import ToolOutcome
+from taskplane.contract.decider import InMemoryRunner, Output
+from taskplane.contract.messages import ToolOutcome
+from taskplane.processors.breaker.decider import BreakerDecider
 
 TOOL = "graphrag.search"
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from _decider_helpers import RUN, Driver, document_pipeline, types
 
-from taskplane.processors.decider import InMemoryRunner
-from taskplane.processors.orchestrator.decider import OrchestratorDecider
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import InMemoryRunner
+from taskplane.contract.messages import (
     ClaimTask,
     CommandRejected,
     RunSubmitted,
     TaskReady,
     Tick,
 )
-from taskplane.processors.orchestrator.plan import AgentPlan, ExecutionPolicy, SystemPlan
-from taskplane.processors.orchestrator.state import RunStatus, TaskStatus
+from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.contract.state import RunStatus, TaskStatus
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
 
 
 def test_submit_records_the_run_and_readies_the_roots() -> None:

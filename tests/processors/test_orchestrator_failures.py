@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from _decider_helpers import RUN, Driver, document_pipeline, types
 
-from taskplane.processors.orchestrator.backoff import backoff_ms
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.messages import (
     AttemptFailed,
     AttemptRecord,
     CommandRejected,
@@ -20,8 +19,9 @@ from taskplane.processors.orchestrator.messages import (
     TaskReady,
     TaskReplayed,
 )
-from taskplane.processors.orchestrator.plan import AgentPlan, ExecutionPolicy, SystemPlan
-from taskplane.processors.orchestrator.state import RunStatus, TaskStatus
+from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.contract.state import RunStatus, TaskStatus
+from taskplane.processors.orchestrator.backoff import backoff_ms
 
 
 def started(policy: ExecutionPolicy | None = None) -> Driver:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from _decider_helpers import RUN, Driver, document_pipeline, types
 
-from taskplane.processors.decider import Output
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import Output
+from taskplane.contract.messages import (
     Assignment,
     ClaimTask,
     CommandRejected,
@@ -15,8 +15,8 @@ from taskplane.processors.orchestrator.messages import (
     ToolOutcome,
     WorkItem,
 )
-from taskplane.processors.orchestrator.plan import ExecutionPolicy
-from taskplane.processors.orchestrator.state import TaskStatus
+from taskplane.contract.plan import ExecutionPolicy
+from taskplane.contract.state import TaskStatus
 
 
 def started() -> Driver:

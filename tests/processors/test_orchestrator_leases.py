@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from _decider_helpers import RUN, Driver, types
 
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.messages import (
     AttemptFailed,
     CommandRejected,
     FailureKind,
@@ -17,7 +17,7 @@ from taskplane.processors.orchestrator.messages import (
     TaskReady,
     Tick,
 )
-from taskplane.processors.orchestrator.state import TaskStatus
+from taskplane.contract.state import TaskStatus
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from taskplane.processors.decider import InMemoryRunner
-from taskplane.processors.orchestrator.decider import OrchestratorDecider
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import InMemoryRunner
+from taskplane.contract.messages import (
     AttemptFailed,
     CancelRun,
     ClaimTask,
@@ -39,8 +38,9 @@ from taskplane.processors.orchestrator.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from taskplane.processors.orchestrator.plan import ExecutionPolicy, SystemPlan
-from taskplane.processors.orchestrator.state import RunState, RunStatus, TaskState, TaskStatus
+from taskplane.contract.plan import ExecutionPolicy, SystemPlan
+from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
 
 RUNS = st.sampled_from(["run-a", "run-b"])
 TASKS = st.sampled_from(list(TOOLS))

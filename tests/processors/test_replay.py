@@ -15,18 +15,18 @@ from pathlib import Path
 from _decider_codec import EVENT_TYPES, decode, encode, read_fixture, write_fixture
 from _decider_helpers import Driver, document_pipeline
 
-from taskplane.processors.decider import InMemoryRunner
-from taskplane.processors.orchestrator.decider import OrchestratorDecider
-from taskplane.processors.orchestrator.evolve import _with_task
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.decider import InMemoryRunner
+from taskplane.contract.messages import (
     ClaimTask,
     Command,
     Event,
     FailureKind,
     RunSubmitted,
 )
-from taskplane.processors.orchestrator.plan import ExecutionPolicy
-from taskplane.processors.orchestrator.state import RunState
+from taskplane.contract.plan import ExecutionPolicy
+from taskplane.contract.state import RunState
+from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.evolve import _with_task
 
 FIXTURE = Path(__file__).parent / "fixtures" / "document_pipeline_log.json"
 

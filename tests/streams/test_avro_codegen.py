@@ -65,7 +65,7 @@ def test_compiled_encoding_equals_fastavro(name: str, full_name: str, data: st.D
 @settings(max_examples=200, deadline=None)
 @given(tail=st.binary(max_size=64))
 def test_corrupt_bodies_raise_serde_errors_only(name: str, tail: bytes) -> None:
-    from taskplane.processors.orchestrator.messages import ClaimTask
+    from taskplane.contract.messages import ClaimTask
 
     codecs = backend(name)
     valid = codecs.encode(ClaimTask("run", "task", 1, "worker"), new_meta("run", "ClaimTask", 1))
@@ -87,26 +87,27 @@ def test_every_truncation_of_any_message_is_a_serde_error(name: str, full_name: 
 
 
 @dataclasses.dataclass(frozen=True)
-class _AddWithoutSlots:  # same fields as taskplane.processors.counter.decider.Add, kept in a __dict__
-    key: str
-    amount: int
-    seq: int
+class _RenewWithoutSlots:  # same fields as taskplane.contract.messages.RenewLease, kept in a __dict__
+    run_id: str
+    task: str
+    worker_id: str
+    epoch: int
 
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_classes_without_slots_and_subclasses_take_the_attribute_path(name: str) -> None:
     """The native codec reads and writes __slots__ in place only for exactly the mapped
     class; anything else goes through getattr/setattr and gives the same bytes."""
-    from taskplane.processors.counter.decider import Add
+    from taskplane.contract.messages import RenewLease
 
-    class LoudAdd(Add):
+    class LoudRenew(RenewLease):
         __slots__ = ()
 
-    meta = new_meta("k", "Add", 7)
-    reference = backend(name).encode(Add("k", 3, 9), meta)
+    meta = new_meta("r", "RenewLease", 7)
+    reference = backend(name).encode(RenewLease("r", "t", "w", 9), meta)
     fields = dataclasses.astuple(meta)
-    assert backend(name).encoder_of(Add)(LoudAdd("k", 3, 9), *fields) == reference  # as a nested record would
-    plain = Serde(classes={"taskplane.counter.Add": _AddWithoutSlots}, native=name == "native")
-    assert plain.encode(_AddWithoutSlots("k", 3, 9), meta) == reference
-    assert plain.decode(reference) == (meta, _AddWithoutSlots("k", 3, 9))
-    assert backend(name).decode(reference) == (meta, Add("k", 3, 9))
+    assert backend(name).encoder_of(RenewLease)(LoudRenew("r", "t", "w", 9), *fields) == reference
+    plain = Serde(classes={"taskplane.orchestrator.RenewLease": _RenewWithoutSlots}, native=name == "native")
+    assert plain.encode(_RenewWithoutSlots("r", "t", "w", 9), meta) == reference
+    assert plain.decode(reference) == (meta, _RenewWithoutSlots("r", "t", "w", 9))
+    assert backend(name).decode(reference) == (meta, RenewLease("r", "t", "w", 9))

@@ -19,10 +19,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from taskplane.processors.counter.app import counter_topics
-from taskplane.processors.counter.decider import Add, Added, AddRejected, Counter
+from bench.counter.app import counter_serde, counter_topics
+from bench.counter.decider import Add, Added, AddRejected, Counter
 from taskplane.streams.runtime import state_meta
-from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.serde import new_meta
 from taskplane.streams.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -34,7 +34,7 @@ class Processor:
     """One counter processor process."""
 
     def __init__(self, bootstrap: str, prefix: str, instance: str, log_dir: Path) -> None:
-        self.args = [sys.executable, "-m", "taskplane.processors.counter.app", "--bootstrap", bootstrap,
+        self.args = [sys.executable, "-m", "bench.counter.app", "--bootstrap", bootstrap,
                      "--prefix", prefix, "--instance", instance]
         self.log = log_dir / f"{instance}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -83,7 +83,7 @@ def counter(kafka_config: dict[str, Any], unique_prefix: str, tmp_path: Path) ->
 
 
 def produce(kafka: dict[str, Any], topic: str, adds: list[Add], per_second: float | None = None) -> None:
-    serde = Serde()
+    serde = counter_serde()
     producer = Producer({**kafka, "partitioner": "murmur2_random", "linger.ms": 5})
     started = time.monotonic()
     for index, add in enumerate(adds):
@@ -98,7 +98,7 @@ def produce(kafka: dict[str, Any], topic: str, adds: list[Add], per_second: floa
 
 def read_all(kafka: dict[str, Any], topic: str, expect: int | None = None, timeout_s: float = 60) -> list[tuple[str, Any]]:
     """Every committed record of ``topic``, decoded; waits until ``expect`` arrived."""
-    serde = Serde()
+    serde = counter_serde()
     consumer = Consumer({**kafka, "group.id": f"reader-{time.monotonic_ns()}", "isolation.level": "read_committed",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "enable.partition.eof": True})
@@ -173,7 +173,7 @@ def test_exactly_once_under_sigkill(counter: dict[str, Any]) -> None:
     producer.join()
     events = read_all(kafka, topics.events, expect=len(commands), timeout_s=90)
     assert_exactly_once(events, commands)
-    states = final_states(kafka, topics.changelog)
+    states = final_states(kafka, topics.name("changelog"))
     assert {key: s.total for key, s in states.items()} == expected_totals(commands)
     assert all(s.count == sum(1 for a in commands if a.key == key) for key, s in states.items())
     assert proc.terminate() == 0
@@ -244,8 +244,8 @@ def test_restore_from_changelog_and_rebuild_from_events_agree(counter: dict[str,
     produce(kafka, topics.commands, commands)
     read_all(kafka, topics.events, expect=len(commands))
     assert proc.terminate() == 0
-    serde = Serde()
-    live = final_states(kafka, topics.changelog)
+    serde = counter_serde()
+    live = final_states(kafka, topics.name("changelog"))
     assert len(live) == KEYS
 
     # Restart from the changelog and apply more: totals continue where they were.
@@ -254,12 +254,12 @@ def test_restore_from_changelog_and_rebuild_from_events_agree(counter: dict[str,
     produce(kafka, topics.commands, more)
     read_all(kafka, topics.events, expect=len(commands) + len(more))
     assert proc.terminate() == 0
-    from_changelog = final_states(kafka, topics.changelog)
+    from_changelog = final_states(kafka, topics.name("changelog"))
     assert {k: s.total for k, s in from_changelog.items()} == expected_totals(commands + more)
 
     # Lose the changelog: the processor folds `events` and re-seeds a new changelog.
     admin = AdminClient(kafka)  # keep the handle alive until the future resolves
-    admin.delete_topics([topics.changelog])[topics.changelog].result(30)
+    admin.delete_topics([topics.name("changelog")])[topics.name("changelog")].result(30)
     time.sleep(2)
     proc = counter["processor"]("p0")
     produce(kafka, topics.commands, [Add("key-0", 1, 10**6)])  # make it commit once
@@ -268,7 +268,7 @@ def test_restore_from_changelog_and_rebuild_from_events_agree(counter: dict[str,
     rebuilt: dict[str, Counter] = {}
     while time.monotonic() < deadline and len(rebuilt) < KEYS:
         time.sleep(0.5)
-        rebuilt = final_states(kafka, topics.changelog)
+        rebuilt = final_states(kafka, topics.name("changelog"))
     assert proc.terminate() == 0
     expected = {**{k: s for k, s in from_changelog.items()}}
     expected["key-0"] = Counter("key-0", expected["key-0"].total + 1, expected["key-0"].count + 1)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_serde import META, instances_of  # pytest puts this directory on sys.path
 
-from taskplane.processors.orchestrator.messages import ClaimTask
+from taskplane.contract.messages import ClaimTask
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.serde import (
     HEADER_SIZE,

@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskplane.processors.orchestrator.messages import ClaimTask, FailTask
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract.messages import ClaimTask, FailTask
+from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
     Isolation,
     SystemPlan,
     ToolPlan,
 )
-from taskplane.processors.orchestrator.state import RunState, TaskState, TaskStatus, ToolCallRecord
+from taskplane.contract.state import RunState, TaskState, TaskStatus, ToolCallRecord
 from taskplane.streams._avro_mapping import record_mapping
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.serde import (
@@ -188,7 +188,7 @@ def test_a_realistic_run_state_round_trips() -> None:
 
 
 def _namespace(cls: type) -> str:
-    return next(ns for ns, modules in DOMAIN_MODULES.items() if cls.__module__ in modules)
+    return next(ns for ns, modules in DOMAIN_MODULES.items() if cls.__module__ in {module.__name__ for module in modules})
 
 
 def expected_type(hint: Any) -> Any:

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
 from taskplane.cli import app
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import messages as m
 from taskplane.processors.projector.app import Projector
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from tests.processors.projector._log import log_ends, produce_runs, run_events, wait_projected

@@ -10,20 +10,21 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskplane.durations import DurationError, format_duration, parse_duration_ms
-from taskplane.exceptions import ManifestError, TaskplaneError, UserInputError
-from taskplane.manifest import (
-    AgentSystemManifest,
-    load_manifest,
-    manifest_version,
-    validate_manifest,
-)
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract.errors import TaskplaneError
+from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
     Isolation,
     SystemPlan,
     ToolPlan,
+)
+from taskplane.durations import DurationError, format_duration, parse_duration_ms
+from taskplane.exceptions import ManifestError, UserInputError
+from taskplane.manifest import (
+    AgentSystemManifest,
+    load_manifest,
+    manifest_version,
+    validate_manifest,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

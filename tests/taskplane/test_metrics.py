@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskplane.contract import messages as m
 from taskplane.metrics import (
     MetricsSettings,
     PrometheusObserver,
@@ -19,7 +20,6 @@ from taskplane.metrics import (
     WorkerMetrics,
     serve_metrics,
 )
-from taskplane.processors.orchestrator import messages as m
 from taskplane.processors.projector.app import Projector
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from tests.processors.projector._log import log_ends, produce_runs, run_events, wait_projected

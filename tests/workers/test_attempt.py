@@ -7,8 +7,8 @@ from typing import Any
 
 import sample_tools
 
-from taskplane.processors.breaker.messages import BreakerState, BreakerStatus
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.breaker import BreakerState, BreakerStatus
+from taskplane.contract.messages import (
     Assignment,
     CompleteTask,
     FailTask,
@@ -17,7 +17,7 @@ from taskplane.processors.orchestrator.messages import (
     RecordToolCall,
     ReleaseLease,
 )
-from taskplane.processors.orchestrator.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.contract.plan import AgentPlan, Isolation, ToolPlan
 from taskplane.workers.attempt import Attempt, breaker_wait_ms
 from taskplane.workers.journal import canonical_json, idempotency_key
 from taskplane.workers.sdk import Registry

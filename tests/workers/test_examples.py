@@ -14,7 +14,7 @@ import pytest
 
 from examples.fakepay.server import serve as serve_fakepay
 from examples.flaky.server import serve as serve_flaky
-from taskplane.processors.orchestrator.plan import Isolation
+from taskplane.contract.plan import Isolation
 from taskplane.workers.exceptions import ToolError
 from taskplane.workers.isolation import Limits, run_tool
 from taskplane.workers.loader import load_user_module

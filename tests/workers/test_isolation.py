@@ -8,7 +8,7 @@ import time
 import pytest
 import sample_tools
 
-from taskplane.processors.orchestrator.plan import Isolation
+from taskplane.contract.plan import Isolation
 from taskplane.workers.exceptions import ToolError, ToolResourceExceeded, ToolTimeout
 from taskplane.workers.isolation import Limits, bwrap_available, run_tool
 from taskplane.workers.sdk import Registry

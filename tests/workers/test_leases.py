@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from taskplane.processors.orchestrator.messages import Assignment, RenewLease
+from taskplane.contract.messages import Assignment, RenewLease
 from taskplane.workers.leases import LeaseRenewer
 
 

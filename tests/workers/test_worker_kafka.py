@@ -12,14 +12,14 @@ import sample_tools
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from taskplane.processors.orchestrator.messages import (
+from taskplane.contract.messages import (
     Assignment,
     ClaimTask,
     CompleteTask,
     RecordToolCall,
     WorkItem,
 )
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
     Isolation,

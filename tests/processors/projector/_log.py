@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from taskplane.processors.breaker.messages import BreakerState, BreakerStatus
-from taskplane.processors.orchestrator import messages as m
-from taskplane.processors.orchestrator.plan import (
+from taskplane.contract import messages as m
+from taskplane.contract.breaker import BreakerState, BreakerStatus
+from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
     Isolation,

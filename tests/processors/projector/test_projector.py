@@ -97,9 +97,10 @@ def test_projector_killed_mid_batch_resumes_without_missing_or_duplicate_rows(
     log = [(f"run-{i}", run_events(f"run-{i}", i, renewals=5, dead_letter=i % 4 == 0)) for i in range(runs)]
     produce_runs(kafka_config, topics.events, log, per_transaction=200)
     ends = log_ends(kafka_config, topics.events)
-    env = {**os.environ, "TASKPLANE_METRICS_PORT": "0", "TASKPLANE_PROJECTOR_MAX_BATCH_RECORDS": "300"}
-    command = [sys.executable, "-m", "taskplane.processors.projector.app", "--bootstrap", kafka_config["bootstrap.servers"],
-               "--database-url", fresh_database, "--prefix", topics.prefix]
+    env = {**os.environ, "TASKPLANE_METRICS_PORT": "0", "TASKPLANE_PROJECTOR_MAX_BATCH_RECORDS": "300",
+           "TASKPLANE_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"], "TASKPLANE_DATABASE_URL": fresh_database,
+           "TASKPLANE_TOPIC_PREFIX": topics.prefix}
+    command = [sys.executable, "-m", "taskplane.cli", "processor", "run", "projector"]
     kills = 0
     for delay in (2.5, 1.0, 0.7, 1.3):
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from taskplane.processors.orchestrator.messages import AttemptRecord, FailureKind
-from taskplane.processors.orchestrator.plan import SystemPlan
+from taskplane.contract.messages import AttemptRecord, FailureKind
+from taskplane.contract.plan import SystemPlan
 
 
 class TaskStatus(str, Enum):

@@ -1,4 +1,4 @@
-"""dataclasses.replace for plain frozen slots dataclasses (processors/_records_native.c)."""
+"""dataclasses.replace for plain frozen slots dataclasses (contract/_records_native.c)."""
 
 from collections.abc import Callable
 from typing import Any, TypeVar

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from taskplane.streams.local_broker import (
+from taskplane.devstack.kafka import (
     LocalKafka,
     LocalStackError,
     Progress,
@@ -26,7 +26,7 @@ from taskplane.streams.local_broker import (
     pid_cmdline,
     stop_process_group,
 )
-from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams.settings import StackSettings
 
 

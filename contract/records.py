@@ -5,7 +5,7 @@ does that through ``__init__``, which for a frozen dataclass calls
 ``object.__setattr__`` once per field: it was 35 % of the orchestrator's time in
 process. For a *plain* dataclass (``plain_fields``) the instance is nothing but its
 fields, so copying them with the changes swapped in builds the same object;
-``processors/_records_native.c`` does that in C for slots classes. Everything else,
+``contract/_records_native.c`` does that in C for slots classes. Everything else,
 and every class where the extension did not build, goes to ``dataclasses.replace``.
 """
 
@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any, Protocol, TypeVar
 
 try:
-    from taskplane.processors import _records_native
+    from taskplane.contract import _records_native
 except ImportError:  # installed without a C compiler
     _records_native = None  # type: ignore[assignment]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
-from taskplane.processors.decider import DecisionError, Output
+from taskplane.contract.decider import DecisionError, Output
 
 
 @dataclass(frozen=True, slots=True)

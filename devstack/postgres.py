@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from taskplane.streams.local_broker import (
+from taskplane.devstack.kafka import (
     LocalStackError,
     ManagedServer,
     MissingToolError,

@@ -1,4 +1,4 @@
-"""taskplane.processors.records.replace equals dataclasses.replace for every domain record, and
+"""taskplane.contract.records.replace equals dataclasses.replace for every domain record, and
 goes to dataclasses.replace for classes it cannot copy field by field."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskplane.processors import records
-from taskplane.processors.records import plain_fields, replace
+from taskplane.contract import records
+from taskplane.contract.records import plain_fields, replace
 from taskplane.streams.serde import domain_classes
 
 DOMAIN = {name: cls for name, cls in domain_classes().items()}
@@ -49,12 +49,12 @@ def test_replace_equals_dataclasses_replace(name: str, data: st.DataObject) -> N
 
 
 def test_an_unknown_field_is_a_type_error() -> None:
-    from taskplane.processors.counter.decider import Counter
+    from taskplane.contract.messages import Tick
 
-    with pytest.raises(TypeError, match="unexpected keyword argument 'totl'"):
-        replace(Counter("k", 1, 1), totl=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'now'"):
+        replace(Tick(1), now=2)
     with pytest.raises(TypeError):
-        replace(Counter("k", 1, 1), "positional")  # type: ignore[call-arg]
+        replace(Tick(1), "positional")  # type: ignore[call-arg]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taskplane.streams.local_broker import LocalKafka, StartupError, pid_alive
+from taskplane.devstack.kafka import LocalKafka, StartupError, pid_alive
 from taskplane.streams.settings import StackSettings
 
 pytestmark = pytest.mark.kafka
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.kafka
 
 def _require_local_kafka() -> None:
     """Skip when only an external broker is usable (no Java, or no jars)."""
-    from taskplane.streams.local_broker import MissingToolError, kafka_libs, require_java
+    from taskplane.devstack.kafka import MissingToolError, kafka_libs, require_java
 
     try:
         require_java()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from taskplane.processors.orchestrator.plan import SystemPlan, ToolPlan
+from taskplane.contract.plan import SystemPlan, ToolPlan
 
 # ---------------------------------------------------------------- commands
 

@@ -1,4 +1,4 @@
-/* dataclasses.replace for plain frozen slots dataclasses, in C (see processors/records.py).
+/* dataclasses.replace for plain frozen slots dataclasses, in C (see contract/records.py).
  *
  * Such a class's instance is nothing but its slots, and its generated __init__ only
  * stores the arguments in them (through object.__setattr__, field by field: that is
@@ -185,7 +185,7 @@ static PyTypeObject ReplacerType = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "processors._records_native",
-    .m_doc = "dataclasses.replace for plain frozen slots dataclasses (see processors/records.py).",
+    .m_doc = "dataclasses.replace for plain frozen slots dataclasses (see contract/records.py).",
     .m_size = -1,
 };
 

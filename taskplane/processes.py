@@ -1,0 +1,77 @@
+"""The one way to start a processor: ``taskplane processor run NAME``.
+
+Each processor's wiring (``processors/<name>/app.py``) builds its runner from
+settings passed in and knows nothing of endpoints, metrics or signals; this module
+adds those, so a pod, ``make dev-up`` and a test start a processor the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from taskplane.streams.runtime import run_until_signalled
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+PROCESSORS = ("orchestrator", "breaker", "projector")
+
+
+def serve_observer() -> RuntimeObserver:
+    """A Prometheus observer with its /metrics endpoint (TASKPLANE_METRICS_PORT, 0 = off)."""
+    from taskplane.metrics import PrometheusObserver, serve_metrics
+
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    try:
+        serve_metrics(registry)
+    except OSError as error:  # metrics are not worth refusing to process commands
+        log.error("metrics endpoint not started: %s", error)
+    return observer
+
+
+def run_processor(
+    name: str,
+    kafka_config: dict[str, Any],
+    topics: Topics,
+    database_url: Callable[[], str],
+    instance: str | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run processor ``name`` (one of PROCESSORS) until SIGTERM/SIGINT, which ends it
+    with a final commit. ``database_url`` is asked only by the projector."""
+    if name == "projector":
+        _run_projector(kafka_config, topics, database_url(), instance, on_ready)
+        return
+    from taskplane.processors.breaker.app import breaker_runtime
+    from taskplane.processors.orchestrator.app import orchestrator_runtime
+
+    settings = RuntimeSettings(instance_id=instance) if instance else RuntimeSettings()
+    build = {"orchestrator": orchestrator_runtime, "breaker": breaker_runtime}[name]
+    run_until_signalled(build(kafka_config, topics, settings, observer=serve_observer()), on_ready=on_ready)
+
+
+def _run_projector(kafka_config: dict[str, Any], topics: Topics, database_url: str, instance: str | None,
+                   on_ready: Callable[[], None] | None) -> None:
+    from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
+    from taskplane.processors.projector.app import Projector, ProjectorSettings
+
+    settings = ProjectorSettings(instance_id=instance) if instance else ProjectorSettings()
+    registry = CollectorRegistry()
+    metrics_settings = MetricsSettings()
+    if metrics_settings.port:
+        registry.register(ReadModelCollector(database_url, settings.schema_name, kafka_config, topics))
+        serve_metrics(registry, metrics_settings)
+    projector = Projector(kafka_config, topics, database_url, settings, registry)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: projector.stop())
+    if on_ready is not None:
+        on_ready()
+    projector.run()
