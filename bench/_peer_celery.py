@@ -1,0 +1,41 @@
+"""Celery in bench.peers: Debian's redis-server (broker and result backend) and a
+prefork worker with 2 processes; submits are ``apply_async`` of the DAG's canvas,
+results are the publisher's return value read from the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench._peers_base import Peer, port_open, python_module, wait_until
+from bench._peers_install import require_modules, redis_server
+from taskplane.streams.local_broker import free_port
+
+
+class CeleryPeer(Peer):
+    name = "celery"
+
+    def start(self) -> None:
+        require_modules("celery", "redis")
+        binary = redis_server()
+        port = free_port()
+        redis = self.launch("redis-server", [binary, "--port", str(port), "--bind", "127.0.0.1",
+                                             "--dir", str(self.workdir)])
+        wait_until(lambda: port_open(port), 30, "redis-server", [redis])
+        url = f"redis://127.0.0.1:{port}/0"
+        worker = self.launch("celery-worker", python_module(
+            "celery", "-A", "bench._peer_celery_app", "worker", "--pool", "prefork", "--concurrency", "2",
+            "--loglevel", "WARNING"), {"BENCH_CELERY_REDIS": url})
+        from bench import _peer_celery_app  # celery is imported only when it is installed
+
+        self._app = _peer_celery_app
+        self._app.app.conf.broker_url = url  # before the app's first connection
+        self._app.app.conf.result_backend = url
+        probe = self.submit(-1)
+        wait_until(lambda: probe.ready(), 60, "celery worker", [redis, worker])
+
+    def submit(self, index: int) -> Any:
+        return self._app.dag(index).apply_async()
+
+    def end_times(self, handles: Sequence[Any], timeout_s: float) -> list[float]:
+        return [float(result.get(timeout=timeout_s)) for result in handles]

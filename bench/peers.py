@@ -1,0 +1,178 @@
+"""taskplane side by side with Restate, Celery and DBOS: the same 4-task DAG (parser →
+validator ‖ summarizer → publisher, no-op tasks), the same sequential submitter, one
+system after another on this machine.
+
+    python -m bench.peers [--systems taskplane,restate,celery,dbos] [--submitters N] [--quick]
+
+It installs what is missing (the ``peers`` extra, the Restate server from npm under the
+cache dir, Debian's redis-server) and starts every process itself. Per system: a
+warm-up, then per repetition a saturated phase (runs submitted back to back) and a
+light one (a fixed rate). Figures: tasks/s saturated, run latency p50/p95/p99 (submit →
+the last task's own end time), CPU ms per run over all of the system's processes
+(broker and servers included), median [min-max] over the repetitions. A system that
+cannot be installed or started, or fails while measured, is reported as ``S_error``.
+
+Last line: JSON with, per system S, S_tasks_per_s, S_p50_ms_light, S_p99_ms_light,
+S_cpu_ms_per_run (saturated; S_cpu_ms_per_run_light too), or S_error. Writes a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench._peers_base import TASKS, Peer
+from bench._peers_install import PeerUnavailable, ensure_python_packages
+from bench._peers_stats import SYSTEMS, PhaseResult, SystemFigures, cpu_seconds, phase_result, summary_json
+from taskplane.streams.settings import StackSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How much each system is asked to do."""
+
+    warmup: int = 200
+    saturated: int = 2_000
+    light: int = 200
+    light_rate: float = 20.0
+    repetitions: int = 3
+    submitters: int = 1
+    timeout_s: float = 600.0
+
+
+QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0)
+
+
+def peer_classes() -> dict[str, Callable[[Path, Path], Peer]]:
+    from bench._peer_celery import CeleryPeer
+    from bench._peer_dbos import DbosPeer
+    from bench._peer_restate import RestatePeer
+    from bench._peer_taskplane import TaskplanePeer
+
+    return {"taskplane": TaskplanePeer, "restate": RestatePeer, "celery": CeleryPeer, "dbos": DbosPeer}
+
+
+def run_phase(peer: Peer, runs: int, rate: float | None, submitters: int, timeout_s: float) -> PhaseResult:
+    """Submit ``runs`` runs from ``submitters`` sequential threads (back to back, or at
+    ``rate`` runs/s overall), wait for every result, and measure the system's CPU."""
+    submitted = [0.0] * runs
+    handles: list[object] = [None] * runs
+    failures: list[BaseException] = []
+    cpu_before = cpu_seconds(peer.pids())
+    start = time.time()
+
+    def submitter(first: int) -> None:
+        try:
+            for index in range(first, runs, submitters):
+                if rate:
+                    time.sleep(max(0.0, start + index / rate - time.time()))
+                submitted[index] = time.time()
+                handles[index] = peer.submit(index)
+        except BaseException as error:  # re-raised below, in the caller's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=submitter, args=(k,), daemon=True) for k in range(submitters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    ended = peer.end_times(handles, timeout_s)
+    return phase_result(submitted, ended, len(TASKS), cpu_seconds(peer.pids()) - cpu_before)
+
+
+def measure(peer: Peer, plan: Plan) -> SystemFigures:
+    print(f"{peer.name}: warm-up, {plan.warmup} runs", flush=True)
+    run_phase(peer, plan.warmup, None, plan.submitters, plan.timeout_s)
+    figures = SystemFigures(saturated=[], light=[])
+    for repetition in range(1, plan.repetitions + 1):
+        saturated = run_phase(peer, plan.saturated, None, plan.submitters, plan.timeout_s)
+        light = run_phase(peer, plan.light, plan.light_rate, plan.submitters, plan.timeout_s)
+        figures.saturated.append(saturated)
+        figures.light.append(light)
+        print(f"{peer.name} #{repetition}: saturated {saturated.tasks_per_s:,.0f} tasks/s, "
+              f"p50 {saturated.p50_ms:,.0f} ms, {saturated.cpu_ms_per_run:.1f} CPU ms/run; "
+              f"light p50/p95/p99 {light.p50_ms:,.0f}/{light.p95_ms:,.0f}/{light.p99_ms:,.0f} ms, "
+              f"{light.cpu_ms_per_run:.1f} CPU ms/run", flush=True)
+    return figures
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    reason = text[0] if text else ""
+    return reason if isinstance(error, PeerUnavailable) else f"{type(error).__name__}: {reason}".rstrip(": ")
+
+
+def run_system(make: Callable[[Path, Path], Peer], cache_dir: Path, plan: Plan) -> SystemFigures | str:
+    """The figures of one system, or the one-line reason it could not run."""
+    with tempfile.TemporaryDirectory(prefix="taskplane-peers-") as workdir:
+        peer = make(cache_dir, Path(workdir))
+        try:
+            started = time.monotonic()
+            peer.start()
+            print(f"{peer.name}: started in {time.monotonic() - started:.1f}s", flush=True)
+            return measure(peer, plan)
+        except Exception as error:  # reported as S_error, never dropped
+            reason = one_line(error)
+            print(f"{peer.name}: not measured: {reason}", flush=True)
+            return reason
+        finally:
+            peer.stop()
+
+
+def parse_systems(text: str) -> list[str]:
+    systems = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in systems if name not in SYSTEMS]
+    if unknown or not systems:
+        raise ValueError(f"--systems: unknown system {unknown[0]!r} (one of {', '.join(SYSTEMS)})"
+                         if unknown else "--systems: name at least one system")
+    return systems
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, in this order")
+    parser.add_argument("--submitters", type=int, default=1, help="sequential submitter threads")
+    parser.add_argument("--runs", type=int, default=Plan.saturated, help="runs of each saturated phase")
+    parser.add_argument("--repetitions", type=int, default=Plan.repetitions)
+    parser.add_argument("--chart", type=Path, default=Path(".taskplane/bench-peers.png"))
+    parser.add_argument("--quick", action="store_true", help="one short repetition, for smoke checks")
+    args = parser.parse_args(argv)
+    try:
+        systems = parse_systems(args.systems)
+        for flag in ("submitters", "runs", "repetitions"):
+            if getattr(args, flag) < 1:
+                raise ValueError(f"--{flag}: must be at least 1")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    plan = QUICK if args.quick else Plan(saturated=args.runs, repetitions=args.repetitions)
+    plan = dataclasses.replace(plan, submitters=args.submitters)
+    install_error = ensure_python_packages()
+    if install_error:
+        print(f"warning: {install_error}", flush=True)
+    cache_dir = StackSettings().cache_dir
+    classes = peer_classes()
+    results = {name: run_system(classes[name], cache_dir, plan) for name in systems}
+    line = {"runs_saturated": plan.saturated, "runs_light": plan.light, "light_runs_per_s": plan.light_rate,
+            "repetitions": plan.repetitions, "submitters": plan.submitters, **summary_json(results)}
+    from bench._peers_chart import write_chart
+
+    chart_error = write_chart(results, args.chart)
+    line["chart"] = str(args.chart) if chart_error is None else None
+    if chart_error:
+        line["chart_error"] = chart_error
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
