@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench._peers_base import Peer, port_open, python_module, wait_until
-from bench._peers_install import require_modules, redis_server
+from bench._peers_install import redis_server, require_modules
 from taskplane.streams.local_broker import free_port
 
 

@@ -20,22 +20,22 @@ app.conf.update(task_acks_late=True, task_serializer="json", result_serializer="
                 accept_content=["json"], broker_connection_retry_on_startup=True)
 
 
-@app.task(name="parser")
+@app.task(name="parser")  # type: ignore[untyped-decorator]
 def parser(index: int) -> float:
     return time.time()
 
 
-@app.task(name="validator")
+@app.task(name="validator")  # type: ignore[untyped-decorator]
 def validator(previous: float) -> float:
     return time.time()
 
 
-@app.task(name="summarizer")
+@app.task(name="summarizer")  # type: ignore[untyped-decorator]
 def summarizer(previous: float) -> float:
     return time.time()
 
 
-@app.task(name="publisher")
+@app.task(name="publisher")  # type: ignore[untyped-decorator]
 def publisher(previous: list[float]) -> float:
     return time.time()
 

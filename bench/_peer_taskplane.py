@@ -4,6 +4,7 @@ settings, each its own process. Submits and results go through ``_LogClient``.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -103,10 +104,8 @@ class TaskplanePeer(Peer):
         deadline = time.monotonic() + 120
 
         def probe_done() -> bool:  # the first run: processors and workers up, groups settled
-            try:
+            with contextlib.suppress(TimeoutError):
                 done.extend(self.end_times([probe], 1.0))
-            except TimeoutError:
-                pass
             return bool(done) or time.monotonic() > deadline
 
         wait_until(probe_done, 130, "taskplane's first run", services)

@@ -31,7 +31,14 @@ from pathlib import Path
 
 from bench._peers_base import TASKS, Peer
 from bench._peers_install import PeerUnavailable, ensure_python_packages
-from bench._peers_stats import SYSTEMS, PhaseResult, SystemFigures, cpu_seconds, phase_result, summary_json
+from bench._peers_stats import (
+    SYSTEMS,
+    PhaseResult,
+    SystemFigures,
+    cpu_seconds,
+    phase_result,
+    summary_json,
+)
 from taskplane.streams.settings import StackSettings
 
 
@@ -142,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, in this order")
     parser.add_argument("--submitters", type=int, default=1, help="sequential submitter threads")
-    parser.add_argument("--runs", type=int, default=Plan.saturated, help="runs of each saturated phase")
-    parser.add_argument("--repetitions", type=int, default=Plan.repetitions)
+    parser.add_argument("--runs", type=int, default=Plan().saturated, help="runs of each saturated phase")
+    parser.add_argument("--repetitions", type=int, default=Plan().repetitions)
     parser.add_argument("--chart", type=Path, default=Path(".taskplane/bench-peers.png"))
     parser.add_argument("--quick", action="store_true", help="one short repetition, for smoke checks")
     args = parser.parse_args(argv)
