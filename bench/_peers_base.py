@@ -129,18 +129,29 @@ class HttpJson:
         self._local = threading.local()
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json"} if payload is not None else {}
+        reused = getattr(self._local, "connection", None) is not None
+        try:
+            status, data = self._send(method, path, payload, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # The server closed an idle keep-alive connection (hypercorn: after 5 s); the
+            # request never reached it, so it is sent once more on a new connection.
+            status, data = self._send(method, path, payload, headers)
+        return status, json.loads(data) if data else None
+
+    def _send(self, method: str, path: str, payload: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=self._timeout)
             self._local.connection = connection
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"content-type": "application/json"} if payload is not None else {}
         try:
             connection.request(method, path, payload, headers)
             response = connection.getresponse()
-            data = response.read()
+            return response.status, response.read()
         except (OSError, http.client.HTTPException):
             connection.close()
             self._local.connection = None
             raise
-        return response.status, json.loads(data) if data else None

@@ -40,6 +40,8 @@ def write_chart(results: Mapping[str, SystemFigures | str], path: Path) -> str |
             axis.bar(positions, [s.median for s in spreads], width, yerr=errors, capsize=3, label=label)
         axis.set_xticks(range(len(names)), names)
         axis.set_title(title)
+        if title.startswith("run latency"):
+            axis.set_yscale("log")  # peers differ by orders of magnitude here
         if len(series) > 1:
             axis.legend()
     failed = [name for name, figures in results.items() if isinstance(figures, str)]
