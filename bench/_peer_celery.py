@@ -10,7 +10,7 @@ from typing import Any
 
 from bench._peers_base import Peer, port_open, python_module, wait_until
 from bench._peers_install import redis_server, require_modules
-from taskplane.streams.local_broker import free_port
+from taskplane.devstack.kafka import free_port
 
 
 class CeleryPeer(Peer):

@@ -9,8 +9,8 @@ from typing import Any
 
 from bench._peers_base import HttpJson, Peer, port_open, python_module, wait_until
 from bench._peers_install import PeerUnavailable, require_modules
-from taskplane.streams.local_broker import LocalStackError, free_port
-from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.devstack.kafka import LocalStackError, free_port
+from taskplane.devstack.postgres import LocalPostgres
 
 
 class DbosPeer(Peer):

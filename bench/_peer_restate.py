@@ -9,7 +9,7 @@ from typing import Any
 
 from bench._peers_base import HttpJson, Peer, port_open, python_module, wait_until
 from bench._peers_install import PeerUnavailable, require_modules, restate_server
-from taskplane.streams.local_broker import free_port
+from taskplane.devstack.kafka import free_port
 
 
 class RestatePeer(Peer):

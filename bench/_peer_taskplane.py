@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench._peers_base import ROOT, Peer, Service, wait_until
 from bench._peers_install import PeerUnavailable
-from taskplane.streams.local_broker import LocalKafka, LocalStackError
+from taskplane.devstack.kafka import LocalKafka, LocalStackError
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 SYSTEM = "bench-dag"
@@ -60,7 +60,7 @@ class _LogClient:
         return run_id
 
     def end_times(self, run_ids: Sequence[str], timeout_s: float) -> list[float]:
-        from taskplane.processors.orchestrator.messages import RunFailed, TaskSucceeded
+        from taskplane.contract.messages import RunFailed, TaskSucceeded
 
         wanted = set(run_ids)
 

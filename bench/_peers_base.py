@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._peers_install import PeerUnavailable
-from taskplane.streams.local_broker import stop_process_group, tail
+from taskplane.devstack.kafka import stop_process_group, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("parser", "validator", "summarizer", "publisher")
