@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from bench._peers_base import ROOT, Peer, Service, wait_until
@@ -40,43 +41,83 @@ WORKERS = 2
 class _LogClient:
     """Submit runs and read each run's publisher output from the ``events`` topic, the
     way bench/pipeline.py reads results. The one place to switch to the public client
-    (``taskplane.Client``) once it exists: submit, then the result of each run."""
+    (``taskplane.Client``) once it exists: submit, then the result of each run.
+
+    A follower thread keeps only what a phase needs (the publisher's end time per run,
+    failed runs), so waiting costs the harness little CPU next to the system measured."""
 
     def __init__(self, kafka: dict[str, Any], topics: Topics) -> None:
-        from taskplane._demo_stack import EventLog, compile_manifest
+        from taskplane._demo_stack import compile_manifest
         from taskplane.streams.publisher import Publisher
 
         self._definition = compile_manifest(MANIFEST)
         self._publisher = Publisher(kafka, topics)
         self._publisher.define_system(self._definition)
         self._publisher.flush()
-        self._log = EventLog(kafka, topics.events)
-        self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        self._ends: dict[str, float] = {}
+        self._failed: dict[str, str] = {}
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._consumer = Consumer({**kafka, "group.id": f"peers-results-{uuid.uuid4().hex[:6]}",
+                                   "enable.auto.commit": False, "isolation.level": "read_committed",
+                                   "auto.offset.reset": "earliest"})
+        self._consumer.subscribe([topics.events])
+        self._thread = threading.Thread(target=self._follow, name="peers-results", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        from taskplane.contract.messages import RunFailed, TaskSucceeded
+        from taskplane.streams.exceptions import SerdeError
+        from taskplane.streams.serde import Serde
+
+        serde = Serde()
+        while not self._stopping.is_set():
+            ends: dict[str, float] = {}
+            failed: dict[str, str] = {}
+            for record in self._consumer.consume(500, 0.1):
+                if record.error() is not None or record.value() is None:
+                    continue
+                try:
+                    _meta, event = serde.decode(record.value())
+                except SerdeError as error:  # the orchestrator wrote it: say so, keep following
+                    print(f"taskplane: undecodable event at offset {record.offset()}: {error}", flush=True)
+                    continue
+                if isinstance(event, TaskSucceeded) and event.task == "publisher":
+                    ends[event.run_id] = float(json.loads(event.output)["end"])
+                elif isinstance(event, RunFailed):
+                    failed[event.run_id] = event.reason
+            if ends or failed:
+                with self._changed:
+                    self._ends.update(ends)
+                    self._failed.update(failed)
+                    self._changed.notify_all()
 
     def submit(self, index: int) -> str:
         run_id = self._publisher.submit_run(self._definition.plan, {"index": index})
-        with self._lock:  # one flush at a time: Publisher collects delivery failures in a list
+        with self._submit_lock:  # one flush at a time: Publisher collects delivery failures in a list
             self._publisher.flush()
         return run_id
 
     def end_times(self, run_ids: Sequence[str], timeout_s: float) -> list[float]:
-        from taskplane.contract.messages import RunFailed, TaskSucceeded
-
-        wanted = set(run_ids)
-
-        def ends(log: Any) -> dict[str, float] | None:
-            failed = [e.run_id for e in log.events(RunFailed) if e.run_id in wanted]
-            if failed:
-                raise RuntimeError(f"taskplane run {failed[0]} failed")
-            found = {e.run_id: float(json.loads(e.output)["end"]) for e in log.events(TaskSucceeded)
-                     if e.task == "publisher" and e.run_id in wanted}
-            return found if len(found) == len(wanted) else None
-
-        found = self._log.wait_for(ends, timeout_s)
-        return [found[run_id] for run_id in run_ids]
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                failed = [run_id for run_id in run_ids if run_id in self._failed]
+                if failed:
+                    raise RuntimeError(f"taskplane run {failed[0]} failed: {self._failed[failed[0]]}")
+                missing = sum(1 for run_id in run_ids if run_id not in self._ends)
+                if not missing:
+                    return [self._ends[run_id] for run_id in run_ids]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{missing} of {len(run_ids)} taskplane runs unfinished after {timeout_s:.0f}s")
+                self._changed.wait(remaining)
 
     def close(self) -> None:
-        self._log.close()
+        self._stopping.set()
+        self._thread.join(5)
+        self._consumer.close()
 
 
 class TaskplanePeer(Peer):
