@@ -74,6 +74,7 @@ class SystemFigures:
 
     saturated: list[PhaseResult]
     light: list[PhaseResult]
+    idle_cpu_ms_per_s: float = 0.0  # CPU the system burns doing nothing (polls, ticks, heartbeats)
 
     def figure(self, phase: str, name: str) -> Spread:
         results: list[PhaseResult] = getattr(self, phase)
@@ -101,6 +102,7 @@ def summary_json(figures: Mapping[str, SystemFigures | str]) -> dict[str, object
             value = result.figure(phase, name)
             line[f"{system}_{key}"] = round(value.median, 1)
             ranges[key] = [round(value.low, 1), round(value.high, 1)]
+        line[f"{system}_idle_cpu_ms_per_s"] = round(result.idle_cpu_ms_per_s, 1)
         line[f"{system}_range"] = ranges
     return line
 

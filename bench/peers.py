@@ -53,9 +53,10 @@ class Plan:
     repetitions: int = 3
     submitters: int = 1
     timeout_s: float = 600.0
+    idle_s: float = 5.0
 
 
-QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0)
+QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0, idle_s=2.0)
 
 
 def peer_classes() -> dict[str, Callable[[Path, Path], Peer]]:
@@ -97,10 +98,19 @@ def run_phase(peer: Peer, runs: int, rate: float | None, submitters: int, timeou
     return phase_result(submitted, ended, len(TASKS), cpu_seconds(peer.pids()) - cpu_before)
 
 
+def idle_cpu_ms_per_s(peer: Peer, seconds: float) -> float:
+    """CPU the system burns with nothing to do: at low throughput it is most of a run's share."""
+    before = cpu_seconds(peer.pids())
+    time.sleep(seconds)
+    return (cpu_seconds(peer.pids()) - before) * 1000 / seconds
+
+
 def measure(peer: Peer, plan: Plan) -> SystemFigures:
     print(f"{peer.name}: warm-up, {plan.warmup} runs", flush=True)
     run_phase(peer, plan.warmup, None, plan.submitters, plan.timeout_s)
-    figures = SystemFigures(saturated=[], light=[])
+    idle = idle_cpu_ms_per_s(peer, plan.idle_s)
+    print(f"{peer.name}: idle, {idle:.0f} CPU ms/s", flush=True)
+    figures = SystemFigures(saturated=[], light=[], idle_cpu_ms_per_s=idle)
     for repetition in range(1, plan.repetitions + 1):
         saturated = run_phase(peer, plan.saturated, None, plan.submitters, plan.timeout_s)
         light = run_phase(peer, plan.light, plan.light_rate, plan.submitters, plan.timeout_s)

@@ -4,6 +4,7 @@ JSON last line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -125,11 +126,12 @@ def test_last_line_is_json_with_figures_and_errors(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(peers, "peer_classes", lambda: {"taskplane": InMemoryPeer, "restate": Unavailable})
     monkeypatch.setattr(peers, "ensure_python_packages", lambda: None)
+    monkeypatch.setattr(peers, "QUICK", dataclasses.replace(peers.QUICK, light=5, idle_s=0.01))
     monkeypatch.setenv("TASKPLANE_CACHE_DIR", str(tmp_path))
     peers.main(["--systems", "taskplane,restate", "--quick", "--chart", str(tmp_path / "chart.png")])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["restate_error"] == "npm not found: install Node.js to get @restatedev/restate-server"
-    for key in ("tasks_per_s", "p50_ms_light", "p99_ms_light", "cpu_ms_per_run"):
+    for key in ("tasks_per_s", "p50_ms_light", "p99_ms_light", "cpu_ms_per_run", "idle_cpu_ms_per_s"):
         assert f"taskplane_{key}" in line
     assert line["runs_saturated"] == peers.QUICK.saturated
     assert line["chart"] == str(tmp_path / "chart.png") or "chart_error" in line

@@ -61,13 +61,15 @@ def _phase(tasks_per_s: float, p50: float, p99: float, cpu: float) -> PhaseResul
 
 def test_summary_json_has_the_issue_keys_per_system_or_its_error() -> None:
     figures = SystemFigures(saturated=[_phase(300, 90, 200, 20), _phase(100, 80, 150, 30), _phase(200, 70, 100, 10)],
-                            light=[_phase(80, 21, 33, 27), _phase(80, 25, 40, 29), _phase(80, 20, 30, 25)])
+                            light=[_phase(80, 21, 33, 27), _phase(80, 25, 40, 29), _phase(80, 20, 30, 25)],
+                            idle_cpu_ms_per_s=12.5)
     line = summary_json({"restate": figures, "celery": "redis-server not found: apt-get install redis-server"})
     assert line["restate_tasks_per_s"] == 200
     assert line["restate_p50_ms_light"] == 21
     assert line["restate_p99_ms_light"] == 33
     assert line["restate_cpu_ms_per_run"] == 20
     assert line["restate_cpu_ms_per_run_light"] == 27
+    assert line["restate_idle_cpu_ms_per_s"] == 12.5
     ranges = line["restate_range"]
     assert isinstance(ranges, dict) and ranges["tasks_per_s"] == [100, 300]
     assert str(line["celery_error"]).startswith("redis-server not found")
