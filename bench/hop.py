@@ -134,12 +134,16 @@ def measure_batched(kafka: dict[str, Any], topics: Topics, records: int, batches
     return rates
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probes", type=int, default=300, help="latency probes, one at a time")
     parser.add_argument("--records", type=int, default=200_000, help="records the batched relay drains")
     parser.add_argument("--quick", action="store_true", help="60 probes, 30,000 records, one batch size")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for flag in ("probes", "records"):
+        if getattr(args, flag) < 1:
+            print(f"error: --{flag}: must be at least 1", file=sys.stderr)
+            raise SystemExit(2)
     probes, records, batches = (60, 30_000, [1_000]) if args.quick else (args.probes, args.records, [100, 1_000, 5_000])
     with bench_stack() as stack:
         kafka = {**stack, "log_level": 3}

@@ -137,3 +137,12 @@ def test_last_line_is_json_with_figures_and_errors(monkeypatch: pytest.MonkeyPat
     assert line["chart"] == str(tmp_path / "chart.png") or "chart_error" in line
     if line["chart"]:
         assert (tmp_path / "chart.png").stat().st_size > 0
+
+
+def test_hop_refuses_no_probes_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import hop
+
+    with pytest.raises(SystemExit) as exit_info:
+        hop.main(["--probes", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --probes: must be at least 1"
