@@ -98,7 +98,7 @@ def replay_preview(request: Request) -> Response:
     row = next((t for t in data["tasks"] if t["task"] == task), None)
     if row is None:
         raise BadRequest("task", f"run {run_id} has no task {task!r}")
-    targets = [{"run_id": run_id, "task": task, "status": row["status"],
+    targets = [{"run_id": run_id, "task": task, "status": row["status"], "error": row["last_error"],
                 "unblocks": dag.unblocks(data["tasks"], task)}]
     return console.render.page(request, "replay_preview.html", targets=targets, run=data["run"],
                                action=f"/runs/{run_id}/tasks/{task}/replay", bulk_query=None)
