@@ -75,11 +75,18 @@ def run_fragment(request: Request) -> Response:
     return _console(request).render.page(request, "_run_body.html", **_run(request))
 
 
-def dead_letters(request: Request) -> Response:
+def _dead_letters(request: Request, template: str) -> Response:
     console = _console(request)
     where = parse_dead_letter_filter(_params(request))
-    rows = console.queries.dead_letters(where)
-    return console.render.page(request, "dead_letters.html", rows=rows, where=where)
+    return console.render.page(request, template, rows=console.queries.dead_letters(where), where=where)
+
+
+def dead_letters(request: Request) -> Response:
+    return _dead_letters(request, "dead_letters.html")
+
+
+def dead_letters_fragment(request: Request) -> Response:
+    return _dead_letters(request, "_dead_letters_table.html")
 
 
 def dead_letter(request: Request) -> Response:
@@ -228,6 +235,7 @@ def routes() -> list[Route]:
         Route("/runs/{run_id}/tasks/{task}/replay", replay_preview, methods=["GET"]),
         Route("/runs/{run_id}/tasks/{task}/replay", replay_one, methods=["POST"]),
         Route("/dead-letters", dead_letters),
+        Route("/fragments/dead-letters", dead_letters_fragment),
         Route("/dead-letters/replay", bulk_preview, methods=["GET"]),
         Route("/dead-letters/replay", bulk_replay, methods=["POST"]),
         Route("/dead-letters/{run_id}/{task}", dead_letter),
