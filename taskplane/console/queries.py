@@ -27,6 +27,11 @@ _RUN_COLUMNS = ("run_id, system, version, status, tasks_succeeded, tasks_total, 
                 f" reason, rejections, left(input, {INPUT_PREVIEW}) AS input_preview")
 
 
+def _like_escape(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (backslash is LIKE's escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 class ConsoleQueries:
     def __init__(self, database_url: str, schema: str, pool_size: int, timeout_s: float) -> None:
         self._schema = schema
@@ -89,8 +94,9 @@ class ConsoleQueries:
             clauses.append("submitted_ms < %s")
             params.append(where.until_ms)
         if where.search:
-            clauses.append("(starts_with(run_id, %s) OR strpos(lower(input), lower(%s)) > 0)")
-            params += [where.search, where.search]
+            escaped = _like_escape(where.search)
+            clauses.append("(run_id LIKE %s OR input ILIKE %s)")
+            params += [f"{escaped}%", f"%{escaped}%"]
         if where.after is not None:
             clauses.append("(submitted_ms, run_id) < (%s, %s)")
             params += [where.after.submitted_ms, where.after.run_id]

@@ -48,6 +48,8 @@ def test_runs_filter_by_system_status_time_and_search(console: TestClient, read_
     assert _runs(console, "q=acme")[0] == ["c3"]
     assert _runs(console, "q=order-1")[0] == ["b2", "a1"]
     assert _runs(console, "q=b")[0] == ["b2"]  # a run id prefix
+    add_run(read_model, "d4", input_text='{"deal": "50%_off"}', submitted_ms=1_700_000_300_000)
+    assert _runs(console, "q=%25_")[0] == ["d4"]  # LIKE's wildcards are matched as text
     page = console.get("/runs?system=pay&status=failed").text
     assert 'data-run="b2"' in page and 'data-run="c3"' not in page
 
