@@ -4,7 +4,8 @@ processors, a worker process and ``taskplane ui`` as its own process.
 A payment is watched turning green on its run page; a payment dead-lettered by an
 account hold (its error and input hold ``<script>``) is replayed by clicking: refused
 without the token, then, logged in and with the hold lifted, accepted, and the run
-succeeds; a second replay shows the orchestrator's refusal. Screenshots of each page
+succeeds; a second replay shows the orchestrator's refusal; a running payment is
+cancelled from its run page. Screenshots of each page
 go to $TASKPLANE_CONSOLE_SCREENSHOTS (``make screenshots``: docs/console/).
 """
 
@@ -125,6 +126,20 @@ def test_console_in_a_real_browser(pipeline: Pipeline, fakepay: str, browser_pag
         expect(page.locator("#outcomes tr.rejected")).to_contain_text(rejection.reason)
         status, body = _api(console, f"/api/runs/{held}/tasks/payment-processor/replay", "POST", TOKEN)
         assert status == 409 and body["accepted"] is False
+
+        # Cancel a payment that is still running (its worker pauses after the charge).
+        slow = pipeline.publisher.submit_run(plan, {"amount": 700, "customer": "cust-slow",
+                                                    "pause_after_charge_s": 20})
+        pipeline.publisher.flush()
+        pipeline.wait(lambda log: log.events(m.ToolCallSucceeded, slow))
+        page.goto(f"{console.url}/runs")
+        page.locator(f'tr[data-run="{slow}"] a').click(timeout=WAIT_MS)
+        expect(page.locator('g.task[data-status="leased"]')).to_have_count(1, timeout=WAIT_MS)
+        page.get_by_text("Cancel run…").click()
+        page.locator("#confirm-cancel").click()
+        expect(page.locator("#outcomes tr.accepted")).to_contain_text(f"run {slow} cancelled")
+        page.locator("a.watch").click()
+        expect(page.locator("#run-status")).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
 
         # The systems page: the applied manifest without its secret.
         page.goto(f"{console.url}/systems")
