@@ -31,12 +31,13 @@ from taskplane.console.systems import SystemCatalog
 
 def build_app(settings: ConsoleSettings, database_url: str, commands: CommandWriter,
               systems: SystemCatalog | None) -> Starlette:
+    guard = Guard(settings.token)
     console = Console(
         settings=settings,
         queries=ConsoleQueries(database_url, settings.read_model_schema, settings.pool_size,
                                settings.database_timeout_s),
-        commands=commands, systems=systems, guard=Guard(settings.token),
-        render=Renderer(Guard(settings.token), settings.poll_interval_ms, settings.secure_cookies),
+        commands=commands, systems=systems, guard=guard,
+        render=Renderer(guard, settings.poll_interval_ms, settings.secure_cookies),
     )
 
     @asynccontextmanager
