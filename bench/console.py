@@ -48,7 +48,7 @@ def postgres() -> Iterator[str]:
     if external:
         yield external
         return
-    from taskplane.streams.local_postgres import LocalPostgres
+    from taskplane.devstack.postgres import LocalPostgres
 
     with tempfile.TemporaryDirectory(prefix="taskplane-bench-") as tmp:
         server = LocalPostgres(Path(tmp) / "postgres")

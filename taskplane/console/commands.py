@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from taskplane.console.errors import CommandFailed
-from taskplane.processors.orchestrator import messages as m
+from taskplane.contract import messages as m
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.partitioning import partition_for
 from taskplane.streams.publisher import Publisher

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from taskplane.exceptions import TaskplaneError, UserInputError
+from taskplane.contract.errors import TaskplaneError
+from taskplane.exceptions import UserInputError
 
 
 class ConsoleError(TaskplaneError):

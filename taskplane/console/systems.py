@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from taskplane.console.errors import ConsoleError
-from taskplane.exceptions import TaskplaneError
-from taskplane.processors.orchestrator.plan import SystemDefinition
+from taskplane.contract.errors import TaskplaneError
+from taskplane.contract.plan import SystemDefinition
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.serde import Serde
 from taskplane.streams.topics import Topics

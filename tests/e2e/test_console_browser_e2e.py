@@ -24,8 +24,8 @@ from e2e_pipeline import Pipeline
 
 from taskplane._demo_payments import lift_hold, place_hold
 from taskplane._demo_stack import example_manifest, manifest_with
+from taskplane.contract import messages as m
 from taskplane.demo import DEMO_EXECUTION, RISK_CHECK, _create_tables
-from taskplane.processors.orchestrator import messages as m
 
 __all__ = ["browser_page"]
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

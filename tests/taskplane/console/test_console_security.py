@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from taskplane.console.commands import Outcome
 from taskplane.console.systems import describe, redact
-from taskplane.processors.orchestrator.plan import SystemDefinition
+from taskplane.contract.plan import SystemDefinition
 
 pytestmark = pytest.mark.postgres
 DEAD = {"parser": "succeeded", "validator": "dead_lettered", "summarizer": "succeeded", "publisher": "blocked"}
