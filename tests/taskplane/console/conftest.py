@@ -4,37 +4,15 @@ command writer (the real writer is exercised against the orchestrator in tests/e
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from console_fakes import TOKEN, RecordingCommands
 from console_rows import create_read_model
 from starlette.testclient import TestClient
 
 from taskplane.console.app import build_app
-from taskplane.console.commands import Outcome
 from taskplane.console.settings import ConsoleSettings
-
-TOKEN = "tok-3f9a"
-
-
-@dataclass
-class RecordingCommands:
-    """Answers every command with ``outcome`` and remembers what it was asked."""
-
-    outcome: Outcome = field(default_factory=lambda: Outcome(True, "replayed"))
-    calls: list[tuple[str, ...]] = field(default_factory=list)
-
-    def replay(self, run_id: str, task: str, requested_by: str = "console") -> Outcome:
-        self.calls.append(("replay", run_id, task))
-        return self.outcome
-
-    def cancel(self, run_id: str, reason: str = "") -> Outcome:
-        self.calls.append(("cancel", run_id))
-        return self.outcome
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from conftest import TOKEN, RecordingCommands
+from console_fakes import TOKEN, RecordingCommands
 from console_rows import add_run, diamond
 from starlette.testclient import TestClient
 
