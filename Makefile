@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint dev-up dev-down clean
+.PHONY: demo test lint dev-up dev-down clean screenshots
 
-# Debian packages the tests use: bwrap (container isolation of tools) and promtool
-# (alert rules). Installed when missing and we may; otherwise the tests say so.
-SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool
+# Debian packages the tests use: bwrap (container isolation of tools), promtool
+# (alert rules) and chromium (the console's browser tests, driven by Playwright).
+# Installed when missing and we may; otherwise the tests say so.
+SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool chromium:chromium
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c processors/*.c native/*.h)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
@@ -35,6 +36,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The console's screenshots in docs/console.md: the browser test run over the real
+# stack, saving a picture of each page into docs/console/.
+screenshots: $(VENV)/.installed
+	TASKPLANE_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/pytest -q tests/e2e/test_console_browser_e2e.py
 
 dev-up: $(VENV)/.installed
 	$(BIN)/taskplane dev up

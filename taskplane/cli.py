@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from taskplane import cli_systems, cli_worker
+from taskplane import cli_systems, cli_ui, cli_worker
 from taskplane.cli_demo import demo
 from taskplane.cli_dev import dev_app
 from taskplane.cli_dlq import dlq_app
@@ -49,6 +49,7 @@ app.command("replay")(replay)
 app.add_typer(rebuild_app, name="rebuild")
 cli_worker.register(app)
 cli_systems.register(app)
+cli_ui.register(app)
 
 
 def main() -> None:
