@@ -368,7 +368,7 @@ class LocalKafka(ManagedServer):
         java = require_java()
         libs = kafka_libs(self.version, self.cache_dir, self.progress)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        port = self.port or free_port()
+        port = self.port = self.port or free_port()  # a restart of this object keeps its port
         controller_port = free_port()
         properties = self._write_config(port, controller_port)
         if not (self.data_dir / "logs" / "meta.properties").exists():
@@ -382,6 +382,14 @@ class LocalKafka(ManagedServer):
         ]  # fmt: skip
         self._bootstrap = f"127.0.0.1:{port}"
         return self._launched(spawn(cmd, self.stdout_path, detached=self.detached, cwd=self.data_dir))
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash, for chaos tests); ``start()`` brings it back on
+        the same data dir and port."""
+        proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
+        if proc is not None:
+            stop_process_group(proc.pid, sig=signal.SIGKILL, timeout=10, popen=proc)
 
     def log_tail(self, lines: int = 20) -> str:
         return f"{tail(self.log_path, lines)}\n{tail(self.stdout_path, lines)}".strip()
@@ -410,6 +418,13 @@ class LocalKafka(ManagedServer):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # KIP-848 groups (workers use group.protocol=consumer): the broker owns the
+            # session timeout. 45 s by default; a dead worker's queued work must move well
+            # within a lease (docs/failover.md sets the same on a production cluster).
+            "group.consumer.session.timeout.ms": "5000",
+            "group.consumer.min.session.timeout.ms": "1000",
+            "group.consumer.heartbeat.interval.ms": "1000",
+            "group.consumer.min.heartbeat.interval.ms": "500",
             "log.cleaner.dedupe.buffer.size": str(2 * 1024 * 1024),
             "auto.create.topics.enable": "false",
         }

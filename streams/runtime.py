@@ -11,6 +11,7 @@ Nothing about DAGs, leases or breakers lives here; see ``processors/``.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import signal
@@ -38,7 +39,9 @@ from taskplane.streams.poison import poison_headers
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import SCHEMA_VERSION, Meta, Serde
+from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
+from taskplane.streams.transactions import DeadlineCaller, Recovery, TransactionWedged, recovery_for
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ E = TypeVar("E")
 
 class ProducerFenced(StreamsError):
     """Another instance took over this one's transactional id or partitions."""
+
+
+class _StopRequested(StreamsError):
+    """stop() was called while waiting for the broker to come back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,11 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._abandoned: list[Producer] = []  # wedged in a call; destroying one could hang too
+        self._calls = DeadlineCaller(spec.name)
+        self._ready = threading.Event()
+        self._fatal: KafkaError | None = None
+        self._last_probe = 0.0
         self._last_tick_check = 0.0
 
     # ------------------------------------------------------------ lifecycle
@@ -142,23 +154,32 @@ class ProcessorRuntime(Generic[S, C, E]):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
 
+    def ready(self) -> bool:
+        """True while the broker answers and the last transaction committed: what a
+        /readyz endpoint reports. False from the first sign of an outage until the next
+        commit (or, when idle, a metadata round trip) after the broker is back."""
+        return self._ready.is_set()
+
     def states(self) -> dict[str, S | None]:
         """A snapshot of every key's state on the partitions this instance owns."""
         return {k: v for p in self._partitions.values() for k, v in p.states.items()}
 
     def run(self) -> None:
-        self._producer = Producer(self._producer_config())
-        self._producer.init_transactions(self._settings.transaction_timeout_ms / 1000)
+        self._producer = self._new_producer()
         self._consumer = Consumer(self._consumer_config())
         self._consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._observer.started(self._spec.name)
+        self._set_ready(True)
         try:
             while not self._stop.is_set():
                 self._step()
+        except _StopRequested:
+            log.warning("%s: stopped while the broker was away; nothing uncommitted is kept", self._spec.name)
         except ProducerFenced:
             log.error("%s: fenced by a newer instance; stopping", self._spec.name)
             raise
         finally:
+            self._set_ready(False)
             self._close()
 
     def _close(self) -> None:
@@ -169,18 +190,22 @@ class ProcessorRuntime(Generic[S, C, E]):
                 log.warning("consumer close: %s", error)
         if self._producer is not None:
             try:
-                self._producer.flush(5)
-            except KafkaException as error:  # a fenced producer cannot flush: nothing of it commits anyway
+                self._calls.call("flush", lambda: self._producer.flush(5), 6)  # type: ignore[union-attr]
+            except (KafkaException, TransactionWedged) as error:  # nothing of it commits anyway
                 log.warning("producer flush at close: %s", error)
+        self._calls.close()
         self._observer.stopped(self._spec.name)
 
     # ------------------------------------------------------------ the loop
 
     def _step(self) -> None:
         assert self._consumer is not None and self._producer is not None
+        if self._fatal is not None:
+            raise ProducerFenced(f"fatal client error: {self._fatal}")
         records = self._poll_batch()
         ticks = self._due_ticks()
         if not records and not ticks:
+            self._probe()
             return
         started = time.perf_counter()
         try:
@@ -188,16 +213,26 @@ class ProcessorRuntime(Generic[S, C, E]):
             offsets = self._process(records)
             self._produce_ticks(ticks)
             self._flush_changelog()
-            if offsets:
-                self._producer.send_offsets_to_transaction(
-                    [TopicPartition(self._input, p, o) for p, o in offsets.items()],
-                    self._consumer.consumer_group_metadata(),
-                )
-            self._producer.commit_transaction()
-        except KafkaException as error:
+            self._commit(offsets)
+        except (KafkaException, TransactionWedged) as error:
             self._after_failed_transaction(error)
             return
+        self._set_ready(True)
         self._observer.batch(self._spec.name, len(records), time.perf_counter() - started)
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        """send_offsets + commit, each with the call timeout, each abandoned one second
+        past it (librdkafka may not honour the timeout after a coordinator loss)."""
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        timeout_s = self._settings.call_timeout_ms / 1000
+        if offsets:
+            positions = [TopicPartition(self._input, p, o) for p, o in offsets.items()]
+            metadata = consumer.consumer_group_metadata()
+            self._calls.call("send_offsets_to_transaction",
+                             lambda: producer.send_offsets_to_transaction(positions, metadata, timeout_s),
+                             timeout_s + 1)
+        self._calls.call("commit_transaction", lambda: producer.commit_transaction(timeout_s), timeout_s + 1)
 
     def _poll_batch(self) -> list[Message]:
         """What is already fetched, up to the batch bound; when nothing is, wait up to
@@ -361,28 +396,107 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._observer.poison(self._spec.name, record.topic(), str(error))
         log.warning("%s: poison record at %s[%d]@%d: %s", self._spec.name, record.topic(), record.partition(), record.offset(), error)
 
-    def _after_failed_transaction(self, error: KafkaException) -> None:
-        kafka_error = error.args[0]
-        producer = self._producer
-        assert producer is not None
-        if kafka_error.fatal() or kafka_error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
-            raise ProducerFenced(str(kafka_error)) from error
-        log.warning("%s: transaction failed (%s); aborting and rewinding", self._spec.name, kafka_error)
-        producer.abort_transaction()
-        # The in-memory state ran ahead of what committed: restore owned partitions
-        # (restoring replaces them, dirty sets included) and rewind the input.
+    def _after_failed_transaction(self, error: KafkaException | TransactionWedged) -> None:
+        """Kafka's rule: abortable errors abort, fatal ones (and a wedged call) get a new
+        producer, a fence stops. Then the state that ran ahead of the last commit is
+        restored and the input rewound; both wait for the broker, not-ready meanwhile."""
+        self._set_ready(False)
+        recovery = recovery_for(error)
+        if recovery is Recovery.FENCED:
+            raise ProducerFenced(str(error)) from error
+        log.warning("%s: transaction failed (%s); %s", self._spec.name, error, recovery.value)
+        if recovery is Recovery.ABORT:
+            producer = self._producer
+            assert producer is not None
+            timeout_s = self._settings.call_timeout_ms / 1000
+            try:
+                self._calls.call("abort_transaction", lambda: producer.abort_transaction(timeout_s), timeout_s + 1)
+            except (KafkaException, TransactionWedged) as abort_error:
+                if recovery_for(abort_error) is Recovery.FENCED:
+                    raise ProducerFenced(str(abort_error)) from abort_error
+                log.warning("%s: abort failed (%s); re-creating the producer", self._spec.name, abort_error)
+                recovery = Recovery.RECREATE
+        if recovery is Recovery.RECREATE:
+            self._abandoned.append(self._producer)  # type: ignore[arg-type]
+            self._producer = self._new_producer()
         owned = list(self._partitions)
-        self._restore(owned)
-        self._rewind(owned)
+        self._until_done("restore", lambda: self._restore_and_rewind(owned))
         self._observer.aborted(self._spec.name)
+
+    def _restore_and_rewind(self, partitions: list[int]) -> None:
+        self._restore(partitions)
+        self._rewind(partitions)
+
+    def _new_producer(self) -> Producer:
+        """A transactional producer, initialised (which aborts whatever an earlier
+        producer with the same transactional id left open); retried until the broker answers."""
+        timeout_s = self._settings.call_timeout_ms / 1000
+        while True:
+            producer = Producer(self._producer_config())
+            try:
+                self._calls.call("init_transactions", functools.partial(producer.init_transactions, timeout_s),
+                                 timeout_s + 1)
+                return producer
+            except (KafkaException, TransactionWedged) as error:
+                if recovery_for(error) is Recovery.FENCED:
+                    raise ProducerFenced(str(error)) from error
+                self._abandoned.append(producer)
+                if self._stop.is_set():
+                    raise _StopRequested("stopped while waiting for the broker") from error
+                log.warning("%s: init_transactions failed (%s); retrying", self._spec.name, error)
+
+    def _until_done(self, what: str, step: Callable[[], object]) -> None:
+        """Run ``step`` until it succeeds (each of its Kafka calls has a deadline)."""
+        while True:
+            try:
+                step()
+                return
+            except (KafkaException, StreamsError) as error:
+                if self._stop.is_set():
+                    raise _StopRequested("stopped while waiting for the broker") from error
+                log.warning("%s: %s failed (%s); retrying", self._spec.name, what, error)
+                self._stop.wait(0.5)
 
     def _rewind(self, partitions: list[int]) -> None:
         consumer = self._consumer
         assert consumer is not None
-        committed = consumer.committed([TopicPartition(self._input, p) for p in partitions], 30)
+        timeout_s = self._settings.call_timeout_ms / 1000
+        committed = consumer.committed([TopicPartition(self._input, p) for p in partitions], timeout_s)
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(TopicPartition(self._input, tp.partition, offset))
+
+    # ------------------------------------------------------------ readiness
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready != self._ready.is_set():
+            (self._ready.set if ready else self._ready.clear)()
+            self._observer.readiness(self._spec.name, ready)
+
+    def _on_consumer_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback (served by poll): all brokers down means not ready."""
+        if error.fatal():
+            self._fatal = error  # e.g. a static member fenced by a newer instance with its id
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._set_ready(False)
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        # A fatal producer error surfaces from the next transactional call, and an
+        # abandoned producer's errors must not stop the runtime: only readiness here.
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._set_ready(False)
+
+    def _probe(self) -> None:
+        """Idle and not ready: one metadata round trip a second tells when the broker is back."""
+        if self._ready.is_set() or time.monotonic() - self._last_probe < 1.0:
+            return
+        self._last_probe = time.monotonic()
+        assert self._consumer is not None
+        try:
+            self._consumer.list_topics(self._input, timeout=1.0)
+        except KafkaException:
+            return
+        self._set_ready(True)
 
     # ------------------------------------------------------------ rebalance
 
@@ -428,10 +542,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         log.info("%s: restored %d keys on %s in %.2fs", self._spec.name, count, partitions, time.perf_counter() - started)
 
     def _changelog_exists(self) -> bool:
-        admin = AdminClient(self._kafka)
-        return self._changelog in admin.list_topics(self._changelog, timeout=30).topics and not (
-            admin.list_topics(self._changelog, timeout=30).topics[self._changelog].error
-        )
+        topics = AdminClient(self._kafka).list_topics(self._changelog, timeout=self._settings.call_timeout_ms / 1000).topics
+        return self._changelog in topics and not topics[self._changelog].error
 
     def _recreate_changelog(self) -> None:
         if self._spec.changelog_spec is not None:
@@ -441,7 +553,8 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _producer_config(self) -> dict[str, Any]:
         return {
-            **self._kafka,
+            **with_reconnect_backoff(self._kafka),
+            "error_cb": self._on_producer_error,
             "transactional.id": f"{self._spec.name}-{self._settings.instance_id}",
             "transaction.timeout.ms": self._settings.transaction_timeout_ms,
             "partitioner": "murmur2_random",
@@ -457,8 +570,11 @@ class ProcessorRuntime(Generic[S, C, E]):
         }
 
     def _consumer_config(self) -> dict[str, Any]:
+        static = {"group.instance.id": self._settings.instance_id} if self._settings.static_membership else {}
         return {
-            **self._kafka,
+            **with_reconnect_backoff(self._kafka),
+            **static,
+            "error_cb": self._on_consumer_error,
             "group.id": self._settings.group_id or self._spec.name,
             "isolation.level": "read_committed",
             "enable.auto.commit": False,

@@ -21,3 +21,13 @@ class RuntimeSettings(BaseSettings):
     tick_interval_ms: int = Field(default=200, ge=10, description="How often due timers are ticked.")
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    call_timeout_ms: int = Field(
+        default=10_000, ge=100,
+        description="Deadline of every blocking Kafka call; a transactional call still blocked "
+        "a second past it is abandoned and its producer re-created.",
+    )
+    static_membership: bool = Field(
+        default=True,
+        description="Join the group with group.instance.id = instance_id: a restarted pod takes its "
+        "partitions back at once instead of after the session timeout.",
+    )

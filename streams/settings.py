@@ -38,6 +38,13 @@ def kafka_options_from_env(environ: dict[str, str] | None = None) -> dict[str, S
     return options
 
 
+def with_reconnect_backoff(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with a short reconnect backoff unless it sets one: librdkafka's default
+    (up to 10 s between attempts) alone would break "resume within 5 s of the broker's
+    return". Explicit settings win."""
+    return {"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1_000, **config}
+
+
 class StackSettings(BaseSettings):
     """Where Kafka and Postgres are, and where local tooling keeps its files."""
 

@@ -212,13 +212,12 @@ class WorkerProcess:
 
 
 def worker_env(bootstrap: str, database_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    """Environment of a worker process: endpoints, prefix, and a short group session
-    so a killed worker's `work` partitions move to the survivors within seconds."""
+    """Environment of a worker process: endpoints and prefix. (A killed worker's `work`
+    partitions move after the broker's KIP-848 session timeout, see docs/failover.md.)"""
     return {
         "TASKPLANE_BOOTSTRAP_SERVERS": bootstrap,
         "TASKPLANE_DATABASE_URL": database_url,
         "TASKPLANE_TOPIC_PREFIX": prefix,
-        "TASKPLANE_DEMO_SESSION_TIMEOUT_MS": "6000",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

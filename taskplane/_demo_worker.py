@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 
@@ -33,10 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(name)s %(message)s")
 
     stack = StackSettings()
-    session = os.environ.get("TASKPLANE_DEMO_SESSION_TIMEOUT_MS")
-    extra: dict[str, object] = {"log_level": 3}  # errors only: consumer options on producers warn
-    if session:
-        extra.update({"session.timeout.ms": int(session), "heartbeat.interval.ms": 1_000})
+    extra: dict[str, object] = {"log_level": 3}  # errors only
     kafka = stack.kafka_config(None, extra)
     topics = Topics(stack.topic_prefix)
     workers = []

@@ -15,6 +15,7 @@ from taskplane.contract.messages import Assignment
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.partitioning import partition_for
 from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.settings import with_reconnect_backoff
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class CommandSender:
     def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde) -> None:
         self._topic = topic
         self._serde = serde
-        self._producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True,
+        self._producer = Producer({**with_reconnect_backoff(kafka_config), "acks": "all", "enable.idempotence": True,
                                    "partitioner": "murmur2_random", "linger.ms": 0})
 
     def send(self, command: Any, timeout_s: float = 30.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,3 +37,7 @@ class WorkerSettings(BaseSettings):
     allow_isolation_fallback: bool = False
     # How long to wait at start for the system's definition on the `systems` topic.
     definition_timeout_s: float = 30.0
+    # KIP-848 consumer groups: the broker reassigns a dead worker's `work` partitions after
+    # its group.consumer.session.timeout.ms (set by the cluster, see docs/failover.md) and a
+    # stopping worker's at once. "classic" only for brokers older than Kafka 4.
+    group_protocol: Literal["consumer", "classic"] = "consumer"

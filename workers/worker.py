@@ -29,6 +29,7 @@ from taskplane.contract.plan import (
 )
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.serde import Serde
+from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics
 from taskplane.workers._kafka import CommandSender, Inbox, OffsetTracker
@@ -40,6 +41,18 @@ from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+
+# Classic-protocol options a KIP-848 consumer refuses: the broker owns them there.
+_CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+
+
+def _group_options(kafka_config: dict[str, Any], protocol: str) -> dict[str, Any]:
+    config = with_reconnect_backoff(kafka_config)
+    if protocol == "consumer":
+        for name in _CLASSIC_ONLY:
+            config.pop(name, None)
+    return config
 
 
 class Worker:
@@ -64,8 +77,12 @@ class Worker:
         self.isolation_fallback = self._check_isolation()
         self._breakers = GlobalTable(kafka_config, topics.breakers, self._serde)
         self._sender = CommandSender(kafka_config, topics.commands, self._serde)
+        # Renewals get a producer of their own: never queued behind tool-call records.
+        self._renewals = CommandSender(kafka_config, topics.commands, self._serde)
         self._inbox = Inbox(kafka_config, topics.inbox, self.worker_id, self._serde, self._late_assignment)
-        self._consumer = Consumer({**kafka_config, "group.id": f"{topics.prefix}.workers.{system}",
+        self._consumer = Consumer({**_group_options(kafka_config, self.settings.group_protocol),
+                                   "group.id": f"{topics.prefix}.workers.{system}",
+                                   "group.protocol": self.settings.group_protocol,
                                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                    "isolation.level": "read_committed", "client.id": self.worker_id})
         self._consumer.subscribe([topics.work], on_revoke=self._revoked)
@@ -103,6 +120,10 @@ class Worker:
     def _shutdown(self, pool: ThreadPoolExecutor) -> None:
         self._stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
+        # Leave the group now (KIP-848: the partitions move at once), so work queued
+        # behind this worker's running attempts does not wait for them to wind down.
+        self._commit()
+        self._consumer.close()
         waiter = threading.Thread(target=pool.shutdown, kwargs={"wait": True}, daemon=True)
         waiter.start()
         waiter.join(self.settings.shutdown_grace_s)
@@ -110,13 +131,12 @@ class Worker:
             leftover = list(self._active.values())
         for assignment in leftover:  # attempts stuck in a tool: give their leases back now
             self._release(assignment)
-        self._commit()
-        self._consumer.close()
         self._inbox.close()
         self._breakers.close()
         if self._systems is not None:
             self._systems.close()
         self._sender.close()
+        self._renewals.close()
         log.info("worker %s stopped (released %d lease(s))", self.worker_id, len(leftover))
 
     # ------------------------------------------------------------ one item
@@ -171,7 +191,7 @@ class Worker:
         attempt = Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                           self._sender.send, self._breaker, self._stopping, self.isolation_fallback)
         try:
-            with LeaseRenewer(assignment, self._sender.send):
+            with LeaseRenewer(assignment, self._renewals.send):
                 outcome = attempt.run()
         except Exception:
             log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)
@@ -213,7 +233,9 @@ class Worker:
         if moved:
             offsets = [TopicPartition(self._topics.work, p, o) for p, o in moved.items()]
             try:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
+                # Asynchronous: a synchronous commit has no deadline while the broker is away;
+                # a lost commit only redelivers claims the orchestrator then refuses.
+                self._consumer.commit(offsets=offsets, asynchronous=True)
             except Exception as error:  # revoked meanwhile: the new owner re-reads from the last commit
                 log.warning("offset commit failed: %s", error)
 

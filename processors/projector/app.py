@@ -31,6 +31,7 @@ from taskplane.processors.projector.schema import LIVE_SCHEMA, connect, migrate
 from taskplane.processors.projector.store import ReadModelStore
 from taskplane.streams.exceptions import StreamsError
 from taskplane.streams.poison import poison_headers
+from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,25 @@ class Projector:
         self._registry = registry
         self.batches = 0
         self._poison_producer: Producer | None = None
+        self._ready = threading.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
+    def ready(self) -> bool:
+        """False while the broker is away (from librdkafka's all-brokers-down until the
+        next record or metadata round trip), for a /readyz endpoint."""
+        return self._ready.is_set()
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._ready.clear()
+
     def _poison(self, record: Message, error: Exception) -> None:
         """Set an undecodable record aside on `poison`, durably, before its batch commits."""
         if self._poison_producer is None:
-            self._poison_producer = Producer({**self._kafka, "acks": "all", "enable.idempotence": True})
+            self._poison_producer = Producer({**with_reconnect_backoff(self._kafka), "acks": "all",
+                                              "enable.idempotence": True})
         self._poison_producer.produce(
             self._topics.name("poison"),
             record.value(),
@@ -95,7 +107,8 @@ class Projector:
             metrics = _ProjectorMetrics(self._registry)
             consumer = Consumer(
                 {
-                    **self._kafka,
+                    **with_reconnect_backoff(self._kafka),
+                    "error_cb": self._on_client_error,
                     "group.id": group_id(self._topics),
                     "isolation.level": "read_committed",
                     "enable.auto.commit": False,
@@ -115,10 +128,12 @@ class Projector:
                 log.info("projector: assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
 
             consumer.subscribe(self._sources, on_assign=on_assign)
+            self._ready.set()
             try:
                 while not self._stop.is_set():
                     self._step(consumer, store, metrics)
             finally:
+                self._ready.clear()
                 consumer.close()
 
     def _step(self, consumer: Consumer, store: ReadModelStore, metrics: _ProjectorMetrics) -> None:
@@ -128,10 +143,15 @@ class Projector:
             error = record.error()
             if error is None:
                 good.append(record)
-            elif error.code() != KafkaError._PARTITION_EOF:
+            elif error.fatal():
                 raise KafkaException(error)
+            elif error.code() != KafkaError._PARTITION_EOF:  # the broker is away: librdkafka reconnects
+                log.warning("projector: %s", error)
+                self._ready.clear()
         if not good:
+            self._probe(consumer)
             return
+        self._ready.set()
         result = store.apply(good, self._poison)
         if result.moved is not None:
             log.warning("projector: stored offsets moved under us %s; seeking", result.moved)
@@ -146,6 +166,16 @@ class Projector:
             consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()])  # async by default
         except KafkaException as error:
             log.debug("projector: informational offset commit failed: %s", error)
+
+
+    def _probe(self, consumer: Consumer) -> None:
+        if self._ready.is_set():
+            return
+        try:  # the timeout doubles as the pause between probes while the broker is away
+            consumer.list_topics(self._sources[0], timeout=1.0)
+        except KafkaException:
+            return
+        self._ready.set()
 
 
 class _ProjectorMetrics:
