@@ -41,7 +41,13 @@ from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import SCHEMA_VERSION, Meta, Serde
 from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
-from taskplane.streams.transactions import DeadlineCaller, Recovery, TransactionWedged, recovery_for
+from taskplane.streams.transactions import (
+    DeadlineCaller,
+    Recovery,
+    TransactionWedged,
+    discard,
+    recovery_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +143,11 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self._abandoned: list[Producer] = []  # wedged in a call; destroying one could hang too
         self._calls = DeadlineCaller(spec.name)
         self._ready = threading.Event()
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
+        self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
         self._last_tick_check = 0.0
 
     # ------------------------------------------------------------ lifecycle
@@ -357,6 +363,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         now = time.time()
         if (now - self._last_tick_check) * 1000 < self._settings.tick_interval_ms:
             return []
+        if time.monotonic() < self._ticks_held_until:
+            return []
         self._last_tick_check = now
         now_ms = int(now * 1000)
         due = []
@@ -417,10 +425,14 @@ class ProcessorRuntime(Generic[S, C, E]):
                 log.warning("%s: abort failed (%s); re-creating the producer", self._spec.name, abort_error)
                 recovery = Recovery.RECREATE
         if recovery is Recovery.RECREATE:
-            self._abandoned.append(self._producer)  # type: ignore[arg-type]
+            discard(self._producer)  # a thread still blocked in it keeps it alive meanwhile
+            self._producer = None
             self._producer = self._new_producer()
         owned = list(self._partitions)
         self._until_done("restore", lambda: self._restore_and_rewind(owned))
+        # The clock ran on while the broker was away: a Tick now would expire leases whose
+        # renewals sit in the clients' queues, sent on time. Let them land first.
+        self._ticks_held_until = time.monotonic() + self._settings.tick_grace_after_failure_ms / 1000
         self._observer.aborted(self._spec.name)
 
     def _restore_and_rewind(self, partitions: list[int]) -> None:
@@ -429,21 +441,27 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _new_producer(self) -> Producer:
         """A transactional producer, initialised (which aborts whatever an earlier
-        producer with the same transactional id left open); retried until the broker answers."""
+        producer with the same transactional id left open). A timed-out init is resumed
+        on the same producer ("retry call to resume"): a second producer would race the
+        first one's pending InitProducerId and be fenced by it. Only a fatal error or a
+        call that ignores its deadline gets a fresh producer."""
         timeout_s = self._settings.call_timeout_ms / 1000
+        producer = Producer(self._producer_config())
         while True:
-            producer = Producer(self._producer_config())
             try:
                 self._calls.call("init_transactions", functools.partial(producer.init_transactions, timeout_s),
                                  timeout_s + 1)
                 return producer
             except (KafkaException, TransactionWedged) as error:
-                if recovery_for(error) is Recovery.FENCED:
+                recovery = recovery_for(error)
+                if recovery is Recovery.FENCED:
                     raise ProducerFenced(str(error)) from error
-                self._abandoned.append(producer)
                 if self._stop.is_set():
                     raise _StopRequested("stopped while waiting for the broker") from error
                 log.warning("%s: init_transactions failed (%s); retrying", self._spec.name, error)
+                if recovery is Recovery.RECREATE:
+                    discard(producer)
+                    producer = Producer(self._producer_config())
 
     def _until_done(self, what: str, step: Callable[[], object]) -> None:
         """Run ``step`` until it succeeds (each of its Kafka calls has a deadline)."""
@@ -570,10 +588,12 @@ class ProcessorRuntime(Generic[S, C, E]):
         }
 
     def _consumer_config(self) -> dict[str, Any]:
-        static = {"group.instance.id": self._settings.instance_id} if self._settings.static_membership else {}
+        session = ({"session.timeout.ms": self._settings.session_timeout_ms}
+                   if self._settings.group_protocol == "classic" else {})
         return {
             **with_reconnect_backoff(self._kafka),
-            **static,
+            **session,
+            "group.protocol": self._settings.group_protocol,
             "error_cb": self._on_consumer_error,
             "group.id": self._settings.group_id or self._spec.name,
             "isolation.level": "read_committed",
@@ -582,7 +602,6 @@ class ProcessorRuntime(Generic[S, C, E]):
             "enable.partition.eof": False,
             "queued.min.messages": 100_000,
             "fetch.wait.max.ms": 50,
-            "session.timeout.ms": self._settings.session_timeout_ms,
         }
 
 

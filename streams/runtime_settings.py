@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,8 +27,14 @@ class RuntimeSettings(BaseSettings):
         description="Deadline of every blocking Kafka call; a transactional call still blocked "
         "a second past it is abandoned and its producer re-created.",
     )
-    static_membership: bool = Field(
-        default=True,
-        description="Join the group with group.instance.id = instance_id: a restarted pod takes its "
-        "partitions back at once instead of after the session timeout.",
+    tick_grace_after_failure_ms: int = Field(
+        default=3_000, ge=0,
+        description="No Ticks for this long after a failed transaction (a broker outage): "
+        "commands the clients queued meanwhile, renewals among them, reach the log first.",
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        default="classic",
+        description="Consumer group protocol; 'consumer' is KIP-848 (the broker owns the session "
+        "timeout, docs/failover.md). No static membership either way: librdkafka turns a broker "
+        "restart into a fatal FENCED_INSTANCE_ID for static members.",
     )

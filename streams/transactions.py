@@ -92,6 +92,15 @@ class DeadlineCaller:
             self._jobs = None
 
 
+def discard(producer: Any) -> None:
+    """Drop ``producer`` on a daemon thread: destroying a handle whose broker is away can
+    hang ("Handle is terminating in state TRY_CONNECT"), and it must not hang the caller.
+    The caller drops its own references; a thread still blocked in one of the producer's
+    calls keeps it alive until that call returns."""
+    holder = [producer]
+    threading.Thread(target=holder.clear, name="discard-producer", daemon=True).start()
+
+
 def _STOP() -> None:  # noqa: N802 - a sentinel job
     return None
 

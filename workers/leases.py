@@ -1,10 +1,16 @@
 """Keeping a granted lease alive: a thread that sends ``RenewLease`` every
-leaseTimeout/3 until the attempt ends, so two renewals may be lost before expiry."""
+leaseTimeout/3 until the attempt ends, so two renewals may be lost before expiry.
+
+The cadence is a schedule, not a pause after each send: a send that blocks (the
+broker is away) does not push the next renewal back. Each record carries its send
+time, which is what the orchestrator decides on, so renewals produced on schedule
+during an outage still count once delivered."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from taskplane.contract.messages import Assignment, RenewLease
@@ -20,6 +26,7 @@ class LeaseRenewer:
         self._stop = threading.Event()
         self.renewals = 0
         self.failures = 0
+        self.worst_lateness_s = 0.0  # how far behind its schedule a renewal was sent, at most
         self._thread = threading.Thread(
             target=self._run, name=f"renew-{assignment.run_id[:8]}/{assignment.task}", daemon=True
         )
@@ -40,10 +47,14 @@ class LeaseRenewer:
         self.stop()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        due = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            self.worst_lateness_s = max(self.worst_lateness_s, time.monotonic() - due)
+            due += self.interval_s
             try:
                 self._send(self._renewal)
                 self.renewals += 1
             except Exception as error:  # a lost renewal is survivable; keep trying
                 self.failures += 1
                 log.warning("renewal of %s/%s failed: %s", self._renewal.run_id, self._renewal.task, error)
+            due = max(due, time.monotonic())  # behind after a blocked send: the next one at once

@@ -10,6 +10,7 @@ run the attempt with a lease renewer → CompleteTask / FailTask / ReleaseLease.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
@@ -27,7 +28,7 @@ from taskplane.contract.plan import (
     SystemDefinition,
     SystemPlan,
 )
-from taskplane.streams.exceptions import SerdeError
+from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.serde import Serde
 from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.table import GlobalTable
@@ -174,16 +175,21 @@ class Worker:
 
     def _claim(self, item: WorkItem) -> Assignment | None:
         key = (item.run_id, item.task, item.attempt)
-        for _ in range(self.settings.claim_attempts):
-            if self._stopping.is_set():
-                return None
+        asked = 0
+        while not self._stopping.is_set():
             box = self._inbox.expect(key)
-            self._sender.send(ClaimTask(item.run_id, item.task, item.attempt, self.worker_id))
+            asked += 1
             try:
+                self._sender.send(ClaimTask(item.run_id, item.task, item.attempt, self.worker_id))
                 return box.get(timeout=self.settings.claim_timeout_s)
-            except queue.Empty:
+            except (queue.Empty, StreamsError):
                 self._inbox.forget(key)
-        raise WorkerError(f"no answer to the claim of {item.run_id}/{item.task} (is the orchestrator running?)")
+            if asked == self.settings.claim_attempts:
+                # Keep asking: a claim given up on would pin its offset (and the task)
+                # until a restart; the broker or the orchestrator may only be restarting.
+                log.warning("no answer to the claim of %s/%s after %d tries (is the orchestrator running?)",
+                            item.run_id, item.task, asked)
+        return None
 
     def _run_attempt(self, assignment: Assignment) -> None:
         with self._lock:
@@ -191,7 +197,10 @@ class Worker:
         attempt = Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                           self._sender.send, self._breaker, self._stopping, self.isolation_fallback)
         try:
-            with LeaseRenewer(assignment, self._renewals.send):
+            # A send gives up after one interval (the record stays queued and is still
+            # delivered), so an outage cannot hold the renewal schedule back.
+            send = functools.partial(self._renewals.send, timeout_s=assignment.lease_timeout_ms / 3000)
+            with LeaseRenewer(assignment, send):
                 outcome = attempt.run()
         except Exception:
             log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)

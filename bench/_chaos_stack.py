@@ -1,0 +1,166 @@
+"""A whole taskplane deployment as separate, killable processes, for bench.failover and
+bench.chaos: a broker of its own (killed and restarted on its data dir and port),
+Postgres, the orchestrator, the breaker, the projector and worker processes, each
+restartable like a pod (same instance id, same worker name).
+
+    with ChaosStack(workdir, systems={"sleeper": TOOLS}, workers=3) as stack:
+        stack.kill("orchestrator"); stack.start("orchestrator")
+        stack.kill_broker(); stack.restart_broker()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from taskplane._demo_stack import ROOT, EventLog, WorkerProcess, worker_env
+from taskplane._progress import Progress
+from taskplane.streams.local_broker import LocalKafka
+from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.settings import StackSettings
+from taskplane.streams.topics import Topics, catalog, ensure_topics
+
+PROCESSORS = ("orchestrator", "breaker", "projector")
+
+
+class Component:
+    """One processor process; ``start`` waits for its "ready" line."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self._argv = argv
+        self._env = {**os.environ, **env}
+        self.log = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> Component:
+        already = self.log.read_bytes().count(b"ready\n") if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self._argv, cwd=ROOT, env=self._env, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while self.log.read_bytes().count(b"ready\n") <= already:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class ChaosStack:
+    def __init__(self, workdir: Path, systems: Mapping[str, str], workers: int = 3, concurrency: int = 4,
+                 extra_env: Mapping[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.systems = dict(systems)
+        self.worker_count = workers
+        self.concurrency = concurrency
+        self.extra_env = dict(extra_env or {})
+        self.topics = Topics(f"chaos{uuid.uuid4().hex[:6]}")
+        self.broker = LocalKafka(workdir / "kafka", cache_dir=StackSettings().cache_dir)
+        self.postgres = LocalPostgres(workdir / "postgres")
+        self.components: dict[str, Component] = {}
+        self.workers: list[WorkerProcess] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> ChaosStack:
+        self.broker.start()
+        self.postgres.start()
+        self.database_url = self.postgres.url
+        self.kafka: dict[str, Any] = StackSettings().kafka_config(self.broker.bootstrap_servers, {"log_level": 0})
+        ensure_topics(AdminClient(self.kafka), self.topics, catalog())
+        self.publisher = Publisher({**self.kafka, "message.timeout.ms": 300_000}, self.topics)
+        self.env = {**worker_env(self.broker.bootstrap_servers, self.database_url, self.topics.prefix),
+                    "TASKPLANE_METRICS_PORT": "0", **self.extra_env}
+        prefix, bootstrap = self.topics.prefix, self.broker.bootstrap_servers
+        python = sys.executable
+        argv = {
+            "orchestrator": [python, "-m", "taskplane.processors.orchestrator.app", "--bootstrap", bootstrap,
+                             "--prefix", prefix, "--instance", "o0"],
+            "breaker": [python, "-m", "taskplane.processors.orchestrator.app", "--bootstrap", bootstrap,
+                        "--prefix", prefix, "--instance", "b0", "--breaker"],
+            "projector": [python, "-m", "taskplane.processors.projector.app", "--bootstrap", bootstrap,
+                          "--prefix", prefix, "--database-url", self.database_url],
+        }
+        env = {**self.env, "TASKPLANE_RUNTIME_TICK_INTERVAL_MS": "100", "TASKPLANE_RUNTIME_MAX_BATCH_MS": "50",
+               "TASKPLANE_PROJECTOR_INSTANCE_ID": "p0"}
+        for name in PROCESSORS:
+            self.components[name] = Component(name, argv[name], env, self.workdir).start()
+        self.log = EventLog(self.kafka, self.topics.events)
+        self.progress = Progress(self.kafka, self.topics, self.database_url, "readmodel", list(self.systems))
+        return self
+
+    def start_workers(self) -> None:
+        for index in range(self.worker_count):
+            self.workers.append(WorkerProcess(f"w{index}", self.systems, self.env, self.workdir,
+                                              self.concurrency).start())
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for worker in self.workers:
+            worker.stop(10)
+        for component in self.components.values():
+            component.stop()
+        with contextlib.suppress(Exception):
+            self.log.close()
+        self.broker.stop()
+        self.postgres.stop()
+
+    # ------------------------------------------------------------ chaos
+
+    def kill(self, name: str) -> None:
+        self.components[name].kill()
+
+    def start(self, name: str) -> None:
+        self.components[name].start()
+
+    def worker_of(self, worker_id: str) -> WorkerProcess | None:
+        return next((w for w in self.workers if w.owns(worker_id)), None)
+
+    def restart_worker(self, worker: WorkerProcess) -> WorkerProcess:
+        worker.stop(1)
+        fresh = WorkerProcess(worker.name, self.systems, self.env, self.workdir, self.concurrency).start()
+        self.workers[self.workers.index(worker)] = fresh
+        return fresh
+
+    def kill_broker(self) -> None:
+        self.broker.kill()
+
+    def restart_broker(self) -> None:
+        self.broker.start()
+
+    def check(self) -> None:
+        """Raise when a component died by itself (not killed by the bench)."""
+        dead = [name for name, c in self.components.items() if not c.alive()]
+        if dead:
+            raise RuntimeError(f"died: {dead}; " + "; ".join(
+                self.components[n].log.read_text()[-1500:] for n in dead))

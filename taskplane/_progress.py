@@ -1,0 +1,98 @@
+"""Progress of each component, read from sources outside its own process: the
+committed offsets of its consumer group (orchestrator, breaker, workers) or the
+offsets the projector stored in Postgres. Chaos tests and benchmarks wait for these
+to move to tell "alive and serving" from "alive and wedged".
+
+    probe = Progress(kafka, topics, database_url, schema)
+    before = probe.positions()
+    ... later: probe.moved_since(before) -> {"orchestrator", "worker", ...}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from psycopg import sql
+
+from taskplane.streams.topics import Topics
+
+COMPONENTS = ("orchestrator", "breaker", "projector", "worker")
+
+
+class Progress:
+    def __init__(self, kafka_config: dict[str, Any], topics: Topics, database_url: str | None,
+                 schema: str | None, systems: Iterable[str] = ()) -> None:
+        self._kafka = {**kafka_config, "log_level": 0}
+        self._topics = topics
+        self._dsn = database_url
+        self._schema = schema
+        self._groups = {
+            "orchestrator": (f"{topics.prefix}.orchestrator", topics.commands),
+            "breaker": (f"{topics.prefix}.breaker", topics.name("tool-outcomes")),
+            **{"worker" if i == 0 else f"worker:{s}": (f"{topics.prefix}.workers.{s}", topics.work)
+               for i, s in enumerate(systems)},
+        }
+
+    def positions(self, timeout_s: float = 5.0) -> dict[str, int]:
+        """Sum of committed offsets per component (-1 where it could not be read now)."""
+        found = {name: self._group_position(group, topic, timeout_s)
+                 for name, (group, topic) in self._groups.items()}
+        if self._dsn is not None and self._schema is not None:
+            found["projector"] = self._projector_position()
+        return found
+
+    def moved_since(self, before: dict[str, int], timeout_s: float = 5.0) -> set[str]:
+        now = self.positions(timeout_s)
+        return {name for name, position in now.items() if position > max(before.get(name, 0), 0)}
+
+    def _group_position(self, group: str, topic: str, timeout_s: float) -> int:
+        consumer = Consumer({**self._kafka, "group.id": group, "enable.auto.commit": False})
+        try:
+            metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+            committed = consumer.committed([TopicPartition(topic, p) for p in metadata.partitions], timeout_s)
+            return sum(max(tp.offset, 0) for tp in committed)
+        except KafkaException:
+            return -1
+        finally:
+            consumer.close()
+
+    def _projector_position(self) -> int:
+        assert self._dsn is not None and self._schema is not None
+        try:
+            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
+                query = sql.SQL("SELECT coalesce(sum(next_offset), 0) FROM {}.projector_offsets").format(
+                    sql.Identifier(self._schema))
+                row = conn.execute(query).fetchone()
+        except psycopg.Error:
+            return -1
+        return int(row[0]) if row else 0
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, pause_s: float = 0.2) -> float | None:
+    """Seconds until ``condition()`` held, or None when it did not within ``timeout_s``."""
+    started = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            return None
+        time.sleep(pause_s)
+
+
+def first_progress(probe: Progress, before: dict[str, int], components: Iterable[str],
+                   timeout_s: float) -> dict[str, float | None]:
+    """Seconds from now until each component's position first moved past ``before``."""
+    started = time.monotonic()
+    pending = set(components)
+    took: dict[str, float | None] = {name: None for name in pending}
+    while pending and time.monotonic() - started < timeout_s:
+        for name in probe.moved_since(before) & pending:
+            took[name] = time.monotonic() - started
+            pending.discard(name)
+        if pending:
+            time.sleep(0.1)
+    return took
