@@ -11,7 +11,6 @@ Nothing about DAGs, leases or breakers lives here; see ``processors/``.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import signal
@@ -42,11 +41,12 @@ from taskplane.streams.serde import SCHEMA_VERSION, Meta, Serde
 from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
 from taskplane.streams.transactions import (
-    DeadlineCaller,
-    Recovery,
+    ProducerFenced as ProducerFenced,  # re-exported: run_until_signalled callers catch it here
+)
+from taskplane.streams.transactions import (
+    StopRequested,
+    TransactionalProducer,
     TransactionWedged,
-    discard,
-    recovery_for,
 )
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,6 @@ log = logging.getLogger(__name__)
 S = TypeVar("S")
 C = TypeVar("C")
 E = TypeVar("E")
-
-
-class ProducerFenced(StreamsError):
-    """Another instance took over this one's transactional id or partitions."""
-
-
-class _StopRequested(StreamsError):
-    """stop() was called while waiting for the broker to come back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +134,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._restore_group = f"{spec.name}-restore"
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
-        self._calls = DeadlineCaller(spec.name)
+        self._producer: Producer | None = None  # the transactional handle's current producer
+        self._transactions: TransactionalProducer | None = None
         self._ready = threading.Event()
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
@@ -171,7 +163,9 @@ class ProcessorRuntime(Generic[S, C, E]):
         return {k: v for p in self._partitions.values() for k, v in p.states.items()}
 
     def run(self) -> None:
-        self._producer = self._new_producer()
+        self._transactions = TransactionalProducer(self._spec.name, self._producer_config,
+                                                   self._settings.call_timeout_ms / 1000, self._stop)
+        self._producer = self._transactions.producer
         self._consumer = Consumer(self._consumer_config())
         self._consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._observer.started(self._spec.name)
@@ -179,7 +173,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         try:
             while not self._stop.is_set():
                 self._step()
-        except _StopRequested:
+        except StopRequested:
             log.warning("%s: stopped while the broker was away; nothing uncommitted is kept", self._spec.name)
         except ProducerFenced:
             log.error("%s: fenced by a newer instance; stopping", self._spec.name)
@@ -194,18 +188,14 @@ class ProcessorRuntime(Generic[S, C, E]):
                 self._consumer.close()  # leaves the group; revocation runs first
             except KafkaException as error:
                 log.warning("consumer close: %s", error)
-        if self._producer is not None:
-            try:
-                self._calls.call("flush", lambda: self._producer.flush(5), 6)  # type: ignore[union-attr]
-            except (KafkaException, TransactionWedged) as error:  # nothing of it commits anyway
-                log.warning("producer flush at close: %s", error)
-        self._calls.close()
+        if self._transactions is not None:
+            self._transactions.close()
         self._observer.stopped(self._spec.name)
 
     # ------------------------------------------------------------ the loop
 
     def _step(self) -> None:
-        assert self._consumer is not None and self._producer is not None
+        assert self._consumer is not None and self._transactions is not None
         if self._fatal is not None:
             raise ProducerFenced(f"fatal client error: {self._fatal}")
         records = self._poll_batch()
@@ -215,30 +205,17 @@ class ProcessorRuntime(Generic[S, C, E]):
             return
         started = time.perf_counter()
         try:
-            self._producer.begin_transaction()
+            self._transactions.begin()
             offsets = self._process(records)
             self._produce_ticks(ticks)
             self._flush_changelog()
-            self._commit(offsets)
+            positions = [TopicPartition(self._input, p, o) for p, o in offsets.items()]
+            self._transactions.commit(positions, self._consumer.consumer_group_metadata())
         except (KafkaException, TransactionWedged) as error:
             self._after_failed_transaction(error)
             return
         self._set_ready(True)
         self._observer.batch(self._spec.name, len(records), time.perf_counter() - started)
-
-    def _commit(self, offsets: dict[int, int]) -> None:
-        """send_offsets + commit, each with the call timeout, each abandoned one second
-        past it (librdkafka may not honour the timeout after a coordinator loss)."""
-        producer, consumer = self._producer, self._consumer
-        assert producer is not None and consumer is not None
-        timeout_s = self._settings.call_timeout_ms / 1000
-        if offsets:
-            positions = [TopicPartition(self._input, p, o) for p, o in offsets.items()]
-            metadata = consumer.consumer_group_metadata()
-            self._calls.call("send_offsets_to_transaction",
-                             lambda: producer.send_offsets_to_transaction(positions, metadata, timeout_s),
-                             timeout_s + 1)
-        self._calls.call("commit_transaction", lambda: producer.commit_transaction(timeout_s), timeout_s + 1)
 
     def _poll_batch(self) -> list[Message]:
         """What is already fetched, up to the batch bound; when nothing is, wait up to
@@ -405,29 +382,13 @@ class ProcessorRuntime(Generic[S, C, E]):
         log.warning("%s: poison record at %s[%d]@%d: %s", self._spec.name, record.topic(), record.partition(), record.offset(), error)
 
     def _after_failed_transaction(self, error: KafkaException | TransactionWedged) -> None:
-        """Kafka's rule: abortable errors abort, fatal ones (and a wedged call) get a new
-        producer, a fence stops. Then the state that ran ahead of the last commit is
-        restored and the input rewound; both wait for the broker, not-ready meanwhile."""
+        """Kafka's rule (abort, or a new producer, or stop when fenced: streams/transactions.py),
+        then the state that ran ahead of the last commit is restored and the input
+        rewound; both wait for the broker, not-ready meanwhile."""
         self._set_ready(False)
-        recovery = recovery_for(error)
-        if recovery is Recovery.FENCED:
-            raise ProducerFenced(str(error)) from error
-        log.warning("%s: transaction failed (%s); %s", self._spec.name, error, recovery.value)
-        if recovery is Recovery.ABORT:
-            producer = self._producer
-            assert producer is not None
-            timeout_s = self._settings.call_timeout_ms / 1000
-            try:
-                self._calls.call("abort_transaction", lambda: producer.abort_transaction(timeout_s), timeout_s + 1)
-            except (KafkaException, TransactionWedged) as abort_error:
-                if recovery_for(abort_error) is Recovery.FENCED:
-                    raise ProducerFenced(str(abort_error)) from abort_error
-                log.warning("%s: abort failed (%s); re-creating the producer", self._spec.name, abort_error)
-                recovery = Recovery.RECREATE
-        if recovery is Recovery.RECREATE:
-            discard(self._producer)  # a thread still blocked in it keeps it alive meanwhile
-            self._producer = None
-            self._producer = self._new_producer()
+        assert self._transactions is not None
+        self._transactions.recover(error)
+        self._producer = self._transactions.producer
         owned = list(self._partitions)
         self._until_done("restore", lambda: self._restore_and_rewind(owned))
         # The clock ran on while the broker was away: a Tick now would expire leases whose
@@ -439,30 +400,6 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._restore(partitions)
         self._rewind(partitions)
 
-    def _new_producer(self) -> Producer:
-        """A transactional producer, initialised (which aborts whatever an earlier
-        producer with the same transactional id left open). A timed-out init is resumed
-        on the same producer ("retry call to resume"): a second producer would race the
-        first one's pending InitProducerId and be fenced by it. Only a fatal error or a
-        call that ignores its deadline gets a fresh producer."""
-        timeout_s = self._settings.call_timeout_ms / 1000
-        producer = Producer(self._producer_config())
-        while True:
-            try:
-                self._calls.call("init_transactions", functools.partial(producer.init_transactions, timeout_s),
-                                 timeout_s + 1)
-                return producer
-            except (KafkaException, TransactionWedged) as error:
-                recovery = recovery_for(error)
-                if recovery is Recovery.FENCED:
-                    raise ProducerFenced(str(error)) from error
-                if self._stop.is_set():
-                    raise _StopRequested("stopped while waiting for the broker") from error
-                log.warning("%s: init_transactions failed (%s); retrying", self._spec.name, error)
-                if recovery is Recovery.RECREATE:
-                    discard(producer)
-                    producer = Producer(self._producer_config())
-
     def _until_done(self, what: str, step: Callable[[], object]) -> None:
         """Run ``step`` until it succeeds (each of its Kafka calls has a deadline)."""
         while True:
@@ -471,7 +408,7 @@ class ProcessorRuntime(Generic[S, C, E]):
                 return
             except (KafkaException, StreamsError) as error:
                 if self._stop.is_set():
-                    raise _StopRequested("stopped while waiting for the broker") from error
+                    raise StopRequested("stopped while waiting for the broker") from error
                 log.warning("%s: %s failed (%s); retrying", self._spec.name, what, error)
                 self._stop.wait(0.5)
 

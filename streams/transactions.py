@@ -13,17 +13,20 @@ same transactional id bumps the epoch: whatever the old one still sends is fence
 from __future__ import annotations
 
 import enum
+import functools
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from taskplane.streams.exceptions import StreamsError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # The producer's transactional id was taken over by a newer instance: never fight it.
 FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
@@ -116,3 +119,89 @@ def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> No
             future.set_result(fn())
         except BaseException as error:  # handed to the waiting caller
             future.set_exception(error)
+
+
+class ProducerFenced(StreamsError):
+    """Another instance took over this one's transactional id or partitions."""
+
+
+class StopRequested(StreamsError):
+    """The owner asked to stop while a call waited for the broker to come back."""
+
+
+class TransactionalProducer:
+    """The processor's transactional producer, kept usable across broker outages.
+
+    ``producer`` is the current handle (produce into it between ``begin`` and
+    ``commit``); after ``recover`` it may be a new one. ``stop`` ends the waits."""
+
+    def __init__(self, name: str, config: Callable[[], dict[str, Any]], call_timeout_s: float,
+                 stop: threading.Event) -> None:
+        self._name = name
+        self._config = config
+        self._timeout_s = call_timeout_s
+        self._stop = stop
+        self._calls = DeadlineCaller(name)
+        self.producer: Producer = self._initialised()
+
+    def begin(self) -> None:
+        self.producer.begin_transaction()
+
+    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
+        """send_offsets (when there are any) and commit, each abandoned one second past
+        its timeout: librdkafka may not honour it after a coordinator loss."""
+        producer, timeout_s = self.producer, self._timeout_s
+        if positions:
+            self._calls.call("send_offsets_to_transaction",
+                             lambda: producer.send_offsets_to_transaction(positions, group_metadata, timeout_s),
+                             timeout_s + 1)
+        self._calls.call("commit_transaction", lambda: producer.commit_transaction(timeout_s), timeout_s + 1)
+
+    def recover(self, error: BaseException) -> Recovery:
+        """After a failed batch: abort, or a new producer; raises ProducerFenced on a fence."""
+        recovery = recovery_for(error)
+        if recovery is Recovery.FENCED:
+            raise ProducerFenced(str(error)) from error
+        log.warning("%s: transaction failed (%s); %s", self._name, error, recovery.value)
+        if recovery is Recovery.ABORT:
+            producer, timeout_s = self.producer, self._timeout_s
+            try:
+                self._calls.call("abort_transaction", lambda: producer.abort_transaction(timeout_s), timeout_s + 1)
+                return recovery
+            except (KafkaException, TransactionWedged) as abort_error:
+                if recovery_for(abort_error) is Recovery.FENCED:
+                    raise ProducerFenced(str(abort_error)) from abort_error
+                log.warning("%s: abort failed (%s); re-creating the producer", self._name, abort_error)
+        discard(self.producer)  # a thread still blocked in it keeps it alive meanwhile
+        self.producer = self._initialised()
+        return Recovery.RECREATE
+
+    def close(self) -> None:
+        try:
+            self._calls.call("flush", lambda: self.producer.flush(5), 6)
+        except (KafkaException, TransactionWedged) as error:  # nothing of it commits anyway
+            log.warning("%s: producer flush at close: %s", self._name, error)
+        self._calls.close()
+
+    def _initialised(self) -> Producer:
+        """A producer after init_transactions (which aborts what an earlier producer with
+        the same transactional id left open). A timed-out init is resumed on the same
+        producer ("retry call to resume"): a second one would race the first one's
+        pending InitProducerId and be fenced by it. Only a fatal error or a call that
+        ignores its deadline gets a fresh producer."""
+        producer = Producer(self._config())
+        while True:
+            try:
+                self._calls.call("init_transactions", functools.partial(producer.init_transactions, self._timeout_s),
+                                 self._timeout_s + 1)
+                return producer
+            except (KafkaException, TransactionWedged) as error:
+                recovery = recovery_for(error)
+                if recovery is Recovery.FENCED:
+                    raise ProducerFenced(str(error)) from error
+                if self._stop.is_set():
+                    raise StopRequested("stopped while waiting for the broker") from error
+                log.warning("%s: init_transactions failed (%s); retrying", self._name, error)
+                if recovery is Recovery.RECREATE:
+                    discard(producer)
+                    producer = Producer(self._config())

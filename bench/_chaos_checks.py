@@ -1,0 +1,116 @@
+"""The end-of-run checks of bench.chaos, each from a source taskplane does not keep
+for itself: fakepay's charges table, the ledger table, a fresh fold of ``events``
+into a new schema, the ``poison`` topic, and the kill times the bench recorded."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from taskplane.processors.orchestrator.decider import LEASE_EXPIRED
+from taskplane.processors.orchestrator.messages import LeaseExpired, RunSucceeded, TaskDeadLettered
+from taskplane.processors.projector.rebuild import rebuild_projections
+from taskplane.streams.log_reader import read_to_end
+
+READ_MODEL_TABLES = ("runs", "tasks", "attempts", "tool_calls", "dead_letters", "breakers")
+EXPIRY_SLACK_MS = 5_000  # a dead holder's lease expires within leaseTimeout (+ tick, + this) of the kill
+
+
+@dataclass
+class Verdict:
+    succeeded: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, float]], lease_ms: int) -> Verdict:
+    verdict = Verdict()
+    succeeded = {e.run_id for e in stack.log.events(RunSucceeded)} & run_ids
+    letters = [e for e in stack.log.events(TaskDeadLettered) if e.run_id in run_ids]
+    lettered = {e.run_id for e in letters} - succeeded
+    verdict.succeeded, verdict.dead_lettered = len(succeeded), len(lettered)
+    verdict.lost = len(run_ids - succeeded - lettered)
+    live = live_holder_expiries(stack, killed_workers, lease_ms)
+    if live:
+        verdict.failures.append(f"{len(live)} lease(s) of live holders expired: {live[:5]}")
+    for letter in letters:
+        if "internal error" in letter.error or (LEASE_EXPIRED in letter.error and letter.run_id in
+                                                 {run for run, _task, _worker in live}):
+            verdict.failures.append(f"dead letter without a real cause: {letter.run_id} {letter.error[:120]}")
+    check_payments(stack.database_url, succeeded, verdict)
+    check_read_model(stack, verdict)
+    poisoned = sum(1 for _ in read_to_end(stack.kafka, stack.topics.poison))
+    if poisoned:
+        verdict.failures.append(f"{poisoned} record(s) on poison")
+    return verdict
+
+
+def live_holder_expiries(stack: Any, killed: list[tuple[str, float]], lease_ms: int) -> list[tuple[str, str, str]]:
+    """LeaseExpired events whose holder had not been killed shortly before."""
+    found = []
+    for meta, event in stack.log.records():
+        if not isinstance(event, LeaseExpired):
+            continue
+        dead = any(worker == event.worker_id and kill_s * 1000 <= meta.timestamp_ms
+                   <= kill_s * 1000 + lease_ms + EXPIRY_SLACK_MS for worker, kill_s in killed)
+        if not dead:
+            found.append((event.run_id, event.task, event.worker_id))
+    return found
+
+
+def check_payments(database_url: str, succeeded: set[str], verdict: Verdict) -> None:
+    """One fakepay charge per succeeded run (its customer), none doubled, and a ledger
+    row per succeeded run naming that charge with its amount."""
+    with psycopg.connect(database_url) as conn:
+        charges = conn.execute("SELECT customer, id, amount FROM fakepay_charges").fetchall()
+        ledger = conn.execute("SELECT run_id, charge_id, amount FROM ledger").fetchall()
+    per_customer: dict[str, list[tuple[str, int]]] = {}
+    for customer, charge_id, amount in charges:
+        per_customer.setdefault(customer, []).append((charge_id, amount))
+    doubled = {c: rows for c, rows in per_customer.items() if len(rows) > 1}
+    verdict.duplicated = len(doubled)
+    if doubled:
+        verdict.failures.append(f"{len(doubled)} customer(s) charged more than once: {list(doubled)[:5]}")
+    per_run: dict[str, list[tuple[str, int]]] = {}
+    for run_id, charge_id, amount in ledger:
+        per_run.setdefault(run_id, []).append((charge_id, amount))
+    charge_ids = {charge_id: amount for rows in per_customer.values() for charge_id, amount in rows}
+    missing = [r for r in succeeded if len(per_run.get(r, [])) != 1]
+    if missing:
+        verdict.failures.append(f"{len(missing)} succeeded run(s) without exactly one ledger row: {missing[:5]}")
+    mismatched = [r for r, rows in per_run.items() if any(charge_ids.get(c) != a for c, a in rows)]
+    if mismatched:
+        verdict.failures.append(f"{len(mismatched)} ledger row(s) naming no charge of that amount: {mismatched[:5]}")
+    if len(charges) < len(succeeded):
+        verdict.failures.append(f"{len(succeeded) - len(charges)} succeeded run(s) without a charge")
+
+
+def check_read_model(stack: Any, verdict: Verdict, timeout_s: float = 120.0) -> None:
+    """Fold ``events`` afresh into a new schema and compare every table with the live one
+    once the live projector reached the same offsets."""
+    report = rebuild_projections(stack.kafka, stack.topics, stack.database_url, swap=False)
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        while True:
+            rows = conn.execute("SELECT topic, partition, next_offset FROM readmodel.projector_offsets").fetchall()
+            live = {(t, p): o for t, p, o in rows}
+            behind = [tp for tp, o in report.offsets.items() if o is not None and live.get(tp, -1) < o]
+            if not behind or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if behind:
+            verdict.failures.append(f"live projector behind a fresh fold on {behind}")
+        for table in READ_MODEL_TABLES:
+            differ = conn.execute(sql.SQL(
+                "SELECT count(*) FROM ((SELECT * FROM {a}.{t} EXCEPT SELECT * FROM {b}.{t}) UNION ALL "
+                "(SELECT * FROM {b}.{t} EXCEPT SELECT * FROM {a}.{t})) AS d").format(
+                a=sql.Identifier("readmodel"), b=sql.Identifier(report.schema), t=sql.Identifier(table))).fetchone()
+            if differ and differ[0]:
+                verdict.failures.append(f"read model table {table}: {differ[0]} row(s) differ from a fresh fold")
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(report.schema)))

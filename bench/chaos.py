@@ -1,0 +1,186 @@
+"""A chaos run: payment runs (fakepay charge + ledger record behind a flaky fraud
+check) through a deployment of separate processes, while the orchestrator, the
+breaker, the projector, workers and the Kafka broker are SIGKILLed at seeded random
+moments and come back like pods (the broker on its data dir and port).
+
+    python -m bench.chaos [--runs 2000] [--seed 7] [--quick]
+
+Checked at the end from sources independent of taskplane's bookkeeping: every run
+succeeded or is dead-lettered with a real cause; fakepay holds exactly one charge per
+succeeded run and the ledger matches; the read model equals a fresh fold of
+``events``; nothing landed on ``poison``; each killed component moved again within its
+bound; no lease of a live worker expired. Last line JSON: runs, succeeded,
+dead_lettered, lost, duplicated, stuck, kills, recover_s (+ the failures found).
+Exit code 1 on any loss, duplicate, stuck component or failed check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._chaos_checks import Verdict, check_all
+from bench._chaos_stack import ChaosStack
+from taskplane._demo_stack import compile_manifest
+from taskplane._progress import first_progress
+from taskplane.processors.orchestrator.messages import LeaseGranted, RunSucceeded, TaskDeadLettered
+
+TOOLS = str(Path(__file__).resolve().parent / "_chaos_tools.py")
+MANIFEST = """
+apiVersion: taskplane.dev/v1
+kind: AgentSystem
+metadata: {name: chaos-payments}
+spec:
+  agents:
+    - name: payment-processor
+      tools:
+        - fraud.score: {timeout: 5s, retries: 2}
+        - stripe.charge: {timeout: 10s}
+        - ledger.record: {timeout: 10s}
+  execution: {leaseTimeout: 10s, maxRetries: 5, initialBackoff: 200ms, backoffMultiplier: 2.0,
+              maxBackoffCap: 2s, jitterFraction: 0.1, idempotencyTracking: true}
+  breakers: {failureThreshold: 8, cooldown: 2s}
+"""
+KINDS = ("orchestrator", "breaker", "projector", "worker", "broker")
+BOUND_S = {"orchestrator": 5.0, "breaker": 5.0, "projector": 5.0, "worker": 11.0, "broker": 5.0}
+GIVE_UP_S = 120.0  # a component not moving by then is stuck
+
+
+class Submitter:
+    """Submits ``runs`` payment runs at ``per_second``; run i charges customer c<i>."""
+
+    def __init__(self, stack: ChaosStack, plan: Any, runs: int, per_second: float) -> None:
+        self._stack, self._plan, self._runs, self._pause = stack, plan, runs, 1 / per_second
+        self.run_ids: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Submitter:
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        for index in range(self._runs):
+            run_id = self._stack.publisher.submit_run(self._plan, {"customer": f"c{index}", "amount": 100 + index},
+                                                      idempotency_key=f"chaos-{index}")
+            self.run_ids[run_id] = index
+            time.sleep(self._pause)
+        self._stack.publisher.flush(300)
+
+
+def schedule(rng: random.Random, kills_per_kind: int, duration_s: float) -> list[tuple[float, str]]:
+    """Seeded kill moments over the load's middle 80 %, one kind at a time."""
+    moments = [(rng.uniform(0.1, 0.9) * duration_s, kind) for kind in KINDS for _ in range(kills_per_kind)]
+    return sorted(moments)
+
+
+def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: list[tuple[str, float]]) -> float | None:
+    """One kill of ``kind``, restarted like a pod; seconds until it made progress again."""
+    if kind == "worker":
+        worker = rng.choice(stack.workers)
+        ids = [worker.worker_id(system) for system in stack.systems]
+        killed.extend((worker_id, time.time()) for worker_id in ids)
+        worker.kill()
+        started = time.monotonic()
+        fresh = stack.restart_worker(worker)
+        # progress: a lease granted to the restarted worker
+        seen = len(stack.log.events(LeaseGranted))
+        stack.log.wait_for(lambda log: any(fresh.owns(e.worker_id) for e in log.events(LeaseGranted)[seen:]),
+                           GIVE_UP_S)
+        return time.monotonic() - started
+    before = stack.progress.positions()
+    if kind == "broker":
+        stack.kill_broker()
+        time.sleep(rng.uniform(3, 8))  # the outage
+        stack.restart_broker()
+        started = time.monotonic()
+        took = first_progress(stack.progress, before, ["orchestrator", "projector"], GIVE_UP_S)
+        return None if None in took.values() else max(t for t in took.values() if t is not None)
+    stack.kill(kind)
+    started = time.monotonic()
+    stack.start(kind)
+    restarted = time.monotonic()
+    moved = first_progress(stack.progress, before, [kind], GIVE_UP_S)[kind]
+    return None if moved is None else restarted - started + moved
+
+
+def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[dict[str, Any], Verdict]:
+    rng = random.Random(seed)
+    workdir = Path(tempfile.mkdtemp(prefix="taskplane-bench-chaos-"))
+    definition = compile_manifest(MANIFEST)
+    with ChaosStack(workdir, {definition.name: TOOLS}, workers=3, concurrency=4) as stack:
+        from examples.fakepay.server import serve
+
+        fakepay = serve(0, stack.database_url)
+        threading.Thread(target=fakepay.serve_forever, daemon=True).start()
+        stack.env["TASKPLANE_FAKEPAY_URL"] = f"http://127.0.0.1:{fakepay.server_address[1]}"
+        _create_ledger(stack.database_url)
+        stack.publisher.define_system(definition)
+        stack.publisher.flush()
+        stack.start_workers()
+        submitter = Submitter(stack, definition.plan, runs, per_second).start()
+        started = time.monotonic()
+        kills: dict[str, int] = dict.fromkeys(KINDS, 0)
+        recover: dict[str, float] = dict.fromkeys(KINDS, 0.0)
+        stuck: list[str] = []
+        killed_workers: list[tuple[str, float]] = []
+        for at_s, kind in schedule(rng, kills_per_kind, runs / per_second):
+            time.sleep(max(0.0, at_s - (time.monotonic() - started)))
+            took = kill_and_recover(stack, kind, rng, killed_workers)
+            kills[kind] += 1
+            print(f"{time.monotonic() - started:6.1f}s kill {kind}: moved again after "
+                  f"{'never' if took is None else f'{took:.1f}s'}", flush=True)
+            if took is None or took > BOUND_S[kind]:
+                stuck.append(f"{kind} ({'never' if took is None else f'{took:.1f}s'})")
+            recover[kind] = max(recover[kind], float("inf") if took is None else took)
+        submitter.join()
+        wanted = set(submitter.run_ids)
+        with contextlib.suppress(TimeoutError):  # what did not finish is counted as lost below
+            stack.log.wait_for(lambda log: wanted <= ({e.run_id for e in log.events(RunSucceeded)}
+                                                     | {e.run_id for e in log.events(TaskDeadLettered)}), 600)
+        verdict = check_all(stack, wanted, killed_workers, definition.plan.execution.lease_timeout_ms)
+        fakepay.shutdown()
+    result = {
+        "runs": runs, "succeeded": verdict.succeeded, "dead_lettered": verdict.dead_lettered,
+        "lost": verdict.lost, "duplicated": verdict.duplicated, "stuck": len(stuck),
+        "kills": kills, "recover_s": {k: round(v, 2) for k, v in recover.items()},
+        "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "seed": seed,
+    }
+    return result, verdict
+
+
+def _create_ledger(database_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ledger (charge_id text PRIMARY KEY, run_id text NOT NULL, "
+                     "amount bigint NOT NULL, currency text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--kills-per-kind", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=10.0, help="runs submitted per second")
+    parser.add_argument("--quick", action="store_true", help="200 runs, one kill of each kind")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.kills_per_kind, args.rate = 200, 1, 2.5
+    result, _verdict = run(args.runs, args.seed, args.kills_per_kind, args.rate)
+    print(json.dumps(result))
+    sys.exit(1 if result["failures"] or result["lost"] or result["duplicated"] or result["stuck"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The rule for failed transactional calls, and calls with deadlines (no broker)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from taskplane.streams.transactions import DeadlineCaller, Recovery, TransactionWedged, recovery_for
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (KafkaException(KafkaError(KafkaError.PRODUCER_FENCED, fatal=True)), Recovery.FENCED),
+        (KafkaException(KafkaError(KafkaError._FENCED, fatal=True)), Recovery.FENCED),
+        (KafkaException(KafkaError(KafkaError.INVALID_PRODUCER_EPOCH, fatal=True)), Recovery.RECREATE),
+        (KafkaException(KafkaError(KafkaError._TIMED_OUT, retriable=True)), Recovery.ABORT),
+        (KafkaException(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, txn_requires_abort=True)),
+         Recovery.ABORT),
+        (TransactionWedged("send_offsets_to_transaction did not return"), Recovery.RECREATE),
+    ],
+)
+def test_failed_calls_abort_recreate_or_stop_by_kafkas_rules(error: BaseException, expected: Recovery) -> None:
+    assert recovery_for(error) is expected
+
+
+def test_a_call_returns_its_value_or_raises_its_error() -> None:
+    calls = DeadlineCaller("test")
+    assert calls.call("add", lambda: 1 + 1, 5) == 2
+    with pytest.raises(KafkaException):
+        calls.call("fail", lambda: (_ for _ in ()).throw(KafkaException(KafkaError(KafkaError._TIMED_OUT))), 5)
+    calls.close()
+
+
+def test_a_call_past_its_deadline_is_abandoned_and_the_next_one_runs_on_a_fresh_thread() -> None:
+    calls = DeadlineCaller("test")
+    release = threading.Event()
+    blocked: list[threading.Thread] = []
+
+    def hang() -> None:  # like a librdkafka call that ignores its timeout
+        blocked.append(threading.current_thread())
+        release.wait()
+
+    with pytest.raises(TransactionWedged):
+        calls.call("hang", hang, 0.05)
+    assert calls.abandoned == 1
+    assert calls.call("next", threading.current_thread, 5) is not blocked[0]
+    release.set()
+    calls.close()
