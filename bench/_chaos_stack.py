@@ -132,6 +132,7 @@ class ChaosStack:
             component.stop()
         with contextlib.suppress(Exception):
             self.log.close()
+            self.progress.close()
         self.broker.stop()
         self.postgres.stop()
 

@@ -98,7 +98,7 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
         stack.log.wait_for(lambda log: any(fresh.owns(e.worker_id) for e in log.events(LeaseGranted)[seen:]),
                            GIVE_UP_S)
         return time.monotonic() - started
-    before = stack.progress.positions()
+    before = stack.progress.baseline()
     if kind == "broker":
         stack.kill_broker()
         time.sleep(rng.uniform(3, 8))  # the outage

@@ -103,7 +103,7 @@ def worker_trial(stack: ChaosStack, plan: Any) -> tuple[float, list[float]]:
 
 def serving_trial(stack: ChaosStack, name: str) -> float | None:
     """SIGKILL ``name``, start it again at once (a pod restart); seconds until it moves."""
-    before = stack.progress.positions()
+    before = stack.progress.baseline()
     stack.kill(name)
     killed = time.monotonic()
     stack.start(name)

@@ -421,7 +421,7 @@ class LocalKafka(ManagedServer):
             # KIP-848 groups (workers use group.protocol=consumer): the broker owns the
             # session timeout. 45 s by default; a dead worker's queued work must move well
             # within a lease (docs/failover.md sets the same on a production cluster).
-            "group.consumer.session.timeout.ms": "5000",
+            "group.consumer.session.timeout.ms": "3000",
             "group.consumer.min.session.timeout.ms": "1000",
             "group.consumer.heartbeat.interval.ms": "1000",
             "group.consumer.min.heartbeat.interval.ms": "500",

@@ -426,6 +426,7 @@ class ProcessorRuntime(Generic[S, C, E]):
     def _set_ready(self, ready: bool) -> None:
         if ready != self._ready.is_set():
             (self._ready.set if ready else self._ready.clear)()
+            log.info("%s: %s", self._spec.name, "ready" if ready else "not ready")
             self._observer.readiness(self._spec.name, ready)
 
     def _on_consumer_error(self, error: KafkaError) -> None:

@@ -33,8 +33,10 @@ class RuntimeSettings(BaseSettings):
         "commands the clients queued meanwhile, renewals among them, reach the log first.",
     )
     group_protocol: Literal["classic", "consumer"] = Field(
-        default="classic",
-        description="Consumer group protocol; 'consumer' is KIP-848 (the broker owns the session "
-        "timeout, docs/failover.md). No static membership either way: librdkafka turns a broker "
-        "restart into a fatal FENCED_INSTANCE_ID for static members.",
+        default="consumer",
+        description="Consumer group protocol. 'consumer' (KIP-848): the member keeps its id across "
+        "a broker restart and gets its partitions back at once (classic rejoined as a new member and "
+        "waited out the old one's session); the broker owns the session timeout (docs/failover.md). "
+        "'classic' for brokers older than Kafka 4 (session_timeout_ms applies there). No static "
+        "membership: librdkafka turns a broker restart into a fatal FENCED_INSTANCE_ID for those.",
     )

@@ -30,6 +30,8 @@ class Progress:
         self._topics = topics
         self._dsn = database_url
         self._schema = schema
+        self._readers: dict[str, Consumer] = {}  # one per group, kept: a new client per probe
+        self._partitions: dict[str, list[int]] = {}  # costs a connection and a coordinator lookup
         self._groups = {
             "orchestrator": (f"{topics.prefix}.orchestrator", topics.commands),
             "breaker": (f"{topics.prefix}.breaker", topics.name("tool-outcomes")),
@@ -37,7 +39,7 @@ class Progress:
                for i, s in enumerate(systems)},
         }
 
-    def positions(self, timeout_s: float = 5.0) -> dict[str, int]:
+    def positions(self, timeout_s: float = 2.0) -> dict[str, int]:
         """Sum of committed offsets per component (-1 where it could not be read now)."""
         found = {name: self._group_position(group, topic, timeout_s)
                  for name, (group, topic) in self._groups.items()}
@@ -45,20 +47,35 @@ class Progress:
             found["projector"] = self._projector_position()
         return found
 
-    def moved_since(self, before: dict[str, int], timeout_s: float = 5.0) -> set[str]:
+    def moved_since(self, before: dict[str, int], timeout_s: float = 2.0) -> set[str]:
         now = self.positions(timeout_s)
-        return {name for name, position in now.items() if position > max(before.get(name, 0), 0)}
+        return {name for name, position in now.items() if position > before.get(name, -1) >= 0}
+
+    def baseline(self, timeout_s: float = 60.0) -> dict[str, int]:
+        """Positions once every one of them could be read (-1 while a coordinator loads)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.positions()
+            if min(found.values()) >= 0 or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
 
     def _group_position(self, group: str, topic: str, timeout_s: float) -> int:
-        consumer = Consumer({**self._kafka, "group.id": group, "enable.auto.commit": False})
+        reader = self._readers.get(group)
+        if reader is None:  # never subscribes: reading a group's offsets does not join it
+            reader = self._readers[group] = Consumer({**self._kafka, "group.id": group, "enable.auto.commit": False})
         try:
-            metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-            committed = consumer.committed([TopicPartition(topic, p) for p in metadata.partitions], timeout_s)
+            if topic not in self._partitions:
+                self._partitions[topic] = list(reader.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
+            committed = reader.committed([TopicPartition(topic, p) for p in self._partitions[topic]], timeout_s)
             return sum(max(tp.offset, 0) for tp in committed)
         except KafkaException:
             return -1
-        finally:
-            consumer.close()
 
     def _projector_position(self) -> int:
         assert self._dsn is not None and self._schema is not None

@@ -17,7 +17,7 @@ from taskplane.contract import messages as m
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 FAST = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "200ms", "backoffMultiplier": 2.0,
         "maxBackoffCap": "2s", "jitterFraction": 0.1}
-SESSION_TIMEOUT_S = 5.0  # LocalKafka group.consumer.session.timeout.ms: a dead worker's `work` partitions move after this
+SESSION_TIMEOUT_S = 3.0  # LocalKafka group.consumer.session.timeout.ms: a dead worker's `work` partitions move after this
 DOCUMENTS = str(EXAMPLES / "document-pipeline" / "docs")
 SLEEPER = """
 apiVersion: taskplane.dev/v1

@@ -1,0 +1,21 @@
+"""The short version of ``python -m bench.chaos``: a few dozen payment runs while each
+kind of component (the broker included) is SIGKILLed once and comes back. Nothing may
+be lost, doubled or stuck, and every independent check must hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.chaos import run  # the repo root is on sys.path (tests/e2e/conftest.py)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+@pytest.mark.timeout(1200)
+def test_a_short_chaos_run_loses_nothing_doubles_nothing_and_nothing_stays_stuck() -> None:
+    result, verdict = run(runs=40, seed=11, kills_per_kind=1, per_second=1.0)
+    print(result)
+    assert result["kills"] == {"orchestrator": 1, "breaker": 1, "projector": 1, "worker": 1, "broker": 1}
+    assert verdict.succeeded + verdict.dead_lettered == 40, result
+    assert (result["lost"], result["duplicated"], result["stuck"]) == (0, 0, 0), result
+    assert not result["failures"], result["failures"]
