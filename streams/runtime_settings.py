@@ -23,7 +23,7 @@ class RuntimeSettings(BaseSettings):
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     call_timeout_ms: int = Field(
-        default=10_000, ge=100,
+        default=5_000, ge=100,
         description="Deadline of every blocking Kafka call; a transactional call still blocked "
         "a second past it is abandoned and its producer re-created.",
     )
