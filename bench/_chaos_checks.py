@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from taskplane.contract.messages import LeaseExpired, RunSucceeded, TaskDeadLettered
 from taskplane.processors.orchestrator.decider import LEASE_EXPIRED
-from taskplane.processors.orchestrator.messages import LeaseExpired, RunSucceeded, TaskDeadLettered
 from taskplane.processors.projector.rebuild import rebuild_projections
 from taskplane.streams.log_reader import read_to_end
 

@@ -26,8 +26,8 @@ from confluent_kafka.admin import AdminClient
 
 from taskplane._demo_stack import ROOT, EventLog, WorkerProcess, worker_env
 from taskplane._progress import Progress
-from taskplane.streams.local_broker import LocalKafka
-from taskplane.streams.local_postgres import LocalPostgres
+from taskplane.devstack.kafka import LocalKafka
+from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
@@ -36,22 +36,24 @@ PROCESSORS = ("orchestrator", "breaker", "projector")
 
 
 class Component:
-    """One processor process; ``start`` waits for its "ready" line."""
+    """One processor process (``taskplane processor run NAME``); ``start`` waits for its
+    "NAME running" line."""
 
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
+        self._ready = f"{name} running\n".encode()
         self._argv = argv
         self._env = {**os.environ, **env}
         self.log = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> Component:
-        already = self.log.read_bytes().count(b"ready\n") if self.log.exists() else 0
+        already = self.log.read_bytes().count(self._ready) if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self._argv, cwd=ROOT, env=self._env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while self.log.read_bytes().count(b"ready\n") <= already:
+        while self.log.read_bytes().count(self._ready) <= already:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.05)
@@ -101,20 +103,10 @@ class ChaosStack:
         self.publisher = Publisher({**self.kafka, "message.timeout.ms": 300_000}, self.topics)
         self.env = {**worker_env(self.broker.bootstrap_servers, self.database_url, self.topics.prefix),
                     "TASKPLANE_METRICS_PORT": "0", **self.extra_env}
-        prefix, bootstrap = self.topics.prefix, self.broker.bootstrap_servers
-        python = sys.executable
-        argv = {
-            "orchestrator": [python, "-m", "taskplane.processors.orchestrator.app", "--bootstrap", bootstrap,
-                             "--prefix", prefix, "--instance", "o0"],
-            "breaker": [python, "-m", "taskplane.processors.orchestrator.app", "--bootstrap", bootstrap,
-                        "--prefix", prefix, "--instance", "b0", "--breaker"],
-            "projector": [python, "-m", "taskplane.processors.projector.app", "--bootstrap", bootstrap,
-                          "--prefix", prefix, "--database-url", self.database_url],
-        }
-        env = {**self.env, "TASKPLANE_RUNTIME_TICK_INTERVAL_MS": "100", "TASKPLANE_RUNTIME_MAX_BATCH_MS": "50",
-               "TASKPLANE_PROJECTOR_INSTANCE_ID": "p0"}
-        for name in PROCESSORS:
-            self.components[name] = Component(name, argv[name], env, self.workdir).start()
+        env = {**self.env, "TASKPLANE_RUNTIME_TICK_INTERVAL_MS": "100", "TASKPLANE_RUNTIME_MAX_BATCH_MS": "50"}
+        for name in PROCESSORS:  # endpoints and prefix from the environment, like a pod
+            argv = [sys.executable, "-m", "taskplane.cli", "processor", "run", name, "--instance", f"{name}-0"]
+            self.components[name] = Component(name, argv, env, self.workdir).start()
         self.log = EventLog(self.kafka, self.topics.events)
         self.progress = Progress(self.kafka, self.topics, self.database_url, "readmodel", list(self.systems))
         return self

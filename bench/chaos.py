@@ -31,7 +31,7 @@ from bench._chaos_checks import Verdict, check_all
 from bench._chaos_stack import ChaosStack
 from taskplane._demo_stack import compile_manifest
 from taskplane._progress import first_progress
-from taskplane.processors.orchestrator.messages import LeaseGranted, RunSucceeded, TaskDeadLettered
+from taskplane.contract.messages import LeaseGranted, RunSucceeded, TaskDeadLettered
 
 TOOLS = str(Path(__file__).resolve().parent / "_chaos_tools.py")
 MANIFEST = """

@@ -28,7 +28,7 @@ from typing import Any
 from bench._chaos_stack import ChaosStack
 from taskplane._demo_stack import compile_manifest
 from taskplane._progress import first_progress
-from taskplane.processors.orchestrator.messages import LeaseGranted, LeaseRenewed, RunSucceeded
+from taskplane.contract.messages import LeaseGranted, LeaseRenewed, RunSucceeded
 
 TOOLS = str(Path(__file__).resolve().parent / "_failover_tools.py")
 MANIFEST = """

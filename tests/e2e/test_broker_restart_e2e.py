@@ -20,7 +20,7 @@ from e2e_pipeline import E2E_TOOLS
 
 from taskplane._demo_stack import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 from taskplane._progress import COMPONENTS, Progress, first_progress, wait_until
-from taskplane.streams.local_broker import LocalKafka
+from taskplane.devstack.kafka import LocalKafka
 from taskplane.streams.publisher import Publisher, PublishError
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
