@@ -87,7 +87,8 @@ class ChaosStack:
         self.concurrency = concurrency
         self.extra_env = dict(extra_env or {})
         self.topics = Topics(f"chaos{uuid.uuid4().hex[:6]}")
-        self.broker = LocalKafka(workdir / "kafka", cache_dir=StackSettings().cache_dir)
+        # A shared, overloaded machine took over 90 s (the default) to restart a broker.
+        self.broker = LocalKafka(workdir / "kafka", cache_dir=StackSettings().cache_dir, start_timeout=300)
         self.postgres = LocalPostgres(workdir / "postgres")
         self.components: dict[str, Component] = {}
         self.workers: list[WorkerProcess] = []

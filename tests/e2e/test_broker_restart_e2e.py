@@ -49,7 +49,7 @@ def own_broker(stack_settings: StackSettings) -> Iterator[LocalKafka]:
     """A broker of this test only: killing it must not disturb the session's."""
     data_dir = Path(tempfile.mkdtemp(prefix="taskplane-test-restart-"))  # outside pytest basetemp rotation
     kafka = LocalKafka(data_dir / "kafka", version=stack_settings.local_kafka_version,
-                       cache_dir=stack_settings.cache_dir)
+                       cache_dir=stack_settings.cache_dir, start_timeout=300)
     kafka.start()
     try:
         yield kafka
