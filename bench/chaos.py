@@ -31,7 +31,14 @@ from bench._chaos_checks import Verdict, check_all
 from bench._chaos_stack import ChaosStack
 from taskplane._demo_stack import compile_manifest
 from taskplane._progress import first_progress
-from taskplane.contract.messages import LeaseGranted, RunSucceeded, TaskDeadLettered
+from taskplane.contract.messages import (
+    LeaseExpired,
+    LeaseGranted,
+    LeaseReleased,
+    RunSucceeded,
+    TaskDeadLettered,
+    TaskSucceeded,
+)
 
 TOOLS = str(Path(__file__).resolve().parent / "_chaos_tools.py")
 MANIFEST = """
@@ -87,16 +94,19 @@ def schedule(rng: random.Random, kills_per_kind: int, duration_s: float) -> list
 def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: list[tuple[str, float]]) -> float | None:
     """One kill of ``kind``, restarted like a pod; seconds until it made progress again."""
     if kind == "worker":
+        # Recovered when every lease the dead worker held was granted again (to another
+        # worker or to its restarted pod) or its task finished: the takeover.
         worker = rng.choice(stack.workers)
-        ids = [worker.worker_id(system) for system in stack.systems]
-        killed.extend((worker_id, time.time()) for worker_id in ids)
+        ids = {worker.worker_id(system) for system in stack.systems}
+        held = held_leases(stack, ids)
         worker.kill()
         started = time.monotonic()
-        fresh = stack.restart_worker(worker)
-        # progress: a lease granted to the restarted worker
-        seen = len(stack.log.events(LeaseGranted))
-        stack.log.wait_for(lambda log: any(fresh.owns(e.worker_id) for e in log.events(LeaseGranted)[seen:]),
-                           GIVE_UP_S)
+        killed.extend((worker_id, time.time()) for worker_id in ids)
+        stack.restart_worker(worker)
+        try:
+            stack.log.wait_for(lambda log: all(moved_on(log, lease) for lease in held), GIVE_UP_S)
+        except TimeoutError:
+            return None
         return time.monotonic() - started
     before = stack.progress.baseline()
     if kind == "broker":
@@ -112,6 +122,26 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
     restarted = time.monotonic()
     moved = first_progress(stack.progress, before, [kind], GIVE_UP_S)[kind]
     return None if moved is None else restarted - started + moved
+
+
+def held_leases(stack: ChaosStack, worker_ids: set[str]) -> list[tuple[str, str, int]]:
+    """(run, task, epoch) of the leases ``worker_ids`` hold now, as far as the log says."""
+    held: dict[tuple[str, str], int] = {}
+    for _meta, event in stack.log.records():
+        if isinstance(event, LeaseGranted):
+            if event.worker_id in worker_ids:
+                held[(event.run_id, event.task)] = event.epoch
+            else:
+                held.pop((event.run_id, event.task), None)
+        elif isinstance(event, TaskSucceeded | LeaseReleased | LeaseExpired):
+            held.pop((event.run_id, event.task), None)
+    return [(run, task, epoch) for (run, task), epoch in held.items()]
+
+
+def moved_on(log: Any, lease: tuple[str, str, int]) -> bool:
+    run, task, epoch = lease
+    return any(e.task == task and e.epoch > epoch for e in log.events(LeaseGranted, run)) or any(
+        e.task == task for e in log.events(TaskSucceeded, run))
 
 
 def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[dict[str, Any], Verdict]:
