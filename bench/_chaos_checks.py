@@ -26,17 +26,20 @@ class Verdict:
     dead_lettered: int = 0
     lost: int = 0
     duplicated: int = 0
+    expired_in_outage: int = 0  # leases that expired while (or just after) the broker was away
     failures: list[str] = field(default_factory=list)
 
 
-def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, float]], lease_ms: int) -> Verdict:
+def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, float]],
+              outages: list[tuple[float, float]], lease_ms: int) -> Verdict:
     verdict = Verdict()
     succeeded = {e.run_id for e in stack.log.events(RunSucceeded)} & run_ids
     letters = [e for e in stack.log.events(TaskDeadLettered) if e.run_id in run_ids]
     lettered = {e.run_id for e in letters} - succeeded
     verdict.succeeded, verdict.dead_lettered = len(succeeded), len(lettered)
     verdict.lost = len(run_ids - succeeded - lettered)
-    live = live_holder_expiries(stack, killed_workers, lease_ms)
+    live, in_outage = live_holder_expiries(stack, killed_workers, outages, lease_ms)
+    verdict.expired_in_outage = in_outage
     if live:
         verdict.failures.append(f"{len(live)} lease(s) of live holders expired: {live[:5]}")
     for letter in letters:
@@ -51,17 +54,26 @@ def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, flo
     return verdict
 
 
-def live_holder_expiries(stack: Any, killed: list[tuple[str, float]], lease_ms: int) -> list[tuple[str, str, str]]:
-    """LeaseExpired events whose holder had not been killed shortly before."""
+def live_holder_expiries(stack: Any, killed: list[tuple[str, float]], outages: list[tuple[float, float]],
+                         lease_ms: int) -> tuple[list[tuple[str, str, str]], int]:
+    """LeaseExpired events whose holder had not been killed shortly before (failures),
+    and the count of those that fell in a broker outage: a worker whose sends to the log
+    failed past their deadline gives its attempt up, so its lease expires by design."""
     found = []
+    in_outage = 0
     for meta, event in stack.log.records():
         if not isinstance(event, LeaseExpired):
             continue
-        dead = any(worker == event.worker_id and kill_s * 1000 <= meta.timestamp_ms
-                   <= kill_s * 1000 + lease_ms + EXPIRY_SLACK_MS for worker, kill_s in killed)
-        if not dead:
+        at_ms = meta.timestamp_ms
+        dead = any(worker == event.worker_id and kill_s * 1000 <= at_ms <= kill_s * 1000 + lease_ms + EXPIRY_SLACK_MS
+                   for worker, kill_s in killed)
+        if dead:
+            continue
+        if any(down * 1000 <= at_ms <= back * 1000 + lease_ms + EXPIRY_SLACK_MS for down, back in outages):
+            in_outage += 1
+        else:
             found.append((event.run_id, event.task, event.worker_id))
-    return found
+    return found, in_outage
 
 
 def check_payments(database_url: str, succeeded: set[str], verdict: Verdict) -> None:

@@ -92,7 +92,8 @@ def schedule(rng: random.Random, kills_per_kind: int, duration_s: float) -> list
     return sorted(moments)
 
 
-def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: list[tuple[str, float]]) -> float | None:
+def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: list[tuple[str, float]],
+                     outages: list[tuple[float, float]]) -> float | None:
     """One kill of ``kind``, restarted like a pod; seconds until it made progress again."""
     if kind == "worker":
         # Recovered when every lease the dead worker held was granted again (to another
@@ -111,9 +112,11 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
         return time.monotonic() - started
     before = stack.progress.baseline()
     if kind == "broker":
+        down = time.time()
         stack.kill_broker()
         time.sleep(rng.uniform(3, 8))  # the outage
         stack.restart_broker()
+        outages.append((down, time.time()))
         started = time.monotonic()
         took = first_progress(stack.progress, before, ["orchestrator", "projector"], GIVE_UP_S)
         return None if None in took.values() else max(t for t in took.values() if t is not None)
@@ -166,9 +169,10 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
         stuck: list[str] = []  # never moved again within GIVE_UP_S
         slow: list[str] = []  # moved again, later than its bound
         killed_workers: list[tuple[str, float]] = []
+        outages: list[tuple[float, float]] = []  # broker down → back, wall clock
         for at_s, kind in schedule(rng, kills_per_kind, runs / per_second):
             time.sleep(max(0.0, at_s - (time.monotonic() - started)))
-            took = kill_and_recover(stack, kind, rng, killed_workers)
+            took = kill_and_recover(stack, kind, rng, killed_workers, outages)
             kills[kind] += 1
             print(f"{time.monotonic() - started:6.1f}s kill {kind}: moved again after "
                   f"{'never' if took is None else f'{took:.1f}s'}", flush=True)
@@ -182,13 +186,14 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
         with contextlib.suppress(TimeoutError):  # what did not finish is counted as lost below
             stack.log.wait_for(lambda log: wanted <= ({e.run_id for e in log.events(RunSucceeded)}
                                                      | {e.run_id for e in log.events(TaskDeadLettered)}), 600)
-        verdict = check_all(stack, wanted, killed_workers, definition.plan.execution.lease_timeout_ms)
+        verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms)
         fakepay.shutdown()
     result = {
         "runs": runs, "succeeded": verdict.succeeded, "dead_lettered": verdict.dead_lettered,
         "lost": verdict.lost, "duplicated": verdict.duplicated, "stuck": len(stuck),
         "kills": kills, "recover_s": {k: round(v, 2) for k, v in recover.items()},
-        "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow, "seed": seed,
+        "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow,
+        "expired_in_outage": verdict.expired_in_outage, "seed": seed,
     }
     return result, verdict
 
