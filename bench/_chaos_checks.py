@@ -18,6 +18,7 @@ from taskplane.streams.log_reader import read_to_end
 
 READ_MODEL_TABLES = ("runs", "tasks", "attempts", "tool_calls", "dead_letters", "breakers")
 EXPIRY_SLACK_MS = 5_000  # a dead holder's lease expires within leaseTimeout (+ tick, + this) of the kill
+SEND_DEADLINE_MS = 30_000  # a worker gives an attempt up when its records stay undelivered this long
 
 
 @dataclass
@@ -69,7 +70,8 @@ def live_holder_expiries(stack: Any, killed: list[tuple[str, float]], outages: l
                    for worker, kill_s in killed)
         if dead:
             continue
-        if any(down * 1000 <= at_ms <= back * 1000 + lease_ms + EXPIRY_SLACK_MS for down, back in outages):
+        if any(down * 1000 <= at_ms <= back * 1000 + SEND_DEADLINE_MS + lease_ms + EXPIRY_SLACK_MS
+               for down, back in outages):
             in_outage += 1
         else:
             found.append((event.run_id, event.task, event.worker_id))

@@ -116,9 +116,10 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
         stack.kill_broker()
         time.sleep(rng.uniform(3, 8))  # the outage
         stack.restart_broker()
-        outages.append((down, time.time()))
         started = time.monotonic()
         took = first_progress(stack.progress, before, ["orchestrator", "projector"], GIVE_UP_S)
+        # From the workers' side the outage lasts until the orchestrator commits again.
+        outages.append((down, time.time()))
         return None if None in took.values() else max(t for t in took.values() if t is not None)
     stack.kill(kind)
     started = time.monotonic()
