@@ -68,6 +68,7 @@ class Submitter:
     def __init__(self, stack: ChaosStack, plan: Any, runs: int, per_second: float) -> None:
         self._stack, self._plan, self._runs, self._pause = stack, plan, runs, 1 / per_second
         self.run_ids: dict[str, int] = {}
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> Submitter:
@@ -79,11 +80,21 @@ class Submitter:
 
     def _run(self) -> None:
         for index in range(self._runs):
-            run_id = self._stack.publisher.submit_run(self._plan, {"customer": f"c{index}", "amount": 100 + index},
-                                                      idempotency_key=f"chaos-{index}")
-            self.run_ids[run_id] = index
+            self._submit(f"c{index}", 100 + index, f"chaos-{index}")
             time.sleep(self._pause)
         self._stack.publisher.flush(300)
+
+    def nudge(self) -> None:
+        """One more run, so a component restarted after the load ended still has work
+        to show progress on (it is checked like the others)."""
+        probe = len(self.run_ids)
+        self._submit(f"probe{probe}", 1, f"chaos-probe-{probe}")
+
+    def _submit(self, customer: str, amount: int, key: str) -> None:
+        with self._lock:
+            run_id = self._stack.publisher.submit_run(self._plan, {"customer": customer, "amount": amount},
+                                                      idempotency_key=key)
+            self.run_ids[run_id] = len(self.run_ids)
 
 
 def schedule(rng: random.Random, kills_per_kind: int, duration_s: float) -> list[tuple[float, str]]:
@@ -93,7 +104,7 @@ def schedule(rng: random.Random, kills_per_kind: int, duration_s: float) -> list
 
 
 def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: list[tuple[str, float]],
-                     outages: list[tuple[float, float]]) -> float | None:
+                     outages: list[tuple[float, float]], nudge: Any) -> float | None:
     """One kill of ``kind``, restarted like a pod; seconds until it made progress again."""
     if kind == "worker":
         # Recovered when every lease the dead worker held was granted again (to another
@@ -117,6 +128,7 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
         time.sleep(rng.uniform(3, 8))  # the outage
         stack.restart_broker()
         started = time.monotonic()
+        nudge()
         took = first_progress(stack.progress, before, ["orchestrator", "projector"], GIVE_UP_S)
         # From the workers' side the outage lasts until the orchestrator commits again.
         outages.append((down, time.time()))
@@ -125,6 +137,7 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
     started = time.monotonic()
     stack.start(kind)
     restarted = time.monotonic()
+    nudge()
     moved = first_progress(stack.progress, before, [kind], GIVE_UP_S)[kind]
     return None if moved is None else restarted - started + moved
 
@@ -173,7 +186,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
         outages: list[tuple[float, float]] = []  # broker down → back, wall clock
         for at_s, kind in schedule(rng, kills_per_kind, runs / per_second):
             time.sleep(max(0.0, at_s - (time.monotonic() - started)))
-            took = kill_and_recover(stack, kind, rng, killed_workers, outages)
+            took = kill_and_recover(stack, kind, rng, killed_workers, outages, submitter.nudge)
             kills[kind] += 1
             print(f"{time.monotonic() - started:6.1f}s kill {kind}: moved again after "
                   f"{'never' if took is None else f'{took:.1f}s'}", flush=True)
@@ -190,7 +203,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
         verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms)
         fakepay.shutdown()
     result = {
-        "runs": runs, "succeeded": verdict.succeeded, "dead_lettered": verdict.dead_lettered,
+        "runs": len(wanted), "succeeded": verdict.succeeded, "dead_lettered": verdict.dead_lettered,
         "lost": verdict.lost, "duplicated": verdict.duplicated, "stuck": len(stuck),
         "kills": kills, "recover_s": {k: round(v, 2) for k, v in recover.items()},
         "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow,

@@ -17,6 +17,6 @@ def test_a_short_chaos_run_loses_nothing_doubles_nothing_and_nothing_stays_stuck
     result, verdict = run(runs=40, seed=11, kills_per_kind=1, per_second=1.0)
     print(result)
     assert result["kills"] == {"orchestrator": 1, "breaker": 1, "projector": 1, "worker": 1, "broker": 1}
-    assert verdict.succeeded + verdict.dead_lettered == 40, result
+    assert result["runs"] >= 40 and verdict.succeeded + verdict.dead_lettered == result["runs"], result
     assert (result["lost"], result["duplicated"], result["stuck"]) == (0, 0, 0), result
     assert not result["failures"], result["failures"]
