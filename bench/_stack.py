@@ -14,7 +14,9 @@ from taskplane.streams.settings import StackSettings
 
 
 @contextmanager
-def bench_stack() -> Iterator[dict[str, Any]]:
+def bench_stack(pids: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """The broker's Kafka config; ``pids`` receives the broker's process id when this
+    started one (for CPU accounting)."""
     settings = StackSettings()
     if settings.bootstrap_servers:
         yield settings.kafka_config()
@@ -22,4 +24,6 @@ def bench_stack() -> Iterator[dict[str, Any]]:
     from taskplane.devstack.kafka import LocalKafka
 
     with tempfile.TemporaryDirectory(prefix="taskplane-bench-") as tmp, LocalKafka(Path(tmp) / "kafka") as kafka:
+        if pids is not None and kafka.pid is not None:
+            pids.append(kafka.pid)
         yield settings.kafka_config(kafka.bootstrap_servers)

@@ -1,38 +1,45 @@
-"""End-to-end runs through the orchestrator and real worker processes: a diamond
-(fetch → left + right → join, one tool call each), run latency when idle and under a
-burst, measured side by side in one run.
+"""End-to-end runs through the orchestrator and real ``taskplane worker run`` processes
+at their default settings: a diamond (fetch → left + right → join, one tool call each).
+Per mode, side by side in one run: idle latency (one run at a time), light load
+(runs submitted at a fixed rate, 20/s) and saturation (a burst), with CPU per run.
 
-    python -m bench.pipeline [--burst N] [--quick]
+    python -m bench.pipeline [--quick] [--modes follow-on,claim] [--workers 2] [--concurrency N]
 
-Latency is RunSubmitted → RunSucceeded in log time. Last line: JSON with
-idle_p50_ms, idle_p99_ms, burst_runs_per_s, burst_p50_ms, burst_p99_ms.
+Modes: ``follow-on`` is the default worker (a completion takes the downstream tasks it
+readies, granted in the same transaction); ``claim`` sets
+TASKPLANE_WORKER_FOLLOW_ON_GRANTS=false (every task through ``work`` and a claim).
+Latency is RunSubmitted → RunSucceeded in log time, i.e. submit → the last task's
+CompleteTask. CPU is the workers', the broker's (when this started it) and this
+process's (orchestrator and breaker threads, the submitter, the event-log reader).
+Last line: JSON, the first mode's figures unprefixed (idle_p50_ms, idle_p99_ms,
+light_p50_ms, light_p99_ms, saturated_tasks_per_s, cpu_ms_per_run_light, ...), the
+others prefixed by the mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
-from taskplane._demo_stack import (
-    EventLog,
-    ProcessorThreads,
-    WorkerProcess,
-    compile_manifest,
-    worker_env,
-)
+from taskplane._demo_stack import EventLog, ProcessorThreads, compile_manifest
 from taskplane.contract.messages import RunSubmitted, RunSucceeded
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 TOOLS = str(Path(__file__).resolve().parent / "_pipeline_tools.py")
+MODES = {"follow-on": "true", "claim": "false"}  # -> TASKPLANE_WORKER_FOLLOW_ON_GRANTS
 MANIFEST = """
 apiVersion: taskplane.dev/v1
 kind: AgentSystem
@@ -52,80 +59,156 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def latencies(log: EventLog, run_ids: list[str]) -> list[float]:
-    submitted = {e.run_id: e.submitted_ms for e in log.events(RunSubmitted)}
-    done = {meta.key: meta.timestamp_ms for meta, e in log.records() if isinstance(e, RunSucceeded)}
-    return [float(done[r] - submitted[r]) for r in run_ids]
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes (Linux /proc), plus this process's own."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
-def measure(kafka: dict[str, Any], idle_runs: int, burst: int, workers: int, concurrency: int) -> dict[str, Any]:
-    topics = Topics(f"benchpipe{uuid.uuid4().hex[:6]}")
-    ensure_topics(AdminClient(kafka), topics, catalog())
-    definition = compile_manifest(MANIFEST)
-    publisher = Publisher(kafka, topics)
-    publisher.define_system(definition)
-    publisher.flush()
-    processors = ProcessorThreads(kafka, topics, None).start()
-    log = EventLog(kafka, topics.events)
-    env = worker_env(kafka["bootstrap.servers"], "postgresql://unused", topics.prefix)
-    log_dir = Path(tempfile.mkdtemp(prefix="taskplane-bench-pipeline-"))
-    pool = [WorkerProcess(f"w{i}", {definition.name: TOOLS}, env, log_dir, concurrency).start()
-            for i in range(workers)]
+class Phases:
+    """One mode's stack: fresh topics, the processors in threads, worker processes."""
 
-    def run_all(run_ids: list[str], timeout_s: float) -> None:
+    def __init__(self, kafka: dict[str, Any], mode: str, workers: int, concurrency: int | None,
+                 broker_pids: list[int]) -> None:
+        self.topics = Topics(f"benchpipe{uuid.uuid4().hex[:6]}")
+        ensure_topics(AdminClient(kafka), self.topics, catalog())
+        self.definition = compile_manifest(MANIFEST)
+        self.publisher = Publisher(kafka, self.topics)
+        self.publisher.define_system(self.definition)
+        self.publisher.flush()
+        self.processors = ProcessorThreads(kafka, self.topics, None).start()
+        self.log = EventLog(kafka, self.topics.events)
+        env = {**os.environ, "TASKPLANE_BOOTSTRAP_SERVERS": kafka["bootstrap.servers"],
+               "TASKPLANE_TOPIC_PREFIX": self.topics.prefix, "TASKPLANE_WORKER_FOLLOW_ON_GRANTS": MODES[mode]}
+        command = [str(Path(sys.executable).parent / "taskplane"), "worker", "run", "--system",
+                   self.definition.name, "--module", TOOLS]
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
+        log_dir = Path(tempfile.mkdtemp(prefix="taskplane-bench-pipeline-"))
+        self.workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                         stderr=(log_dir / f"w{i}.log").open("ab"), start_new_session=True)
+                        for i in range(workers)]
+        self.pids = [w.pid for w in self.workers] + broker_pids
+
+    def submit(self, tag: str) -> str:
+        run_id = self.publisher.submit_run(self.definition.plan, {"tag": tag})
+        self.publisher.flush()
+        return run_id
+
+    def wait(self, run_ids: list[str], timeout_s: float) -> None:
         wanted = set(run_ids)
-        log.wait_for(lambda events: wanted <= {e.run_id for e in events.events(RunSucceeded)},
-                     timeout_s, also=processors.check)
+        self.log.wait_for(lambda events: wanted <= {e.run_id for e in events.events(RunSucceeded)},
+                          timeout_s, also=self.processors.check)
 
-    try:
-        warm = [publisher.submit_run(definition.plan, {"i": i}) for i in range(3)]
-        publisher.flush()
-        run_all(warm, 120)  # workers up, groups settled
-        print(f"warm: {len(warm)} runs", flush=True)
+    def spans(self, run_ids: list[str]) -> list[tuple[int, int]]:
+        """(submitted, succeeded) log times of each run."""
+        submitted = {e.run_id: e.submitted_ms for e in self.log.events(RunSubmitted)}
+        done = {meta.key: meta.timestamp_ms for meta, e in self.log.records() if isinstance(e, RunSucceeded)}
+        return [(submitted[r], done[r]) for r in run_ids]
 
-        idle: list[str] = []
-        for i in range(idle_runs):
-            idle.append(publisher.submit_run(definition.plan, {"idle": i}))
-            publisher.flush()
-            run_all(idle[-1:], 60)
-        idle_ms = latencies(log, idle)
-        print(f"idle: {idle_runs} runs one at a time, p50 {percentile(idle_ms, 0.5):.0f} ms", flush=True)
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.terminate()
+        for worker in self.workers:
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        self.processors.stop()
+        self.log.close()
+        self.publisher.flush()
 
-        started = time.monotonic()
-        burst_ids = [publisher.submit_run(definition.plan, {"burst": i}) for i in range(burst)]
-        publisher.flush()
-        run_all(burst_ids, 600)
-        elapsed = time.monotonic() - started
-        burst_ms = latencies(log, burst_ids)
-        print(f"burst: {burst} runs in {elapsed:.1f}s ({burst / elapsed:.1f} runs/s), "
-              f"p50 {percentile(burst_ms, 0.5):.0f} ms", flush=True)
-    finally:
-        for worker in pool:
-            worker.stop(10)
-        processors.stop()
-        log.close()
-        publisher.flush()
+
+def measured(stack: Phases, runs: Callable[[], list[str]]) -> tuple[list[tuple[int, int]], float]:
+    """Run a phase; returns its runs' spans and the CPU seconds all processes spent."""
+    cpu = cpu_seconds(stack.pids)
+    run_ids = runs()
+    stack.wait(run_ids, 600)
+    return stack.spans(run_ids), cpu_seconds(stack.pids) - cpu
+
+
+def measure(stack: Phases, idle_runs: int, light_runs: int, rate: float, burst: int) -> dict[str, Any]:
+    tasks = len(stack.definition.plan.agents)
+    stack.wait([stack.submit(f"warm{i}") for i in range(5)], 120)  # workers up, groups settled
+
+    idle, _ = measured(stack, lambda: [_one(stack, f"idle{i}") for i in range(idle_runs)])
+    idle_ms = [float(done - sub) for sub, done in idle]
+    print(f"  idle: {idle_runs} runs one at a time, p50 {percentile(idle_ms, 0.5):.0f} ms", flush=True)
+
+    def paced() -> list[str]:
+        started, run_ids = time.monotonic(), []
+        for i in range(light_runs):
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            run_ids.append(stack.submit(f"light{i}"))
+        return run_ids
+
+    light, light_cpu = measured(stack, paced)
+    light_ms = [float(done - sub) for sub, done in light]
+    print(f"  light: {light_runs} runs at {rate:g}/s, p50 {percentile(light_ms, 0.5):.0f} "
+          f"p99 {percentile(light_ms, 0.99):.0f} ms, CPU {1000 * light_cpu / light_runs:.0f} ms/run", flush=True)
+
+    def flood() -> list[str]:
+        run_ids = [stack.publisher.submit_run(stack.definition.plan, {"tag": f"burst{i}"}) for i in range(burst)]
+        stack.publisher.flush()
+        return run_ids
+
+    saturated, saturated_cpu = measured(stack, flood)
+    span_s = (max(d for _, d in saturated) - min(s for s, _ in saturated)) / 1000
+    saturated_ms = [float(done - sub) for sub, done in saturated]
+    print(f"  saturated: {burst} runs in {span_s:.1f}s ({burst * tasks / span_s:.0f} tasks/s), "
+          f"CPU {1000 * saturated_cpu / burst:.0f} ms/run", flush=True)
     return {
-        "workers": workers, "concurrency": concurrency, "tasks_per_run": len(definition.plan.agents),
-        "idle_runs": idle_runs, "idle_p50_ms": round(percentile(idle_ms, 0.5)),
-        "idle_p99_ms": round(percentile(idle_ms, 0.99)),
-        "burst_runs": burst, "burst_runs_per_s": round(burst / elapsed, 1),
-        "burst_tasks_per_s": round(burst * len(definition.plan.agents) / elapsed, 1),
-        "burst_p50_ms": round(percentile(burst_ms, 0.5)), "burst_p99_ms": round(percentile(burst_ms, 0.99)),
+        "idle_p50_ms": round(percentile(idle_ms, 0.5)), "idle_p99_ms": round(percentile(idle_ms, 0.99)),
+        "light_p50_ms": round(percentile(light_ms, 0.5)), "light_p99_ms": round(percentile(light_ms, 0.99)),
+        "saturated_runs_per_s": round(burst / span_s, 1), "saturated_tasks_per_s": round(burst * tasks / span_s, 1),
+        "saturated_p50_ms": round(percentile(saturated_ms, 0.5)),
+        "cpu_ms_per_run_light": round(1000 * light_cpu / light_runs, 1),
+        "cpu_ms_per_run_saturated": round(1000 * saturated_cpu / burst, 1),
     }
+
+
+def _one(stack: Phases, tag: str) -> str:
+    run_id = stack.submit(tag)
+    stack.wait([run_id], 60)
+    return run_id
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default="follow-on,claim", help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--idle-runs", type=int, default=30)
-    parser.add_argument("--burst", type=int, default=300)
+    parser.add_argument("--light-runs", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=20.0, help="runs/s of the light load")
+    parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="10 idle runs and a burst of 50")
+    parser.add_argument("--concurrency", type=int, default=None, help="per worker (default: the worker's)")
+    parser.add_argument("--quick", action="store_true", help="10 idle runs, 40 light, a burst of 150")
     args = parser.parse_args()
-    idle_runs, burst = (10, 50) if args.quick else (args.idle_runs, args.burst)
-    with bench_stack() as kafka:
-        figures = measure({**kafka, "log_level": 3}, idle_runs, burst, args.workers, args.concurrency)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        parser.exit(2, f"--modes: unknown mode {unknown[0] if unknown else '(none)'!r}; choose from {list(MODES)}\n")
+    idle_runs, light_runs, burst = (10, 40, 150) if args.quick else (args.idle_runs, args.light_runs, args.burst)
+    figures: dict[str, Any] = {"workers": args.workers, "concurrency": args.concurrency or "default",
+                               "light_rate_per_s": args.rate}
+    broker_pids: list[int] = []
+    with bench_stack(broker_pids) as kafka:
+        for index, mode in enumerate(modes):
+            print(f"{mode}:", flush=True)
+            stack = Phases({**kafka, "log_level": 3}, mode, args.workers, args.concurrency, broker_pids)
+            try:
+                result = measure(stack, idle_runs, light_runs, args.rate, burst)
+            finally:
+                stack.close()
+            prefix = "" if index == 0 else mode.replace("-", "_") + "_"
+            figures.update({prefix + key: value for key, value in result.items()})
     print(json.dumps(figures))
 
 

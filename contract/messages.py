@@ -70,6 +70,9 @@ class CompleteTask:
     worker_id: str
     epoch: int
     output: str
+    # How many of the downstream tasks this completion readies the completing worker
+    # takes at once (its free slots): granted in the same transaction, no claim.
+    follow_on: int = 0
 
 
 class FailureKind(str, Enum):
@@ -137,6 +140,7 @@ class TaskReady:
     run_id: str
     task: str
     attempt: int
+    offered: bool = True  # False: the same decision grants it (LeaseGranted follows), no WorkItem
 
 
 @dataclass(frozen=True, slots=True)

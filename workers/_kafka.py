@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from taskplane.contract.messages import Assignment
 from taskplane.streams.exceptions import SerdeError, StreamsError
@@ -20,6 +20,8 @@ from taskplane.streams.settings import with_reconnect_backoff
 log = logging.getLogger(__name__)
 
 ClaimKey = tuple[str, str, int]  # run_id, task, attempt
+_LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                         KafkaError.UNKNOWN_TOPIC_OR_PART})
 
 
 class CommandSender:
@@ -76,10 +78,21 @@ class Inbox:
             raise StreamsError(f"topic {topic} does not exist (run `taskplane topics create`)")
         partition = partition_for(worker_id, len(partitions))
         # An explicit start offset read now: a claim sent after this returns cannot miss its answer.
-        _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        high = self._end_offset(TopicPartition(topic, partition), 30.0)
         self._consumer.assign([TopicPartition(topic, partition, high)])
         self._thread = threading.Thread(target=self._read, name=f"inbox-{worker_id}", daemon=True)
         self._thread.start()
+
+    def _end_offset(self, partition: TopicPartition, timeout_s: float) -> int:
+        """The partition's end; a topic created a moment ago may have no leader yet."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return int(self._consumer.get_watermark_offsets(partition, timeout=timeout_s)[1])
+            except KafkaException as error:
+                if error.args[0].code() not in _LEADERLESS or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def expect(self, key: ClaimKey) -> queue.Queue[Assignment]:
         """Register before sending the claim; the queue receives the answer."""

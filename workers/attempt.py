@@ -52,7 +52,8 @@ def breaker_wait_ms(state: BreakerState | None, now_ms: int) -> int | None:
 class Attempt:
     def __init__(self, assignment: Assignment, agent: AgentPlan, registry: Registry, settings: WorkerSettings,
                  send: Send, breaker: BreakerLookup, stopping: threading.Event,
-                 isolation_fallback: frozenset[Isolation] = frozenset()) -> None:
+                 isolation_fallback: frozenset[Isolation] = frozenset(),
+                 follow_on: Callable[[], int] = lambda: 0) -> None:
         self.assignment = assignment
         self._agent = agent
         self._registry = registry
@@ -61,6 +62,7 @@ class Attempt:
         self._breaker = breaker
         self._stopping = stopping
         self._fallback = isolation_fallback
+        self._follow_on = follow_on  # downstream tasks this worker takes at once when done
         self._journal = Journal(assignment.journal)
         self._call_index = 0
         self.tool_runs = 0  # tools actually executed (not answered by the journal)
@@ -89,7 +91,7 @@ class Attempt:
             message = str(error) if isinstance(error, WorkerError) else f"{type(error).__name__}: {error}"
             self._fail(message, kind)
             return "FailTask"
-        self._send(CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, output))
+        self._send(CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, output, self._follow_on()))
         return "CompleteTask"
 
     def _fail(self, error: str, kind: FailureKind, retry_after_ms: int = 0) -> None:

@@ -3,6 +3,9 @@
 poll ``work`` (group ``<prefix>.workers.<system>``) → ClaimTask → wait for the
 Assignment on this worker's inbox → commit the work offset (the claim is answered) →
 run the attempt with a lease renewer → CompleteTask / FailTask / ReleaseLease.
+A CompleteTask says how many slots are free (``follow_on``): the orchestrator grants
+downstream tasks it readies straight to this worker, which runs those grants on
+arrival, with no claim round trip.
 
     worker = Worker(kafka_config, Topics("taskplane"), "document-pipeline", registry)
     worker.run()          # until worker.stop() (or SIGTERM with install_signal_handlers)
@@ -34,6 +37,7 @@ from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics
 from taskplane.workers._kafka import CommandSender, Inbox, OffsetTracker
+from taskplane.workers._slots import Slots
 from taskplane.workers.attempt import Attempt
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
 from taskplane.workers.isolation import bwrap_available, wasm_available
@@ -70,6 +74,8 @@ class Worker:
         self._tracker = OffsetTracker()
         self._active: dict[tuple[str, str], Assignment] = {}
         self._lock = threading.Lock()
+        self._slots = Slots(self.settings.concurrency)
+        self._pool: ThreadPoolExecutor | None = None
         self.outcomes: list[tuple[str, str, str]] = []  # (run_id, task, outcome), for tests and logs
         self._systems: GlobalTable | None = None
         if plan is None:
@@ -99,18 +105,20 @@ class Worker:
             signal.signal(signum, lambda *_: self.stop())
 
     def run(self) -> None:
-        slots = threading.Semaphore(self.settings.concurrency)
-        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix=f"task-{self.system}")
+        slots = self._slots
+        # Room for follow-on grants that arrive while intake filled every slot.
+        pool = ThreadPoolExecutor(2 * self.settings.concurrency, thread_name_prefix=f"task-{self.system}")
+        self._pool = pool
         log.info("worker %s serving %s (concurrency %d)", self.worker_id, self.system, self.settings.concurrency)
         try:
             while not self._stop.is_set():
                 self._commit()
-                if not slots.acquire(timeout=0.2):
+                if not slots.wait_free(0.2):
                     continue
                 accepted = self._accept(self._consumer.poll(0.2))
                 if accepted is None:
-                    slots.release()
                     continue
+                slots.take()
                 item, partition, offset = accepted
                 self._tracker.started(partition, offset)
                 future = pool.submit(self._handle, item, partition, offset)
@@ -195,7 +203,8 @@ class Worker:
         with self._lock:
             self._active[(assignment.run_id, assignment.task)] = assignment
         attempt = Attempt(assignment, self._agent(assignment), self._registry, self.settings,
-                          self._sender.send, self._breaker, self._stopping, self.isolation_fallback)
+                          self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
+                          self._follow_on)
         try:
             # A send gives up after one interval (the record stays queued and is still
             # delivered), so an outage cannot hold the renewal schedule back.
@@ -210,9 +219,33 @@ class Worker:
                 self._active.pop((assignment.run_id, assignment.task), None)
         self.outcomes.append((assignment.run_id, assignment.task, outcome))
 
+    def _follow_on(self) -> int:
+        """Downstream tasks to take at once: the slot being freed plus the free ones."""
+        if self._stop.is_set() or not self.settings.follow_on_grants:
+            return 0
+        return self._slots.free() + 1
+
     def _late_assignment(self, assignment: Assignment) -> None:
-        if assignment.granted:  # a grant for a claim we stopped waiting for: give it back
+        """A grant no claim waits for: a follow-on grant, or the answer to a claim we
+        stopped waiting for. The lease is ours either way: run it, or give it back."""
+        if not assignment.granted:
+            return
+        pool = self._pool
+        if pool is None or self._stop.is_set():
             self._release(assignment)
+            return
+        with self._lock:  # released at shutdown should it never start
+            self._active[(assignment.run_id, assignment.task)] = assignment
+        self._slots.take()
+        try:
+            future = pool.submit(self._run_attempt, assignment)
+        except RuntimeError:  # the pool shut down meanwhile
+            self._slots.release()
+            with self._lock:
+                self._active.pop((assignment.run_id, assignment.task), None)
+            self._release(assignment)
+            return
+        future.add_done_callback(lambda _f: self._slots.release())
 
     def _release(self, assignment: Assignment) -> None:
         try:

@@ -276,10 +276,16 @@ def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
     batch.add(TaskSucceeded(run_id, task.name, task.attempt, task.epoch, command.output))
     after = batch.state
     tasks, plan = after.tasks, after.plan
+    follow_on = command.follow_on
     for child in plan.downstream(task.name):
         if tasks[child].status is TaskStatus.PENDING and all(
                 tasks[dep].status is TaskStatus.SUCCEEDED for dep in plan.agent(child).dependencies):
-            batch.add(TaskReady(run_id, child, 1))
+            if follow_on > 0:  # the completer has a free slot: ready and granted in one decision
+                follow_on -= 1
+                batch.add(TaskReady(run_id, child, 1, offered=False))
+                _claim(batch, ClaimTask(run_id, child, 1, command.worker_id), at_ms)
+            else:
+                batch.add(TaskReady(run_id, child, 1))
     if all(t.status is TaskStatus.SUCCEEDED for t in tasks.values()):
         batch.add(RunSucceeded(run_id, at_ms))
 

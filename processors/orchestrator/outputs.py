@@ -33,6 +33,8 @@ def outputs(state: RunState | None, event: Event) -> list[Output]:
     if state is None:
         return []
     match event:
+        case TaskReady(offered=False):
+            return []  # granted in the same decision: the LeaseGranted's Assignment carries it
         case TaskReady(run_id=run_id, task=task, attempt=attempt):
             return [Output("work", f"{run_id}/{task}", WorkItem(run_id, state.plan.name, task, attempt))]
         case LeaseGranted():

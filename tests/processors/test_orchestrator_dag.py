@@ -6,8 +6,11 @@ from _decider_helpers import RUN, Driver, document_pipeline, types
 
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import (
+    Assignment,
     ClaimTask,
     CommandRejected,
+    CompleteTask,
+    LeaseGranted,
     RunSubmitted,
     TaskReady,
     Tick,
@@ -15,6 +18,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 from taskplane.contract.state import RunStatus, TaskStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.outputs import outputs
 
 
 def test_submit_records_the_run_and_readies_the_roots() -> None:
@@ -72,6 +76,36 @@ def test_downstream_becomes_ready_only_when_all_dependencies_succeeded() -> None
     assert run.task("publisher").status is TaskStatus.PENDING
     events = run.run_task("summarizer")
     assert events[-1] == TaskReady(RUN, "publisher", 1)
+
+
+def test_a_completion_with_free_slots_is_granted_the_tasks_it_readies() -> None:
+    run = Driver()
+    run.submit()
+    run.claim("parser", "w1")
+    lease = run.task("parser")
+    events = run.send(CompleteTask(RUN, "parser", "w1", lease.epoch, '"parsed"', follow_on=1))
+    assert types(events) == ["TaskSucceeded", "TaskReady", "LeaseGranted", "TaskReady"]
+    assert events[1] == TaskReady(RUN, "validator", 1, offered=False)
+    assert events[2] == LeaseGranted(RUN, "validator", 1, "w1", 1, run.now + run.plan.execution.lease_timeout_ms)
+    assert events[3] == TaskReady(RUN, "summarizer", 1)  # no slot left: offered on work
+    assert (run.task("validator").status, run.task("validator").holder) == (TaskStatus.LEASED, "w1")
+    records = [o for e in events for o in outputs(run.state, e)]
+    assert [(o.topic, type(o.value).__name__) for o in records] == [("inbox", "Assignment"), ("work", "WorkItem")]
+    assignment = records[0].value
+    assert isinstance(assignment, Assignment) and assignment.dependency_outputs == {"parser": '"parsed"'}
+
+
+def test_follow_on_slots_never_grant_a_task_whose_dependencies_are_running() -> None:
+    run = Driver()
+    run.submit()
+    run.run_task("parser")
+    run.claim("validator", "w1")
+    run.claim("summarizer", "w2")
+    events = run.send(CompleteTask(RUN, "validator", "w1", run.task("validator").epoch, '"ok"', follow_on=3))
+    assert types(events) == ["TaskSucceeded"]
+    events = run.send(CompleteTask(RUN, "summarizer", "w2", run.task("summarizer").epoch, '"ok"', follow_on=3))
+    assert types(events) == ["TaskSucceeded", "TaskReady", "LeaseGranted"]
+    assert run.task("publisher").holder == "w2"
 
 
 def test_last_success_finishes_the_run() -> None:

@@ -46,6 +46,7 @@ RUNS = st.sampled_from(["run-a", "run-b"])
 TASKS = st.sampled_from(list(TOOLS))
 WORKERS = st.sampled_from(["w1", "w2", "w3"])
 OFFSETS = st.sampled_from([0, 0, 0, 0, -1, 1])  # mostly current epoch/attempt, sometimes stale
+FOLLOW_ON = st.sampled_from([0, 0, 1, 2])  # slots a completing worker offers for downstream grants
 STEPS = st.sampled_from([1, 500, 2_000, 5_000, 10_000, 70_000])
 ENDED = {TaskStatus.DEAD_LETTERED, TaskStatus.BLOCKED}
 
@@ -156,12 +157,12 @@ class OrchestratorMachine(RuleBasedStateMachine):
         after = self.task(run, name)  # a record never moves the task, whatever its epoch
         assert (after.status, after.epoch, after.holder) == (task.status, task.epoch, task.holder)
 
-    @rule(run=RUNS, name=TASKS, worker=WORKERS, holder=st.booleans(), offset=OFFSETS)
-    def complete(self, run: str, name: str, worker: str, holder: bool, offset: int) -> None:
+    @rule(run=RUNS, name=TASKS, worker=WORKERS, holder=st.booleans(), offset=OFFSETS, follow_on=FOLLOW_ON)
+    def complete(self, run: str, name: str, worker: str, holder: bool, offset: int, follow_on: int) -> None:
         task = self.task(run, name)
         worker = task.holder or worker if holder else worker
         self.fenced(run, name, worker, task.epoch + offset,
-                    CompleteTask(run, name, worker, task.epoch + offset, f'"{name}"'))
+                    CompleteTask(run, name, worker, task.epoch + offset, f'"{name}"', follow_on))
 
     @rule(run=RUNS, name=TASKS, worker=WORKERS, holder=st.booleans(), offset=OFFSETS,
           kind=st.sampled_from(FailureKind), retry_after=st.sampled_from([0, 3_000, 30_000]))
@@ -195,21 +196,23 @@ class OrchestratorMachine(RuleBasedStateMachine):
         if task is not None:
             assert isinstance(self.send(run, ClaimTask(run, task.name, task.attempt, worker))[0], LeaseGranted)
 
-    @rule(run=RUNS, index=st.integers(0, 3), calls=st.integers(0, 2))
-    def finish_a_leased_task(self, run: str, index: int, calls: int) -> None:
+    @rule(run=RUNS, index=st.integers(0, 3), calls=st.integers(0, 2), follow_on=FOLLOW_ON)
+    def finish_a_leased_task(self, run: str, index: int, calls: int, follow_on: int = 0) -> None:
         task = self.pick(run, TaskStatus.LEASED, index)
         if task is None or task.holder is None:
             return
         for call in range(calls):
             self.send(run, RecordToolCall(run, task.name, task.holder, task.epoch, f"{task.name}/{call}",
                                           TOOLS[task.name], call, True, "r"))
-        events = self.send(run, CompleteTask(run, task.name, task.holder, task.epoch, '"done"'))
+        events = self.send(run, CompleteTask(run, task.name, task.holder, task.epoch, '"done"', follow_on))
         assert isinstance(events[0], TaskSucceeded)
+        granted = [e for e in events if isinstance(e, LeaseGranted)]  # follow-on grants go to the completer
+        assert len(granted) <= follow_on and all(g.worker_id == task.holder for g in granted)
 
-    @rule(run=RUNS, worker=WORKERS, index=st.integers(0, 3))
-    def run_a_ready_task(self, run: str, worker: str, index: int) -> None:
+    @rule(run=RUNS, worker=WORKERS, index=st.integers(0, 3), follow_on=FOLLOW_ON)
+    def run_a_ready_task(self, run: str, worker: str, index: int, follow_on: int) -> None:
         self.claim_a_ready_task(run, worker, index)
-        self.finish_a_leased_task(run, index, 2)
+        self.finish_a_leased_task(run, index, 2, follow_on)
 
     @rule(run=RUNS, index=st.integers(0, 3), kind=st.sampled_from(FailureKind))
     def fail_a_leased_task(self, run: str, index: int, kind: FailureKind) -> None:

@@ -119,3 +119,32 @@ def _work_partitions(consumer: Consumer, topic: str) -> list[Any]:
 
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     return [TopicPartition(topic, p) for p in partitions]
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("follow_on_grants", [True, False])
+def test_a_grant_no_claim_waits_for_is_run_and_completions_offer_free_slots(
+        kafka_config: dict[str, Any], unique_prefix: str, follow_on_grants: bool) -> None:
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(dict(kafka_config)), topics, catalog(2, 1))
+    orchestrator = ScriptedOrchestrator(dict(kafka_config), topics, grant=True)
+    worker_id = f"w-{unique_prefix}"
+    worker = Worker(dict(kafka_config), topics, "echo-system", Registry.from_module(sample_tools),
+                    WorkerSettings(worker_id=worker_id, concurrency=2, follow_on_grants=follow_on_grants), plan=PLAN)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        # A follow-on grant: the orchestrator granted a downstream task with the completion.
+        orchestrator.produce(topics.inbox, worker_id, Assignment(
+            worker_id, "r2", "echoer", 1, True, None, 5, 0, 3_000, "echo-system", "m1", '"hi"', {}, ()))
+        _wait(lambda: any(isinstance(c, CompleteTask) for c in orchestrator.commands))
+        kinds = [type(c).__name__ for c in orchestrator.commands if type(c).__name__ != "RenewLease"]
+        assert kinds == ["RecordToolCall", "RecordToolCall", "CompleteTask"]  # no claim: the lease is ours
+        [done] = [c for c in orchestrator.commands if isinstance(c, CompleteTask)]
+        assert (done.run_id, done.epoch) == ("r2", 5)
+        # Idle with 2 slots: the freed slot plus the free one are offered, or none when off.
+        assert done.follow_on == (2 if follow_on_grants else 0)
+    finally:
+        worker.stop()
+        runner.join(30)
+        orchestrator.close()

@@ -1,0 +1,36 @@
+"""How many attempts a worker runs at once, against its concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+
+class Slots:
+    """Work is taken from the ``work`` topic only while a slot is free. A follow-on grant
+    (the orchestrator granted a downstream task because this worker said it had room)
+    is always taken: the lease is already this worker's, so the count may briefly
+    exceed the limit when intake raced with it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._changed = threading.Condition()
+
+    def wait_free(self, timeout_s: float) -> bool:
+        """Whether a slot is free (waiting up to ``timeout_s`` for one); takes nothing,
+        so a worker waiting for work still offers all its free slots."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._used < self.limit, timeout_s)
+
+    def take(self) -> None:
+        with self._changed:
+            self._used += 1
+
+    def release(self) -> None:
+        with self._changed:
+            self._used -= 1
+            self._changed.notify()
+
+    def free(self) -> int:
+        with self._changed:
+            return max(0, self.limit - self._used)
