@@ -59,17 +59,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes (Linux /proc), plus this process's own."""
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU per group of processes (Linux /proc); ``self`` is this
+    process (orchestrator and breaker threads, submitter, event-log reader)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = time.process_time()
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+    totals = {"self": time.process_time()}
+    for group, members in pids.items():
+        totals[group] = 0.0
+        for pid in members:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            totals[group] += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return totals
 
 
 class Phases:
@@ -95,7 +98,7 @@ class Phases:
         self.workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                          stderr=(log_dir / f"w{i}.log").open("ab"), start_new_session=True)
                         for i in range(workers)]
-        self.pids = [w.pid for w in self.workers] + broker_pids
+        self.pids = {"workers": [w.pid for w in self.workers], "broker": broker_pids}
 
     def submit(self, tag: str) -> str:
         run_id = self.publisher.submit_run(self.definition.plan, {"tag": tag})
@@ -126,12 +129,17 @@ class Phases:
         self.publisher.flush()
 
 
-def measured(stack: Phases, runs: Callable[[], list[str]]) -> tuple[list[tuple[int, int]], float]:
-    """Run a phase; returns its runs' spans and the CPU seconds all processes spent."""
-    cpu = cpu_seconds(stack.pids)
+def measured(stack: Phases, runs: Callable[[], list[str]]) -> tuple[list[tuple[int, int]], dict[str, float]]:
+    """Run a phase; returns its runs' spans and the CPU seconds each group spent."""
+    before = cpu_seconds(stack.pids)
     run_ids = runs()
     stack.wait(run_ids, 600)
-    return stack.spans(run_ids), cpu_seconds(stack.pids) - cpu
+    after = cpu_seconds(stack.pids)
+    return stack.spans(run_ids), {group: after[group] - before[group] for group in after}
+
+
+def per_run_ms(cpu: dict[str, float], runs: int) -> dict[str, float]:
+    return {group: round(1000 * seconds / runs, 1) for group, seconds in cpu.items()}
 
 
 def measure(stack: Phases, idle_runs: int, light_runs: int, rate: float, burst: int) -> dict[str, Any]:
@@ -152,7 +160,7 @@ def measure(stack: Phases, idle_runs: int, light_runs: int, rate: float, burst: 
     light, light_cpu = measured(stack, paced)
     light_ms = [float(done - sub) for sub, done in light]
     print(f"  light: {light_runs} runs at {rate:g}/s, p50 {percentile(light_ms, 0.5):.0f} "
-          f"p99 {percentile(light_ms, 0.99):.0f} ms, CPU {1000 * light_cpu / light_runs:.0f} ms/run", flush=True)
+          f"p99 {percentile(light_ms, 0.99):.0f} ms, CPU ms/run {per_run_ms(light_cpu, light_runs)}", flush=True)
 
     def flood() -> list[str]:
         run_ids = [stack.publisher.submit_run(stack.definition.plan, {"tag": f"burst{i}"}) for i in range(burst)]
@@ -163,14 +171,14 @@ def measure(stack: Phases, idle_runs: int, light_runs: int, rate: float, burst: 
     span_s = (max(d for _, d in saturated) - min(s for s, _ in saturated)) / 1000
     saturated_ms = [float(done - sub) for sub, done in saturated]
     print(f"  saturated: {burst} runs in {span_s:.1f}s ({burst * tasks / span_s:.0f} tasks/s), "
-          f"CPU {1000 * saturated_cpu / burst:.0f} ms/run", flush=True)
+          f"CPU ms/run {per_run_ms(saturated_cpu, burst)}", flush=True)
     return {
         "idle_p50_ms": round(percentile(idle_ms, 0.5)), "idle_p99_ms": round(percentile(idle_ms, 0.99)),
         "light_p50_ms": round(percentile(light_ms, 0.5)), "light_p99_ms": round(percentile(light_ms, 0.99)),
         "saturated_runs_per_s": round(burst / span_s, 1), "saturated_tasks_per_s": round(burst * tasks / span_s, 1),
         "saturated_p50_ms": round(percentile(saturated_ms, 0.5)),
-        "cpu_ms_per_run_light": round(1000 * light_cpu / light_runs, 1),
-        "cpu_ms_per_run_saturated": round(1000 * saturated_cpu / burst, 1),
+        "cpu_ms_per_run_light": round(1000 * sum(light_cpu.values()) / light_runs, 1),
+        "cpu_ms_per_run_saturated": round(1000 * sum(saturated_cpu.values()) / burst, 1),
     }
 
 

@@ -24,9 +24,34 @@ _LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_
                          KafkaError.UNKNOWN_TOPIC_OR_PART})
 
 
+class Delivery:
+    """One produced command; ``wait`` returns once the broker has it, or raises."""
+
+    def __init__(self, producer: Producer, name: str) -> None:
+        self._producer = producer
+        self._name = name
+        self._done = threading.Event()
+        self._failure: str | None = None
+
+    def delivered(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._failure = error.str()
+        self._done.set()
+
+    def wait(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self._done.is_set():
+            if time.monotonic() > deadline:
+                raise StreamsError(f"{self._name} not delivered after {timeout_s}s", retryable=True)
+            self._producer.poll(0.05)
+        if self._failure is not None:
+            raise StreamsError(f"{self._name} not delivered: {self._failure}", retryable=True)
+
+
 class CommandSender:
-    """Produces commands keyed by run id and waits for each to be written: a tool
-    call is on the log before the agent sees its result."""
+    """Produces commands keyed by run id, in order per run (idempotent producer).
+    ``send`` waits for the write; ``send_later`` returns the ``Delivery`` to wait on
+    when it matters."""
 
     def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde) -> None:
         self._topic = topic
@@ -35,25 +60,16 @@ class CommandSender:
                                    "partitioner": "murmur2_random", "linger.ms": 0})
 
     def send(self, command: Any, timeout_s: float = 30.0) -> None:
+        self.send_later(command).wait(timeout_s)
+
+    def send_later(self, command: Any) -> Delivery:
         now_ms = int(time.time() * 1000)
         key: str = command.run_id
-        payload = self._serde.encode(command, new_meta(key, type(command).__name__, now_ms, correlation_id=key))
-        done = threading.Event()
-        failure: list[str] = []
-
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                failure.append(error.str())
-            done.set()
-
-        self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivered)
-        deadline = time.monotonic() + timeout_s
-        while not done.is_set():
-            if time.monotonic() > deadline:
-                raise StreamsError(f"{type(command).__name__} not delivered after {timeout_s}s", retryable=True)
-            self._producer.poll(0.05)
-        if failure:
-            raise StreamsError(f"{type(command).__name__} not delivered: {failure[0]}", retryable=True)
+        name = type(command).__name__
+        payload = self._serde.encode(command, new_meta(key, name, now_ms, correlation_id=key))
+        delivery = Delivery(self._producer, name)
+        self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivery.delivered)
+        return delivery
 
     def close(self) -> None:
         self._producer.flush(10)

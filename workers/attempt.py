@@ -19,6 +19,7 @@ from taskplane.contract.messages import (
     ReleaseLease,
 )
 from taskplane.contract.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.streams.exceptions import StreamsError
 from taskplane.workers.exceptions import (
     BreakerOpenError,
     RegistryError,
@@ -34,6 +35,7 @@ from taskplane.workers.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 Send = Callable[[Any], None]
+SendLater = Callable[[Any], Any]  # returns something with ``wait()``: the write is confirmed
 BreakerLookup = Callable[[str], BreakerState | None]
 
 
@@ -53,7 +55,7 @@ class Attempt:
     def __init__(self, assignment: Assignment, agent: AgentPlan, registry: Registry, settings: WorkerSettings,
                  send: Send, breaker: BreakerLookup, stopping: threading.Event,
                  isolation_fallback: frozenset[Isolation] = frozenset(),
-                 follow_on: Callable[[], int] = lambda: 0) -> None:
+                 follow_on: Callable[[], int] = lambda: 0, send_later: SendLater | None = None) -> None:
         self.assignment = assignment
         self._agent = agent
         self._registry = registry
@@ -63,6 +65,8 @@ class Attempt:
         self._stopping = stopping
         self._fallback = isolation_fallback
         self._follow_on = follow_on  # downstream tasks this worker takes at once when done
+        self._send_later = send_later
+        self._unconfirmed: list[Any] = []  # tool-call records written but not yet confirmed
         self._journal = Journal(assignment.journal)
         self._call_index = 0
         self.tool_runs = 0  # tools actually executed (not answered by the journal)
@@ -91,7 +95,13 @@ class Attempt:
             message = str(error) if isinstance(error, WorkerError) else f"{type(error).__name__}: {error}"
             self._fail(message, kind)
             return "FailTask"
+        # Written behind the records on the same ordered producer, not after waiting for
+        # them: the orchestrator usually takes both in one transaction.
         self._send(CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, output, self._follow_on()))
+        try:
+            self._confirm_records()
+        except StreamsError as error:  # the task succeeded: no later attempt needs the record
+            log.error("attempt %s/%s: a tool-call record was lost: %s", a.run_id[:8], a.task, error)
         return "CompleteTask"
 
     def _fail(self, error: str, kind: FailureKind, retry_after_ms: int = 0) -> None:
@@ -129,6 +139,7 @@ class Attempt:
         limits = Limits(plan.timeout_ms, self._settings.tool_memory_mb * 2**20, self._settings.tool_cpu_seconds,
                         self._settings.wasm_fuel, self._settings.wasm_memory_mb * 2**20)
         tries = 1 + max(plan.retries, 0)
+        self._confirm_records()  # no side effect runs while an earlier one may be unrecorded
         for attempt in range(tries):
             try:
                 self.tool_runs += 1
@@ -148,8 +159,18 @@ class Attempt:
     def _record(self, tool: str, index: int, key: str, *, ok: bool, result: str | None = None,
                 error: str | None = None) -> None:
         a = self.assignment
-        self._send(RecordToolCall(a.run_id, a.task, a.worker_id, a.epoch, key, tool, index, ok, result,
-                                  None if error is None else error[:4000]))
+        record = RecordToolCall(a.run_id, a.task, a.worker_id, a.epoch, key, tool, index, ok, result,
+                                None if error is None else error[:4000])
+        if self._send_later is None:
+            self._send(record)
+        else:  # confirmed before the next tool runs, or by the outcome written behind it
+            self._unconfirmed.append(self._send_later(record))
+
+    def _confirm_records(self) -> None:
+        """Wait until every record written so far is on the log; raises if one is not."""
+        pending, self._unconfirmed = self._unconfirmed, []
+        for delivery in pending:
+            delivery.wait()
 
     def _tool_plan(self, name: str) -> ToolPlan:
         for plan in self._agent.tools:

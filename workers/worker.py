@@ -204,7 +204,7 @@ class Worker:
             self._active[(assignment.run_id, assignment.task)] = assignment
         attempt = Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                           self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
-                          self._follow_on)
+                          self._follow_on, self._sender.send_later)
         try:
             # A send gives up after one interval (the record stays queued and is still
             # delivered), so an outage cannot hold the renewal schedule back.

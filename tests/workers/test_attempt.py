@@ -72,6 +72,31 @@ def test_an_attempt_records_each_call_then_completes_with_json_output() -> None:
     assert attempt.tool_runs == 2
 
 
+def test_records_written_later_are_confirmed_before_the_next_tool_runs_and_behind_the_outcome() -> None:
+    steps: list[str] = []
+
+    class Delivery:
+        def __init__(self, record: RecordToolCall) -> None:
+            self.index = record.call_index
+
+        def wait(self) -> None:
+            steps.append(f"confirmed {self.index}")
+
+    def send_later(record: Any) -> Delivery:
+        steps.append(f"written {record.call_index}")
+        return Delivery(record)
+
+    def send(command: Any) -> None:
+        steps.append(type(command).__name__)
+
+    attempt = Attempt(_assignment(), _agent(), REGISTRY, WorkerSettings(worker_id="w1"), send, {}.get,
+                      threading.Event(), send_later=send_later)
+    assert attempt.run() == "CompleteTask"
+    # The second call (a side effect) waits for the first record; the completion does
+    # not wait for the second: it is written behind it, then both are confirmed.
+    assert steps == ["written 0", "confirmed 0", "written 1", "CompleteTask", "confirmed 1"]
+
+
 def test_a_succeeded_call_in_the_journal_is_not_run_again() -> None:
     key = idempotency_key("run-1", "echoer", "test.echo", 0, {"value": {"n": 1}})
     recorded = canonical_json({"value": "from the journal", "key": key})
