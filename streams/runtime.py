@@ -225,12 +225,16 @@ class ProcessorRuntime(Generic[S, C, E]):
         assert consumer is not None
         limit = self._settings.max_batch_records
         records = consumer.consume(limit, 0)
-        if records:
-            return records
-        first = consumer.poll(self._settings.max_batch_ms / 1000)
-        if first is None:
-            return []
-        return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+        if not records:
+            first = consumer.poll(self._settings.max_batch_ms / 1000)
+            if first is None:
+                return []
+            records = [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+        if self._settings.linger_ms:  # fewer, fuller transactions where latency matters less
+            deadline = time.monotonic() + self._settings.linger_ms / 1000
+            while len(records) < limit and (remaining := deadline - time.monotonic()) > 0:
+                records += consumer.consume(limit - len(records), remaining)
+        return records
 
     def _process(self, records: list[Message]) -> dict[int, int]:
         offsets: dict[int, int] = {}

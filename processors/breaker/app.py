@@ -14,6 +14,10 @@ from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.topics import Topics, catalog_spec
 
 BREAKER = ProcessorSpec("breaker", "tool-outcomes", "breaker-events", "breakers", catalog_spec("breakers"))
+# Breaker state is advisory (workers read it to fail fast): a breaker that opens 200 ms
+# later costs little, while a transaction per tool call was a third of the broker's CPU
+# at light load (docs/benchmarks.md). TASKPLANE_RUNTIME_LINGER_MS overrides it.
+BREAKER_LINGER_MS = 200
 
 
 def breaker_runtime(
@@ -22,5 +26,8 @@ def breaker_runtime(
     settings: RuntimeSettings | None = None,
     observer: RuntimeObserver | None = None,
 ) -> ProcessorRuntime[Any, Any, Any]:
+    settings = settings or RuntimeSettings()
+    if "linger_ms" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"linger_ms": BREAKER_LINGER_MS})
     return ProcessorRuntime(BreakerDecider(), BREAKER.under(topics), kafka_config, topics,
                             settings, observer=observer)

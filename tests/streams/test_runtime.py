@@ -19,9 +19,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.counter.app import counter_serde, counter_topics
-from bench.counter.decider import Add, Added, AddRejected, Counter
-from taskplane.streams.runtime import state_meta
+from bench.counter.app import counter_serde, counter_spec, counter_topics
+from bench.counter.decider import Add, Added, AddRejected, Counter, CounterDecider
+from taskplane.streams.runtime import ProcessorRuntime, state_meta
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import new_meta
 from taskplane.streams.topics import Topics, ensure_topics
 
@@ -298,3 +300,35 @@ def test_a_second_instance_with_the_same_id_fences_the_first(counter: dict[str, 
     events = read_all(kafka, topics.events, expect=len(commands), timeout_s=90)
     assert_exactly_once(events, commands)
     assert newcomer.terminate() == 0
+
+
+class BatchSizes(RuntimeObserver):
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def batch(self, processor: str, records: int, seconds: float) -> None:
+        self.sizes.append(records)
+
+
+def test_a_lingering_batch_collects_records_that_arrive_after_its_first(counter: dict[str, Any]) -> None:
+    """linger_ms: the batch keeps collecting after its first record; with a linger far
+    longer than the test, it closes only when full, so records produced one at a time
+    (each flushed alone) still commit in one transaction per max_batch_records."""
+    kafka, topics = counter["kafka"], counter["topics"]
+    observer = BatchSizes()
+    settings = RuntimeSettings(instance_id="linger", group_id=f"{topics.prefix}-linger", max_batch_records=6,
+                               linger_ms=600_000, session_timeout_ms=6_000)
+    runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde(),
+                               observer=observer)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    commands = adds(12)
+    try:
+        for add in commands:
+            produce(kafka, topics.name("commands"), [add])
+        events = read_all(kafka, topics.name("events"), expect=12)
+    finally:
+        runtime.stop()
+        thread.join(30)
+    assert_exactly_once(events, commands)
+    assert observer.sizes == [6, 6]
