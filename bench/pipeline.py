@@ -75,7 +75,7 @@ def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return totals
 
 
-class Phases:
+class ModeStack:
     """One mode's stack: fresh topics, the processors in threads, worker processes."""
 
     def __init__(self, kafka: dict[str, Any], mode: str, workers: int, concurrency: int | None,
@@ -129,7 +129,7 @@ class Phases:
         self.publisher.flush()
 
 
-def measured(stack: Phases, runs: Callable[[], list[str]]) -> tuple[list[tuple[int, int]], dict[str, float]]:
+def measured(stack: ModeStack, runs: Callable[[], list[str]]) -> tuple[list[tuple[int, int]], dict[str, float]]:
     """Run a phase; returns its runs' spans and the CPU seconds each group spent."""
     before = cpu_seconds(stack.pids)
     run_ids = runs()
@@ -142,7 +142,7 @@ def per_run_ms(cpu: dict[str, float], runs: int) -> dict[str, float]:
     return {group: round(1000 * seconds / runs, 1) for group, seconds in cpu.items()}
 
 
-def measure(stack: Phases, idle_runs: int, light_runs: int, rate: float, burst: int) -> dict[str, Any]:
+def measure(stack: ModeStack, idle_runs: int, light_runs: int, rate: float, burst: int) -> dict[str, Any]:
     tasks = len(stack.definition.plan.agents)
     stack.wait([stack.submit(f"warm{i}") for i in range(5)], 120)  # workers up, groups settled
 
@@ -182,7 +182,7 @@ def measure(stack: Phases, idle_runs: int, light_runs: int, rate: float, burst: 
     }
 
 
-def _one(stack: Phases, tag: str) -> str:
+def _one(stack: ModeStack, tag: str) -> str:
     run_id = stack.submit(tag)
     stack.wait([run_id], 60)
     return run_id
@@ -210,7 +210,7 @@ def main() -> None:
     with bench_stack(broker_pids) as kafka:
         for index, mode in enumerate(modes):
             print(f"{mode}:", flush=True)
-            stack = Phases({**kafka, "log_level": 3}, mode, args.workers, args.concurrency, broker_pids)
+            stack = ModeStack({**kafka, "log_level": 3}, mode, args.workers, args.concurrency, broker_pids)
             try:
                 result = measure(stack, idle_runs, light_runs, args.rate, burst)
             finally:
