@@ -463,6 +463,7 @@ class ProcessorRuntime(Generic[S, C, E]):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
         log.info("%s: assigned %s", self._spec.name, numbers)
+        self._observer.assigned(self._spec.name, numbers)
         self._restore(numbers)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -61,8 +61,15 @@ def processor_run(
         typer.echo(f"error: name: unknown processor {name!r} (one of {', '.join(PROCESSORS)})", err=True)
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from taskplane.probes import PortInUse
+
     kafka, topics = kafka_endpoints()
-    run_processor(name, kafka, topics, database_url, instance, on_ready=lambda: typer.echo(f"{name} running", err=True))
+    try:
+        run_processor(name, kafka, topics, database_url, instance,
+                      on_ready=lambda: typer.echo(f"{name} running", err=True))
+    except PortInUse as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def apply(

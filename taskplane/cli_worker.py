@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import signal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from taskplane.cli_processors import kafka_endpoints
+from taskplane.probes import ProcessState
 from taskplane.streams.exceptions import StreamsError
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
 from taskplane.workers.loader import load_user_module
 from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from taskplane.workers.worker import Worker
 
 worker_app = typer.Typer(help="Workers: run agents and their tools.")
 
@@ -52,9 +57,34 @@ def worker_run(
     if worker.isolation_fallback:
         modes = ", ".join(sorted(m.value for m in worker.isolation_fallback))
         typer.echo(f"warning: isolation {modes} unavailable: those tools run as process", err=True)
-    worker.install_signal_handlers()
+    state = _serve_probes(worker)
+
+    def stop(*_: object) -> None:
+        state.stopping()  # not ready at once: no new work while leases are handed back
+        worker.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     typer.echo(f"worker {worker.worker_id} serving {system}", err=True)
     worker.run()
+
+
+def _serve_probes(worker: Worker) -> ProcessState:
+    """/metrics (process metrics), /healthz and /readyz of a worker. It is ready from here
+    on: its system's definition is loaded and its consumers are subscribed; SIGTERM ends it."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from taskplane.probes import PortInUse, serve_endpoints
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    state = ProcessState()
+    try:
+        serve_endpoints("worker", registry, state)
+    except PortInUse as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    return state
 
 
 def register(app: typer.Typer) -> None:

@@ -217,14 +217,16 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
         fakepay_url = f"http://127.0.0.1:{fakepay.server_address[1]}"
         say(f"fakepay on {fakepay_url}")
 
-        from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
+        from taskplane.metrics import MetricsSettings, ReadModelCollector
+        from taskplane.probes import ProcessState, serve_endpoints
 
         registry = CollectorRegistry()
         registry.register(ReadModelCollector(database, prefix, kafka, topics))
-        metrics_port = _free_port()
-        metrics_server = serve_metrics(registry, MetricsSettings(port=metrics_port, address="127.0.0.1"))
-        undo.callback(metrics_server.shutdown)
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        metrics_server = serve_endpoints("demo", registry, ProcessState(),
+                                         MetricsSettings(port=_free_port(), address="127.0.0.1"))
+        assert metrics_server is not None
+        undo.callback(metrics_server.close)
+        metrics_url = f"{metrics_server.url}/metrics"
 
         processors = ProcessorThreads(kafka, topics, database, prefix, registry).start()
         undo.callback(processors.stop)

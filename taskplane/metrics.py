@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import Field
@@ -41,19 +41,11 @@ DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 
 class MetricsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKPLANE_METRICS_", extra="ignore")
 
-    port: int = Field(default=9464, ge=0, le=65535, description="HTTP port of /metrics; 0 turns it off.")
-    address: str = Field(default="0.0.0.0")
+    port: int | None = Field(default=None, ge=0, le=65535, description=(
+        "HTTP port of /metrics, /healthz and /readyz; unset: the role's default "
+        "(taskplane.probes.ROLE_PORTS, a free port when that is taken); 0 turns them off."))
+    address: str = Field(default="127.0.0.1", description="0.0.0.0 in containers (the image sets it).")
     pending_age_sla_s: float = Field(default=300.0, description="Documented SLA the alert rule compares with.")
-
-
-def serve_metrics(registry: CollectorRegistry, settings: MetricsSettings | None = None) -> Any:
-    """Start the /metrics endpoint in a daemon thread; None when the port is 0."""
-    settings = settings or MetricsSettings()
-    if not settings.port:
-        return None
-    server, _thread = start_http_server(settings.port, settings.address, registry=registry)
-    log.info("metrics on http://%s:%d/metrics", settings.address, settings.port)
-    return server
 
 
 class WorkerMetrics:

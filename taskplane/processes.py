@@ -14,8 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from taskplane.probes import ProcessorReadiness, ProcessState, postgres_check, serve_endpoints
 from taskplane.streams.runtime import run_until_signalled
-from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.topics import Topics
 
@@ -24,17 +24,16 @@ log = logging.getLogger(__name__)
 PROCESSORS = ("orchestrator", "breaker", "projector")
 
 
-def serve_observer() -> RuntimeObserver:
-    """A Prometheus observer with its /metrics endpoint (TASKPLANE_METRICS_PORT, 0 = off)."""
-    from taskplane.metrics import PrometheusObserver, serve_metrics
+def serve_observer(role: str) -> ProcessorReadiness:
+    """A Prometheus observer that also tracks readiness, with /metrics, /healthz and /readyz
+    served (taskplane.probes; TASKPLANE_METRICS_PORT, else the role's default port).
+    Raises ``PortInUse`` when an explicitly set port is taken."""
+    from taskplane.metrics import PrometheusObserver
 
     registry = CollectorRegistry()
-    observer = PrometheusObserver(registry)
-    try:
-        serve_metrics(registry)
-    except OSError as error:  # metrics are not worth refusing to process commands
-        log.error("metrics endpoint not started: %s", error)
-    return observer
+    readiness = ProcessorReadiness(PrometheusObserver(registry))
+    serve_endpoints(role, registry, ProcessState([readiness.check]))
+    return readiness
 
 
 def run_processor(
@@ -46,7 +45,8 @@ def run_processor(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run processor ``name`` (one of PROCESSORS) until SIGTERM/SIGINT, which ends it
-    with a final commit. ``database_url`` is asked only by the projector."""
+    with a final commit. ``database_url`` is asked only by the projector. /metrics,
+    /healthz and /readyz are served first (``PortInUse`` when a set port is taken)."""
     if name == "projector":
         _run_projector(kafka_config, topics, database_url(), instance, on_ready)
         return
@@ -55,23 +55,30 @@ def run_processor(
 
     settings = RuntimeSettings(instance_id=instance) if instance else RuntimeSettings()
     build = {"orchestrator": orchestrator_runtime, "breaker": breaker_runtime}[name]
-    run_until_signalled(build(kafka_config, topics, settings, observer=serve_observer()), on_ready=on_ready)
+    run_until_signalled(build(kafka_config, topics, settings, observer=serve_observer(name)), on_ready=on_ready)
 
 
 def _run_projector(kafka_config: dict[str, Any], topics: Topics, database_url: str, instance: str | None,
                    on_ready: Callable[[], None] | None) -> None:
-    from taskplane.metrics import MetricsSettings, ReadModelCollector, serve_metrics
+    from taskplane.metrics import MetricsSettings, ReadModelCollector
     from taskplane.processors.projector.app import Projector, ProjectorSettings
 
     settings = ProjectorSettings(instance_id=instance) if instance else ProjectorSettings()
     registry = CollectorRegistry()
     metrics_settings = MetricsSettings()
-    if metrics_settings.port:
+    if metrics_settings.port != 0:
         registry.register(ReadModelCollector(database_url, settings.schema_name, kafka_config, topics))
-        serve_metrics(registry, metrics_settings)
     projector = Projector(kafka_config, topics, database_url, settings, registry)
+    state = ProcessState([lambda: None if projector.consuming.is_set() else "projector loop not running",
+                          postgres_check(database_url)])
+    serve_endpoints("projector", registry, state, metrics_settings)
+
+    def stop(*_: object) -> None:
+        state.stopping()
+        projector.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: projector.stop())
+        signal.signal(signum, stop)
     if on_ready is not None:
         on_ready()
     projector.run()

@@ -18,8 +18,8 @@ from taskplane.metrics import (
     PrometheusObserver,
     ReadModelCollector,
     WorkerMetrics,
-    serve_metrics,
 )
+from taskplane.probes import ProcessState, serve_endpoints
 from taskplane.processors.projector.app import Projector
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from tests.processors.projector._log import log_ends, produce_runs, run_events, wait_projected
@@ -32,12 +32,12 @@ def _free_port() -> int:
 
 
 def _scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    port = _free_port()
-    server = serve_metrics(registry, MetricsSettings(port=port, address="127.0.0.1"))
+    server = serve_endpoints("test", registry, ProcessState(), MetricsSettings(port=_free_port(), address="127.0.0.1"))
+    assert server is not None
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=90).read().decode()
+        text = urllib.request.urlopen(f"{server.url}/metrics", timeout=90).read().decode()
     finally:
-        server.shutdown()
+        server.close()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
