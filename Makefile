@@ -5,10 +5,14 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint dev-up dev-down clean screenshots
 
-# Debian packages the tests use: bwrap (container isolation of tools), promtool
-# (alert rules) and chromium (the console's browser tests, driven by Playwright).
-# Installed when missing and we may; otherwise the tests say so.
-SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool chromium:chromium
+# Debian packages the tests use: bwrap (container isolation of tools), promtool (alert
+# rules), chromium (the console's browser tests, driven by Playwright), podman with runc
+# and debootstrap (the image test builds deploy/Dockerfile on a bootstrapped Debian base:
+# /work/shared/CONTAINERS.md). Installed when missing and we may; otherwise the tests say so.
+SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool chromium:chromium podman:podman buildah:buildah runc:runc debootstrap:debootstrap
+# kustomize renders deploy/k8s in the tests; built from the Go module proxy into .tools/.
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := .tools/kustomize
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c processors/*.c native/*.h)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
@@ -26,7 +30,14 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c processors/*.
 demo: $(VENV)/.installed
 	$(BIN)/taskplane demo
 
-test: $(VENV)/.installed
+$(KUSTOMIZE):
+	@if command -v go >/dev/null; then \
+	  echo "building kustomize $(KUSTOMIZE_VERSION) into .tools/ (once)"; \
+	  GOBIN="$(CURDIR)/.tools" go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) \
+	    || echo "warning: kustomize did not build (the manifest tests will say so)"; \
+	else echo "warning: no Go toolchain: kustomize not built (the manifest tests will say so)"; fi
+
+test: $(VENV)/.installed $(KUSTOMIZE)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -49,4 +60,4 @@ dev-down: $(VENV)/.installed
 	$(BIN)/taskplane dev down
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
