@@ -56,8 +56,24 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
         crd = yaml.safe_load(path.read_text())
         spec = crd["spec"]
         for version in spec["versions"]:
-            schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = version["schema"]["openAPIV3Schema"]
+            schema = _strict(version["schema"]["openAPIV3Schema"])
+            schema["properties"]["metadata"] = {"type": "object"}  # checked by the API server, not the CRD
+            schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
     return schemas
+
+
+def _strict(schema: Any) -> Any:
+    """The schema with unknown fields refused: the API server would prune them silently
+    (structural schemas), so a misspelt field is caught here instead."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if "properties" in strict and "additionalProperties" not in strict \
+            and not strict.get("x-kubernetes-preserve-unknown-fields"):
+        strict["additionalProperties"] = False
+    return strict
 
 
 def validate(resource: dict[str, Any]) -> list[str]:

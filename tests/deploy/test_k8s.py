@@ -71,6 +71,8 @@ def test_the_validator_catches_a_bad_resource() -> None:
     topic = {"apiVersion": "kafka.strimzi.io/v1", "kind": "KafkaTopic", "metadata": {"name": "t"},
              "spec": {"partitions": "four"}}
     assert any("spec.partitions" in problem for problem in validate(topic))
+    misspelt = {**topic, "spec": {"partitions": 4, "replica": 3}}
+    assert any("'replica' was unexpected" in problem for problem in validate(misspelt))
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
                   "spec": {"replicas": "two", "selector": {}, "template": {}}}
     assert validate(deployment)
