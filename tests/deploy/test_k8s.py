@@ -10,14 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic_settings import BaseSettings
 
 from scripts import gen_deploy
-from taskplane.metrics import MetricsSettings
 from taskplane.processors.projector.app import ProjectorSettings
 from taskplane.streams.local_broker import _POM, LOG4J_VERSION
 from taskplane.streams.runtime_settings import RuntimeSettings
-from taskplane.streams.settings import DEFAULT_KAFKA_VERSION, KAFKA_OPTION_PREFIX, StackSettings
+from taskplane.streams.settings import DEFAULT_KAFKA_VERSION
 from taskplane.streams.topics import Topics, catalog
 from taskplane.workers.settings import WorkerSettings
 from tests.deploy._k8s import (
@@ -30,35 +28,15 @@ from tests.deploy._k8s import (
     taskplane_containers,
     validate,
 )
+from tests.deploy._settings import (
+    ROLE_SETTINGS,
+    missing_required,
+    parse_literals,
+    role_of,
+    unknown_env,
+)
 
 OVERLAYS = ("overlays/dev", "overlays/prod")
-# The settings classes a container reads, by role (what `taskplane <args>` constructs).
-COMMON: tuple[type[BaseSettings], ...] = (StackSettings, MetricsSettings)
-ROLE_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
-    "orchestrator": (*COMMON, RuntimeSettings),
-    "breaker": (*COMMON, RuntimeSettings),
-    "projector": (*COMMON, ProjectorSettings),
-    "worker": (*COMMON, WorkerSettings),
-    "apply": COMMON,
-}
-# Endpoints a pod must be given: without them the CLI looks for a dev stack, absent in a pod.
-ROLE_ENDPOINTS = {"projector": ("TASKPLANE_BOOTSTRAP_SERVERS", "TASKPLANE_DATABASE_URL")}
-ALL_SETTINGS = {cls for classes in ROLE_SETTINGS.values() for cls in classes}
-
-
-def env_names(cls: type[BaseSettings]) -> dict[str, bool]:
-    """Env var name -> required, for every field of a settings class."""
-    prefix = str(cls.model_config.get("env_prefix", ""))
-    return {f"{prefix}{name}".upper(): field.is_required() for name, field in cls.model_fields.items()}
-
-
-def role_of(container: dict[str, Any]) -> str:
-    args = container.get("args", [])
-    if args[:2] == ["processor", "run"]:
-        return str(args[2])
-    return str(args[0])
-
-
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_every_resource_is_valid(kustomization: str) -> None:
     docs = render(kustomization)
@@ -81,26 +59,17 @@ def test_the_validator_catches_a_bad_resource() -> None:
 @pytest.mark.parametrize("kustomization", ("base", *OVERLAYS))
 def test_every_env_var_is_a_setting_and_every_required_one_is_set(kustomization: str) -> None:
     docs = render(kustomization)
-    known = {name for cls in ALL_SETTINGS for name in env_names(cls)}
     containers = taskplane_containers(docs)
     assert {role_of(c) for _, c in containers} == set(ROLE_SETTINGS)
     for workload, container in containers:
         where = f"{workload['kind']}/{workload['metadata']['name']}"
         env = container_env(docs, container)
-        unknown = [name for name in env if name not in known and not name.startswith(KAFKA_OPTION_PREFIX)]
-        assert not unknown, f"{where}: env vars no settings class reads: {unknown}"
         role = role_of(container)
-        required = {name for cls in ROLE_SETTINGS[role] for name, needed in env_names(cls).items() if needed}
-        required |= set(ROLE_ENDPOINTS.get(role, ("TASKPLANE_BOOTSTRAP_SERVERS",)))
-        if role == "worker":  # the example's tools write to the read-model database
-            required.add("TASKPLANE_DATABASE_URL")
-        missing = sorted(required - set(env))
-        assert not missing, f"{where}: required settings not set: {missing}"
-        for cls in ROLE_SETTINGS[role]:  # and every literal value parses
-            prefix = str(cls.model_config.get("env_prefix", ""))
-            literal = {k[len(prefix):].lower(): v for k, v in env.items()
-                       if k.startswith(prefix) and isinstance(v, str) and k.lower()[len(prefix):] in cls.model_fields}
-            cls(**literal)
+        assert not unknown_env(env), f"{where}: env vars no settings class reads: {unknown_env(env)}"
+        # the example's tools write to the read-model database
+        needs = ("TASKPLANE_DATABASE_URL",) if role == "worker" else ()
+        assert not missing_required(role, env, needs), f"{where}: required settings not set"
+        parse_literals(role, env)
 
 
 @pytest.mark.parametrize("kustomization", ("base", *OVERLAYS))
