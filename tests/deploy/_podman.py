@@ -91,9 +91,17 @@ def ensure_image() -> str:
     if podman("image", "exists", tag, check=False).returncode == 0:
         return tag
     ensure_base()
-    podman("build", *ULIMITS, "--network", "host", "--build-arg", f"BASE={BASE}", "-t", tag,
+    podman("build", *ULIMITS, "--network", "host", "--build-arg", f"BASE={BASE}", *_host_trust(), "-t", tag,
            "-f", str(ROOT / "deploy" / "Dockerfile"), str(ROOT), timeout=3600)
     return tag
+
+
+def _host_trust() -> list[str]:
+    """pip inside the build trusts what pip on this host trusts (a proxy's CA here)."""
+    bundle = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+    if not bundle or not Path(bundle).is_file():
+        return []
+    return ["--volume", f"{bundle}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt"]
 
 
 def image_size_mb(tag: str) -> float:
