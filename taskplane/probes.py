@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from taskplane.exceptions import TaskplaneError
+from taskplane.contract.errors import TaskplaneError
 from taskplane.metrics import MetricsSettings
 from taskplane.streams.runtime_observer import RuntimeObserver
 

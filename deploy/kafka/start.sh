@@ -1,6 +1,6 @@
 #!/bin/sh
 # One KRaft node (broker and controller), configured like taskplane's local broker
-# (streams/local_broker.py): replication factor 1, no topic auto-creation, no initial
+# (devstack/kafka.py): replication factor 1, no topic auto-creation, no initial
 # rebalance delay. Formats its storage on the first start; exec's Kafka so SIGTERM
 # reaches it (controlled shutdown).
 set -eu

@@ -18,7 +18,8 @@ PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
 ULIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
 BASE = "localhost/debian:bookworm"
 IMAGE_INPUTS = ("deploy/Dockerfile", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md",
-                "native", "schemas", "streams", "processors", "workers", "taskplane")
+                "native", "schemas", "contract", "streams", "devstack", "processors", "workers",
+                "taskplane")
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:

@@ -20,8 +20,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from taskplane._demo_stack import EventLog
-from taskplane.processors.orchestrator import messages as m
-from taskplane.processors.orchestrator.plan import SystemDefinition
+from taskplane.contract import messages as m
+from taskplane.contract.plan import SystemDefinition
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics, catalog, ensure_topics

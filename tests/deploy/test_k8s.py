@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from scripts import gen_deploy
+from taskplane.devstack.kafka import _POM, LOG4J_VERSION
 from taskplane.processors.projector.app import ProjectorSettings
-from taskplane.streams.local_broker import _POM, LOG4J_VERSION
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.settings import DEFAULT_KAFKA_VERSION
 from taskplane.streams.topics import Topics, catalog
