@@ -24,18 +24,6 @@ log = logging.getLogger(__name__)
 PROCESSORS = ("orchestrator", "breaker", "projector")
 
 
-def serve_observer(role: str) -> ProcessorReadiness:
-    """A Prometheus observer that also tracks readiness, with /metrics, /healthz and /readyz
-    served (taskplane.probes; TASKPLANE_METRICS_PORT, else the role's default port).
-    Raises ``PortInUse`` when an explicitly set port is taken."""
-    from taskplane.metrics import PrometheusObserver
-
-    registry = CollectorRegistry()
-    readiness = ProcessorReadiness(PrometheusObserver(registry))
-    serve_endpoints(role, registry, ProcessState([readiness.check]))
-    return readiness
-
-
 def run_processor(
     name: str,
     kafka_config: dict[str, Any],
@@ -50,12 +38,18 @@ def run_processor(
     if name == "projector":
         _run_projector(kafka_config, topics, database_url(), instance, on_ready)
         return
+    from taskplane.metrics import PrometheusObserver
     from taskplane.processors.breaker.app import breaker_runtime
     from taskplane.processors.orchestrator.app import orchestrator_runtime
 
     settings = RuntimeSettings(instance_id=instance) if instance else RuntimeSettings()
     build = {"orchestrator": orchestrator_runtime, "breaker": breaker_runtime}[name]
-    run_until_signalled(build(kafka_config, topics, settings, observer=serve_observer(name)), on_ready=on_ready)
+    registry = CollectorRegistry()
+    readiness = ProcessorReadiness(PrometheusObserver(registry))  # metrics and readiness, one observer
+    state = ProcessState([readiness.check])
+    serve_endpoints(name, registry, state)
+    runtime = build(kafka_config, topics, settings, observer=readiness)
+    run_until_signalled(runtime, on_ready=on_ready)
 
 
 def _run_projector(kafka_config: dict[str, Any], topics: Topics, database_url: str, instance: str | None,
