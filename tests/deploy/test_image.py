@@ -25,7 +25,7 @@ from taskplane.contract.plan import SystemDefinition
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics, catalog, ensure_topics
-from tests.deploy._podman import Container, ensure_image, image_size_mb, require_podman
+from tests.deploy._podman import ULIMITS, Container, ensure_image, image_size_mb, podman, require_podman
 
 pytestmark = [pytest.mark.kafka, pytest.mark.image]
 AGENTS = Path(__file__).resolve().parent / "image_agents"
@@ -54,11 +54,9 @@ def test_image_runs_as_non_root_with_the_wheel_installed(image: str, unique_pref
         assert "taskplane" in probe.logs()
     finally:
         probe.remove()
-    from tests.deploy._podman import podman
-
     user = podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip()
     assert user and not user.startswith("0") and user != "root"
-    listed = podman("run", "--rm", "--network", "host", "--entrypoint", "python3", image, "-c",
+    listed = podman("run", "--rm", *ULIMITS, "--network", "host", "--entrypoint", "python3", image, "-c",
                     "import taskplane, os; print(taskplane.__file__); print(os.getuid())").stdout.split()
     assert listed[0].startswith("/opt/taskplane/lib/") and "site-packages" in listed[0]  # the wheel, not /src
     assert listed[1] != "0"
