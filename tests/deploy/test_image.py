@@ -25,7 +25,14 @@ from taskplane.contract.plan import SystemDefinition
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics, catalog, ensure_topics
-from tests.deploy._podman import ULIMITS, Container, ensure_image, image_size_mb, podman, require_podman
+from tests.deploy._podman import (
+    ULIMITS,
+    Container,
+    ensure_image,
+    image_size_mb,
+    podman,
+    require_podman,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.image]
 AGENTS = Path(__file__).resolve().parent / "image_agents"
