@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING, Annotated
+import threading
+from typing import Annotated
 
 import typer
 
 from taskplane.cli_processors import kafka_endpoints
-from taskplane.probes import ProcessState
+from taskplane.probes import ProcessState, ReadinessCheck
 from taskplane.streams.exceptions import StreamsError
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
 from taskplane.workers.loader import load_user_module
 from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
-
-if TYPE_CHECKING:
-    from taskplane.workers.worker import Worker
 
 worker_app = typer.Typer(help="Workers: run agents and their tools.")
 
@@ -45,6 +43,8 @@ def worker_run(
     if worker_id:
         overrides["worker_id"] = worker_id
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
+    serving = threading.Event()
+    state = _serve_probes(lambda: None if serving.is_set() else "loading the system's definition")
     try:
         registry = Registry.from_module(load_user_module(module, system))
         worker = Worker(kafka, topics, system, registry, settings)
@@ -57,7 +57,6 @@ def worker_run(
     if worker.isolation_fallback:
         modes = ", ".join(sorted(m.value for m in worker.isolation_fallback))
         typer.echo(f"warning: isolation {modes} unavailable: those tools run as process", err=True)
-    state = _serve_probes(worker)
 
     def stop(*_: object) -> None:
         state.stopping()  # not ready at once: no new work while leases are handed back
@@ -66,19 +65,21 @@ def worker_run(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     typer.echo(f"worker {worker.worker_id} serving {system}", err=True)
+    serving.set()
     worker.run()
 
 
-def _serve_probes(worker: Worker) -> ProcessState:
-    """/metrics (process metrics), /healthz and /readyz of a worker. It is ready from here
-    on: its system's definition is loaded and its consumers are subscribed; SIGTERM ends it."""
+def _serve_probes(serving: ReadinessCheck) -> ProcessState:
+    """/metrics (process metrics), /healthz and /readyz of a worker, served before it
+    connects: ready once its system's definition is loaded and its consumers subscribed
+    (``serving``), until SIGTERM."""
     from prometheus_client import CollectorRegistry, ProcessCollector
 
     from taskplane.probes import PortInUse, serve_endpoints
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    state = ProcessState()
+    state = ProcessState([serving])
     try:
         serve_endpoints("worker", registry, state)
     except PortInUse as error:

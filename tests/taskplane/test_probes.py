@@ -191,3 +191,22 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("args", [["processor", "run", "orchestrator"], ["processor", "run", "breaker"],
+                                  ["worker", "run", "--system", "anything"]])
+def test_a_taken_explicit_port_is_one_line_and_exit_2_before_connecting(
+    args: list[str], occupied_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from taskplane.cli import app
+
+    monkeypatch.setenv("TASKPLANE_METRICS_PORT", str(occupied_port))
+    monkeypatch.setenv("TASKPLANE_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # never reached
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: TASKPLANE_METRICS_PORT: 127.0.0.1:{occupied_port} is in use "
+                     "(set another port, or leave it unset for the role's default)"]
+    assert "Traceback" not in result.output
