@@ -36,6 +36,8 @@ def _get(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+    except (urllib.error.URLError, ConnectionError) as error:  # not listening yet
+        return 0, str(error)
 
 
 @pytest.fixture
@@ -210,3 +212,33 @@ def test_a_taken_explicit_port_is_one_line_and_exit_2_before_connecting(
     assert lines == [f"error: TASKPLANE_METRICS_PORT: 127.0.0.1:{occupied_port} is in use "
                      "(set another port, or leave it unset for the role's default)"]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_a_projector_process_is_ready_while_it_consumes_and_drains_on_sigterm(
+    kafka_config: dict[str, Any], fresh_database: str, unique_prefix: str
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    topics = Topics(unique_prefix)
+    ensure_topics_for(kafka_config, topics)
+    port = _free_port()
+    env = {**os.environ, "TASKPLANE_METRICS_PORT": str(port), "TASKPLANE_DATABASE_URL": fresh_database,
+           "TASKPLANE_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"], "TASKPLANE_TOPIC_PREFIX": unique_prefix}
+    process = subprocess.Popen([sys.executable, "-m", "taskplane.cli", "processor", "run", "projector"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_status(f"http://127.0.0.1:{port}/readyz", 200) == "ready\n"
+        status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "taskplane_tasks" in metrics  # the read-model gauges
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stderr is not None and "Traceback" not in process.stderr.read()
