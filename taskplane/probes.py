@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from taskplane.contract.errors import TaskplaneError
+from taskplane.exceptions import UserInputError
 from taskplane.metrics import MetricsSettings
 from taskplane.streams.runtime_observer import RuntimeObserver
 
@@ -40,8 +40,11 @@ ReadinessCheck = Callable[[], "str | None"]
 ROLE_PORTS = {"orchestrator": 9464, "breaker": 9465, "projector": 9466, "worker": 9467}
 
 
-class PortInUse(TaskplaneError):
+class PortInUse(UserInputError):
     """The explicitly configured metrics port is taken (a user mistake: exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="TASKPLANE_METRICS_PORT")
 
 
 class ProcessState:
