@@ -105,6 +105,24 @@ def _host_trust() -> list[str]:
     return ["--volume", f"{bundle}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt"]
 
 
+def ensure_kafka_image() -> str:
+    """Build the stand-in Kafka image (deploy/kafka) on the same base unless it exists."""
+    folder = ROOT / "deploy" / "kafka"
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()))
+    tag = f"localhost/taskplane-kafka:test-{digest.hexdigest()[:16]}"
+    if podman("image", "exists", tag, check=False).returncode == 0:
+        return tag
+    ensure_base()
+    trust = []
+    truststore = Path("/etc/ssl/certs/java/cacerts")  # Maven trusts what this host's Java trusts
+    if truststore.is_file():
+        trust = ["--volume", f"{truststore}:/run/host-cacerts:ro",
+                 "--build-arg", "MAVEN_OPTS=-Djavax.net.ssl.trustStore=/run/host-cacerts"]
+    podman("build", *ULIMITS, "--network", "host", "--build-arg", f"BASE={BASE}", *trust, "-t", tag,
+           str(folder), timeout=3600)
+    return tag
+
+
 def image_size_mb(tag: str) -> float:
     size = podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip()
     return int(size) / 1e6

@@ -29,6 +29,7 @@ from tests.deploy._podman import (
     ULIMITS,
     Container,
     ensure_image,
+    ensure_kafka_image,
     image_size_mb,
     podman,
     require_podman,
@@ -131,6 +132,51 @@ def test_a_system_runs_to_completion_and_a_sigtermed_worker_releases_its_lease(s
     assert worker.wait(120) == 0, worker.logs()
     assert "released 1 lease(s)" in worker.logs()
     assert orchestrator.running() and breaker.running()
+
+
+def test_the_stand_in_kafka_image_serves_transactions(unique_prefix: str) -> None:
+    """deploy/kafka: the local stack's jars in a container, one KRaft node, on free ports."""
+    from confluent_kafka import Consumer, Producer
+
+    require_podman()
+    port, controller = _free_port(), _free_port()
+    kafka = Container(ensure_kafka_image(), f"{unique_prefix}-kafka", [],
+                      {"KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(controller),
+                       "KAFKA_LISTEN_HOST": "127.0.0.1", "KAFKA_ADVERTISED_HOST": "127.0.0.1"})
+    try:
+        config = {"bootstrap.servers": f"127.0.0.1:{port}"}
+        deadline = time.monotonic() + 180
+        while not _broker_answers(config):
+            _alive([kafka])
+            assert time.monotonic() < deadline, kafka.logs()[-3000:]
+        topics = Topics("standin")
+        ensure_topics(AdminClient(config), topics, catalog())
+        producer = Producer({**config, "transactional.id": "standin-test"})
+        producer.init_transactions(60)
+        producer.begin_transaction()
+        producer.produce(topics.commands, b"value", b"key")
+        producer.commit_transaction(60)
+        consumer = Consumer({**config, "group.id": "standin-test", "isolation.level": "read_committed",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topics.commands])
+        record = None
+        while record is None or record.error() is not None:
+            _alive([kafka])
+            assert time.monotonic() < deadline, "the committed record never arrived"
+            record = consumer.poll(1)
+        consumer.close()
+        assert record.value() == b"value"
+    finally:
+        kafka.remove()
+
+
+def _broker_answers(config: dict[str, Any]) -> bool:
+    from confluent_kafka import KafkaException
+
+    try:
+        return bool(AdminClient({**config, "log_level": 0}).list_topics(timeout=5).brokers)
+    except KafkaException:
+        return False
 
 
 def _plan(kafka: dict[str, Any], topics: Topics, system: str) -> Any:
