@@ -156,6 +156,7 @@ def test_the_stand_in_kafka_image_serves_transactions(unique_prefix: str) -> Non
         producer.begin_transaction()
         producer.produce(topics.commands, b"value", b"key")
         producer.commit_transaction(60)
+        del producer  # gone before its broker, or librdkafka logs reconnects after the test
         consumer = Consumer({**config, "group.id": "standin-test", "isolation.level": "read_committed",
                              "auto.offset.reset": "earliest"})
         consumer.subscribe([topics.commands])
