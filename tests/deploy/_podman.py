@@ -94,7 +94,17 @@ def ensure_image() -> str:
     ensure_base()
     podman("build", *ULIMITS, "--network", "host", "--build-arg", f"BASE={BASE}", *_host_trust(), "-t", tag,
            "-f", str(ROOT / "deploy" / "Dockerfile"), str(ROOT), timeout=3600)
+    _remove_older(tag)
     return tag
+
+
+def _remove_older(tag: str) -> None:
+    """Drop the test images of earlier inputs, so a machine keeps one (219 MB) per repository."""
+    repository = tag.rsplit(":", 1)[0]
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", repository, check=False).stdout.split()
+    for old in listed:
+        if old != tag and old.startswith(f"{repository}:test-"):
+            podman("rmi", old, check=False)
 
 
 def _host_trust() -> list[str]:
@@ -120,6 +130,7 @@ def ensure_kafka_image() -> str:
                  "--build-arg", "MAVEN_OPTS=-Djavax.net.ssl.trustStore=/run/host-cacerts"]
     podman("build", *ULIMITS, "--network", "host", "--build-arg", f"BASE={BASE}", *trust, "-t", tag,
            str(folder), timeout=3600)
+    _remove_older(tag)
     return tag
 
 
