@@ -49,6 +49,7 @@ def run_processor(
     state = ProcessState([readiness.check])
     serve_endpoints(name, registry, state)
     runtime = build(kafka_config, topics, settings, observer=readiness)
+    state.add_check(lambda: None if runtime.ready() else "broker unreachable or last transaction not committed")
     run_until_signalled(runtime, on_ready=on_ready)
 
 
@@ -63,7 +64,7 @@ def _run_projector(kafka_config: dict[str, Any], topics: Topics, database_url: s
     if metrics_settings.port != 0:
         registry.register(ReadModelCollector(database_url, settings.schema_name, kafka_config, topics))
     projector = Projector(kafka_config, topics, database_url, settings, registry)
-    state = ProcessState([lambda: None if projector.consuming.is_set() else "projector loop not running",
+    state = ProcessState([lambda: None if projector.ready() else "projector not consuming (loop stopped or broker away)",
                           postgres_check(database_url)])
     serve_endpoints("projector", registry, state, metrics_settings)
 
