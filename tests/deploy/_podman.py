@@ -99,7 +99,7 @@ def ensure_image() -> str:
 
 
 def _remove_older(tag: str) -> None:
-    """Drop the test images of earlier inputs, so a machine keeps one (219 MB) per repository."""
+    """Drop the test images of earlier inputs, so a machine keeps one per repository."""
     repository = tag.rsplit(":", 1)[0]
     listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", repository, check=False).stdout.split()
     for old in listed:
