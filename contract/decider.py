@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from taskplane.contract.errors import TaskplaneError
+
 S = TypeVar("S")
 C = TypeVar("C")
 E = TypeVar("E")
@@ -60,8 +62,12 @@ class Decider(Protocol[S, C, E]):
         ...
 
 
-class DecisionError(Exception):
-    """A command that cannot be applied in the current state. Not retryable."""
+class DecisionError(TaskplaneError):
+    """A command that cannot be applied in the current state. Not retryable: the same
+    command in the same state is refused the same way; the runtime records it as the
+    decider's rejection event."""
+
+    retryable = False
 
 
 @dataclass(slots=True)

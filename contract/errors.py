@@ -20,7 +20,7 @@ class TaskplaneError(Exception):
     exit_code: int = 1
     retryable: bool = False
 
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(self, message: str = "", *, retryable: bool | None = None) -> None:
         super().__init__(message)
         if retryable is not None:
             self.retryable = retryable

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from taskplane.contract.errors import TaskplaneError
 from taskplane.streams.settings import DEFAULT_KAFKA_VERSION, StackSettings
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,11 @@ LOG4J_VERSION = "2.24.3"
 _PR_SET_PDEATHSIG = 1
 
 
-class LocalStackError(RuntimeError):
-    """A local Kafka or Postgres could not be provided. Not retryable as is."""
+class LocalStackError(TaskplaneError):
+    """A local Kafka or Postgres could not be provided. Not retryable as is: a missing
+    program or a server that would not start needs a person first."""
+
+    retryable = False
 
 
 class MissingToolError(LocalStackError):

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from taskplane.streams.exceptions import KafkaIOError
 
 
 def read_to_end(
@@ -36,7 +38,7 @@ def read_to_end(
                 error = record.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaException(error)
+                        raise KafkaIOError.wrap(error, f"reading {topic}")
                     pending.discard(record.partition())
                     continue
                 key = record.key()

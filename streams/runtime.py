@@ -32,7 +32,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from taskplane.contract.decider import Decider, DecisionError
-from taskplane.streams.exceptions import SerdeError, StreamsError
+from taskplane.streams.exceptions import KafkaIOError, SerdeError, StreamsError
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.poison import poison_headers
 from taskplane.streams.runtime_observer import RuntimeObserver
@@ -163,11 +163,16 @@ class ProcessorRuntime(Generic[S, C, E]):
         return {k: v for p in self._partitions.values() for k, v in p.states.items()}
 
     def run(self) -> None:
-        self._transactions = TransactionalProducer(self._spec.name, self._producer_config,
-                                                   self._settings.call_timeout_ms / 1000, self._stop)
-        self._producer = self._transactions.producer
-        self._consumer = Consumer(self._consumer_config())
-        self._consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        """Process until ``stop()``. Leaves with a ``StreamsError`` only: Kafka's own
+        errors are wrapped here as ``KafkaIOError`` (``retryable`` from librdkafka)."""
+        try:
+            self._transactions = TransactionalProducer(self._spec.name, self._producer_config,
+                                                       self._settings.call_timeout_ms / 1000, self._stop)
+            self._producer = self._transactions.producer
+            self._consumer = Consumer(self._consumer_config())
+            self._consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        except KafkaException as error:
+            raise KafkaIOError.wrap(error, f"{self._spec.name}: cannot start") from error
         self._observer.started(self._spec.name)
         self._set_ready(True)
         try:
@@ -178,6 +183,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         except ProducerFenced:
             log.error("%s: fenced by a newer instance; stopping", self._spec.name)
             raise
+        except KafkaException as error:
+            raise KafkaIOError.wrap(error, self._spec.name) from error
         finally:
             self._set_ready(False)
             self._close()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
+from taskplane.streams.exceptions import KafkaIOError
+
 COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 
@@ -149,7 +151,7 @@ def ensure_topics(
                 report.created.append(name)
             except KafkaException as error:
                 if error.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a racing creator
-                    raise
+                    raise KafkaIOError.wrap(error, f"cannot create {name}") from error
                 report.existing.append(name)
     present = [s for s in specs if s not in missing]
     for spec in present:

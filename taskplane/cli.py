@@ -14,6 +14,7 @@ from taskplane.cli_dlq import dlq_app
 from taskplane.cli_processors import apply, processor_app, submit, topics_app
 from taskplane.cli_replay import rebuild_app, replay
 from taskplane.cli_runs import runs_app
+from taskplane.contract.errors import TaskplaneError
 
 app = typer.Typer(
     name="taskplane",
@@ -53,7 +54,14 @@ cli_ui.register(app)
 
 
 def main() -> None:
-    app()
+    """The console script. A deliberate error (any ``TaskplaneError``) ends as one line
+    and its ``exit_code`` (2 for user mistakes), never a traceback."""
+    try:
+        app()
+    except TaskplaneError as error:
+        hint = " (retrying may succeed)" if error.retryable else ""
+        typer.echo(f"error: {error}{hint}", err=True)
+        raise SystemExit(error.exit_code) from None
 
 
 if __name__ == "__main__":

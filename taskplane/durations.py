@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 import re
 
+from taskplane.exceptions import UserInputError
+
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
 _DURATION = re.compile(r"(?P<number>-?(?:\d+(?:\.\d*)?|\.\d+))(?P<unit>ms|s|m|h)?")
 HINT = "use e.g. 250ms, 10s, 1.5m, 1h, or a number of seconds"
 
 
-class DurationError(ValueError):
-    """A value that is not a duration, or not an acceptable one."""
+class DurationError(UserInputError, ValueError):
+    """A value that is not a duration, or not an acceptable one. A ``ValueError`` too,
+    so pydantic validators turn it into a field error."""
 
 
 def parse_duration_ms(value: object) -> int:

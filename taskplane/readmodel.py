@@ -11,14 +11,16 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from taskplane.contract.errors import TaskplaneError
 from taskplane.processors.projector.schema import LIVE_SCHEMA, schema_exists
 
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
 Row = dict[str, Any]
 
 
-class ReadModelError(Exception):
-    """The read model cannot answer (absent, unreachable, or the id is unknown)."""
+class ReadModelError(TaskplaneError):
+    """The read model cannot answer (absent, unreachable, or the id is unknown).
+    ``retryable`` when Postgres was unreachable, not when the answer is "no such id"."""
 
 
 class ReadModel:
@@ -28,7 +30,7 @@ class ReadModel:
                 database_url, autocommit=True, row_factory=dict_row, options=f"-c search_path={schema}"
             )
         except psycopg.OperationalError as error:
-            raise ReadModelError(f"cannot connect to the read model database: {error}") from None
+            raise ReadModelError(f"cannot connect to the read model database: {error}", retryable=True) from None
         if not schema_exists(self._conn, schema):  # type: ignore[arg-type]
             self._conn.close()
             raise ReadModelError(f"no read model (schema {schema!r}) yet: is the projector running?")

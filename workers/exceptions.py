@@ -4,8 +4,10 @@ the worker maps them onto ``FailTask`` kinds (``ERROR``, ``NON_RETRYABLE``,
 
 from __future__ import annotations
 
+from taskplane.contract.errors import TaskplaneError
 
-class WorkerError(Exception):
+
+class WorkerError(TaskplaneError):
     """Any failure of the worker runtime or of the code it runs."""
 
     retryable: bool = True

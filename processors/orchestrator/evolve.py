@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.messages import (
     AttemptFailed,
     AttemptRecord,
@@ -41,9 +42,12 @@ from taskplane.contract.state import (
 KEPT_AT_RUN_END = frozenset({TaskStatus.SUCCEEDED, TaskStatus.DEAD_LETTERED})
 
 
-class InconsistentLog(ValueError):
+class InconsistentLog(TaskplaneError, ValueError):
     """An event that cannot follow the state it is folded into (e.g. a task event
-    before ``RunSubmitted``): the log was not written by this decider."""
+    before ``RunSubmitted``): the log was not written by this decider. Not retryable:
+    folding the same log fails the same way."""
+
+    retryable = False
 
 
 def upstream(plan: SystemPlan, name: str) -> list[str]:

@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskplane.processors.projector.schema import LIVE_SCHEMA, connect, migrate
 from taskplane.processors.projector.store import ReadModelStore
-from taskplane.streams.exceptions import StreamsError
+from taskplane.streams.exceptions import KafkaIOError, StreamsError
 from taskplane.streams.poison import poison_headers
 from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics
@@ -132,6 +132,8 @@ class Projector:
             try:
                 while not self._stop.is_set():
                     self._step(consumer, store, metrics)
+            except KafkaException as error:  # the boundary: nothing raw leaves the projector
+                raise KafkaIOError.wrap(error, "projector") from error
             finally:
                 self._ready.clear()
                 consumer.close()
@@ -144,7 +146,7 @@ class Projector:
             if error is None:
                 good.append(record)
             elif error.fatal():
-                raise KafkaException(error)
+                raise KafkaIOError.wrap(error, "projector: consume")
             elif error.code() != KafkaError._PARTITION_EOF:  # the broker is away: librdkafka reconnects
                 log.warning("projector: %s", error)
                 self._ready.clear()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from psycopg import sql
 
 from taskplane.processors.projector.app import SOURCES
@@ -29,6 +29,7 @@ from taskplane.processors.projector.schema import (
     schema_exists,
 )
 from taskplane.processors.projector.store import ReadModelStore
+from taskplane.streams.exceptions import KafkaIOError
 from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def rebuild_projections(
                         break
                 log.info("rebuild: live read model is ahead on %s; reading on", behind)
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"rebuild could not catch up with the live projector on {behind}")
+                    raise KafkaIOError(f"rebuild could not catch up with the live projector on {behind}", retryable=True)
                 report.records += _read_to_end(consumer, store, set(behind), deadline)
             report.offsets = dict(store.expected)
         if report.retired is not None:
@@ -99,7 +100,9 @@ def _start_offsets(consumer: Consumer, topics: Topics, from_time_ms: int | None)
         topic = topics.name(role)
         metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if metadata is None or metadata.error is not None:
-            raise KafkaException(metadata.error if metadata is not None else f"no topic {topic}")
+            if metadata is None:
+                raise KafkaIOError(f"rebuild: no topic {topic}")
+            raise KafkaIOError.wrap(metadata.error, f"rebuild: {topic}")
         partitions = sorted(metadata.partitions)
         if from_time_ms is not None and role == "events":
             wanted = [TopicPartition(topic, p, from_time_ms) for p in partitions]
@@ -119,7 +122,7 @@ def _read_to_end(consumer: Consumer, store: ReadModelStore, pending: set[tuple[s
     pending = set(pending)
     while pending:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"rebuild still reading {sorted(pending)}")
+            raise KafkaIOError(f"rebuild still reading {sorted(pending)}", retryable=True)
         records = consumer.consume(2_000, 0.5)
         good = []
         for record in records:
@@ -129,7 +132,7 @@ def _read_to_end(consumer: Consumer, store: ReadModelStore, pending: set[tuple[s
             elif error.code() == KafkaError._PARTITION_EOF:
                 pending.discard((record.topic(), record.partition()))
             else:
-                raise KafkaException(error)
+                raise KafkaIOError.wrap(error, "rebuild: consume")
         if good:
             result = store.apply(good)
             if result.moved is not None:
