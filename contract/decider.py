@@ -13,8 +13,8 @@ key's deadline, the runtime decides that key's ``Tick`` command.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from taskplane.contract.errors import TaskplaneError
 
@@ -70,32 +70,71 @@ class DecisionError(TaskplaneError):
     retryable = False
 
 
+class Step(NamedTuple, Generic[S, E]):
+    """What one command did to one key: the new state, its events and derived records.
+    ``failure`` is an unexpected decider exception that was turned into the rejection."""
+
+    state: S | None
+    events: list[E]
+    outputs: list[Output]
+    failure: Exception | None
+
+
+def step(decider: Decider[S, C, E], state: S | None, command: C, at_ms: int) -> Step[S, E]:
+    """Decide ``command`` in ``state`` and evolve its events: the one semantics that
+    ``InMemoryRunner`` and the Kafka runtime share.
+
+    A ``DecisionError`` becomes the decider's rejection event, evolved like any event.
+    Any other exception of ``decide`` (a decider bug) becomes a rejection too, so one bad
+    command never stops a partition. When ``evolve`` or ``outputs`` raise, nothing of
+    the command's events is kept: the state stays as it was and the rejection is
+    recorded without being evolved (evolve is what broke)."""
+    failure: Exception | None = None
+    try:
+        events = list(decider.decide(state, command, at_ms))
+    except DecisionError as error:
+        events = [decider.rejection(command, str(error))]
+    except Exception as error:  # a decider bug: recorded, the partition keeps going
+        failure = error
+        events = [decider.rejection(command, f"internal error: {error!r}")]
+    evolved = state
+    outputs: list[Output] = []
+    try:
+        for event in events:
+            evolved = decider.evolve(evolved, event)
+            outputs.extend(decider.outputs(evolved, event))
+    except Exception as error:
+        rejected = decider.rejection(command, f"internal error: {error!r}")
+        return Step(state, [rejected], list(decider.outputs(state, rejected)), error)
+    return Step(evolved, events, outputs, failure)
+
+
 @dataclass(slots=True)
 class InMemoryRunner(Generic[S, C, E]):
     """Runs a decider over commands without a broker: the reference semantics the
-    runtime must reproduce, and the harness for unit and property tests."""
+    runtime must reproduce (both apply ``step``; ``tests/contract/test_runner_contract.py``
+    runs the same command logs through both), and the harness for unit and property
+    tests. ``failures`` collects unexpected decider exceptions, which ``step`` turned
+    into rejections, so a test can assert there were none."""
 
     decider: Decider[S, C, E]
     states: dict[str, S | None]
     log: list[tuple[str, E]]
     outputs: list[Output]
+    failures: list[Exception] = field(default_factory=list)
 
     @classmethod
     def of(cls, decider: Decider[S, C, E]) -> InMemoryRunner[S, C, E]:
         return cls(decider, {}, [], [])
 
     def handle(self, key: str, command: C, at_ms: int) -> list[E]:
-        state = self.states.get(key)
-        try:
-            events = list(self.decider.decide(state, command, at_ms))
-        except DecisionError as error:
-            events = [self.decider.rejection(command, str(error))]
-        for event in events:
-            state = self.decider.evolve(state, event)
-            self.log.append((key, event))
-            self.outputs.extend(self.decider.outputs(state, event))
-        self.states[key] = state
-        return events
+        result = step(self.decider, self.states.get(key), command, at_ms)
+        self.log.extend((key, event) for event in result.events)
+        self.outputs.extend(result.outputs)
+        if result.failure is not None:
+            self.failures.append(result.failure)
+        self.states[key] = result.state
+        return result.events
 
     def advance(self, now_ms: int) -> list[E]:
         """Deliver a Tick to every key whose deadline has passed."""

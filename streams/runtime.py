@@ -12,10 +12,12 @@ Nothing about DAGs, leases or breakers lives here; see ``processors/``.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -31,7 +33,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from taskplane.contract.decider import Decider, DecisionError
+from taskplane.contract.decider import Decider, step
 from taskplane.streams.exceptions import KafkaIOError, SerdeError, StreamsError
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.poison import poison_headers
@@ -141,6 +143,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._last_probe = 0.0
         self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
         self._last_tick_check = 0.0
+        self._next_id: Callable[[], str] = self._new_ids()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -211,6 +214,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._probe()
             return
         started = time.perf_counter()
+        self._next_id = self._new_ids()
         try:
             self._transactions.begin()
             offsets = self._process(records)
@@ -275,46 +279,32 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _apply(self, owned: _Partition[S], partition: int, key: str, command: Any, at_ms: int, meta: Meta) -> None:
         decider = self._decider
-        state = owned.states.get(key)
-        try:
-            events = decider.decide(state, command, at_ms)
-        except DecisionError as error:
-            events = [decider.rejection(command, str(error))]
-        except Exception as error:  # a decider bug must not crash-loop the partition
-            log.exception("%s: decide failed on %s", self._spec.name, type(command).__name__)
-            events = [decider.rejection(command, f"internal error: {error!r}")]
+        state, events, outputs, failure = step(decider, owned.states.get(key), command, at_ms)
+        if failure is not None:  # a decider bug must not crash-loop the partition: a rejection
+            log.error("%s: decider failed on %s", self._spec.name, type(command).__name__, exc_info=failure)
         if not events:
             return
-        try:
-            outputs: list[Any] = []
-            for event in events:
-                state = decider.evolve(state, event)
-                outputs.extend(decider.outputs(state, event))
-        except Exception as error:
-            log.exception("%s: evolve failed on %s", self._spec.name, type(command).__name__)
-            state = owned.states.get(key)
-            events = [decider.rejection(command, f"internal error: {error!r}")]
-            outputs = list(decider.outputs(state, events[0]))
         produce = self._producer.produce  # type: ignore[union-attr]
         encoders = self._encoders
         cause = meta.message_id
         correlation = meta.correlation_id or key
         events_topic = self._events
-        for index, event in enumerate(events):
+        next_id = self._next_id
+        for event in events:
             encode, name = encoders.get(type(event)) or self._encoder(type(event))
             try:  # the envelope's fields in schema order: no Meta per event
-                value = encode(event, f"{cause}/{index}", key, name, SCHEMA_VERSION, cause, correlation, at_ms)
+                value = encode(event, next_id(), key, name, SCHEMA_VERSION, cause, correlation, at_ms)
             except Exception as error:
                 raise SerdeError(f"cannot encode {name}: {error!r}") from error
             produce(events_topic, value, key, partition, timestamp=at_ms)
         if self._observes_events:
             for event in events:
                 self._observer.event(self._spec.name, event)
-        for index, output in enumerate(outputs):
+        for output in outputs:
             body = output.value
             encode, name = encoders.get(type(body)) or self._encoder(type(body))
             try:
-                value = encode(body, f"{cause}/o{index}", output.key, name, SCHEMA_VERSION, cause, correlation, at_ms)
+                value = encode(body, next_id(), output.key, name, SCHEMA_VERSION, cause, correlation, at_ms)
             except Exception as error:
                 raise SerdeError(f"cannot encode {name}: {error!r}") from error
             produce(self._output_topic(output.topic), value, output.key, timestamp=at_ms)
@@ -323,6 +313,14 @@ class ProcessorRuntime(Generic[S, C, E]):
         if deadline is not None or key in owned.deadlines:
             owned.set_deadline(key, deadline)
         owned.dirty.add(key)
+
+    @staticmethod
+    def _new_ids() -> Callable[[], str]:
+        """Message ids for one transaction's events and outputs: a random batch id and a
+        sequence number. Unique across the keys one Tick wakes, across instances, and
+        across a replay of the same commands; ``causation_id`` links each to its command."""
+        batch, sequence = uuid.uuid4().hex, itertools.count()
+        return lambda: f"{batch}/{next(sequence)}"
 
     def _encoder(self, cls: type) -> tuple[Callable[..., bytes], str]:
         entry = self._encoders[cls] = (self._serde.encoder_of(cls), cls.__name__)

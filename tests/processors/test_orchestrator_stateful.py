@@ -91,6 +91,9 @@ class OrchestratorMachine(RuleBasedStateMachine):
             assert self.task(run, name) == before
 
     def check_log(self) -> None:
+        # step() turns a decider crash into a rejection (the runtime must keep going);
+        # here a crash is a bug to surface, not a rejection to accept.
+        assert not self.runner.failures, self.runner.failures
         tracking = self.plan.execution.idempotency_tracking
         for run, event in self.runner.log[self.checked:]:
             match event:
