@@ -27,6 +27,7 @@ class ToolPlan:
     failure_threshold: int
     cooldown_ms: int
     fallback: str | None = None
+    network: bool = False  # the operator's grant (manifest tools[].network); container isolation only
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,13 @@ class ExecutionSpec(_Spec):
     idempotency_tracking: bool = True
     state_persistence: bool = True
 
+    @field_validator("state_persistence")
+    @classmethod
+    def _always_persisted(cls, persisted: bool) -> bool:
+        if not persisted:  # nothing could honour false: refuse it rather than ignore it
+            raise _refuse("state_persistence", "state is always persisted (the Kafka log is the system of record)")
+        return persisted
+
     @field_validator("max_backoff_cap")
     @classmethod
     def _cap_above_initial(cls, cap: int, info: ValidationInfo) -> int:
@@ -191,10 +198,22 @@ class BreakersSpec(_Spec):
 
 
 class ObservabilitySpec(_Spec):
-    metrics_export: Literal["prometheus", "none"] = "prometheus"
+    """Metrics and alerts belong to the deployment (TASKPLANE_METRICS_PORT, the rules in
+    deploy/), not to one system: the seeds' values are accepted, others refused, so a
+    manifest never asks for something that nothing does."""
+
+    metrics_export: Literal["prometheus"] = "prometheus"
     lease_renewal_metrics: bool = True
     task_state_change_metrics: bool = True
     dead_letter_alerts: bool = True
+
+    @field_validator("lease_renewal_metrics", "task_state_change_metrics", "dead_letter_alerts")
+    @classmethod
+    def _per_deployment(cls, enabled: bool) -> bool:
+        if not enabled:
+            reason = "metrics and alerts are set per deployment (TASKPLANE_METRICS_PORT=0, deploy/ alert rules)"
+            raise _refuse("observability", reason)
+        return enabled
 
 
 class PersistenceSpec(_Spec):
@@ -284,6 +303,7 @@ class AgentSystemManifest(_Spec):
                         failure_threshold=tool.failure_threshold or breakers.failure_threshold,
                         cooldown_ms=tool.cooldown or breakers.cooldown,
                         fallback=tool.fallback,
+                        network=tool.network,
                     )
                     for tool in agent.tools
                 ),

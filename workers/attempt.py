@@ -136,8 +136,13 @@ class Attempt:
     def _execute(self, name: str, plan: ToolPlan, index: int, key: str, args: dict[str, Any]) -> Any:
         spec = self._registry.tool(name)
         isolation = Isolation.PROCESS if plan.isolation in self._fallback else plan.isolation
+        # The operator's policy wins: network only when the manifest grants it (plan.network)
+        # and the code asks for it (spec.network); the code alone never gets it.
+        if spec.network and not plan.network:
+            log.warning("%s asks for network; the manifest does not grant it (tools[].network): denied", name)
         limits = Limits(plan.timeout_ms, self._settings.tool_memory_mb * 2**20, self._settings.tool_cpu_seconds,
-                        self._settings.wasm_fuel, self._settings.wasm_memory_mb * 2**20)
+                        self._settings.wasm_fuel, self._settings.wasm_memory_mb * 2**20,
+                        network=plan.network and spec.network)
         tries = 1 + max(plan.retries, 0)
         self._confirm_records()  # no side effect runs while an earlier one may be unrecorded
         for attempt in range(tries):

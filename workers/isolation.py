@@ -6,7 +6,7 @@
   RLIMIT_AS, a scrubbed environment (PATH, LANG, PYTHONPATH and the variables the tool
   declares), killed (its whole process group) at the timeout.
 - ``container``: the same runner inside bubblewrap: new namespaces (network only when
-  the tool declares it), read-only ``/``, fresh ``/dev``, ``/proc`` and ``/tmp``.
+  ``Limits.network``: the manifest grants it and the tool's code asks for it), read-only ``/``, fresh ``/dev``, ``/proc`` and ``/tmp``.
 - ``wasm``: wasmtime with fuel, a linear-memory cap and an epoch deadline at the timeout.
 """
 
@@ -43,6 +43,7 @@ class Limits:
     cpu_seconds: int | None = None  # default: the timeout rounded up, plus one
     wasm_fuel: int = 2_000_000_000
     wasm_memory_bytes: int = 64 * 2**20
+    network: bool = False  # container isolation: share the host network (Attempt grants it)
 
     @property
     def timeout_s(self) -> float:
@@ -82,7 +83,7 @@ def run_tool(spec: ToolSpec, args: dict[str, Any], key: str, isolation: Isolatio
         case Isolation.PROCESS:
             return _in_subprocess(spec, args, key, limits, [])
         case Isolation.CONTAINER:
-            return _in_subprocess(spec, args, key, limits, _bwrap_prefix(spec))
+            return _in_subprocess(spec, args, key, limits, _bwrap_prefix(limits))
         case Isolation.WASM:
             return _in_wasm(spec, args, limits)
 
@@ -120,8 +121,8 @@ def _in_thread(spec: ToolSpec, args: dict[str, Any], key: str, limits: Limits) -
     return outcome.get("result")
 
 
-def _bwrap_prefix(spec: ToolSpec) -> list[str]:
-    network = ["--share-net"] if spec.network else []
+def _bwrap_prefix(limits: Limits) -> list[str]:
+    network = ["--share-net"] if limits.network else []
     return ["bwrap", *BWRAP_BASE, *_code_under_tmp(), *network, "--"]
 
 

@@ -58,3 +58,20 @@ def echoer(ctx: AgentContext) -> Any:
 @tool("test.fallback")
 def degraded(value: Any) -> dict[str, Any]:
     return {"value": value, "degraded": True}
+
+
+@tool("test.connect", network=True)
+def connect(port: int) -> str:
+    """Asks for network in its code; whether it gets it is the manifest's call."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return "connected"
+    except OSError as error:
+        return type(error).__name__
+
+
+@agent("netter")
+def netter(ctx: AgentContext) -> Any:
+    return ctx.call_tool("test.connect", port=ctx.run_input["port"])

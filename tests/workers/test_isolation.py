@@ -71,3 +71,34 @@ def test_a_wasm_tool_runs_and_an_infinite_loop_stops_on_fuel() -> None:
 def test_a_wasm_infinite_loop_with_plenty_of_fuel_stops_at_the_timeout() -> None:
     with pytest.raises(ToolTimeout):
         run_tool(REGISTRY.tool("test.loop"), {"n": 1}, "k", Isolation.WASM, Limits(300, wasm_fuel=10**15))
+
+
+@needs_bwrap
+@pytest.mark.parametrize(("granted", "expected"), [(False, "ConnectionRefusedError"), (True, "connected")])
+def test_the_manifest_decides_network_even_when_the_code_asks_for_it(granted: bool, expected: str) -> None:
+    """test.connect declares network=True in its code; a ToolPlan from a manifest saying
+    ``network: false`` still runs it in a sandbox of its own network namespace, where the
+    host's listening port does not exist."""
+    import json
+    import socket
+    import threading
+
+    from taskplane.contract.messages import Assignment, CompleteTask
+    from taskplane.contract.plan import AgentPlan, ToolPlan
+    from taskplane.workers.attempt import Attempt
+    from taskplane.workers.settings import WorkerSettings
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        plan = AgentPlan("netter", None, (ToolPlan("test.connect", 10_000, 0, Isolation.CONTAINER, 3, 1_000,
+                                                   network=granted),), ())
+        assignment = Assignment("w1", "run-1", "netter", 1, True, None, 1, 0, 30_000, "sys", None,
+                                json.dumps({"port": port}), {}, ())
+        sent: list[object] = []
+        Attempt(assignment, plan, REGISTRY, WorkerSettings(worker_id="w1"), sent.append, lambda _tool: None,
+                threading.Event()).run()
+    done = sent[-1]
+    assert isinstance(done, CompleteTask), sent
+    assert json.loads(done.output) == expected
