@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint dev-up dev-down clean screenshots
+.PHONY: demo test lint codecs test-pythons dev-up dev-down clean screenshots
 
 # Debian packages the tests use: bwrap (container isolation of tools), promtool (alert
 # rules), chromium (the console's browser tests, driven by Playwright), podman with runc
@@ -14,7 +14,7 @@ SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool chromium:chromium podman
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := .tools/kustomize
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c processors/*.c native/*.h)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c native/*.h)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -42,6 +42,18 @@ test: $(VENV)/.installed $(KUSTOMIZE)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
+	$(MAKE) codecs
+
+# The C Avro codec's other two checks: the pure-Python fallback (no extension) and an
+# AddressSanitizer/UBSan build, each running the codec tests (docs/dependencies.md).
+CODEC_TESTS := tests/streams/test_avro_codegen.py tests/streams/test_serde.py
+codecs: $(VENV)/.installed
+	$(BIN)/python scripts/without_native.py -q $(CODEC_TESTS)
+	sh scripts/asan_codecs.sh $(BIN)/python
+
+# Each supported CPython (3.11, 3.12, 3.13) builds the codec and runs its tests.
+test-pythons:
+	sh scripts/python_versions.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -60,4 +72,4 @@ dev-down: $(VENV)/.installed
 	$(BIN)/taskplane dev down
 
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-3.* .tools .mypy_cache .ruff_cache .pytest_cache

@@ -1,23 +1,15 @@
-"""``replace`` for the deciders' frozen dataclasses: ``dataclasses.replace``, faster.
+"""``replace`` for the deciders' frozen dataclasses, and ``plain_fields``, which tells the
+Avro codecs when a class is nothing but its fields.
 
-Every evolve step copies a record with a few fields changed. ``dataclasses.replace``
-does that through ``__init__``, which for a frozen dataclass calls
-``object.__setattr__`` once per field: it was 35 % of the orchestrator's time in
-process. For a *plain* dataclass (``plain_fields``) the instance is nothing but its
-fields, so copying them with the changes swapped in builds the same object;
-``contract/_records_native.c`` does that in C for slots classes. Everything else,
-and every class where the extension did not build, goes to ``dataclasses.replace``.
+``replace`` is ``dataclasses.replace``. A C copy of the slots (``_records_native.c``)
+replaced it until issue 12: it moved the orchestrator through the broker by +6 %, inside
+the run-to-run noise, so it was removed (docs/benchmarks.md has the measurement).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Protocol, TypeVar
-
-try:
-    from taskplane.contract import _records_native
-except ImportError:  # installed without a C compiler
-    _records_native = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -47,14 +39,9 @@ class Replace(Protocol):
     def __call__(self, obj: T, /, **changes: Any) -> T: ...
 
 
-def _python_replace(obj: T, /, **changes: Any) -> T:
+def _replace(obj: T, /, **changes: Any) -> T:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
-replace: Replace = (
-    _python_replace
-    if _records_native is None
-    else _records_native.Replacer(layout=plain_fields, fallback=dataclasses.replace)
-)
-"""``replace(obj, /, **changes)``: a copy of dataclass ``obj`` with ``changes``, equal to
-``dataclasses.replace(obj, **changes)``."""
+replace: Replace = _replace
+"""``replace(obj, /, **changes)``: a copy of dataclass ``obj`` with ``changes``."""
