@@ -1,15 +1,6 @@
-"""Fixtures of the end-to-end tests (defined in ``e2e_pipeline``)."""
+"""Fixtures of the end-to-end tests (defined in ``e2e_pipeline``; tests import helpers as
+the ``tests`` package, from the repo root that pytest's ``pythonpath`` puts on sys.path)."""
 
-import sys
-from pathlib import Path
-
-# tests/processors/projector is a package: with only tests/ on sys.path it shadows
-# taskplane.processors.projector (the editable finder comes after PathFinder). The repo root on
-# sys.path lets the real, regular packages win.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
-
-from e2e_pipeline import fakepay, pipeline  # noqa: E402
+from tests.e2e.e2e_pipeline import fakepay, pipeline
 
 __all__ = ["fakepay", "pipeline"]

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from e2e_pipeline import E2E_TOOLS, Pipeline
 
 from taskplane.contract import messages as m
 from taskplane.streams.serde import Serde, new_meta
+from tests.e2e.e2e_pipeline import E2E_TOOLS, Pipeline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 DOOMED = """

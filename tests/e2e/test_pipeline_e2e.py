@@ -9,10 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from e2e_pipeline import E2E_TOOLS, Pipeline
 
 from taskplane._demo_stack import EXAMPLES, example_manifest, manifest_with
 from taskplane.contract import messages as m
+from tests.e2e.e2e_pipeline import E2E_TOOLS, Pipeline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 FAST = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "200ms", "backoffMultiplier": 2.0,

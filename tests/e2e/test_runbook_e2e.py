@@ -20,10 +20,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from _ops_helpers import executions
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
-from e2e_pipeline import Harness
 from typer.testing import CliRunner
 
 from taskplane._demo_stack import EventLog, WorkerProcess, worker_env
@@ -32,6 +30,8 @@ from taskplane.contract import messages as m
 from taskplane.streams.offsets import watermarks
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from tests.e2e._ops_helpers import executions
+from tests.e2e.e2e_pipeline import Harness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 OPS_TOOLS = str(Path(__file__).resolve().parent / "_ops_helpers.py")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from _decider_helpers import RUN, Driver, document_pipeline, types
-
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import (
     Assignment,
@@ -19,6 +17,7 @@ from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 from taskplane.contract.state import RunStatus, TaskStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.outputs import outputs
+from tests.processors._decider_helpers import RUN, Driver, document_pipeline, types
 
 
 def test_submit_records_the_run_and_readies_the_roots() -> None:

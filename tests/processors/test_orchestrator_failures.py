@@ -3,8 +3,6 @@ runs that fail without a dead-letter transition."""
 
 from __future__ import annotations
 
-from _decider_helpers import RUN, Driver, document_pipeline, types
-
 from taskplane.contract.messages import (
     AttemptFailed,
     AttemptRecord,
@@ -22,6 +20,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 from taskplane.contract.state import RunStatus, TaskStatus
 from taskplane.processors.orchestrator.backoff import backoff_ms
+from tests.processors._decider_helpers import RUN, Driver, document_pipeline, types
 
 
 def started(policy: ExecutionPolicy | None = None) -> Driver:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from _decider_helpers import RUN, Driver, document_pipeline, types
-
 from taskplane.contract.decider import Output
 from taskplane.contract.messages import (
     Assignment,
@@ -17,6 +15,7 @@ from taskplane.contract.messages import (
 )
 from taskplane.contract.plan import ExecutionPolicy
 from taskplane.contract.state import TaskStatus
+from tests.processors._decider_helpers import RUN, Driver, document_pipeline, types
 
 
 def started() -> Driver:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from _decider_helpers import RUN, Driver, types
 
 from taskplane.contract.messages import (
     AttemptFailed,
@@ -18,6 +17,7 @@ from taskplane.contract.messages import (
     Tick,
 )
 from taskplane.contract.state import TaskStatus
+from tests.processors._decider_helpers import RUN, Driver, types
 
 
 @pytest.fixture

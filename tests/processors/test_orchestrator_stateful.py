@@ -5,7 +5,6 @@ and state == fold of the log."""
 
 from __future__ import annotations
 
-from _decider_helpers import TOOLS, document_pipeline
 from hypothesis import event as note
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -41,6 +40,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
 from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from tests.processors._decider_helpers import TOOLS, document_pipeline
 
 RUNS = st.sampled_from(["run-a", "run-b"])
 TASKS = st.sampled_from(list(TOOLS))

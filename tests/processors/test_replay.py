@@ -9,11 +9,7 @@ Regenerate the fixture (only for a deliberate, migrated change) with
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
-
-from _decider_codec import EVENT_TYPES, decode, encode, read_fixture, write_fixture
-from _decider_helpers import Driver, document_pipeline
 
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import (
@@ -27,6 +23,8 @@ from taskplane.contract.plan import ExecutionPolicy
 from taskplane.contract.state import RunState
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.evolve import _with_task
+from tests.processors._decider_codec import EVENT_TYPES, decode, encode, read_fixture, write_fixture
+from tests.processors._decider_helpers import Driver, document_pipeline
 
 FIXTURE = Path(__file__).parent / "fixtures" / "document_pipeline_log.json"
 
@@ -118,8 +116,7 @@ def test_with_task_keeps_every_other_run_field() -> None:
     assert _with_task(state, other) == dataclasses.replace(state, tasks={**state.tasks, "parser": other})
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __name__ == "__main__":  # python -m tests.processors.test_replay, from the repo root
     built = recorded_runner()
     write_fixture(FIXTURE, built.log, built.states)
     print(f"wrote {FIXTURE} ({len(built.log)} events)")

@@ -15,7 +15,6 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_serde import META, instances_of  # pytest puts this directory on sys.path
 
 from taskplane.contract.messages import ClaimTask
 from taskplane.streams.exceptions import SerdeError
@@ -30,6 +29,7 @@ from taskplane.streams.serde import (
     load_schema_set,
     new_meta,
 )
+from tests.streams.test_serde import META, instances_of  # pytest puts this directory on sys.path
 
 CLAIM = "taskplane.orchestrator.ClaimTask"
 RELEASES = sorted(path.name for path in (SCHEMA_DIR / "releases").iterdir() if path.is_dir())

@@ -26,6 +26,7 @@ from taskplane.contract.plan import (
     SystemPlan,
     ToolPlan,
 )
+from taskplane.streams.offsets import committed_offsets
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.workers.sdk import Registry
@@ -99,8 +100,10 @@ def test_the_worker_claims_runs_after_the_grant_and_commits_the_offset(
             records = [c for c in orchestrator.commands if isinstance(c, RecordToolCall)]
             assert all(r.epoch == 3 and r.ok for r in records)
         else:
-            _wait(lambda: any(isinstance(c, ClaimTask) for c in orchestrator.commands))
-            time.sleep(1)
+            # The worker commits a work record once it is done with it (here: after the
+            # rejection), so once both are committed nothing more can come for them.
+            group = f"{unique_prefix}.workers.echo-system"
+            _wait(lambda: sum(committed_offsets(dict(kafka_config), group, topics.work).values()) == 2)
             assert [type(c).__name__ for c in orchestrator.commands] == ["ClaimTask"]
         assert len([c for c in orchestrator.commands if isinstance(c, ClaimTask)]) == 1  # other system skipped
     finally:
