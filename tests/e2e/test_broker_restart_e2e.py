@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from e2e_pipeline import E2E_TOOLS
 
 from taskplane._demo_stack import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 from taskplane._progress import COMPONENTS, Progress, first_progress, wait_until
@@ -24,6 +23,7 @@ from taskplane.devstack.kafka import LocalKafka
 from taskplane.streams.publisher import Publisher, PublishError
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from tests.e2e.e2e_pipeline import E2E_TOOLS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 # The bound is 5 s after the broker's return; bench.failover measures that

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.chaos import run  # the repo root is on sys.path (tests/e2e/conftest.py)
+from bench.chaos import run  # the repo root is on sys.path (pyproject pythonpath)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

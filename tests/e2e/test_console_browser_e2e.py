@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 import yaml
-from console_stack import ConsoleProcess, browser_page, screenshot_dir
-from e2e_pipeline import Pipeline
 
 from taskplane._demo_payments import lift_hold, place_hold
 from taskplane._demo_stack import example_manifest, manifest_with
 from taskplane.contract import messages as m
 from taskplane.demo import DEMO_EXECUTION, RISK_CHECK, _create_tables
+from tests.e2e.console_stack import ConsoleProcess, browser_page, screenshot_dir
+from tests.e2e.e2e_pipeline import Pipeline
 
 __all__ = ["browser_page"]
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

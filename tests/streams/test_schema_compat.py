@@ -29,7 +29,7 @@ from taskplane.streams.serde import (
     load_schema_set,
     new_meta,
 )
-from tests.streams.test_serde import META, instances_of  # pytest puts this directory on sys.path
+from tests.streams.test_serde import META, instances_of
 
 CLAIM = "taskplane.orchestrator.ClaimTask"
 RELEASES = sorted(path.name for path in (SCHEMA_DIR / "releases").iterdir() if path.is_dir())

@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from console_fakes import TOKEN, RecordingCommands
-from console_rows import create_read_model
 from starlette.testclient import TestClient
 
 from taskplane.console.app import build_app
 from taskplane.console.settings import ConsoleSettings
+from tests.taskplane.console.console_fakes import TOKEN, RecordingCommands
+from tests.taskplane.console.console_rows import create_read_model
 
 
 @pytest.fixture

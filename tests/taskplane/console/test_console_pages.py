@@ -7,8 +7,9 @@ import re
 from collections.abc import Callable
 
 import pytest
-from console_rows import add_run, diamond
 from starlette.testclient import TestClient
+
+from tests.taskplane.console.console_rows import add_run, diamond
 
 pytestmark = pytest.mark.postgres
 XSS = "<script>alert('pwned')</script>"
@@ -176,7 +177,7 @@ def test_the_read_model_unreachable_is_a_banner_not_a_crash(console_factory: Cal
 
 def test_readyz_waits_for_the_projectors_schema(fresh_database: str,
                                                 console_factory: Callable[..., TestClient]) -> None:
-    from console_rows import create_read_model
+    from tests.taskplane.console.console_rows import create_read_model
 
     console = console_factory(fresh_database)
     assert console.get("/readyz").status_code == 503

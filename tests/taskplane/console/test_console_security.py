@@ -7,13 +7,13 @@ import re
 from collections.abc import Callable
 
 import pytest
-from console_fakes import TOKEN, RecordingCommands
-from console_rows import add_run, diamond
 from starlette.testclient import TestClient
 
 from taskplane.console.commands import Outcome
 from taskplane.console.systems import describe, redact
 from taskplane.contract.plan import SystemDefinition
+from tests.taskplane.console.console_fakes import TOKEN, RecordingCommands
+from tests.taskplane.console.console_rows import add_run, diamond
 
 pytestmark = pytest.mark.postgres
 DEAD = {"parser": "succeeded", "validator": "dead_lettered", "summarizer": "succeeded", "publisher": "blocked"}
