@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
 
 Lookup = Callable[[str, str], SystemPlan | None]
@@ -28,8 +29,8 @@ def reference(plan: SystemPlan) -> SystemPlan:
     return SystemPlan(plan.name, plan.version, (), ExecutionPolicy())
 
 
-class PlanConflict(ValueError):
-    """A plan whose name and version are known with another body."""
+class PlanConflict(TaskplaneError):
+    """A plan whose name and version are known with another body. Not retryable."""
 
 
 class PlanBook:

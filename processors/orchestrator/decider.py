@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from taskplane.contract.decider import DecisionError, Output
+from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.messages import (
     AttemptFailed,
     CancelRun,
@@ -58,9 +59,10 @@ from taskplane.processors.orchestrator.retention import retire_at as _retire_at
 LEASE_EXPIRED = "lease expired"
 
 
-class UnknownPlan(LookupError):
+class UnknownPlan(TaskplaneError):
     """A stored run references a plan version no source knows: restoring it would
-    decide without its policy. The ``systems`` topic lost ``name@version``."""
+    decide without its policy. The ``systems`` topic lost ``name@version``. Not
+    retryable until an operator applies that version again."""
 
 
 class OrchestratorDecider:
