@@ -134,6 +134,7 @@ def runs_prune(
 ) -> None:
     """Delete finished runs (with their tasks, attempts, tool calls, dead letters) from
     the read model. The events topic keeps them: a rebuild from a time brings them back."""
+    import re
     import time
 
     import psycopg
@@ -142,10 +143,11 @@ def runs_prune(
     from taskplane.processors.projector.prune import prune_finished_runs
     from taskplane.processors.projector.schema import LIVE_SCHEMA, connect
 
-    try:
-        keep_ms = parse_duration_ms(older_than)
+    days = re.fullmatch(r"(\d+(?:\.\d+)?)d", older_than.strip())
+    try:  # days here only: manifests keep their units (taskplane.durations)
+        keep_ms = round(float(days[1]) * 86_400_000) if days else parse_duration_ms(older_than)
     except DurationError as error:
-        fail(f"--older-than: {error}")
+        fail(f"--older-than: {error} (or a number of days, e.g. 30d)")
     if keep_ms < 0:
         fail(f"--older-than: must not be negative, got {older_than!r}")
     cutoff = int(time.time() * 1000) - keep_ms

@@ -1,4 +1,4 @@
-"""Durations as manifests write them (``250ms``, ``10s``, ``1.5m``, ``1h``, ``7d``, ``30``).
+"""Durations as manifests write them (``250ms``, ``10s``, ``1.5m``, ``1h``, ``30``).
 
 Held as whole milliseconds; a plain number means seconds. ``format_duration`` gives
 the one canonical spelling of a value, so ``10s`` and ``10000ms`` compare equal.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import re
 
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"(?P<number>-?(?:\d+(?:\.\d*)?|\.\d+))(?P<unit>ms|s|m|h|d)?")
-HINT = "use e.g. 250ms, 10s, 1.5m, 1h, 30d, or a number of seconds"
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"(?P<number>-?(?:\d+(?:\.\d*)?|\.\d+))(?P<unit>ms|s|m|h)?")
+HINT = "use e.g. 250ms, 10s, 1.5m, 1h, or a number of seconds"
 
 
 class DurationError(ValueError):
@@ -40,8 +40,7 @@ def parse_duration_ms(value: object) -> int:
 
 
 def format_duration(ms: int) -> str:
-    """The canonical spelling: the largest unit up to hours that divides ``ms`` exactly
-    (never days: manifest versions hash this spelling)."""
+    """The canonical spelling: the largest unit that divides ``ms`` exactly."""
     if ms == 0:
         return "0s"
     for unit in ("h", "m", "s"):

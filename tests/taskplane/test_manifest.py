@@ -350,7 +350,7 @@ def test_version_is_by_content_not_spelling() -> None:
         (
             "agents: [{name: a}]\nexecution: {leaseTimeout: 10 s}\n",
             "spec.execution.leaseTimeout: bad duration '10 s' "
-            "(use e.g. 250ms, 10s, 1.5m, 1h, 30d, or a number of seconds)",
+            "(use e.g. 250ms, 10s, 1.5m, 1h, or a number of seconds)",
         ),
         (
             "agents: [{name: a}]\nexecution: {leaseTimeout: 500ms}\n",
@@ -461,7 +461,7 @@ def test_all_problems_are_reported_at_once() -> None:
     )
     assert lines == [
         "spec.agents[0].tools[0].t.timeout: bad duration 'soon' "
-        "(use e.g. 250ms, 10s, 1.5m, 1h, 30d, or a number of seconds)",
+        "(use e.g. 250ms, 10s, 1.5m, 1h, or a number of seconds)",
         "spec.execution.maxRetries: must be >= 0, got -2",
         "spec.execution.jitterFraction: must be <= 1.0, got 2",
         "spec.agents[1].name: duplicate agent name 'a' (first at spec.agents[0])",
