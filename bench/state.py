@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,16 @@ class EventCounter:
                 self._changed.notify_all()
         self._consumer.close()
 
-    def wait(self, kind: str, count: int, timeout_s: float) -> None:
+    def wait(self, kind: str, count: int, timeout_s: float, alive: Callable[[], str | None]) -> None:
+        """Until ``count`` events of ``kind``; SystemExit on timeout or when ``alive``
+        reports the orchestrator gone (its last log lines)."""
+        deadline = time.monotonic() + timeout_s
         with self._changed:
-            if not self._changed.wait_for(lambda: self.counts[kind] >= count, timeout_s):
-                raise SystemExit(f"only {self.counts[kind]} of {count} {kind} after {timeout_s}s")
+            while not self._changed.wait_for(lambda: self.counts[kind] >= count, 1.0):
+                if (gone := alive()) is not None:
+                    raise SystemExit(f"orchestrator exited: {gone}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"only {self.counts[kind]} of {count} {kind} after {timeout_s}s")
 
     def close(self) -> None:
         self._stop.set()
@@ -143,6 +150,12 @@ class Orchestrator:
                 raise SystemExit(f"orchestrator exited: {self.log_path.read_text()[-2000:]}")
             time.sleep(0.2)
         raise SystemExit("orchestrator did not restore its partitions in 300s")
+
+    def gone(self) -> str | None:
+        """None while the process runs; else the end of its log."""
+        if self.process is not None and self.process.poll() is None:
+            return None
+        return self.log_path.read_text(errors="replace")[-1500:]
 
     def rss_mb(self) -> float:
         assert self.process is not None
@@ -212,9 +225,9 @@ def measure(kafka: dict[str, Any], plan_definition: Any, sizes: list[int], wave:
                     batch = min(wave, size - done)
                     produce_wave(producer, serde, topics.commands, plan, batch)
                     done += batch
-                    counter.wait("RunSucceeded", done, 600)
+                    counter.wait("RunSucceeded", done, 600, orchestrator.gone)
                     print(f"  {done} runs finished", flush=True)
-                counter.wait("RunForgotten", done, 600)  # past both retentions
+                counter.wait("RunForgotten", done, 600, orchestrator.gone)  # past both retentions
                 stored = wait_for_compaction(kafka, topics.name("orchestrator-changelog"), 120)
                 rss = orchestrator.rss_mb()
                 orchestrator.stop()
