@@ -7,14 +7,16 @@ random numbers and performs no I/O. The runtime in ``streams/`` owns everything 
 State is kept per key (the Kafka record key, e.g. a run id). ``None`` stands for
 "nothing known about this key yet". ``next_deadline`` lets the runtime keep a timer
 index without knowing what the timers mean: when the log's time (a ``Tick``) passes a
-key's deadline, the runtime decides that key's ``Tick`` command.
+key's deadline, the runtime decides that key's ``Tick`` command. ``retire_at`` does the
+same for a finished key's retirement, in a separate index, so timers hold live keys only.
+``snapshot`` and ``restored`` map a state to what the changelog stores and back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from taskplane.contract.errors import TaskplaneError
 
@@ -49,8 +51,21 @@ class Decider(Protocol[S, C, E]):
         """Earliest log time at which this key must see a ``Tick``; None when no timer."""
         ...
 
+    def retire_at(self, state: S | None) -> int | None:
+        """Log time at which a finished key's state shrinks or goes (a ``Tick`` is then
+        decided for it); None for live keys and keys kept forever."""
+        ...
+
     def tick(self, now_ms: int) -> C:
         """The command that tells a key the log's time reached ``now_ms``."""
+        ...
+
+    def snapshot(self, state: S) -> object:
+        """What the changelog stores for ``state``."""
+        ...
+
+    def restored(self, stored: Any) -> S:
+        """The state a changelog value stands for (``snapshot``'s output or an older form)."""
         ...
 
     def outputs(self, state: S | None, event: E) -> Iterable[Output]:
@@ -109,6 +124,19 @@ def step(decider: Decider[S, C, E], state: S | None, command: C, at_ms: int) -> 
     return Step(evolved, events, outputs, failure)
 
 
+class PlainState:
+    """Defaults for a decider whose states are stored as they are and kept forever."""
+
+    def retire_at(self, state: object) -> int | None:
+        return None
+
+    def snapshot(self, state: object) -> object:
+        return state
+
+    def restored(self, stored: Any) -> Any:
+        return stored
+
+
 @dataclass(slots=True)
 class InMemoryRunner(Generic[S, C, E]):
     """Runs a decider over commands without a broker: the reference semantics the
@@ -133,14 +161,27 @@ class InMemoryRunner(Generic[S, C, E]):
         self.outputs.extend(result.outputs)
         if result.failure is not None:
             self.failures.append(result.failure)
-        self.states[key] = result.state
+        if result.state is None and self.states.get(key) is not None:  # gone, as a tombstone removes it
+            del self.states[key]
+        else:
+            self.states[key] = result.state
         return result.events
 
     def advance(self, now_ms: int) -> list[E]:
-        """Deliver a Tick to every key whose deadline has passed."""
+        """Deliver a Tick to every key whose deadline or retirement has passed."""
         fired: list[E] = []
+        decider = self.decider
         for key in sorted(self.states):
-            deadline = self.decider.next_deadline(self.states[key])
-            if deadline is not None and deadline <= now_ms:
-                fired.extend(self.handle(key, self.decider.tick(now_ms), now_ms))
+            state = self.states.get(key)
+            due = [t for t in (decider.next_deadline(state), decider.retire_at(state)) if t is not None]
+            if due and min(due) <= now_ms:
+                fired.extend(self.handle(key, decider.tick(now_ms), now_ms))
         return fired
+
+    def restart(self, decider: Decider[S, C, E] | None = None) -> None:
+        """As a restarted processor: every state through ``snapshot`` and ``restored``
+        (of ``decider``, a fresh instance, when given)."""
+        if decider is not None:
+            self.decider = decider
+        snapshots = {key: self.decider.snapshot(state) for key, state in self.states.items() if state is not None}
+        self.states = {key: self.decider.restored(stored) for key, stored in snapshots.items()}

@@ -273,6 +273,22 @@ class RunCancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class RunRetired:
+    """The finished run's retention passed: only its final record stays."""
+
+    run_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunForgotten:
+    """The final record's retention passed: nothing of the run stays in state."""
+
+    run_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRejected:
     run_id: str
     command: str  # the command's type name
@@ -299,6 +315,8 @@ Event = (
     | RunSucceeded
     | RunFailed
     | RunCancelled
+    | RunRetired
+    | RunForgotten
     | CommandRejected
 )
 

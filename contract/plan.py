@@ -2,7 +2,8 @@
 
 The manifest (``taskplane.manifest``) compiles to a ``SystemPlan``; ``SubmitRun``
 carries it, so a run keeps the policy it was submitted with and a replay of the log
-decides the same whatever the ``systems`` topic says later.
+decides the same whatever the ``systems`` topic says later. Events and snapshots carry
+only its name and version (``plans.reference``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ExecutionPolicy:
     jitter_fraction: float = 0.1
     dead_letter_transition: bool = True
     idempotency_tracking: bool = True
+    finished_run_retention_ms: int | None = None  # None: the processor's default
 
 
 @dataclass(frozen=True, slots=True)

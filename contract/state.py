@@ -68,3 +68,4 @@ class RunState:
     reason: str | None = None
     tasks: dict[str, TaskState] = field(default_factory=dict)  # copy-on-write
     journal: dict[str, ToolCallRecord] = field(default_factory=dict)  # by idempotency key
+    retired_ms: int | None = None  # set by RunRetired: tasks, journal and input are gone

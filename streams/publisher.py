@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition, SystemPlan
+from taskplane.contract.plans import pinned_key
 from taskplane.streams.exceptions import StreamsError
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.topics import Topics
@@ -77,6 +78,9 @@ class Publisher:
         self._produce(self._topics.commands, key, command, correlation_id or key)
 
     def define_system(self, definition: SystemDefinition) -> None:
+        """The system's current definition (key: its name), and the version for good
+        (key ``name@version``: what runs of it reference, ``contract/plans.py``)."""
+        self._produce(self._topics.systems, pinned_key(definition.name, definition.version), definition, None)
         self._produce(self._topics.systems, definition.name, definition, None)
 
     def _produce(self, topic: str, key: str, value: Any, correlation_id: str | None) -> None:

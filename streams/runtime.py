@@ -18,9 +18,9 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -58,6 +58,14 @@ C = TypeVar("C")
 E = TypeVar("E")
 
 
+class Companion(Protocol):
+    """Something a processor needs running while it runs (a global table it reads)."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessorSpec:
     """Where a processor reads and writes, by catalog role."""
@@ -75,34 +83,51 @@ class ProcessorSpec:
 
 
 @dataclass(slots=True)
-class _Partition(Generic[S]):
-    states: dict[str, S | None] = field(default_factory=dict)
-    deadlines: dict[str, int] = field(default_factory=dict)
-    timers: list[tuple[int, str]] = field(default_factory=list)  # heap, lazily invalidated
-    dirty: set[str] = field(default_factory=set)  # keys whose state the open batch changed
+class _Deadlines:
+    """Keys by the log time they are due at: a dict plus a lazily invalidated heap."""
 
-    def set_deadline(self, key: str, deadline: int | None) -> None:
+    at: dict[str, int] = field(default_factory=dict)
+    heap: list[tuple[int, str]] = field(default_factory=list)
+
+    def set(self, key: str, deadline: int | None) -> None:
         if deadline is None:
-            self.deadlines.pop(key, None)
-        elif self.deadlines.get(key) != deadline:
-            self.deadlines[key] = deadline
-            heapq.heappush(self.timers, (deadline, key))
+            self.at.pop(key, None)
+        elif self.at.get(key) != deadline:
+            self.at[key] = deadline
+            heapq.heappush(self.heap, (deadline, key))
 
     def earliest(self) -> int | None:
-        while self.timers:
-            deadline, key = self.timers[0]
-            if self.deadlines.get(key) == deadline:
+        while self.heap:
+            deadline, key = self.heap[0]
+            if self.at.get(key) == deadline:
                 return deadline
-            heapq.heappop(self.timers)
+            heapq.heappop(self.heap)
         return None
 
     def due(self, now_ms: int) -> list[str]:
         keys: list[str] = []
         while (deadline := self.earliest()) is not None and deadline <= now_ms:
-            _, key = heapq.heappop(self.timers)
-            del self.deadlines[key]
+            _, key = heapq.heappop(self.heap)
+            del self.at[key]
             keys.append(key)
         return keys
+
+
+@dataclass(slots=True)
+class _Partition(Generic[S]):
+    states: dict[str, S | None] = field(default_factory=dict)
+    timers: _Deadlines = field(default_factory=_Deadlines)  # live keys' timers
+    retiring: _Deadlines = field(default_factory=_Deadlines)  # finished keys' retirement
+    dirty: set[str] = field(default_factory=set)  # keys whose state the open batch changed
+
+    def earliest(self) -> int | None:
+        times = [t for t in (self.timers.earliest(), self.retiring.earliest()) if t is not None]
+        return min(times, default=None)
+
+    def due(self, now_ms: int) -> list[str]:
+        keys = self.timers.due(now_ms)
+        retiring = [key for key in self.retiring.due(now_ms) if key not in self.timers.at]
+        return sorted({*keys, *retiring}) if retiring else keys
 
 
 class ProcessorRuntime(Generic[S, C, E]):
@@ -117,8 +142,10 @@ class ProcessorRuntime(Generic[S, C, E]):
         settings: RuntimeSettings | None = None,
         serde: Serde | None = None,
         observer: RuntimeObserver | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self._decider = decider
+        self._companions = tuple(companions)
         self._spec = spec
         self._kafka = dict(kafka_config)
         self._topics = topics
@@ -169,6 +196,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         """Process until ``stop()``. Leaves with a ``StreamsError`` only: Kafka's own
         errors are wrapped here as ``KafkaIOError`` (``retryable`` from librdkafka)."""
         try:
+            for companion in self._companions:  # e.g. the plan table restored states reference
+                companion.start()
             self._transactions = TransactionalProducer(self._spec.name, self._producer_config,
                                                        self._settings.call_timeout_ms / 1000, self._stop)
             self._producer = self._transactions.producer
@@ -200,6 +229,8 @@ class ProcessorRuntime(Generic[S, C, E]):
                 log.warning("consumer close: %s", error)
         if self._transactions is not None:
             self._transactions.close()
+        for companion in self._companions:
+            companion.close()
         self._observer.stopped(self._spec.name)
 
     # ------------------------------------------------------------ the loop
@@ -308,10 +339,18 @@ class ProcessorRuntime(Generic[S, C, E]):
             except Exception as error:
                 raise SerdeError(f"cannot encode {name}: {error!r}") from error
             produce(self._output_topic(output.topic), value, output.key, timestamp=at_ms)
-        owned.states[key] = state
-        deadline = decider.next_deadline(state)
-        if deadline is not None or key in owned.deadlines:
-            owned.set_deadline(key, deadline)
+        if state is None:  # forgotten: a tombstone on the changelog, nothing kept here
+            owned.states.pop(key, None)
+            owned.timers.set(key, None)
+            owned.retiring.set(key, None)
+        else:
+            owned.states[key] = state
+            deadline = decider.next_deadline(state)
+            if deadline is not None or key in owned.timers.at:
+                owned.timers.set(key, deadline)
+            retire_at = decider.retire_at(state)
+            if retire_at is not None or key in owned.retiring.at:
+                owned.retiring.set(key, retire_at)
         owned.dirty.add(key)
 
     @staticmethod
@@ -335,10 +374,11 @@ class ProcessorRuntime(Generic[S, C, E]):
     def _flush_changelog(self) -> None:
         producer = self._producer
         assert producer is not None
+        snapshot = self._decider.snapshot
         for partition, owned in self._partitions.items():
             for key in owned.dirty:
                 state = owned.states.get(key)
-                value = None if state is None else self._serde.encode(state, state_meta(key))
+                value = None if state is None else self._serde.encode(snapshot(state), state_meta(key))
                 producer.produce(self._changelog, value, key, partition)
             owned.dirty.clear()
 
@@ -482,13 +522,18 @@ class ProcessorRuntime(Generic[S, C, E]):
             return
         started = time.perf_counter()
         restored = {p: _Partition[S]() for p in partitions}
+        decider = self._decider
         if self._changelog_exists():
+            stored: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
             for partition, key, value in read_to_end(self._kafka, self._changelog, partitions, self._restore_group):
-                states = restored[partition].states
                 if value is None:
-                    states.pop(key, None)
+                    stored[partition].pop(key, None)
                 else:
-                    states[key] = self._serde.decode(value)[1]  # type: ignore[assignment]
+                    stored[partition][key] = value
+            for partition, values in stored.items():  # decoded once per key, not per write
+                restored[partition].states = {
+                    key: decider.restored(self._serde.decode(value)[1]) for key, value in values.items()
+                }
         else:
             log.warning("%s: changelog %s missing; folding %s", self._spec.name, self._changelog, self._events)
             self._recreate_changelog()
@@ -496,16 +541,21 @@ class ProcessorRuntime(Generic[S, C, E]):
                 if value is None:
                     continue
                 states = restored[partition].states
-                states[key] = self._decider.evolve(states.get(key), self._serde.decode(value)[1])
+                state = decider.evolve(states.get(key), self._serde.decode(value)[1])  # type: ignore[arg-type]
+                if state is None:
+                    states.pop(key, None)
+                else:
+                    states[key] = state
             for owned in restored.values():  # re-seed the new changelog with the next commit
                 owned.dirty.update(owned.states)
         for owned in restored.values():
             for key, state in owned.states.items():
-                owned.set_deadline(key, self._decider.next_deadline(state))
+                owned.timers.set(key, decider.next_deadline(state))
+                owned.retiring.set(key, decider.retire_at(state))
         self._partitions.update(restored)
         count = sum(len(p.states) for p in restored.values())
         self._observer.restored(self._spec.name, count, time.perf_counter() - started)
-        log.info("%s: restored %d keys on %s in %.2fs", self._spec.name, count, partitions, time.perf_counter() - started)
+        log.info("%s: restored %d keys on %s in %.3fs", self._spec.name, count, partitions, time.perf_counter() - started)
 
     def _changelog_exists(self) -> bool:
         topics = AdminClient(self._kafka).list_topics(self._changelog, timeout=self._settings.call_timeout_ms / 1000).topics

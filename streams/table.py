@@ -23,7 +23,7 @@ class GlobalTable:
         self._topic = topic
         self._serde = serde or Serde()
         self._values: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified after each update
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._consumer = Consumer(
@@ -48,6 +48,12 @@ class GlobalTable:
     def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
             return self._values.get(key, default)
+
+    def wait_for(self, key: str, timeout_s: float) -> Any:
+        """The value of ``key``, waiting up to ``timeout_s`` for it to appear; None then."""
+        with self._lock:
+            self._lock.wait_for(lambda: key in self._values or self._stop.is_set(), timeout_s)
+            return self._values.get(key)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -93,6 +99,7 @@ class GlobalTable:
                             self._values.pop(key, None)
                         else:
                             self._values[key] = decoded
+                        self._lock.notify_all()
         except Exception:  # the table must not die silently: log, and stop serving as caught-up
             log.exception("table %s reader stopped", self._topic)
             time.sleep(0.1)

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
-from taskplane.streams.exceptions import KafkaIOError
+from taskplane.streams.exceptions import KafkaIOError, StreamsError
 
+
+class PartitionChangeRefused(StreamsError):
+    """The run-keyed topics exist with another partition count than asked for."""
+
+
+# Co-partitioned by run id: a run's commands, events, state and replies share one index.
+RUN_KEYED = ("commands", "events", "orchestrator-changelog", "work", "inbox", "deadletter")
 COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 
@@ -136,6 +143,7 @@ def ensure_topics(
     specs = list(specs)
     report = EnsureReport()
     metadata = admin.list_topics(timeout=timeout_s)
+    refuse_partition_change(metadata.topics, topics, specs)
     missing = [s for s in specs if topics.name(s.role) not in metadata.topics]
     if missing:
         futures = admin.create_topics(
@@ -169,3 +177,22 @@ def ensure_topics(
                 if actual.get(key) != wanted:
                     report.drift.append(Drift(resource.name, f"{key}={actual.get(key)}, catalog says {wanted}"))
     return report
+
+
+def refuse_partition_change(existing: Mapping[str, object], topics: Topics, specs: Iterable[TopicSpec]) -> None:
+    """Raise PartitionChangeRefused when a run-keyed topic exists with a partition count
+    other than the catalog's. A run lives on partition hash(run_id) mod N of every
+    run-keyed topic; with another N its next command lands where its state is not, and
+    the run is decided as unknown. Never split a run's state silently: docs/scaling.md."""
+    for spec in specs:
+        name = topics.name(spec.role)
+        if spec.role not in RUN_KEYED or name not in existing:
+            continue
+        partitions = len(existing[name].partitions)  # type: ignore[attr-defined]
+        if partitions != spec.partitions:
+            raise PartitionChangeRefused(
+                f"{name} has {partitions} partitions, asked for {spec.partitions}: refused. A run's commands, "
+                f"events and state sit on partition hash(run_id) mod {partitions}; with {spec.partitions} the runs "
+                "in flight would be decided where their state is not. Drain the running runs, or use a new "
+                "--prefix for the new count (docs/scaling.md)"
+            )

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from taskplane.devstack.stack import DevStackNotRunning, resolve_endpoints
 from taskplane.streams.settings import StackSettings
-from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.streams.topics import PartitionChangeRefused, Topics, catalog, ensure_topics
 
 topics_app = typer.Typer(help="The topic catalog.")
 processor_app = typer.Typer(help="Run stateful processors.")
@@ -35,9 +35,14 @@ def topics_create(
     partitions: Annotated[int, typer.Option(min=1, help="Partitions of run-keyed topics.")] = 4,
     tool_partitions: Annotated[int, typer.Option(min=1, help="Partitions of tool-keyed topics.")] = 2,
 ) -> None:
-    """Create missing topics (idempotent) and report drift from the catalog."""
+    """Create missing topics (idempotent) and report drift from the catalog. Refuses to
+    change the partition count of the run-keyed topics (docs/scaling.md)."""
     kafka, topics = kafka_endpoints()
-    report = ensure_topics(AdminClient(kafka), topics, catalog(partitions, tool_partitions))
+    try:
+        report = ensure_topics(AdminClient(kafka), topics, catalog(partitions, tool_partitions))
+    except PartitionChangeRefused as error:
+        typer.echo(f"error: --partitions: {error}", err=True)
+        raise typer.Exit(2) from None
     for name in report.created:
         typer.echo(f"created  {name}")
     for name in report.existing:

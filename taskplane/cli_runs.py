@@ -1,6 +1,7 @@
-"""``taskplane runs list|show``: runs and their DAGs, from the read model.
+"""``taskplane runs list|show|prune``: runs and their DAGs, from the read model.
 
     taskplane runs show 3f2a...   # each task's state, attempts, lease holder, last error, tool journal
+    taskplane runs prune --older-than 30d   # delete finished runs from the read model, in batches
 """
 
 from __future__ import annotations
@@ -123,3 +124,39 @@ def runs_show(
                      f"{outcome}")
     Console().print(tree)
 
+
+
+@runs_app.command("prune")
+def runs_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Finished at least this long ago, e.g. 30d.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Runs deleted per short transaction.")] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete finished runs (with their tasks, attempts, tool calls, dead letters) from
+    the read model. The events topic keeps them: a rebuild from a time brings them back."""
+    import re
+    import time
+
+    import psycopg
+
+    from taskplane.durations import DurationError, parse_duration_ms
+    from taskplane.processors.projector.prune import prune_finished_runs
+    from taskplane.processors.projector.schema import LIVE_SCHEMA, connect
+
+    days = re.fullmatch(r"(\d+(?:\.\d+)?)d", older_than.strip())
+    try:  # days here only: manifests keep their units (taskplane.durations)
+        keep_ms = round(float(days[1]) * 86_400_000) if days else parse_duration_ms(older_than)
+    except DurationError as error:
+        fail(f"--older-than: {error} (or a number of days, e.g. 30d)")
+    if keep_ms < 0:
+        fail(f"--older-than: must not be negative, got {older_than!r}")
+    cutoff = int(time.time() * 1000) - keep_ms
+    try:
+        with connect(database_url(), LIVE_SCHEMA) as conn:
+            report = prune_finished_runs(conn, cutoff, batch_size)
+    except psycopg.Error as error:  # an unreachable or unmigrated database
+        fail(f"read model: {error}")
+    if as_json:
+        print_json({"runs": report.runs, "batches": report.batches, "finished_before_ms": cutoff})
+    else:
+        typer.echo(f"pruned {report.runs} finished runs (finished before {when(cutoff)}) in {report.batches} batches")

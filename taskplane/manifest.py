@@ -174,6 +174,7 @@ class ExecutionSpec(_Spec):
     dead_letter_transition: bool = True
     idempotency_tracking: bool = True
     state_persistence: bool = True
+    finished_run_retention: NonNegativeDuration | None = None  # None: the orchestrator's default (1h)
 
     @field_validator("state_persistence")
     @classmethod
@@ -281,6 +282,9 @@ class AgentSystemManifest(_Spec):
         """The content that identifies this system: defaults filled in, durations in one
         spelling, the connection string masked."""
         data = self.model_dump(mode="json", by_alias=True)
+        execution = data["spec"]["execution"]
+        if execution.get("finishedRunRetention") is None:  # unset: versions applied before it existed stay
+            execution.pop("finishedRunRetention", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def version(self) -> str:
@@ -320,6 +324,7 @@ class AgentSystemManifest(_Spec):
             jitter_fraction=execution.jitter_fraction,
             dead_letter_transition=execution.dead_letter_transition,
             idempotency_tracking=execution.idempotency_tracking,
+            finished_run_retention_ms=execution.finished_run_retention,
         )
         return SystemPlan(name=self.name, version=version, agents=agents, execution=policy)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
-from taskplane.contract.decider import DecisionError, Output
+from taskplane.contract.decider import DecisionError, Output, PlainState
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ CounterCommand = Add | CounterTick
 CounterEvent = Added | AddRejected
 
 
-class CounterDecider:
+class CounterDecider(PlainState):
     # Class patterns without positional sub-patterns: each is one isinstance check
     # (destructuring through __match_args__ cost a third of this decider's time).
     def decide(self, state: Counter | None, command: CounterCommand, at_ms: int) -> Sequence[CounterEvent]:

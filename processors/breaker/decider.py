@@ -20,14 +20,14 @@ from taskplane.contract.breaker import (
     FailureCounted,
     FailuresReset,
 )
-from taskplane.contract.decider import Output
+from taskplane.contract.decider import Output, PlainState
 from taskplane.contract.messages import ToolOutcome
 from taskplane.contract.records import replace
 
 BreakerCommand = ToolOutcome | BreakerTick
 
 
-class BreakerDecider:
+class BreakerDecider(PlainState):
     """``Decider[BreakerState, ToolOutcome | BreakerTick, BreakerEvent]``."""
 
     def decide(self, state: BreakerState | None, command: BreakerCommand, at_ms: int) -> Sequence[BreakerEvent]:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskplane.contract.plans import PlanBook
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.retention import DAY_MS, HOUR_MS, Retention
+from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
@@ -19,11 +25,29 @@ ORCHESTRATOR = ProcessorSpec(
 )
 
 
+class OrchestratorSettings(BaseSettings):
+    """How long finished runs stay (a system's spec.execution.finishedRunRetention wins)."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKPLANE_ORCHESTRATOR_", extra="ignore")
+
+    finished_run_retention_ms: int = Field(default=HOUR_MS, ge=0,
+                                           description="Whole state kept this long after a run finished.")
+    final_record_retention_ms: int = Field(default=7 * DAY_MS, ge=0,
+                                           description="Final record (status, finish time) kept this long.")
+
+    def retention(self) -> Retention:
+        return Retention(self.finished_run_retention_ms,
+                         max(self.final_record_retention_ms, self.finished_run_retention_ms))
+
+
 def orchestrator_runtime(
     kafka_config: dict[str, Any],
     topics: Topics,
     settings: RuntimeSettings | None = None,
     observer: RuntimeObserver | None = None,
+    orchestrator: OrchestratorSettings | None = None,
 ) -> ProcessorRuntime[Any, Any, Any]:
-    return ProcessorRuntime(OrchestratorDecider(), ORCHESTRATOR.under(topics), kafka_config, topics,
-                            settings, observer=observer)
+    plans = SystemsPlans(kafka_config, topics.systems)
+    decider = OrchestratorDecider(PlanBook(plans), (orchestrator or OrchestratorSettings()).retention())
+    return ProcessorRuntime(decider, ORCHESTRATOR.under(topics), kafka_config, topics,
+                            settings, observer=observer, companions=[plans])

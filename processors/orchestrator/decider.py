@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from taskplane.contract.decider import DecisionError, Output
+from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.messages import (
     AttemptFailed,
     CancelRun,
@@ -45,25 +46,48 @@ from taskplane.contract.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from taskplane.contract.plan import SystemPlan
+from taskplane.contract.plan import SystemDefinition, SystemPlan
+from taskplane.contract.plans import PlanBook, PlanConflict, pinned_key
+from taskplane.contract.records import replace
 from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
 from taskplane.processors.orchestrator.backoff import backoff_ms
 from taskplane.processors.orchestrator.evolve import downstream, evolve
 from taskplane.processors.orchestrator.outputs import outputs
+from taskplane.processors.orchestrator.retention import Retention, retirement
+from taskplane.processors.orchestrator.retention import retire_at as _retire_at
 
 LEASE_EXPIRED = "lease expired"
 
 
+class UnknownPlan(TaskplaneError):
+    """A stored run references a plan version no source knows: restoring it would
+    decide without its policy. The ``systems`` topic lost ``name@version``. Not
+    retryable until an operator applies that version again."""
+
+
 class OrchestratorDecider:
-    """``Decider[RunState, Command, Event]``, keyed by run id."""
+    """``Decider[RunState, Command, Event]``, keyed by run id.
+
+    ``plans`` holds each plan once (events and snapshots reference it, ``plans.py``);
+    ``retention`` says when finished runs shrink to a final record and go.
+    """
+
+    __slots__ = ("plans", "retention")
+
+    def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None) -> None:
+        self.plans = plans if plans is not None else PlanBook()
+        self.retention = retention or Retention()
 
     def decide(self, state: RunState | None, command: Command, at_ms: int) -> Sequence[Event]:
         if isinstance(command, SubmitRun):
-            return _submit(state, command, at_ms)
+            return _submit(state, command, at_ms, self.plans)
         if isinstance(command, Tick):
-            # The clock is never rejected: a tick for no run or a finished run is a no-op.
-            if state is None or state.status is not RunStatus.RUNNING:
+            # The clock is never rejected: a tick for no run is a no-op, for a finished
+            # run it may retire it.
+            if state is None:
                 return []
+            if state.status is not RunStatus.RUNNING:
+                return retirement(state, command.now_ms, self.retention)
             return _tick(state, command.now_ms, at_ms)
         if state is None:
             raise DecisionError("unknown run")
@@ -94,7 +118,36 @@ class OrchestratorDecider:
         return batch.events
 
     def evolve(self, state: RunState | None, event: Event) -> RunState | None:
+        if state is None and isinstance(event, RunSubmitted):
+            plan = self.plans.resolve(event.plan)
+            if plan is None and event.plan.agents == ():
+                plan = event.plan  # a plan with no agents, or one no source knows
+            if plan is not None and plan is not event.plan:
+                event = RunSubmitted(event.run_id, plan, event.input, event.submitted_ms, event.idempotency_key)
         return evolve(state, event)
+
+    def retire_at(self, state: RunState | None) -> int | None:
+        return _retire_at(state, self.retention)
+
+    def snapshot(self, state: RunState) -> RunState:
+        """The stored form: the plan by reference, and no name or key stored twice (a
+        task's name and a tool call's key are their map keys)."""
+        return replace(state, plan=self.plans.reference(state.plan),
+                       tasks={name: replace(task, name="") for name, task in state.tasks.items()},
+                       journal={key: replace(call, key="") for key, call in state.journal.items()})
+
+    def restored(self, stored: RunState) -> RunState:
+        plan = self.plans.resolve(stored.plan)
+        if plan is None:
+            if stored.tasks:
+                raise UnknownPlan(f"run {stored.run_id}: system {stored.plan.name!r} version "
+                                  f"{stored.plan.version!r} is not on the systems topic")
+            plan = stored.plan  # a final record, or a run of a plan with no agents
+        return replace(stored, plan=plan,
+                       tasks={name: task if task.name else replace(task, name=name)
+                              for name, task in stored.tasks.items()},
+                       journal={key: call if call.key else replace(call, key=key)
+                                for key, call in stored.journal.items()})
 
     def next_deadline(self, state: RunState | None) -> int | None:
         if state is None or state.status is not RunStatus.RUNNING:
@@ -109,6 +162,11 @@ class OrchestratorDecider:
         return Tick(now_ms)
 
     def outputs(self, state: RunState | None, event: Event) -> Iterable[Output]:
+        if isinstance(event, RunSubmitted) and state is not None and self.plans.needs_pin(state.plan):
+            plan = state.plan
+            pin = Output("systems", pinned_key(plan.name, plan.version),
+                         SystemDefinition(plan.name, plan.version, plan, ""))
+            return [pin, *outputs(state, event)]
         return outputs(state, event)
 
     def rejection(self, command: Command, reason: str) -> Event:
@@ -149,20 +207,24 @@ class _Batch:
 # ---------------------------------------------------------------- submit
 
 
-def _submit(state: RunState | None, command: SubmitRun, at_ms: int) -> list[Event]:
+def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanBook) -> list[Event]:
     if state is not None:
         raise DecisionError("duplicate: run already submitted")
     problem = _plan_problem(command.plan)
     if problem:
         raise DecisionError(f"invalid plan: {problem}")
-    submitted = RunSubmitted(command.run_id, command.plan, command.input, at_ms, command.idempotency_key)
-    initial = evolve(None, submitted)
+    try:
+        plan = plans.add(command.plan)  # content-addressed: adding never changes a decision
+    except PlanConflict as conflict:
+        raise DecisionError(f"invalid plan: {conflict}") from None
+    initial = evolve(None, RunSubmitted(command.run_id, plan, command.input, at_ms, command.idempotency_key))
     assert initial is not None
+    submitted = RunSubmitted(command.run_id, plans.reference(plan), command.input, at_ms, command.idempotency_key)
     batch = _Batch(initial, [submitted], folded=1)
-    for agent in command.plan.agents:
+    for agent in plan.agents:
         if not agent.dependencies:
             batch.add(TaskReady(command.run_id, agent.name, 1))
-    if not command.plan.agents:
+    if not plan.agents:
         batch.add(RunSucceeded(command.run_id, at_ms))
     return batch.events
 

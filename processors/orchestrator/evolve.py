@@ -18,6 +18,8 @@ from taskplane.contract.messages import (
     RetryScheduled,
     RunCancelled,
     RunFailed,
+    RunForgotten,
+    RunRetired,
     RunSubmitted,
     RunSucceeded,
     TaskBlocked,
@@ -85,6 +87,8 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
                         event.idempotency_key, tasks=tasks)
     if state is None:
         raise InconsistentLog(f"{type(event).__name__} for run {event.run_id} before RunSubmitted")
+    if isinstance(event, RunForgotten):
+        return None  # the runtime writes a tombstone to the changelog
     return _evolve_run(state, event)
 
 
@@ -153,7 +157,10 @@ def _evolve_run(state: RunState, event: Event) -> RunState:
             return _finished(state, RunStatus.FAILED, TaskStatus.FAILED, reason, finished)
         case RunCancelled(reason=reason, finished_ms=finished):
             return _finished(state, RunStatus.CANCELLED, TaskStatus.CANCELLED, reason, finished)
-        case RunSubmitted() | CommandRejected():
+        case RunRetired(at_ms=at):
+            # The final record: what a duplicate submit or a late command is answered from.
+            return replace(state, input="", tasks={}, journal={}, retired_ms=at)
+        case RunSubmitted() | RunForgotten() | CommandRejected():
             return state
         case _:
             assert_never(event)

@@ -9,9 +9,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from taskplane.contract.plans import PlanBook
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.streams.exceptions import KafkaIOError
 from taskplane.streams.offsets import read_all
+from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.runtime import state_meta
 from taskplane.streams.serde import Serde
 from taskplane.streams.topics import Topics
@@ -27,21 +29,26 @@ class StateComparison:
 
 def compare_states(kafka_config: dict[str, Any], topics: Topics) -> StateComparison:
     """Fold ``events`` with the orchestrator's evolve; compare encoded states with the changelog."""
-    decider, serde = OrchestratorDecider(), Serde()
+    plans = SystemsPlans(kafka_config, topics.systems)  # what RunSubmitted references
+    plans.start()
+    decider, serde = OrchestratorDecider(PlanBook(plans)), Serde()
     states: dict[str, Any] = {}
     partition_of: dict[str, int] = {}
-    for partition, key, value in read_all(kafka_config, topics.events):
-        if value is None:
-            continue
-        states[key] = decider.evolve(states.get(key), serde.decode(value)[1])
-        partition_of[key] = partition
+    try:
+        for partition, key, value in read_all(kafka_config, topics.events):
+            if value is None:
+                continue
+            states[key] = decider.evolve(states.get(key), serde.decode(value)[1])
+            partition_of[key] = partition
+    finally:
+        plans.close()
     live: dict[str, bytes | None] = {}
     for _partition, key, value in read_all(kafka_config, topics.orchestrator_changelog):
         live[key] = value
     result = StateComparison()
     for key in sorted(set(states) | {k for k, v in live.items() if v is not None}):
         state = states.get(key)
-        encoded = None if state is None else serde.encode(state, state_meta(key))
+        encoded = None if state is None else serde.encode(decider.snapshot(state), state_meta(key))
         result.keys += 1
         result.rebuilt[key] = (partition_of.get(key, -1), encoded)
         if encoded == live.get(key):

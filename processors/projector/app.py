@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
+from contextlib import closing
 from typing import Any
 
 from confluent_kafka import (
@@ -27,9 +29,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskplane.processors.projector.prune import prune_finished_runs
 from taskplane.processors.projector.schema import LIVE_SCHEMA, connect, migrate
 from taskplane.processors.projector.store import ReadModelStore
 from taskplane.streams.exceptions import KafkaIOError, StreamsError
+from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.poison import poison_headers
 from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics
@@ -47,6 +51,10 @@ class ProjectorSettings(BaseSettings):
     instance_id: str = Field(default_factory=socket.gethostname,
                              description="Static group membership: a restarted pod takes its partitions back at once.")
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    prune_finished_after_ms: int | None = Field(
+        default=None, ge=0, description="Delete finished runs this long after they finished (None: keep all).")
+    prune_interval_ms: int = Field(default=600_000, ge=1_000, description="How often the pruning runs.")
+    prune_batch_size: int = Field(default=500, ge=1, description="Runs deleted per short transaction.")
 
 
 def group_id(topics: Topics) -> str:
@@ -101,9 +109,11 @@ class Projector:
 
     def run(self) -> None:
         schema = self._settings.schema_name
-        with connect(self._dsn, schema) as conn:
+        plans = SystemsPlans(self._kafka, self._topics.systems)
+        plans.start()
+        with connect(self._dsn, schema) as conn, closing(plans):
             migrate(conn, schema)
-            store = ReadModelStore(conn, self._topics.name("breakers"))
+            store = ReadModelStore(conn, self._topics.name("breakers"), plans=plans.resolve)
             metrics = _ProjectorMetrics(self._registry)
             consumer = Consumer(
                 {
@@ -129,14 +139,29 @@ class Projector:
 
             consumer.subscribe(self._sources, on_assign=on_assign)
             self._ready.set()
+            pruned_at = 0.0
             try:
                 while not self._stop.is_set():
                     self._step(consumer, store, metrics)
+                    if time.monotonic() - pruned_at >= self._settings.prune_interval_ms / 1000:
+                        pruned_at = time.monotonic()
+                        self._prune(conn)
             except KafkaException as error:  # the boundary: nothing raw leaves the projector
                 raise KafkaIOError.wrap(error, "projector") from error
             finally:
                 self._ready.clear()
                 consumer.close()
+
+    def _prune(self, conn: Any) -> None:
+        """Read-model retention between batches: one batch of deletions at a time, so
+        projecting never waits for more than one short transaction."""
+        keep_ms = self._settings.prune_finished_after_ms
+        if keep_ms is None:
+            return
+        cutoff = int(time.time() * 1000) - keep_ms
+        report = prune_finished_runs(conn, cutoff, self._settings.prune_batch_size, max_batches=20)
+        if report.runs:
+            log.info("projector: pruned %d finished runs older than %d ms", report.runs, keep_ms)
 
     def _step(self, consumer: Consumer, store: ReadModelStore, metrics: _ProjectorMetrics) -> None:
         records = consumer.consume(self._settings.max_batch_records, self._settings.max_batch_ms / 1000)

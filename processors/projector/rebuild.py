@@ -30,6 +30,7 @@ from taskplane.processors.projector.schema import (
 )
 from taskplane.processors.projector.store import ReadModelStore
 from taskplane.streams.exceptions import KafkaIOError
+from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,12 @@ def rebuild_projections(
             "auto.offset.reset": "earliest",
         }
     )
+    plans = SystemsPlans(kafka_config, topics.systems)
     try:
+        plans.start()
         with connect(database_url, report.schema) as conn:
             migrate(conn, report.schema)
-            store = ReadModelStore(conn, topics.name("breakers"))
+            store = ReadModelStore(conn, topics.name("breakers"), plans=plans.resolve)
             assignment = _start_offsets(consumer, topics, from_time_ms)
             consumer.assign(assignment)
             report.records += _read_to_end(consumer, store, {(tp.topic, tp.partition) for tp in assignment}, deadline)
@@ -91,6 +94,7 @@ def rebuild_projections(
                 conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(report.retired)))
     finally:
         consumer.close()
+        plans.close()
     return report
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from confluent_kafka import Message
 
+from taskplane.contract.messages import RunSubmitted
+from taskplane.contract.plan import SystemPlan
 from taskplane.processors.projector.project import Statement, breaker_statements, statements
 from taskplane.processors.projector.schema import SWAP_LOCK
 from taskplane.streams.exceptions import SerdeError
@@ -34,10 +36,20 @@ class BatchResult:
 
 
 class ReadModelStore:
-    def __init__(self, conn: psycopg.Connection[object], breakers_topic: str, serde: Serde | None = None) -> None:
+    """``plans`` resolves the plan reference a ``RunSubmitted`` carries (name and
+    version, ``contract/plans.py``) to the plan with its agents."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[object],
+        breakers_topic: str,
+        serde: Serde | None = None,
+        plans: Callable[[SystemPlan], SystemPlan] | None = None,
+    ) -> None:
         self._conn = conn
         self._breakers = breakers_topic
         self._serde = serde or Serde()
+        self._plans = plans
         self.expected: dict[TopicPartitionKey, int | None] = {}
 
     def stored_offsets(self, topics: Iterable[str]) -> dict[TopicPartitionKey, int]:
@@ -100,6 +112,8 @@ class ReadModelStore:
         if value is None:
             return []
         meta, event = self._serde.decode(value)
+        if isinstance(event, RunSubmitted) and not event.plan.agents and self._plans is not None:
+            event = replace(event, plan=self._plans(event.plan))
         return statements(event, meta.timestamp_ms)
 
 

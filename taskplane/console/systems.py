@@ -96,6 +96,12 @@ class SystemCatalog:
             _meta, definition = serde.decode(value)
             if not isinstance(definition, SystemDefinition):
                 continue
+            name = definition.name
+            if key != name:  # a pinned version (key name@version, contract/plans.py): a version, not a system
+                seen = versions.setdefault(name, [])
+                if definition.version not in seen:
+                    seen.append(definition.version)
+                continue
             latest[key] = definition
             seen = versions.setdefault(key, [])
             if definition.version not in seen:

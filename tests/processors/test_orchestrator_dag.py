@@ -14,6 +14,7 @@ from taskplane.contract.messages import (
     Tick,
 )
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.contract.plans import reference
 from taskplane.contract.state import RunStatus, TaskStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.outputs import outputs
@@ -24,10 +25,11 @@ def test_submit_records_the_run_and_readies_the_roots() -> None:
     run = Driver()
     events = run.submit()
     assert events == [
-        RunSubmitted(RUN, run.plan, '{"path": "docs/"}', 1_000),
+        RunSubmitted(RUN, reference(run.plan), '{"path": "docs/"}', 1_000),  # the plan by name and version
         TaskReady(RUN, "parser", 1),
     ]
     assert run.task("validator").status is TaskStatus.PENDING
+    assert run.state.plan is run.plan  # the state holds the one shared plan
 
 
 def test_parallel_roots_are_ready_together() -> None:
@@ -154,7 +156,7 @@ def test_commands_for_a_finished_run_are_rejected_but_ticks_are_ignored() -> Non
     run.cancel()
     [event] = run.cancel()
     assert isinstance(event, CommandRejected) and event.reason == "run already cancelled"
-    assert run.send(Tick(10**9)) == []
+    assert run.send(Tick(run.now + 60_000)) == []  # within the retention (test_orchestrator_retention.py)
 
 
 def test_empty_plan_succeeds_at_once() -> None:

@@ -2,7 +2,10 @@
 ``evolve`` gives the live state, and a log stored as a fixture still folds to the
 state stored next to it, so an incompatible change to ``evolve`` is caught.
 
-Regenerate the fixture (only for a deliberate, migrated change) with
+``document_pipeline_log.json`` was recorded before plans were referenced (its
+``RunSubmitted`` events carry the plan's body) and is never rewritten: old logs must
+keep folding. ``document_pipeline_log_v2.json`` is what the current decider writes;
+regenerate it (only for a deliberate, migrated change) with
 ``python tests/processors/test_replay.py``.
 """
 
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+import pytest
 
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import (
@@ -19,21 +24,43 @@ from taskplane.contract.messages import (
     FailureKind,
     RunSubmitted,
 )
-from taskplane.contract.plan import ExecutionPolicy
+from taskplane.contract.plan import ExecutionPolicy, SystemPlan
+from taskplane.contract.plans import PlanBook, pinned_key
 from taskplane.contract.state import RunState
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
-from taskplane.processors.orchestrator.evolve import _with_task
+from taskplane.processors.orchestrator.evolve import InconsistentLog, _with_task
+from taskplane.processors.orchestrator.retention import DAY_MS, HOUR_MS
 from tests.processors._decider_codec import EVENT_TYPES, decode, encode, read_fixture, write_fixture
 from tests.processors._decider_helpers import Driver, document_pipeline
 
-FIXTURE = Path(__file__).parent / "fixtures" / "document_pipeline_log.json"
+FIXTURES = Path(__file__).parent / "fixtures"
+RELEASE_1 = FIXTURES / "document_pipeline_log.json"  # plan bodies in RunSubmitted
+FIXTURE = FIXTURES / "document_pipeline_log_v2.json"  # plan references
+PLAN = document_pipeline(ExecutionPolicy(max_retries=2))
+
+
+def systems_table(*plans: SystemPlan) -> PlanBook:
+    """A book whose lookup is the ``systems`` topic holding ``plans`` (key name@version)."""
+    table = {pinned_key(p.name, p.version): p for p in plans}
+    return PlanBook(lambda name, version: table.get(pinned_key(name, version)))
 
 
 def recorded_runner() -> InMemoryRunner[RunState, Command, Event]:
-    """Two runs that touch every event type: retries, a lease expiry, a breaker-open
-    retry, a dead letter with blocked downstream, a replay, rejections, success; and
-    a cancelled run."""
-    run = Driver(document_pipeline(ExecutionPolicy(max_retries=2)), run_id="run-ok")
+    """Runs that touch every event type: a cancelled run retired, answered from its
+    final record, forgotten and submitted again; retries, a lease expiry, a
+    breaker-open retry, a dead letter with blocked downstream, a replay, rejections,
+    success; and a cancelled run."""
+    run = Driver(PLAN, run_id="run-ok")
+    expired = Driver(run.plan, run_id="run-expired", now=run.now, runner=run.runner)
+    expired.submit()
+    expired.cancel("superseded")
+    expired.advance(HOUR_MS)  # retired: the final record stays
+    expired.send(ClaimTask("run-expired", "parser", 1, "w9"))  # run already cancelled
+    expired.submit()  # duplicate
+    expired.advance(7 * DAY_MS)  # forgotten
+    expired.send(ClaimTask("run-expired", "parser", 1, "w9"))  # unknown run
+    expired.submit()  # the same id again: a new run
+    run.now = expired.now
     run.submit()
     run.submit()  # duplicate
     run.claim("parser", "w1")
@@ -69,11 +96,15 @@ def recorded_runner() -> InMemoryRunner[RunState, Command, Event]:
     return run.runner
 
 
-def fold(log: list[tuple[str, Event]]) -> dict[str, RunState | None]:
-    decider = OrchestratorDecider()
+def fold(log: list[tuple[str, Event]], plans: PlanBook | None = None) -> dict[str, RunState | None]:
+    decider = OrchestratorDecider(plans)
     states: dict[str, RunState | None] = {}
     for key, event in log:
-        states[key] = decider.evolve(states.get(key), event)
+        state = decider.evolve(states.get(key), event)
+        if state is None:
+            states.pop(key, None)
+        else:
+            states[key] = state
     return states
 
 
@@ -84,11 +115,23 @@ def test_the_recorded_scenario_covers_every_event_type() -> None:
 
 def test_folding_the_log_gives_the_live_state() -> None:
     runner = recorded_runner()
-    assert fold(runner.log) == runner.states
+    assert fold(runner.log, systems_table(PLAN)) == runner.states
+
+
+def test_folding_needs_the_referenced_plan() -> None:
+    with pytest.raises(InconsistentLog):  # the run has no tasks to make ready
+        fold(recorded_runner().log)
 
 
 def test_folding_the_stored_log_gives_the_stored_state() -> None:
     log, expected = read_fixture(FIXTURE)
+    assert fold(log, systems_table(PLAN)) == expected
+
+
+def test_a_log_with_plan_bodies_still_folds_with_no_systems_table() -> None:
+    log, expected = read_fixture(RELEASE_1)
+    first = log[0][1]
+    assert isinstance(first, RunSubmitted) and first.plan.agents  # the body, as release 1 wrote it
     assert fold(log) == expected
 
 

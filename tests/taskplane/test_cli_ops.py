@@ -51,7 +51,22 @@ def test_runs_and_dlq_commands(env: dict[str, str]) -> None:
     assert json.loads(dry.output)["replayed"] == ["stuck/summarizer"]
 
 
+def test_runs_prune_deletes_old_finished_runs_in_batches(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    recent = runner.invoke(app, ["runs", "prune", "--older-than", "100000d", "--json"], env=env)
+    assert recent.exit_code == 0, recent.output
+    assert json.loads(recent.output)["runs"] == 0  # nothing finished that long ago
+    pruned = runner.invoke(app, ["runs", "prune", "--older-than", "30d", "--batch-size", "1", "--json"], env=env)
+    assert pruned.exit_code == 0, pruned.output
+    assert {k: v for k, v in json.loads(pruned.output).items() if k != "finished_before_ms"} == {"runs": 1, "batches": 1}
+    listed = json.loads(runner.invoke(app, ["runs", "list", "--json"], env=env).output)
+    assert [r["run_id"] for r in listed] == ["stuck"]  # a running run is never pruned
+    assert runner.invoke(app, ["runs", "show", "done"], env=env).exit_code == 2  # its tasks went with it
+    assert "summarizer" in runner.invoke(app, ["runs", "show", "stuck"], env=env).output
+
+
 @pytest.mark.parametrize("argv", [
+    ["runs", "prune", "--older-than", "a month"], ["runs", "prune", "--older-than", "-1d"],
     ["runs", "show", "nope"], ["runs", "list", "--status", "weird"], ["dlq", "show", "no-slash"],
     ["dlq", "show", "stuck/parser"], ["dlq", "replay"], ["replay", "--group", "g", "--topic", "t"],
     ["replay", "--group", "g", "--topic", "t", "--to-time", "yesterday"],
