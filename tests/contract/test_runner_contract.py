@@ -205,7 +205,9 @@ def reference(log: CommandLog, serde: Serde) -> Outcome:
     events: dict[str, list[Any]] = defaultdict(list)
     for key, event in runner.log:
         events[key].append(event)
-    states = {key: serde.encode(state, state_meta(key)) for key, state in runner.states.items() if state is not None}
+    snapshot = runner.decider.snapshot  # the changelog holds what snapshot() gives (plans by reference)
+    states = {key: serde.encode(snapshot(state), state_meta(key)) for key, state in runner.states.items()
+              if state is not None}
     return Outcome(dict(events), states, [])
 
 
