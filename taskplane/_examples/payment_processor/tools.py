@@ -13,7 +13,7 @@ import os
 import urllib.request
 from typing import Any
 
-from examples._db import database_url, ensure_table
+from taskplane._examples.db import database_url, ensure_table
 from taskplane.workers.sdk import AgentContext, agent, tool
 
 
