@@ -99,8 +99,9 @@ class ClientParts:
         producer = int(self._kafka.get("message.max.bytes", PRODUCER_MAX_BYTES))
         limits = [(producer, f"producer message.max.bytes {producer}")]
         resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in (self._topics.commands, self._topics.events)]
+        admin = AdminClient(self._kafka)  # alive until every answer is in
         try:
-            for resource, future in AdminClient(self._kafka).describe_configs(resources, request_timeout=15).items():
+            for resource, future in admin.describe_configs(resources, request_timeout=15).items():
                 entry = future.result(15).get("max.message.bytes")
                 if entry is not None and entry.value is not None:
                     value = int(entry.value)
