@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from taskplane import AgentContext, agent, tool
 from taskplane._examples.db import database_url, ensure_table
 from taskplane.workers.exceptions import NonRetryableError
-from taskplane.workers.sdk import AgentContext, agent, tool
 
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
