@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     from taskplane._run_view import DeadLetter, RunInfo
     from taskplane.async_client import AsyncClient, AsyncRunHandle
     from taskplane.client import Client, RunHandle
+    from taskplane.contract.errors import TaskplaneError
     from taskplane.exceptions import (
         ClientError,
         RunFailed,
         RunTimeout,
-        TaskplaneError,
         UnknownRun,
         UnknownSystem,
         UserInputError,
@@ -30,7 +30,7 @@ _EXPORTS = {
     "Client": "taskplane.client", "RunHandle": "taskplane.client",
     "AsyncClient": "taskplane.async_client", "AsyncRunHandle": "taskplane.async_client",
     "RunInfo": "taskplane._run_view", "DeadLetter": "taskplane._run_view",
-    "TaskplaneError": "taskplane.exceptions", "UserInputError": "taskplane.exceptions",
+    "TaskplaneError": "taskplane.contract.errors", "UserInputError": "taskplane.exceptions",
     "ClientError": "taskplane.exceptions", "RunFailed": "taskplane.exceptions",
     "RunTimeout": "taskplane.exceptions", "UnknownRun": "taskplane.exceptions",
     "UnknownSystem": "taskplane.exceptions",

@@ -20,7 +20,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from taskplane.client import Client, RunHandle
-from taskplane.exceptions import RunFailed, RunTimeout, TaskplaneError, UserInputError
+from taskplane.contract.errors import TaskplaneError
+from taskplane.exceptions import RunFailed, RunTimeout, UserInputError
 
 EXIT_FAILED, EXIT_TIMEOUT = 1, 124
 # The option or argument a UserInputError's field came from, for the one-line message.

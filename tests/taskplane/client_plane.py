@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from taskplane._demo_stack import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 from taskplane.client import Client
-from taskplane.processors.orchestrator.plan import ExecutionPolicy, SystemDefinition, SystemPlan
+from taskplane.contract.plan import ExecutionPolicy, SystemDefinition, SystemPlan
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 

@@ -19,8 +19,8 @@ from taskplane import (
     UnknownSystem,
     UserInputError,
 )
+from taskplane.contract.messages import CancelRun, ReplayTask, SubmitRun
 from taskplane.exceptions import InputTooLarge
-from taskplane.processors.orchestrator.messages import CancelRun, ReplayTask, SubmitRun
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.serde import Serde
 

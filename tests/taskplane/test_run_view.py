@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from taskplane._run_view import RunView
-from taskplane.processors.orchestrator import messages as m
-from taskplane.processors.orchestrator.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.contract import messages as m
+from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 
 PLAN = SystemPlan("diamond", "v1", (
     AgentPlan("fetch", None, (), ()),
