@@ -211,8 +211,22 @@ def _stable_ends(kafka_config: dict[str, Any], topic: str, partitions: list[int]
 
     admin = AdminClient(kafka_config)
     request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
-    try:
-        answers = admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=15)
-        return {tp.partition: future.result().offset for tp, future in answers.items()}
-    except KafkaException as error:
-        raise ClientError(f"cannot read the offsets of {topic}: {error}") from error
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            answers = admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=15)
+            return {tp.partition: future.result().offset for tp, future in answers.items()}
+        except KafkaException as error:
+            # A topic created a moment ago may still be electing its leaders.
+            if not _transient(error.args[0]) or time.monotonic() > deadline:
+                raise ClientError(f"cannot read the offsets of {topic}: {error}") from error
+            time.sleep(0.2)
+
+
+_TRANSIENT = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                        KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT,
+                        KafkaError._TIMED_OUT, KafkaError._TRANSPORT})
+
+
+def _transient(error: KafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in _TRANSIENT
