@@ -31,6 +31,18 @@ def doc_files() -> dict[str, str]:
     return {block.split("\n", 1)[0][2:].strip(): block for block in blocks if block.startswith("# ")}
 
 
+# What an install must hold beyond modules: printed line by line by the venv's python.
+INSPECT = """
+import importlib.util, taskplane
+from taskplane._examples import DOCUMENTS, manifest_path
+from taskplane.processors.projector.schema import migration_files
+print(taskplane.__file__)
+print([n for n in ('streams', 'processors', 'workers', 'examples', 'bench') if importlib.util.find_spec(n)])
+print(len(migration_files()))
+print(manifest_path('payment-processor').is_file() and any(DOCUMENTS.iterdir()))
+"""
+
+
 def _run(command: list[str], what: str, timeout_s: float, **kwargs: object) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs)  # type: ignore[call-overload]
     if done.returncode != 0:
@@ -75,10 +87,9 @@ def test_the_wheel_validates_applies_and_runs_a_system(project: tuple[Path, dict
         return _run([taskplane, *args], f"taskplane {' '.join(args)}", timeout_s, cwd=directory, env=env)
 
     assert cli("--version").stdout.strip() == f"taskplane {version('taskplane')}"
-    where = _run([str(venv / "bin" / "python"), "-c", "import taskplane, importlib.util as u; print(taskplane.__file__); "
-                  "print([n for n in ('streams', 'processors', 'workers', 'examples', 'bench') if u.find_spec(n)])"],
-                 "import", 60, cwd=directory, env=env).stdout.splitlines()
+    where = _run([str(venv / "bin" / "python"), "-c", INSPECT], "import", 60, cwd=directory, env=env).stdout.splitlines()
     assert where[0].startswith(str(venv)) and where[1] == "[]"  # the installed copy; no generic top-level names
+    assert where[2] != "0" and where[3] == "True"  # data read at runtime: read-model migrations, the demo's systems
 
     assert "greet" in cli("validate", "-f", "system.yaml").stdout
     assert "applied hello" in cli("apply", "-f", "system.yaml").stdout
