@@ -109,6 +109,11 @@ class ModeStack:
         self.runs[run.run_id] = run
         return run.run_id
 
+    def submit_many(self, tags: list[str]) -> list[str]:
+        runs = self.client.submit_many(self.definition.name, [{"tag": tag} for tag in tags])
+        self.runs.update((run.run_id, run) for run in runs)
+        return [run.run_id for run in runs]
+
     def wait(self, run_ids: list[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         for run_id in run_ids:
@@ -167,9 +172,7 @@ def measure(stack: ModeStack, idle_runs: int, light_runs: int, rate: float, burs
           f"p99 {percentile(light_ms, 0.99):.0f} ms, CPU ms/run {per_run_ms(light_cpu, light_runs)}", flush=True)
 
     def flood() -> list[str]:
-        run_ids = [stack.publisher.submit_run(stack.definition.plan, {"tag": f"burst{i}"}) for i in range(burst)]
-        stack.publisher.flush()
-        return run_ids
+        return stack.submit_many([f"burst{i}" for i in range(burst)])  # one delivery for the whole burst
 
     saturated, saturated_cpu = measured(stack, flood)
     span_s = (max(d for _, d in saturated) - min(s for s, _ in saturated)) / 1000
