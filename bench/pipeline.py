@@ -8,9 +8,11 @@ Per mode, side by side in one run: idle latency (one run at a time), light load
 Modes: ``follow-on`` is the default worker (a completion takes the downstream tasks it
 readies, granted in the same transaction); ``claim`` sets
 TASKPLANE_WORKER_FOLLOW_ON_GRANTS=false (every task through ``work`` and a claim).
-Latency is RunSubmitted → RunSucceeded in log time, i.e. submit → the last task's
-CompleteTask. CPU is the workers', the broker's (when this started it) and this
-process's (orchestrator and breaker threads, the submitter, the event-log reader).
+Runs are submitted and awaited through the public client (``taskplane.Client``).
+Latency is RunSubmitted → RunSucceeded in log time (the orchestrator's decision times),
+i.e. submit → the last task's CompleteTask. CPU is the workers', the broker's (when this
+started it) and this process's (orchestrator and breaker threads, the submitter, the
+client's reader).
 Last line: JSON, the first mode's figures unprefixed (idle_p50_ms, idle_p99_ms,
 light_p50_ms, light_p99_ms, saturated_tasks_per_s, cpu_ms_per_run_light, ...), the
 others prefixed by the mode.
@@ -33,8 +35,8 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
-from taskplane._demo_stack import EventLog, ProcessorThreads, compile_manifest
-from taskplane.contract.messages import RunSubmitted, RunSucceeded
+from taskplane import Client, RunHandle
+from taskplane._demo_stack import ProcessorThreads, compile_manifest
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 
@@ -61,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     """User + system CPU per group of processes (Linux /proc); ``self`` is this
-    process (orchestrator and breaker threads, submitter, event-log reader)."""
+    process (orchestrator and breaker threads, submitter, the client's reader)."""
     ticks = os.sysconf("SC_CLK_TCK")
     totals = {"self": time.process_time()}
     for group, members in pids.items():
@@ -87,7 +89,9 @@ class ModeStack:
         self.publisher.define_system(self.definition)
         self.publisher.flush()
         self.processors = ProcessorThreads(kafka, self.topics, None).start()
-        self.log = EventLog(kafka, self.topics.events)
+        self.client = Client(kafka["bootstrap.servers"], topic_prefix=self.topics.prefix,
+                             kafka_options={k: v for k, v in kafka.items() if k != "bootstrap.servers"})
+        self.runs: dict[str, RunHandle] = {}
         env = {**os.environ, "TASKPLANE_BOOTSTRAP_SERVERS": kafka["bootstrap.servers"],
                "TASKPLANE_TOPIC_PREFIX": self.topics.prefix, "TASKPLANE_WORKER_FOLLOW_ON_GRANTS": MODES[mode]}
         command = [str(Path(sys.executable).parent / "taskplane"), "worker", "run", "--system",
@@ -101,20 +105,25 @@ class ModeStack:
         self.pids = {"workers": [w.pid for w in self.workers], "broker": broker_pids}
 
     def submit(self, tag: str) -> str:
-        run_id = self.publisher.submit_run(self.definition.plan, {"tag": tag})
-        self.publisher.flush()
-        return run_id
+        run = self.client.submit(self.definition.name, {"tag": tag})
+        self.runs[run.run_id] = run
+        return run.run_id
+
+    def submit_many(self, tags: list[str]) -> list[str]:
+        runs = self.client.submit_many(self.definition.name, [{"tag": tag} for tag in tags])
+        self.runs.update((run.run_id, run) for run in runs)
+        return [run.run_id for run in runs]
 
     def wait(self, run_ids: list[str], timeout_s: float) -> None:
-        wanted = set(run_ids)
-        self.log.wait_for(lambda events: wanted <= {e.run_id for e in events.events(RunSucceeded)},
-                          timeout_s, also=self.processors.check)
+        deadline = time.monotonic() + timeout_s
+        for run_id in run_ids:
+            self.processors.check()
+            self.runs[run_id].result(timeout=max(0.0, deadline - time.monotonic()))
 
     def spans(self, run_ids: list[str]) -> list[tuple[int, int]]:
         """(submitted, succeeded) log times of each run."""
-        submitted = {e.run_id: e.submitted_ms for e in self.log.events(RunSubmitted)}
-        done = {meta.key: meta.timestamp_ms for meta, e in self.log.records() if isinstance(e, RunSucceeded)}
-        return [(submitted[r], done[r]) for r in run_ids]
+        infos = [self.runs[run_id].status() for run_id in run_ids]
+        return [(info.submitted_ms or 0, info.finished_ms or 0) for info in infos]
 
     def close(self) -> None:
         for worker in self.workers:
@@ -125,7 +134,7 @@ class ModeStack:
             except subprocess.TimeoutExpired:
                 worker.kill()
         self.processors.stop()
-        self.log.close()
+        self.client.close()
         self.publisher.flush()
 
 
@@ -163,9 +172,7 @@ def measure(stack: ModeStack, idle_runs: int, light_runs: int, rate: float, burs
           f"p99 {percentile(light_ms, 0.99):.0f} ms, CPU ms/run {per_run_ms(light_cpu, light_runs)}", flush=True)
 
     def flood() -> list[str]:
-        run_ids = [stack.publisher.submit_run(stack.definition.plan, {"tag": f"burst{i}"}) for i in range(burst)]
-        stack.publisher.flush()
-        return run_ids
+        return stack.submit_many([f"burst{i}" for i in range(burst)])  # one delivery for the whole burst
 
     saturated, saturated_cpu = measured(stack, flood)
     span_s = (max(d for _, d in saturated) - min(s for s, _ in saturated)) / 1000

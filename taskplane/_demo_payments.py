@@ -14,11 +14,10 @@ from typing import Any
 
 import psycopg
 
-from examples._db import database_url
-from taskplane.workers.loader import load_user_module
+from taskplane._examples.db import database_url
+from taskplane._examples.payment_processor import tools as _example
 from taskplane.workers.sdk import AgentContext, agent, tool
 
-_example = load_user_module(None, "payment-processor")
 HOLDS = "CREATE TABLE IF NOT EXISTS demo_account_holds (customer text PRIMARY KEY, reason text NOT NULL)"
 
 

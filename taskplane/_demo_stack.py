@@ -32,8 +32,6 @@ from taskplane.streams.serde import Meta, Serde
 from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 T = TypeVar("T")
 
 
@@ -71,7 +69,10 @@ def compile_manifest(text: str) -> SystemDefinition:
 
 
 def example_manifest(name: str) -> Path:
-    return EXAMPLES / name / "system.yaml"
+    """The manifest of a system shipped in taskplane._examples (the demo's)."""
+    from taskplane._examples import manifest_path
+
+    return manifest_path(name)
 
 
 # ---------------------------------------------------------------- processors
@@ -178,7 +179,7 @@ class WorkerProcess:
         if self._log_dir is not None:
             self._log_file = open(self._log_dir / f"{self.name}.log", "ab")  # noqa: SIM115
             output = self._log_file
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self._env, stdout=output, stderr=subprocess.STDOUT,
+        self.process = subprocess.Popen(command, env=self._env, stdout=output, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         return self
 

@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from taskplane import cli_systems, cli_ui, cli_worker
+from taskplane.cli_apply import apply
 from taskplane.cli_demo import demo
 from taskplane.cli_dev import dev_app
 from taskplane.cli_dlq import dlq_app
-from taskplane.cli_processors import apply, processor_app, submit, topics_app
+from taskplane.cli_processors import processor_app, topics_app
 from taskplane.cli_replay import rebuild_app, replay
 from taskplane.cli_runs import runs_app
+from taskplane.cli_submit import result, submit, watch
 from taskplane.contract.errors import TaskplaneError
 
 app = typer.Typer(
@@ -44,6 +46,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(processor_app, name="processor")
 app.command("apply")(apply)
 app.command("submit")(submit)
+app.command("result")(result)
+runs_app.command("watch")(watch)
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
 app.command("replay")(replay)

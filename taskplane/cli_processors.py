@@ -1,11 +1,10 @@
-"""``taskplane topics create``, ``taskplane processor run``, ``taskplane apply`` and
-``taskplane submit``: the commands that set up and feed the log."""
+"""``taskplane topics create`` and ``taskplane processor run``, and the Kafka endpoints
+every CLI command uses (``kafka_endpoints``). ``apply`` is in cli_apply.py, ``submit``
+in cli_submit.py."""
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -76,53 +75,3 @@ def processor_run(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
-
-def apply(
-    file: Annotated[Path, typer.Option("--file", "-f", help="AgentSystem manifest (YAML).")],
-) -> None:
-    """Validate a manifest and publish it to the compacted `systems` topic."""
-    from taskplane.cli_systems import render_plan_summary
-    from taskplane.contract.plan import SystemDefinition
-    from taskplane.exceptions import UserInputError
-    from taskplane.manifest import load_manifest, manifest_version
-    from taskplane.streams.publisher import Publisher
-
-    try:
-        manifest = load_manifest(file)
-    except UserInputError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(2) from None
-    version = manifest_version(manifest)
-    plan = manifest.to_plan(version)
-    kafka, topics = kafka_endpoints()
-    ensure_topics(AdminClient(kafka), topics, catalog())
-    with Publisher(kafka, topics) as publisher:  # canonical JSON: the connection string is masked
-        publisher.define_system(SystemDefinition(plan.name, version, plan, manifest.canonical_json()))
-    typer.echo(render_plan_summary(manifest))
-    typer.echo(f"applied {plan.name} version {version} to {topics.systems}")
-
-
-def submit(
-    system: Annotated[str, typer.Option(help="Name of an applied AgentSystem.")],
-    run_input: Annotated[str, typer.Option("--input", help="Run input as JSON.")] = "{}",
-    idempotency_key: Annotated[str | None, typer.Option(help="Same key, same run.")] = None,
-) -> None:
-    """Submit one run of an applied system; prints the run id."""
-    from taskplane.streams.publisher import Publisher
-    from taskplane.streams.table import GlobalTable
-
-    try:
-        json.loads(run_input)
-    except ValueError as error:
-        typer.echo(f"error: --input: not JSON: {error}", err=True)
-        raise typer.Exit(2) from None
-    kafka, topics = kafka_endpoints()
-    with GlobalTable(kafka, topics.systems) as systems:
-        systems.wait_until_caught_up()
-        definition = systems.get(system)
-    if definition is None:
-        typer.echo(f"error: --system: no system named {system!r} was applied (taskplane apply -f FILE)", err=True)
-        raise typer.Exit(2)
-    with Publisher(kafka, topics) as publisher:
-        run_id = publisher.submit_run(definition.plan, run_input, idempotency_key)
-    typer.echo(run_id)

@@ -19,7 +19,8 @@ from rich.tree import Tree
 
 from taskplane.readmodel import RUN_STATUSES, ReadModel, ReadModelError
 
-runs_app = typer.Typer(help="Runs and their task DAGs (from the read model).", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs and their task DAGs (list, show: the read model; watch: the log).",
+                       no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 

@@ -31,7 +31,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from taskplane._demo_payments import lift_hold, place_hold
 from taskplane._demo_report import DemoReport, collect_report
 from taskplane._demo_stack import (
-    EXAMPLES,
     EventLog,
     ProcessorThreads,
     WorkerProcess,
@@ -40,6 +39,8 @@ from taskplane._demo_stack import (
     manifest_with,
     worker_env,
 )
+from taskplane._examples import DOCUMENTS as DOCUMENTS_DIR
+from taskplane._examples import tools_module
 from taskplane.contract import messages as m
 from taskplane.contract.plan import SystemDefinition
 from taskplane.devstack.stack import Endpoints, ensure_stack
@@ -51,8 +52,8 @@ from taskplane.streams.topics import Topics, catalog, ensure_topics
 DEMO_EXECUTION = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "250ms", "backoffMultiplier": 2.0,
                   "maxBackoffCap": "2s", "jitterFraction": 0.1}
 RISK_CHECK = {"risk.check": {"timeout": "5s"}}
-DOCUMENTS = str(EXAMPLES / "document-pipeline" / "docs")
-SERVES = {"document-pipeline": str(EXAMPLES / "document-pipeline" / "tools.py"),
+DOCUMENTS = str(DOCUMENTS_DIR)
+SERVES = {"document-pipeline": tools_module("document-pipeline"),
           "payment-processor": "taskplane._demo_payments"}
 PAUSE_AFTER_CHARGE_S = 4.0
 
@@ -208,7 +209,7 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
                 f"{policy.initial_backoff_ms} ms x{policy.backoff_multiplier:g})")
         publisher.flush()
 
-        from examples.fakepay.server import serve
+        from taskplane._examples.fakepay import serve
 
         _create_tables(database)
         fakepay = serve(0, database)

@@ -1,5 +1,6 @@
 """Finding the user's code: ``--module`` is a dotted module or a ``.py`` path; without
-it, ``examples/<system>/tools.py`` (the examples' layout) is tried."""
+it, ``examples/<system>/tools.py`` of a checkout (the examples' layout) is tried, then
+the example systems shipped in the wheel (``taskplane._examples.<system>.tools``)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,24 @@ from types import ModuleType
 
 from taskplane.workers.exceptions import RegistryError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # a checkout's; absent in an install
+SHIPPED_EXAMPLES = "taskplane._examples"
 
 
 def load_user_module(module: str | None, system: str) -> ModuleType:
     if module is None:
         candidate = EXAMPLES / system / "tools.py"
-        if not candidate.is_file():
-            raise RegistryError(f"no --module given and {candidate} does not exist")
-        return _load_path(candidate)
+        if candidate.is_file():
+            return _load_path(candidate)
+        package = f"{SHIPPED_EXAMPLES}.{system.replace('-', '_')}"
+        try:
+            shipped = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):  # not a module name at all
+            shipped = False
+        if shipped:
+            return importlib.import_module(f"{package}.tools")
+        raise RegistryError(f"no --module given, {candidate} does not exist and taskplane ships no "
+                            f"example system {system!r}")
     if module.endswith(".py") or "/" in module:
         return _load_path(Path(module))
     try:

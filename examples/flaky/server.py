@@ -16,7 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from examples._http import JsonHandler
+from taskplane._examples.jsonhttp import JsonHandler
 
 
 class FlakyState:

@@ -12,8 +12,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from taskplane import AgentContext, agent, tool
 from taskplane.workers.exceptions import ToolError
-from taskplane.workers.sdk import AgentContext, agent, tool
 
 
 @tool("web.search", network=True, env=("TASKPLANE_FLAKY_URL",))

@@ -94,7 +94,7 @@ def pipeline(kafka_config: dict[str, Any], fresh_database: str, unique_prefix: s
 def fakepay(fresh_database: str, pipeline: Pipeline) -> Iterator[str]:
     """A fakepay server on a free port (charges in the test's database); its URL is
     passed to the pipeline's worker processes."""
-    from examples.fakepay.server import serve
+    from taskplane._examples.fakepay import serve
 
     server = serve(0, fresh_database)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -10,7 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from taskplane._demo_stack import EXAMPLES, example_manifest, manifest_with
+from taskplane._demo_stack import example_manifest, manifest_with
+from taskplane._examples import DOCUMENTS as DOCUMENTS_DIR
+from taskplane._examples import tools_module
 from taskplane.contract import messages as m
 from tests.e2e.e2e_pipeline import E2E_TOOLS, Pipeline
 
@@ -18,7 +20,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 FAST = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "200ms", "backoffMultiplier": 2.0,
         "maxBackoffCap": "2s", "jitterFraction": 0.1}
 SESSION_TIMEOUT_S = 3.0  # LocalKafka group.consumer.session.timeout.ms: a dead worker's `work` partitions move after this
-DOCUMENTS = str(EXAMPLES / "document-pipeline" / "docs")
+DOCUMENTS = str(DOCUMENTS_DIR)
 SLEEPER = """
 apiVersion: taskplane.dev/v1
 kind: AgentSystem
@@ -42,7 +44,7 @@ def _first(events: list[Any], kind: type, task: str) -> int:
 
 def test_the_document_pipeline_runs_in_dependency_order_and_stores_its_results(pipeline: Pipeline) -> None:
     plan = pipeline.define(manifest_with(example_manifest("document-pipeline"), FAST))
-    pipeline.worker("w1", {"document-pipeline": str(EXAMPLES / "document-pipeline" / "tools.py")})
+    pipeline.worker("w1", {"document-pipeline": tools_module("document-pipeline")})
     runs = [pipeline.publisher.submit_run(plan, {"folder": DOCUMENTS}) for _ in range(3)]
     pipeline.publisher.flush()
     pipeline.wait(lambda log: len({e.run_id for e in log.events(m.RunSucceeded)} & set(runs)) == 3, 45)

@@ -4,7 +4,6 @@ and referenced. Retirement never changes what was decided for a run."""
 from __future__ import annotations
 
 import pytest
-from _decider_helpers import RUN, Driver, document_pipeline, types
 
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import (
@@ -20,6 +19,7 @@ from taskplane.processors.orchestrator.decider import OrchestratorDecider, Unkno
 from taskplane.processors.orchestrator.retention import DAY_MS, HOUR_MS, Retention
 from taskplane.streams.runtime import state_meta
 from taskplane.streams.serde import Serde
+from tests.processors._decider_helpers import RUN, Driver, document_pipeline, types
 
 
 def finished(retention: Retention | None = None, plan: SystemPlan | None = None) -> Driver:

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from examples.fakepay.server import serve as serve_fakepay
 from examples.flaky.server import serve as serve_flaky
+from taskplane._examples.fakepay import serve as serve_fakepay
 from taskplane.contract.plan import Isolation
 from taskplane.workers.exceptions import ToolError
 from taskplane.workers.isolation import Limits, run_tool

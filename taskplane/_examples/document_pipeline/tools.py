@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from examples._db import database_url, ensure_table
+from taskplane import AgentContext, agent, tool
+from taskplane._examples.db import database_url, ensure_table
 from taskplane.workers.exceptions import NonRetryableError
-from taskplane.workers.sdk import AgentContext, agent, tool
 
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -179,4 +179,5 @@ def publisher(ctx: AgentContext) -> dict[str, Any]:
         {"name": name, "summary": summary, "valid": reports[name]["valid"]}
         for name, summary in ctx.inputs["summarizer"]["summaries"].items()
     ]
-    return ctx.call_tool("database.store", run_id=ctx.run_id, results={"documents": documents})
+    stored: dict[str, Any] = ctx.call_tool("database.store", run_id=ctx.run_id, results={"documents": documents})
+    return stored

@@ -13,8 +13,8 @@ import os
 import urllib.request
 from typing import Any
 
-from examples._db import database_url, ensure_table
-from taskplane.workers.sdk import AgentContext, agent, tool
+from taskplane import AgentContext, agent, tool
+from taskplane._examples.db import database_url, ensure_table
 
 
 def fakepay_url() -> str:

@@ -1,0 +1,125 @@
+"""A client's Kafka parts, made on first use: the run follower, the publisher, the
+``systems`` table, and the checks a submit passes before anything is written."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
+
+from taskplane._run_follower import RunFollower
+from taskplane.contract.messages import SubmitRun
+from taskplane.exceptions import ClientError, InputTooLarge, UnknownSystem, UserInputError
+from taskplane.streams.publisher import Publisher, PublishError, run_id_for
+from taskplane.streams.serde import Serde, new_meta
+from taskplane.streams.table import GlobalTable
+from taskplane.streams.topics import Topics
+
+# librdkafka's default message.max.bytes, and what a record adds around key and value
+# (batch header, record header, varints): a record within this margin of the limit is
+# refused before it is sent.
+PRODUCER_MAX_BYTES = 1_000_000
+RECORD_OVERHEAD = 128
+
+
+class ClientParts:
+    def __init__(self, kafka_config: dict[str, Any], topics: Topics) -> None:
+        self._kafka, self._topics = kafka_config, topics
+        self.serde = Serde()
+        self.follower = RunFollower(kafka_config, topics.events, self.serde)
+        self._publisher: Publisher | None = None
+        self._systems: GlobalTable | None = None
+        self._limit: tuple[int, str] | None = None
+        self._lock = threading.Lock()
+
+    def submissions(self, system: str, inputs: Sequence[Any],
+                    idempotency_keys: Sequence[str | None]) -> list[SubmitRun]:
+        """The SubmitRun commands for ``inputs``, each checked: the system was applied,
+        the input is JSON and fits in a record the broker takes."""
+        if len(idempotency_keys) != len(inputs):
+            raise ValueError("one idempotency key (or None) per input")
+        definition = self._definition(system)
+        commands = []
+        for value, key in zip(inputs, idempotency_keys, strict=True):
+            command = SubmitRun(run_id_for(system, key), definition.plan, encode_input(value), key)
+            self._check_size(command)
+            commands.append(command)
+        return commands
+
+    def publish(self, commands: Sequence[Any]) -> None:
+        publisher = self._publisher_once()
+        try:
+            for command in commands:
+                publisher.publish(command)
+            publisher.flush()
+        except PublishError as error:
+            raise ClientError(str(error)) from error
+
+    def close(self) -> None:
+        self.follower.close()
+        if self._systems is not None:
+            self._systems.close()
+        if self._publisher is not None:
+            self._publisher.flush()
+
+    def _definition(self, system: str) -> Any:
+        with self._lock:
+            if self._systems is None:
+                try:
+                    self._systems = GlobalTable(self._kafka, self._topics.systems, self.serde)
+                except Exception as error:
+                    raise ClientError(str(error)) from error
+            systems = self._systems
+        try:
+            systems.wait_until_caught_up()
+        except Exception as error:
+            raise ClientError(str(error)) from error
+        definition = systems.get(system)
+        if definition is None:
+            raise UnknownSystem(system, systems.snapshot())
+        return definition
+
+    def _check_size(self, command: SubmitRun) -> None:
+        payload = self.serde.encode(command, new_meta(command.run_id, "SubmitRun", int(time.time() * 1000)))
+        size = len(payload) + len(command.run_id) + RECORD_OVERHEAD
+        limit, where = self._size_limit()
+        if size > limit:
+            raise InputTooLarge(size, limit, where)
+
+    def _size_limit(self) -> tuple[int, str]:
+        """The smallest record limit on the way: the producer's, and ``max.message.bytes``
+        of ``commands`` and ``events`` (the orchestrator copies the input there)."""
+        if self._limit is not None:
+            return self._limit
+        producer = int(self._kafka.get("message.max.bytes", PRODUCER_MAX_BYTES))
+        limits = [(producer, f"producer message.max.bytes {producer}")]
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in (self._topics.commands, self._topics.events)]
+        admin = AdminClient(self._kafka)  # alive until every answer is in
+        try:
+            for resource, future in admin.describe_configs(resources, request_timeout=15).items():
+                entry = future.result(15).get("max.message.bytes")
+                if entry is not None and entry.value is not None:
+                    value = int(entry.value)
+                    limits.append((value, f"max.message.bytes {value} of topic {resource.name}"))
+        except KafkaException as error:
+            raise ClientError(f"cannot read the topic limits: {error}") from error
+        self._limit = min(limits)
+        return self._limit
+
+    def _publisher_once(self) -> Publisher:
+        with self._lock:
+            if self._publisher is None:
+                self._publisher = Publisher(self._kafka, self._topics, self.serde)
+            return self._publisher
+
+
+def encode_input(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise UserInputError(f"the run input is not JSON-serializable: {error}", field="input") from None

@@ -1,0 +1,145 @@
+"""What a client knows of one run: a fold of the run's events (from ``events``, in
+log order), pure and independent of Kafka so it is tested without a broker.
+
+``RunView.apply(offset, event)`` ignores an offset it has already applied: the
+history scan of a run and the shared follower may both deliver the same record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from taskplane.contract import messages as m
+
+RunStatus = Literal["pending", "running", "dead_lettered", "succeeded", "failed", "cancelled", "rejected"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A task that used up its retries; it blocks its downstream until replayed."""
+
+    task: str
+    error: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A snapshot of one run. ``status`` is ``pending`` until the orchestrator took the
+    submit; ``dead_lettered`` while a dead letter waits for a replay."""
+
+    run_id: str
+    system: str | None
+    status: RunStatus
+    tasks: dict[str, str]  # task -> ready | leased | succeeded | failed | backoff | dead_lettered | blocked
+    dead_letters: tuple[DeadLetter, ...] = ()
+    reason: str | None = None
+    submitted_ms: int | None = None
+    finished_ms: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(slots=True)
+class RunView:
+    run_id: str
+    system: str | None = None
+    final_tasks: tuple[str, ...] = ()
+    submitted_ms: int | None = None
+    finished_ms: int | None = None
+    terminal: RunStatus | None = None
+    reason: str | None = None
+    tasks: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    dead_letters: dict[str, DeadLetter] = field(default_factory=dict)
+    next_offset: int = 0
+    applied: int = 0  # events folded so far (the ``events()`` cursor counts on it)
+
+    def apply(self, offset: int, event: Any) -> bool:
+        """Fold one event of this run; False when ``offset`` was already applied."""
+        if offset < self.next_offset:
+            return False
+        self.next_offset = offset + 1
+        self._fold(event)
+        self.applied += 1
+        return True
+
+    def _fold(self, event: Any) -> None:
+        match event:
+            case m.RunSubmitted(plan=plan, submitted_ms=submitted_ms):
+                self.system, self.submitted_ms = plan.name, submitted_ms
+                self.final_tasks = tuple(a.name for a in plan.agents if not plan.downstream(a.name))
+                self.tasks = {a.name: "waiting" for a in plan.agents}
+            case m.TaskReady(task=task) | m.LeaseReleased(task=task) | m.LeaseExpired(task=task):
+                self.tasks[task] = "ready"
+            case m.LeaseGranted(task=task) | m.LeaseRenewed(task=task):
+                self.tasks[task] = "leased"
+            case m.TaskSucceeded(task=task, output=output):
+                self.tasks[task] = "succeeded"
+                self.outputs[task] = output
+            case m.AttemptFailed(task=task):
+                self.tasks[task] = "failed"
+            case m.RetryScheduled(task=task):
+                self.tasks[task] = "backoff"
+            case m.TaskDeadLettered(task=task, error=error, attempts=attempts):
+                self.tasks[task] = "dead_lettered"
+                self.dead_letters[task] = DeadLetter(task, error, attempts)
+            case m.TaskBlocked(task=task):
+                self.tasks[task] = "blocked"
+            case m.TaskReplayed(task=task):
+                self.dead_letters.pop(task, None)
+                self.tasks[task] = "ready"
+                for name, status in self.tasks.items():
+                    if status == "blocked":
+                        self.tasks[name] = "waiting"
+            case m.RunSucceeded(finished_ms=finished_ms):
+                self.terminal, self.finished_ms = "succeeded", finished_ms
+            case m.RunFailed(reason=reason, finished_ms=finished_ms):
+                self.terminal, self.reason, self.finished_ms = "failed", reason, finished_ms
+            case m.RunCancelled(reason=reason, finished_ms=finished_ms):
+                self.terminal, self.reason, self.finished_ms = "cancelled", reason, finished_ms
+            case m.CommandRejected(command="SubmitRun", reason=reason):
+                if self.system is None:  # a duplicate submit of a known run changes nothing
+                    self.terminal, self.reason = "rejected", reason
+            case _:
+                pass  # tool calls and other rejections do not change what a client sees
+
+    @property
+    def known(self) -> bool:
+        """The orchestrator answered the submit (accepted or rejected)."""
+        return self.system is not None or self.terminal == "rejected"
+
+    @property
+    def status(self) -> RunStatus:
+        if self.terminal is not None:
+            return self.terminal
+        if self.system is None:
+            return "pending"
+        return "dead_lettered" if self.dead_letters else "running"
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more happens without an operator: finished, or waiting on a replay."""
+        return self.status in TERMINAL or self.status == "dead_lettered"
+
+    def result(self) -> dict[str, Any]:
+        """The outputs of the run's final tasks (tasks nothing depends on), decoded."""
+        return {task: _decode(self.outputs.get(task)) for task in self.final_tasks}
+
+    def info(self) -> RunInfo:
+        return RunInfo(self.run_id, self.system, self.status, dict(self.tasks),
+                       tuple(self.dead_letters.values()), self.reason, self.submitted_ms, self.finished_ms)
+
+
+def _decode(text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:  # an agent may return plain text
+        return text
