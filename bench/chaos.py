@@ -167,7 +167,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
     workdir = Path(tempfile.mkdtemp(prefix="taskplane-bench-chaos-"))
     definition = compile_manifest(MANIFEST)
     with ChaosStack(workdir, {definition.name: TOOLS}, workers=3, concurrency=4) as stack:
-        from examples.fakepay.server import serve
+        from taskplane._examples.fakepay import serve
 
         fakepay = serve(0, stack.database_url)
         threading.Thread(target=fakepay.serve_forever, daemon=True).start()

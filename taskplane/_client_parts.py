@@ -14,6 +14,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 
 from taskplane._run_follower import RunFollower
 from taskplane.contract.messages import SubmitRun
+from taskplane.contract.plan import SystemDefinition, SystemPlan
+from taskplane.contract.plans import pinned_key
 from taskplane.exceptions import ClientError, InputTooLarge, UnknownSystem, UserInputError
 from taskplane.streams.publisher import Publisher, PublishError, run_id_for
 from taskplane.streams.serde import Serde, new_meta
@@ -67,7 +69,15 @@ class ClientParts:
         if self._publisher is not None:
             self._publisher.flush()
 
-    def _definition(self, system: str) -> Any:
+    def plan(self, reference: SystemPlan, timeout_s: float = 10.0) -> SystemPlan | None:
+        """The body of a plan a ``RunSubmitted`` names: the orchestrator pins every
+        version it accepts on ``systems`` (key ``name@version``) in the same transaction."""
+        self._definition(None)
+        assert self._systems is not None
+        definition = self._systems.wait_for(pinned_key(reference.name, reference.version), timeout_s)
+        return definition.plan if isinstance(definition, SystemDefinition) else None
+
+    def _definition(self, system: str | None) -> Any:
         with self._lock:
             if self._systems is None:
                 try:
@@ -79,9 +89,12 @@ class ClientParts:
             systems.wait_until_caught_up()
         except Exception as error:
             raise ClientError(str(error)) from error
+        if system is None:
+            return None
         definition = systems.get(system)
         if definition is None:
-            raise UnknownSystem(system, systems.snapshot())
+            # name@version keys pin the versions runs reference; the names are what a user applied
+            raise UnknownSystem(system, [key for key in systems.snapshot() if "@" not in key])
         return definition
 
     def _check_size(self, command: SubmitRun) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from taskplane.contract import messages as m
+from taskplane.contract.plan import SystemPlan
 
 RunStatus = Literal["pending", "running", "dead_lettered", "succeeded", "failed", "cancelled", "rejected"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
@@ -59,6 +60,14 @@ class RunView:
     dead_letters: dict[str, DeadLetter] = field(default_factory=dict)
     next_offset: int = 0
     applied: int = 0  # events folded so far (the ``events()`` cursor counts on it)
+    plan_reference: SystemPlan | None = None  # RunSubmitted named its plan without the body
+
+    def use_plan(self, plan: SystemPlan) -> None:
+        """The body of a referenced plan: the run's tasks and which of them are final."""
+        self.plan_reference = None
+        self.final_tasks = tuple(a.name for a in plan.agents if not plan.downstream(a.name))
+        for agent in plan.agents:
+            self.tasks.setdefault(agent.name, "waiting")
 
     def apply(self, offset: int, event: Any) -> bool:
         """Fold one event of this run; False when ``offset`` was already applied."""
@@ -73,8 +82,10 @@ class RunView:
         match event:
             case m.RunSubmitted(plan=plan, submitted_ms=submitted_ms):
                 self.system, self.submitted_ms = plan.name, submitted_ms
-                self.final_tasks = tuple(a.name for a in plan.agents if not plan.downstream(a.name))
-                self.tasks = {a.name: "waiting" for a in plan.agents}
+                if plan.agents:
+                    self.use_plan(plan)
+                else:  # referenced (since plans are held once): the client resolves it
+                    self.plan_reference = plan
             case m.TaskReady(task=task) | m.LeaseReleased(task=task) | m.LeaseExpired(task=task):
                 self.tasks[task] = "ready"
             case m.LeaseGranted(task=task) | m.LeaseRenewed(task=task):

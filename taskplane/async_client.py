@@ -106,6 +106,7 @@ class AsyncRunHandle:
         """As ``RunHandle.result``: outputs of the final tasks, or ``RunFailed`` /
         ``RunTimeout``."""
         await self._client._wait(self._handle._watch, lambda view: view.settled, timeout)
+        await asyncio.to_thread(self._handle._resolve_plan)  # a referenced plan: once, off the loop
         return outcome(self._handle._watch)
 
     async def cancel(self, reason: str = "cancelled by a client") -> None:

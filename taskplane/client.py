@@ -165,6 +165,7 @@ class RunHandle:
         return f"RunHandle({self.run_id!r}, {self.status().status})"
 
     def status(self) -> RunInfo:
+        self._resolve_plan()
         with self._watch.changed:
             return self._watch.view.info()
 
@@ -173,10 +174,23 @@ class RunHandle:
         cancelled, rejected, or a task dead-lettered) and ``RunTimeout`` (a
         ``TimeoutError``) when ``timeout`` seconds pass first."""
         self._client._wait(self._watch, lambda view: view.settled, timeout)
+        self._resolve_plan()
         return outcome(self._watch)
 
     def cancel(self, reason: str = "cancelled by a client") -> None:
         self._client.cancel(self.run_id, reason)
+
+    def _resolve_plan(self) -> None:
+        """A run's events name its plan (name and version) without the body: the tasks
+        and which are final come from the pinned version on ``systems``, looked up once."""
+        with self._watch.changed:
+            reference = self._watch.view.plan_reference
+        if reference is None:
+            return
+        plan = self._client._ready().plan(reference)
+        if plan is not None:
+            with self._watch.changed:
+                self._watch.view.use_plan(plan)
 
     def replay(self, task: str) -> None:
         self._client.replay(self.run_id, task)

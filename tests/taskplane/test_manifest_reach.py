@@ -37,6 +37,7 @@ REACHES: dict[type[BaseModel], dict[str, str]] = {
         "dead_letter_transition": "ExecutionPolicy.dead_letter_transition",
         "idempotency_tracking": "ExecutionPolicy.idempotency_tracking",
         "state_persistence": "refused unless true",
+        "finished_run_retention": "ExecutionPolicy.finished_run_retention_ms",
     },
     BreakersSpec: {"failure_threshold": "ToolPlan.failure_threshold default",
                    "cooldown": "ToolPlan.cooldown_ms default"},
