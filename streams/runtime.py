@@ -46,6 +46,7 @@ from taskplane.streams.transactions import (
     ProducerFenced as ProducerFenced,  # re-exported: run_until_signalled callers catch it here
 )
 from taskplane.streams.transactions import (
+    Recovery,
     StopRequested,
     TransactionalProducer,
     TransactionWedged,
@@ -113,12 +114,39 @@ class _Deadlines:
         return keys
 
 
+_ABSENT: Any = object()  # a key the undo log saw without state
+
+
 @dataclass(slots=True)
 class _Partition(Generic[S]):
     states: dict[str, S | None] = field(default_factory=dict)
     timers: _Deadlines = field(default_factory=_Deadlines)  # live keys' timers
     retiring: _Deadlines = field(default_factory=_Deadlines)  # finished keys' retirement
     dirty: set[str] = field(default_factory=set)  # keys whose state the open batch changed
+    # What the open batch replaced, per key: (state, timer, retirement) as last committed.
+    # A failed batch puts them back instead of re-reading the changelog (docs/failover.md).
+    undo: dict[str, tuple[Any, int | None, int | None]] = field(default_factory=dict)
+    first_offset: int | None = None  # the open batch's first input record here
+
+    def remember(self, key: str) -> None:
+        if key not in self.undo:
+            self.undo[key] = (self.states.get(key, _ABSENT), self.timers.at.get(key), self.retiring.at.get(key))
+
+    def roll_back(self) -> None:
+        """Every key the open batch changed, as it was before it."""
+        for key, (state, timer, retire_at) in self.undo.items():
+            if state is _ABSENT:
+                self.states.pop(key, None)
+            else:
+                self.states[key] = state
+            self.timers.set(key, timer)
+            self.retiring.set(key, retire_at)
+        self.undo.clear()
+        self.dirty.clear()
+
+    def committed(self) -> None:
+        self.undo.clear()
+        self.first_offset = None
 
     def earliest(self) -> int | None:
         times = [t for t in (self.timers.earliest(), self.retiring.earliest()) if t is not None]
@@ -166,6 +194,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._producer: Producer | None = None  # the transactional handle's current producer
         self._transactions: TransactionalProducer | None = None
         self._ready = threading.Event()
+        self._producer_stale = False  # the broker went away since this producer was made
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
         self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
@@ -199,7 +228,8 @@ class ProcessorRuntime(Generic[S, C, E]):
             for companion in self._companions:  # e.g. the plan table restored states reference
                 companion.start()
             self._transactions = TransactionalProducer(self._spec.name, self._producer_config,
-                                                       self._settings.call_timeout_ms / 1000, self._stop)
+                                                       self._settings.call_timeout_ms / 1000, self._stop,
+                                                       init_patience_s=self._settings.transaction_timeout_ms / 1000)
             self._producer = self._transactions.producer
             self._consumer = Consumer(self._consumer_config())
             self._consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -245,17 +275,24 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._probe()
             return
         started = time.perf_counter()
+        if self._producer_stale:
+            self._producer_stale = False
+            self._transactions.renew()
+            self._producer = self._transactions.producer
         self._next_id = self._new_ids()
+        offsets: dict[int, int] = {}  # per partition, the offset after the batch's last record
         try:
             self._transactions.begin()
-            offsets = self._process(records)
+            offsets = self._process(records, offsets)
             self._produce_ticks(ticks)
             self._flush_changelog()
             positions = [TopicPartition(self._input, p, o) for p, o in offsets.items()]
             self._transactions.commit(positions, self._consumer.consumer_group_metadata())
         except (KafkaException, TransactionWedged) as error:
-            self._after_failed_transaction(error)
+            self._after_failed_transaction(error, offsets)
             return
+        for owned in self._partitions.values():
+            owned.committed()
         self._set_ready(True)
         self._observer.batch(self._spec.name, len(records), time.perf_counter() - started)
 
@@ -278,8 +315,7 @@ class ProcessorRuntime(Generic[S, C, E]):
                 records += consumer.consume(limit - len(records), remaining)
         return records
 
-    def _process(self, records: list[Message]) -> dict[int, int]:
-        offsets: dict[int, int] = {}
+    def _process(self, records: list[Message], offsets: dict[int, int]) -> dict[int, int]:
         decode = self._serde.decode
         tick_type = self._tick_type
         partitions = self._partitions
@@ -293,6 +329,8 @@ class ProcessorRuntime(Generic[S, C, E]):
             owned = partitions.get(partition)
             if owned is None:  # cannot happen mid-batch: revocation runs between batches
                 raise StreamsError(f"partition {partition} of {self._input} is not assigned")
+            if owned.first_offset is None:
+                owned.first_offset = record.offset()
             try:
                 meta, command = decode(record.value())
             except SerdeError as error:
@@ -339,6 +377,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             except Exception as error:
                 raise SerdeError(f"cannot encode {name}: {error!r}") from error
             produce(self._output_topic(output.topic), value, output.key, timestamp=at_ms)
+        owned.remember(key)
         if state is None:  # forgotten: a tombstone on the changelog, nothing kept here
             owned.states.pop(key, None)
             owned.timers.set(key, None)
@@ -430,24 +469,50 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._observer.poison(self._spec.name, record.topic(), str(error))
         log.warning("%s: poison record at %s[%d]@%d: %s", self._spec.name, record.topic(), record.partition(), record.offset(), error)
 
-    def _after_failed_transaction(self, error: KafkaException | TransactionWedged) -> None:
+    def _after_failed_transaction(self, error: KafkaException | TransactionWedged, ends: dict[int, int]) -> None:
         """Kafka's rule (abort, or a new producer, or stop when fenced: streams/transactions.py),
-        then the state that ran ahead of the last commit is restored and the input
-        rewound; both wait for the broker, not-ready meanwhile."""
+        then the state that ran ahead of the last commit is put back and the input
+        rewound; that waits for the broker, not-ready meanwhile."""
         self._set_ready(False)
         assert self._transactions is not None
-        self._transactions.recover(error)
+        if self._transactions.recover(error) is Recovery.RECREATE:
+            self._producer_stale = False
         self._producer = self._transactions.producer
         owned = list(self._partitions)
-        self._until_done("restore", lambda: self._restore_and_rewind(owned))
+        self._until_done("rewind", lambda: self._roll_back_and_rewind(owned, ends))
         # The clock ran on while the broker was away: a Tick now would expire leases whose
         # renewals sit in the clients' queues, sent on time. Let them land first.
         self._ticks_held_until = time.monotonic() + self._settings.tick_grace_after_failure_ms / 1000
         self._observer.aborted(self._spec.name)
 
-    def _restore_and_rewind(self, partitions: list[int]) -> None:
-        self._restore(partitions)
-        self._rewind(partitions)
+    def _roll_back_and_rewind(self, partitions: list[int], ends: dict[int, int]) -> None:
+        """The input offsets committed with the changelog tell the failed batch's fate per
+        partition: still before its first record, it did not commit (its changes are
+        undone in memory); at its end, it did (a commit whose reply was lost: kept).
+        Anything else (another instance committed meanwhile) restores from the changelog."""
+        consumer = self._consumer
+        assert consumer is not None
+        timeout_s = self._settings.call_timeout_ms / 1000
+        committed = consumer.committed([TopicPartition(self._input, p) for p in partitions], timeout_s)
+        unknown = []
+        for tp in committed:
+            owned = self._partitions.get(tp.partition)
+            if owned is None:
+                continue
+            first = owned.first_offset
+            if first is None or tp.offset <= first:
+                owned.roll_back()
+            elif tp.offset == ends.get(tp.partition):
+                owned.committed()
+            else:
+                unknown.append(tp.partition)
+            owned.first_offset = None
+        if unknown:
+            log.warning("%s: partitions %s moved on without this instance; restoring them", self._spec.name, unknown)
+            self._restore(unknown)
+        for tp in committed:
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            consumer.seek(TopicPartition(self._input, tp.partition, offset))
 
     def _until_done(self, what: str, step: Callable[[], object]) -> None:
         """Run ``step`` until it succeeds (each of its Kafka calls has a deadline)."""
@@ -460,15 +525,6 @@ class ProcessorRuntime(Generic[S, C, E]):
                     raise StopRequested("stopped while waiting for the broker") from error
                 log.warning("%s: %s failed (%s); retrying", self._spec.name, what, error)
                 self._stop.wait(0.5)
-
-    def _rewind(self, partitions: list[int]) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        timeout_s = self._settings.call_timeout_ms / 1000
-        committed = consumer.committed([TopicPartition(self._input, p) for p in partitions], timeout_s)
-        for tp in committed:
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            consumer.seek(TopicPartition(self._input, tp.partition, offset))
 
     # ------------------------------------------------------------ readiness
 
@@ -483,12 +539,14 @@ class ProcessorRuntime(Generic[S, C, E]):
         if error.fatal():
             self._fatal = error  # e.g. a static member fenced by a newer instance with its id
         elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._producer_stale = True
             self._set_ready(False)
 
     def _on_producer_error(self, error: KafkaError) -> None:
         # A fatal producer error surfaces from the next transactional call, and an
         # abandoned producer's errors must not stop the runtime: only readiness here.
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._producer_stale = True
             self._set_ready(False)
 
     def _probe(self) -> None:

@@ -80,6 +80,7 @@ class Projector:
         self.batches = 0
         self._poison_producer: Producer | None = None
         self._ready = threading.Event()
+        self._last_probe = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -175,10 +176,9 @@ class Projector:
             elif error.code() != KafkaError._PARTITION_EOF:  # the broker is away: librdkafka reconnects
                 log.warning("projector: %s", error)
                 self._ready.clear()
+        self._probe(consumer)
         if not good:
-            self._probe(consumer)
             return
-        self._ready.set()
         result = store.apply(good, self._poison)
         if result.moved is not None:
             log.warning("projector: stored offsets moved under us %s; seeking", result.moved)
@@ -196,9 +196,12 @@ class Projector:
 
 
     def _probe(self, consumer: Consumer) -> None:
-        if self._ready.is_set():
+        """Not ready: one metadata round trip a second tells when the broker is back.
+        Records alone do not: they may come from what was fetched before the outage."""
+        if self._ready.is_set() or time.monotonic() - self._last_probe < 1.0:
             return
-        try:  # the timeout doubles as the pause between probes while the broker is away
+        self._last_probe = time.monotonic()
+        try:
             consumer.list_topics(self._sources[0], timeout=1.0)
         except KafkaException:
             return

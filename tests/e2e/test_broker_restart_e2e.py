@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,13 @@ def own_broker(stack_settings: StackSettings) -> Iterator[LocalKafka]:
     finally:
         kafka.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def thread_stacks() -> str:
+    """Where each of this process's threads is now (a wedge's diagnosis)."""
+    frames = sys._current_frames()
+    return "\n".join(f"-- {t.name}\n{''.join(traceback.format_stack(frames[t.ident], limit=8))}"
+                     for t in threading.enumerate() if t.ident in frames and t is not threading.current_thread())
 
 
 class Load:
@@ -117,7 +126,8 @@ def test_every_component_resumes_after_the_broker_is_killed_and_restarted(
         processors.check()
         assert worker.alive(), "the worker process died"
         stuck = [name for name, t in took.items() if t is None]
-        assert not stuck, f"wedged: no progress within {WEDGED_AFTER_S:.0f}s of the broker's return: {took}"
+        assert not stuck, (f"wedged: no progress within {WEDGED_AFTER_S:.0f}s of the broker's return: {took}\n"
+                           f"broker log:\n{own_broker.log_tail(15)}\nthreads:\n{thread_stacks()}")
         assert wait_until(lambda: all(r.ready() for r in runtimes.values()), 30) is not None, \
             {name: r.ready() for name, r in runtimes.items()}
     finally:

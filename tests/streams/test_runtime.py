@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.counter.app import counter_serde, counter_spec, counter_topics
 from bench.counter.decider import Add, Added, AddRejected, Counter, CounterDecider
+from taskplane.streams import runtime as runtime_module
 from taskplane.streams.runtime import ProcessorRuntime, state_meta
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import new_meta
 from taskplane.streams.topics import Topics, ensure_topics
+from taskplane.streams.transactions import TransactionalProducer, TransactionWedged
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -332,3 +334,49 @@ def test_a_lingering_batch_collects_records_that_arrive_after_its_first(counter:
         thread.join(30)
     assert_exactly_once(events, commands)
     assert observer.sizes == [6, 6]
+
+
+class FailingCommits(TransactionalProducer):
+    """Every ``every``-th commit fails: before committing (an abortable error: the batch
+    did not commit) or after it (the reply lost: the batch did commit)."""
+
+    every = 5
+    lost_reply = False
+    failures = 0
+
+    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
+        type(self).calls = getattr(type(self), "calls", 0) + 1
+        if type(self).calls % self.every:
+            return super().commit(positions, group_metadata)
+        type(self).failures += 1
+        if self.lost_reply:
+            super().commit(positions, group_metadata)
+            raise TransactionWedged("commit_transaction did not return (injected)")
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected"))
+
+
+@pytest.mark.parametrize("lost_reply", [False, True], ids=["not-committed", "reply-lost"])
+def test_a_failed_commit_puts_back_exactly_what_did_not_commit(
+        counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch, lost_reply: bool) -> None:
+    """A failed batch's state changes are undone in memory when its offsets did not
+    commit, and kept when they did (the commit's reply was lost): either way every
+    command is applied once and the totals continue from what the log holds."""
+    kafka, topics = counter["kafka"], counter["topics"]
+    flaky = type("Flaky", (FailingCommits,), {"lost_reply": lost_reply, "calls": 0, "failures": 0})
+    monkeypatch.setattr(runtime_module, "TransactionalProducer", flaky)
+    settings = RuntimeSettings(instance_id="flaky", group_id=f"{topics.prefix}-flaky", max_batch_records=50,
+                               tick_grace_after_failure_ms=0)
+    runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    commands = adds(1_500)
+    try:
+        produce(kafka, topics.name("commands"), commands, per_second=1_000.0)
+        events = read_all(kafka, topics.name("events"), expect=len(commands), timeout_s=90)
+    finally:
+        runtime.stop()
+        thread.join(30)
+    assert flaky.failures >= 3, flaky.failures
+    assert_exactly_once(events, commands)
+    states = final_states(kafka, topics.name("changelog"))
+    assert {key: s.total for key, s in states.items()} == expected_totals(commands)

@@ -49,3 +49,27 @@ def test_a_call_past_its_deadline_is_abandoned_and_the_next_one_runs_on_a_fresh_
     assert calls.call("next", threading.current_thread, 5) is not blocked[0]
     release.set()
     calls.close()
+
+
+def test_a_late_call_is_waited_for_with_patience_and_keeps_its_result() -> None:
+    """init_transactions past its deadline is not abandoned at once: a second producer
+    would race the first one's InitProducerId. A late result still counts."""
+    calls = DeadlineCaller("test")
+    release = threading.Timer(0.3, lambda: None)
+    release.start()
+    assert calls.call("late", lambda: (release.join(), "done")[1], 0.05, patience_s=5) == "done"
+    assert calls.abandoned == 0
+    calls.close()
+
+
+def test_patience_ends_at_its_bound_or_when_stopped() -> None:
+    calls = DeadlineCaller("test")
+    release, stop = threading.Event(), threading.Event()
+    with pytest.raises(TransactionWedged):
+        calls.call("hang", release.wait, 0.05, patience_s=0.3)
+    stop.set()
+    with pytest.raises(TransactionWedged):  # stopped: not the 60 s of patience
+        calls.call("hang", release.wait, 0.05, patience_s=60, stop=stop)
+    assert calls.abandoned == 2
+    release.set()
+    calls.close()
