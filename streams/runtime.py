@@ -53,6 +53,7 @@ from taskplane.streams.transactions import (
 )
 
 log = logging.getLogger(__name__)
+STUCK_AFTER_FAILURES = 3  # failed rewinds, with the broker answering, before a new consumer
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -195,6 +196,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._transactions: TransactionalProducer | None = None
         self._ready = threading.Event()
         self._producer_stale = False  # the broker went away since this producer was made
+        self._consumer_generation = 0  # callbacks of a replaced consumer are ignored
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
         self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
@@ -231,8 +233,7 @@ class ProcessorRuntime(Generic[S, C, E]):
                                                        self._settings.call_timeout_ms / 1000, self._stop,
                                                        init_patience_s=self._settings.transaction_timeout_ms / 1000)
             self._producer = self._transactions.producer
-            self._consumer = Consumer(self._consumer_config())
-            self._consumer.subscribe([self._input], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self._consumer = self._subscribed_consumer()
         except KafkaException as error:
             raise KafkaIOError.wrap(error, f"{self._spec.name}: cannot start") from error
         self._observer.started(self._spec.name)
@@ -478,14 +479,13 @@ class ProcessorRuntime(Generic[S, C, E]):
         if self._transactions.recover(error) is Recovery.RECREATE:
             self._producer_stale = False
         self._producer = self._transactions.producer
-        owned = list(self._partitions)
-        self._until_done("rewind", lambda: self._roll_back_and_rewind(owned, ends))
+        self._until_done("rewind", lambda: self._roll_back_and_rewind(ends))
         # The clock ran on while the broker was away: a Tick now would expire leases whose
         # renewals sit in the clients' queues, sent on time. Let them land first.
         self._ticks_held_until = time.monotonic() + self._settings.tick_grace_after_failure_ms / 1000
         self._observer.aborted(self._spec.name)
 
-    def _roll_back_and_rewind(self, partitions: list[int], ends: dict[int, int]) -> None:
+    def _roll_back_and_rewind(self, ends: dict[int, int]) -> None:
         """The input offsets committed with the changelog tell the failed batch's fate per
         partition: still before its first record, it did not commit (its changes are
         undone in memory); at its end, it did (a commit whose reply was lost: kept).
@@ -493,6 +493,12 @@ class ProcessorRuntime(Generic[S, C, E]):
         consumer = self._consumer
         assert consumer is not None
         timeout_s = self._settings.call_timeout_ms / 1000
+        missing = sorted({tp.partition for tp in consumer.assignment()} - set(self._partitions))
+        if missing:  # assigned while a retry served the group, and its restore failed then
+            self._restore(missing)
+        partitions = list(self._partitions)  # as of now: a retry may have served a rebalance
+        if not partitions:
+            return
         committed = consumer.committed([TopicPartition(self._input, p) for p in partitions], timeout_s)
         unknown = []
         for tp in committed:
@@ -515,7 +521,13 @@ class ProcessorRuntime(Generic[S, C, E]):
             consumer.seek(TopicPartition(self._input, tp.partition, offset))
 
     def _until_done(self, what: str, step: Callable[[], object]) -> None:
-        """Run ``step`` until it succeeds (each of its Kafka calls has a deadline)."""
+        """Run ``step`` until it succeeds (each of its Kafka calls has a deadline). Between
+        tries the consumer is polled, not slept on: a member the broker fenced while it
+        was away rejoins only through poll (it must give up its lost partitions first),
+        and until then committed() times out, which wedged the orchestrator for minutes
+        after a broker restart. Records that poll returns are dropped: the rewind that
+        follows reads them again."""
+        failures = 0
         while True:
             try:
                 step()
@@ -523,8 +535,57 @@ class ProcessorRuntime(Generic[S, C, E]):
             except (KafkaException, StreamsError) as error:
                 if self._stop.is_set():
                     raise StopRequested("stopped while waiting for the broker") from error
+                failures += 1
                 log.warning("%s: %s failed (%s); retrying", self._spec.name, what, error)
-                self._stop.wait(0.5)
+                if failures % STUCK_AFTER_FAILURES == 0 and self._broker_answers():
+                    self._renew_consumer(f"{what} failed {failures} times with the broker answering")
+                else:
+                    self._serve_group(0.5)
+
+    def _broker_answers(self) -> bool:
+        try:
+            AdminClient(self._kafka).list_topics(self._input, timeout=self._settings.call_timeout_ms / 1000)
+        except KafkaException:
+            return False
+        return True
+
+    def _renew_consumer(self, why: str) -> None:
+        """A new consumer in the group, the old one dropped with its partitions' state
+        (restored from the changelog on the new assignment). Seen once in 12 broker
+        restarts: after the return, committed() on the old consumer timed out for minutes
+        while a fresh client read the same group's offsets at once."""
+        log.warning("%s: %s; re-creating the consumer", self._spec.name, why)
+        old = self._consumer
+        self._consumer_generation += 1  # before anything: the old one's callbacks go quiet
+        self._partitions.clear()
+        self._consumer = None
+        # Closed, not just dropped: a live handle keeps heartbeating and holds the
+        # partitions. Its close may hang, so it gets a deadline on a thread of its own.
+        closing = threading.Thread(target=_close_quietly, args=(old, self._spec.name), daemon=True)
+        closing.start()
+        closing.join(self._settings.call_timeout_ms / 1000)
+        if closing.is_alive():
+            log.warning("%s: the old consumer did not close in time; its partitions move at its session's end",
+                        self._spec.name)
+        self._consumer = self._subscribed_consumer()
+
+    def _subscribed_consumer(self) -> Consumer:
+        generation = self._consumer_generation
+
+        def current(callback: Callable[..., None]) -> Callable[..., None]:
+            return lambda *args: callback(*args) if generation == self._consumer_generation else None
+
+        consumer = Consumer({**self._consumer_config(), "error_cb": current(self._on_consumer_error)})
+        consumer.subscribe([self._input], on_assign=current(self._on_assign), on_revoke=current(self._on_revoke))
+        return consumer
+
+    def _serve_group(self, timeout_s: float) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.poll(timeout_s)
+        except (KafkaException, StreamsError) as error:  # a rebalance callback's restore failed
+            log.warning("%s: serving the group: %s", self._spec.name, error)
+            self._stop.wait(timeout_s)
 
     # ------------------------------------------------------------ readiness
 
@@ -659,6 +720,14 @@ class ProcessorRuntime(Generic[S, C, E]):
             "queued.min.messages": 100_000,
             "fetch.wait.max.ms": 50,
         }
+
+
+def _close_quietly(consumer: Consumer | None, name: str) -> None:
+    if consumer is not None:
+        try:
+            consumer.close()
+        except (KafkaException, RuntimeError) as error:
+            log.warning("%s: closing the old consumer: %s", name, error)
 
 
 def state_meta(key: str) -> Meta:

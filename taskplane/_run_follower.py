@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from taskplane._run_view import RunView
 from taskplane.exceptions import ClientError
 from taskplane.streams.exceptions import SerdeError
+from taskplane.streams.log_reader import TO_THE_END
 from taskplane.streams.partitioning import partition_for
 from taskplane.streams.serde import Serde
 
@@ -164,13 +165,13 @@ class RunFollower:
         key = run_id.encode()
         reader = Consumer({**self._kafka, "group.id": f"taskplane-client-scan-{uuid.uuid4().hex[:12]}",
                            "enable.auto.commit": False, "enable.partition.eof": True,
-                           "isolation.level": "read_committed"})
+                           "isolation.level": "read_committed", **TO_THE_END})
         found: list[tuple[int, Any]] = []
         try:
             reader.assign([TopicPartition(self._topic, partition, OFFSET_BEGINNING)])
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                for record in reader.consume(5_000, 0.5):
+                for record in reader.consume(5_000, 0) or reader.consume(1, 0.5):  # never waits out 0.5 s
                     error = record.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:

@@ -65,6 +65,7 @@ def worker_run(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     typer.echo(f"worker {worker.worker_id} serving {system}", err=True)
+    state.add_check(worker.ready)
     serving.set()
     worker.run()
 

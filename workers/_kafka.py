@@ -87,8 +87,12 @@ class Inbox:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._on_unclaimed = on_unclaimed
-        self._consumer = Consumer({**kafka_config, "group.id": f"inbox-{worker_id}", "enable.auto.commit": False,
-                                   "isolation.level": "read_committed", "auto.offset.reset": "latest"})
+        self._topic = topic
+        self.broker_away = threading.Event()  # librdkafka said all brokers are down; cleared by a probe
+        self._last_probe = 0.0
+        self._consumer = Consumer({**with_reconnect_backoff(kafka_config), "group.id": f"inbox-{worker_id}",
+                                   "enable.auto.commit": False, "isolation.level": "read_committed",
+                                   "auto.offset.reset": "latest", "error_cb": self._on_error})
         partitions = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
         if not partitions:
             raise StreamsError(f"topic {topic} does not exist (run `taskplane topics create`)")
@@ -125,9 +129,26 @@ class Inbox:
         self._stop.set()
         self._thread.join(5)
 
+    def _on_error(self, error: KafkaError) -> None:  # served by poll, on the reader thread
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.broker_away.set()
+
+    def _probe(self) -> None:
+        """While the broker is away: one metadata round trip a second tells it is back."""
+        if time.monotonic() - self._last_probe < 1.0:
+            return
+        self._last_probe = time.monotonic()
+        try:
+            self._consumer.list_topics(self._topic, timeout=1.0)
+        except KafkaException:
+            return
+        self.broker_away.clear()
+
     def _read(self) -> None:
         try:
             while not self._stop.is_set():
+                if self.broker_away.is_set():
+                    self._probe()
                 message = self._consumer.poll(0.2)
                 payload = None if message is None or message.error() is not None else message.value()
                 if message is None or payload is None or (message.key() or b"").decode() != self._worker_id:

@@ -104,6 +104,14 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
 
+    def ready(self) -> str | None:
+        """None while serving; else why not (a readiness check for /readyz)."""
+        if self._stop.is_set():
+            return "stopping"
+        if self._inbox.broker_away.is_set():
+            return "the Kafka broker is away"
+        return None
+
     def run(self) -> None:
         slots = self._slots
         # Room for follow-on grants that arrive while intake filled every slot.

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from taskplane._demo_stack import ProcessorThreads, WorkerProcess, compile_manif
 from taskplane._progress import COMPONENTS, Progress, first_progress, wait_until
 from taskplane.devstack.kafka import LocalKafka
 from taskplane.streams.publisher import Publisher, PublishError
+from taskplane.streams.serde import Serde
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.workers._kafka import Inbox
 from tests.e2e.e2e_pipeline import E2E_TOOLS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -106,15 +108,18 @@ def test_every_component_resumes_after_the_broker_is_killed_and_restarted(
                            worker_env(own_broker.bootstrap_servers, fresh_database, unique_prefix), tmp_path).start()
     load = Load(publisher, definition.plan).start()
     probe = Progress(kafka, topics, fresh_database, schema, systems=["sleeper"])
-    runtimes = {name: processors.runtime(name) for name in ("orchestrator", "breaker", "projector")}
+    ready: dict[str, Callable[[], bool]] = {
+        name: processors.runtime(name).ready for name in ("orchestrator", "breaker", "projector")}
+    inbox = Inbox(kafka, topics.inbox, "readiness-probe", Serde())  # what Worker.ready() reads
+    ready["worker"] = lambda: not inbox.broker_away.is_set()
     try:
         start = probe.baseline()
         assert wait_until(lambda: probe.moved_since(start) >= set(COMPONENTS), 90) is not None, \
             f"no progress before the outage: {probe.positions()}"
 
         own_broker.kill()
-        assert wait_until(lambda: not any(r.ready() for r in runtimes.values()), 30) is not None, \
-            {name: r.ready() for name, r in runtimes.items()}
+        assert wait_until(lambda: not any(r() for r in ready.values()), 30) is not None, \
+            {name: r() for name, r in ready.items()}
         time.sleep(OUTAGE_S - 1)  # the outage itself: nothing is asserted while it lasts
         own_broker.start()
         returned = time.monotonic()
@@ -128,9 +133,10 @@ def test_every_component_resumes_after_the_broker_is_killed_and_restarted(
         stuck = [name for name, t in took.items() if t is None]
         assert not stuck, (f"wedged: no progress within {WEDGED_AFTER_S:.0f}s of the broker's return: {took}\n"
                            f"broker log:\n{own_broker.log_tail(15)}\nthreads:\n{thread_stacks()}")
-        assert wait_until(lambda: all(r.ready() for r in runtimes.values()), 30) is not None, \
-            {name: r.ready() for name, r in runtimes.items()}
+        assert wait_until(lambda: all(r() for r in ready.values()), 30) is not None, \
+            {name: r() for name, r in ready.items()}
     finally:
+        inbox.close()
         probe.close()
         load.stop()
         worker.stop(10)

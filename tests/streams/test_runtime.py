@@ -380,3 +380,47 @@ def test_a_failed_commit_puts_back_exactly_what_did_not_commit(
     assert_exactly_once(events, commands)
     states = final_states(kafka, topics.name("changelog"))
     assert {key: s.total for key, s in states.items()} == expected_totals(commands)
+
+
+class StuckOffsets(Consumer):
+    """The first consumer made answers no committed() (the wedge after a broker restart)."""
+
+    made = 0
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        type(self).made += 1
+        self.stuck = type(self).made == 1
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        if self.stuck:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: no committed offsets"))
+        return super().committed(partitions, timeout)
+
+
+def test_a_consumer_that_cannot_read_its_offsets_is_replaced(
+        counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a failed batch the rewind needs committed(); when that keeps failing while the
+    broker answers, the runtime makes a new consumer (its partitions restored from the
+    changelog), and every command is still applied once."""
+    kafka, topics = counter["kafka"], counter["topics"]
+    flaky = type("Flaky", (FailingCommits,), {"every": 10, "calls": 0, "failures": 0})
+    stuck = type("Stuck", (StuckOffsets,), {"made": 0})
+    monkeypatch.setattr(runtime_module, "TransactionalProducer", flaky)
+    monkeypatch.setattr(runtime_module, "Consumer", stuck)
+    settings = RuntimeSettings(instance_id="stuck", group_id=f"{topics.prefix}-stuck", max_batch_records=50,
+                               tick_grace_after_failure_ms=0)
+    runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    commands = adds(600)
+    try:
+        produce(kafka, topics.name("commands"), commands, per_second=600.0)
+        events = read_all(kafka, topics.name("events"), expect=len(commands), timeout_s=90)
+    finally:
+        runtime.stop()
+        thread.join(30)
+    assert stuck.made >= 2 and flaky.failures >= 1, (stuck.made, flaky.failures)
+    assert_exactly_once(events, commands)
+    states = final_states(kafka, topics.name("changelog"))
+    assert {key: s.total for key, s in states.items()} == expected_totals(commands)
