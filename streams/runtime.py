@@ -53,7 +53,6 @@ from taskplane.streams.transactions import (
 )
 
 log = logging.getLogger(__name__)
-STUCK_AFTER_FAILURES = 3  # failed rewinds, with the broker answering, before a new consumer
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -197,6 +196,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._ready = threading.Event()
         self._producer_stale = False  # the broker went away since this producer was made
         self._consumer_generation = 0  # callbacks of a replaced consumer are ignored
+        self._positions: dict[int, int] = {}  # input offsets this instance's last commits stored
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
         self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
@@ -294,6 +294,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             return
         for owned in self._partitions.values():
             owned.committed()
+        self._positions.update(offsets)
         self._set_ready(True)
         self._observer.batch(self._spec.name, len(records), time.perf_counter() - started)
 
@@ -479,7 +480,9 @@ class ProcessorRuntime(Generic[S, C, E]):
         if self._transactions.recover(error) is Recovery.RECREATE:
             self._producer_stale = False
         self._producer = self._transactions.producer
-        self._until_done("rewind", lambda: self._roll_back_and_rewind(ends))
+        certain = not self._transactions.committing  # commit never called: the batch did not commit
+        self._until_done("rewind", lambda: self._roll_back_and_rewind(ends),
+                         unstick=lambda tries: self._unstick(tries, certain))
         # The clock ran on while the broker was away: a Tick now would expire leases whose
         # renewals sit in the clients' queues, sent on time. Let them land first.
         self._ticks_held_until = time.monotonic() + self._settings.tick_grace_after_failure_ms / 1000
@@ -519,8 +522,11 @@ class ProcessorRuntime(Generic[S, C, E]):
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(TopicPartition(self._input, tp.partition, offset))
+            if tp.offset >= 0:
+                self._positions[tp.partition] = tp.offset
 
-    def _until_done(self, what: str, step: Callable[[], object]) -> None:
+    def _until_done(self, what: str, step: Callable[[], object],
+                    unstick: Callable[[int], None] | None = None) -> None:
         """Run ``step`` until it succeeds (each of its Kafka calls has a deadline). Between
         tries the consumer is polled, not slept on: a member the broker fenced while it
         was away rejoins only through poll (it must give up its lost partitions first),
@@ -535,12 +541,39 @@ class ProcessorRuntime(Generic[S, C, E]):
             except (KafkaException, StreamsError) as error:
                 if self._stop.is_set():
                     raise StopRequested("stopped while waiting for the broker") from error
-                failures += 1
                 log.warning("%s: %s failed (%s); retrying", self._spec.name, what, error)
-                if failures % STUCK_AFTER_FAILURES == 0 and self._broker_answers():
-                    self._renew_consumer(f"{what} failed {failures} times with the broker answering")
+                if unstick is not None and self._broker_answers():
+                    failures += 1
+                    unstick(failures)
                 else:
                     self._serve_group(0.5)
+
+    def _unstick(self, tries: int, certain: bool) -> None:
+        """committed() fails while the broker answers. Seen after broker restarts: an
+        abandoned producer's send_offsets_to_transaction landed after its successor's
+        init had aborted that transaction, leaving the group a pending transactional
+        offset commit nothing completes (librdkafka has no KIP-890), so its offsets stay
+        unstable and neither committed() nor a new member's fetch start ever answers.
+        A transaction of this producer id that stores the offsets this instance last
+        committed writes the marker that completes it. Safe only when the failed batch
+        certainly did not commit (commit_transaction never ran) and every owned
+        partition's last commit is known; otherwise, or when that did not help, a new
+        consumer."""
+        owned = list(self._partitions)
+        known = [TopicPartition(self._input, p, self._positions[p]) for p in owned if p in self._positions]
+        if tries == 1 and certain and owned and len(known) == len(owned):
+            log.warning("%s: committed offsets unreadable with the broker answering; re-storing the last "
+                        "committed ones %s in a transaction of their own", self._spec.name,
+                        {tp.partition: tp.offset for tp in known})
+            assert self._transactions is not None and self._consumer is not None
+            try:
+                self._transactions.begin()
+                self._transactions.commit(known, self._consumer.consumer_group_metadata())
+            except (KafkaException, TransactionWedged) as error:
+                self._transactions.recover(error)
+                self._producer = self._transactions.producer
+            return
+        self._renew_consumer(f"committed offsets unreadable after {tries} tries with the broker answering")
 
     def _broker_answers(self) -> bool:
         try:
@@ -558,6 +591,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         old = self._consumer
         self._consumer_generation += 1  # before anything: the old one's callbacks go quiet
         self._partitions.clear()
+        self._positions.clear()
         self._consumer = None
         # Closed, not just dropped: a live handle keeps heartbeating and holds the
         # partitions. Its close may hang, so it gets a deadline on a thread of its own.
@@ -626,6 +660,8 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
+        for number in numbers:  # known again once this instance commits it
+            self._positions.pop(number, None)
         log.info("%s: assigned %s", self._spec.name, numbers)
         self._observer.assigned(self._spec.name, numbers)
         self._restore(numbers)
@@ -634,6 +670,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         # Batches commit before consume() returns, so no transaction is open here.
         for tp in partitions:
             self._partitions.pop(tp.partition, None)
+            self._positions.pop(tp.partition, None)  # another instance may commit it next
         log.info("%s: revoked %s", self._spec.name, [tp.partition for tp in partitions])
 
     def _restore(self, partitions: list[int]) -> None:
