@@ -422,13 +422,15 @@ class LocalKafka(ManagedServer):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            # KIP-848 groups (workers use group.protocol=consumer): the broker owns the
-            # session timeout. 45 s by default; a dead worker's queued work must move well
-            # within a lease (docs/failover.md sets the same on a production cluster).
-            "group.consumer.session.timeout.ms": "3000",
+            # KIP-848 groups (workers and processors use group.protocol=consumer): the
+            # broker owns the session timeout. 45 s by default; a dead worker's queued work
+            # must move well within a lease, and a killed processor's partitions reach its
+            # restarted pod only after it (docs/failover.md sets the same on a production
+            # cluster). Heartbeats every 500 ms also bring a new member its assignment sooner.
+            "group.consumer.session.timeout.ms": "2000",
             "group.consumer.min.session.timeout.ms": "1000",
-            "group.consumer.heartbeat.interval.ms": "1000",
-            "group.consumer.min.heartbeat.interval.ms": "500",
+            "group.consumer.heartbeat.interval.ms": "500",
+            "group.consumer.min.heartbeat.interval.ms": "250",
             "log.cleaner.dedupe.buffer.size": str(2 * 1024 * 1024),
             "auto.create.topics.enable": "false",
         }

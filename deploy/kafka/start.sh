@@ -26,6 +26,10 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+group.consumer.session.timeout.ms=2000
+group.consumer.min.session.timeout.ms=1000
+group.consumer.heartbeat.interval.ms=500
+group.consumer.min.heartbeat.interval.ms=250
 auto.create.topics.enable=false
 PROPS
 cat > "$data/log4j2.properties" <<LOG
