@@ -196,7 +196,6 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._ready = threading.Event()
         self._producer_stale = False  # the broker went away since this producer was made
         self._consumer_generation = 0  # callbacks of a replaced consumer are ignored
-        self._positions: dict[int, int] = {}  # input offsets this instance's last commits stored
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
         self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
@@ -227,15 +226,21 @@ class ProcessorRuntime(Generic[S, C, E]):
         """Process until ``stop()``. Leaves with a ``StreamsError`` only: Kafka's own
         errors are wrapped here as ``KafkaIOError`` (``retryable`` from librdkafka)."""
         try:
+            # Subscribed first: the group hands over a dead predecessor's partitions (after
+            # its session) while the plan table catches up and init_transactions aborts
+            # what the predecessor left open; the assignment is taken at the first poll.
+            self._consumer = self._subscribed_consumer()
             for companion in self._companions:  # e.g. the plan table restored states reference
                 companion.start()
             self._transactions = TransactionalProducer(self._spec.name, self._producer_config,
                                                        self._settings.call_timeout_ms / 1000, self._stop,
                                                        init_patience_s=self._settings.transaction_timeout_ms / 1000)
             self._producer = self._transactions.producer
-            self._consumer = self._subscribed_consumer()
-        except KafkaException as error:
-            raise KafkaIOError.wrap(error, f"{self._spec.name}: cannot start") from error
+        except BaseException as error:
+            _close_quietly(self._consumer, self._spec.name)  # leaves the group it just joined
+            if isinstance(error, KafkaException):
+                raise KafkaIOError.wrap(error, f"{self._spec.name}: cannot start") from error
+            raise
         self._observer.started(self._spec.name)
         self._set_ready(True)
         try:
@@ -294,7 +299,6 @@ class ProcessorRuntime(Generic[S, C, E]):
             return
         for owned in self._partitions.values():
             owned.committed()
-        self._positions.update(offsets)
         self._set_ready(True)
         self._observer.batch(self._spec.name, len(records), time.perf_counter() - started)
 
@@ -480,9 +484,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         if self._transactions.recover(error) is Recovery.RECREATE:
             self._producer_stale = False
         self._producer = self._transactions.producer
-        certain = not self._transactions.committing  # commit never called: the batch did not commit
-        self._until_done("rewind", lambda: self._roll_back_and_rewind(ends),
-                         unstick=lambda tries: self._unstick(tries, certain))
+        self._until_done("rewind", lambda: self._roll_back_and_rewind(ends), unstick=self._unstick)
         # The clock ran on while the broker was away: a Tick now would expire leases whose
         # renewals sit in the clients' queues, sent on time. Let them land first.
         self._ticks_held_until = time.monotonic() + self._settings.tick_grace_after_failure_ms / 1000
@@ -522,8 +524,6 @@ class ProcessorRuntime(Generic[S, C, E]):
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(TopicPartition(self._input, tp.partition, offset))
-            if tp.offset >= 0:
-                self._positions[tp.partition] = tp.offset
 
     def _until_done(self, what: str, step: Callable[[], object],
                     unstick: Callable[[int], None] | None = None) -> None:
@@ -548,32 +548,45 @@ class ProcessorRuntime(Generic[S, C, E]):
                 else:
                     self._serve_group(0.5)
 
-    def _unstick(self, tries: int, certain: bool) -> None:
+    def _unstick(self, tries: int) -> None:
         """committed() fails while the broker answers. Seen after broker restarts: an
-        abandoned producer's send_offsets_to_transaction landed after its successor's
-        init had aborted that transaction, leaving the group a pending transactional
-        offset commit nothing completes (librdkafka has no KIP-890), so its offsets stay
-        unstable and neither committed() nor a new member's fetch start ever answers.
-        A transaction of this producer id that stores the offsets this instance last
-        committed writes the marker that completes it. Safe only when the failed batch
-        certainly did not commit (commit_transaction never ran) and every owned
-        partition's last commit is known; otherwise, or when that did not help, a new
-        consumer."""
+        abandoned producer's transactional offset commit landed after its successor's
+        init had aborted that transaction (librdkafka has no KIP-890), leaving the group
+        a pending offset commit nothing completes. committed() asks for stable offsets,
+        so it times out, and so does a new member's start. The group's last *stable*
+        offsets (read by a fresh client that does not ask for stability) are the truth:
+        a transaction of this producer id that stores them again writes the commit
+        marker that completes every pending offset commit of the producer id, without
+        moving any offset. When that cannot be done or does not help, a new consumer."""
         owned = list(self._partitions)
-        known = [TopicPartition(self._input, p, self._positions[p]) for p in owned if p in self._positions]
-        if tries == 1 and certain and owned and len(known) == len(owned):
-            log.warning("%s: committed offsets unreadable with the broker answering; re-storing the last "
-                        "committed ones %s in a transaction of their own", self._spec.name,
-                        {tp.partition: tp.offset for tp in known})
+        if tries <= 2 and owned:
             assert self._transactions is not None and self._consumer is not None
             try:
-                self._transactions.begin()
-                self._transactions.commit(known, self._consumer.consumer_group_metadata())
-            except (KafkaException, TransactionWedged) as error:
-                self._transactions.recover(error)
-                self._producer = self._transactions.producer
-            return
+                stable = [tp for tp in self._stable_offsets(owned) if tp.offset >= 0]
+            except KafkaException as error:
+                log.warning("%s: the stable offsets are unreadable too: %s", self._spec.name, error)
+                stable = []
+            if stable:
+                log.warning("%s: committed offsets unreadable with the broker answering; storing the stable "
+                            "ones %s again", self._spec.name, {tp.partition: tp.offset for tp in stable})
+                try:
+                    self._transactions.begin()
+                    self._transactions.commit(stable, self._consumer.consumer_group_metadata())
+                except (KafkaException, TransactionWedged) as error:
+                    self._transactions.recover(error)
+                    self._producer = self._transactions.producer
+                return
         self._renew_consumer(f"committed offsets unreadable after {tries} tries with the broker answering")
+
+    def _stable_offsets(self, partitions: list[int]) -> list[TopicPartition]:
+        """The group's committed input offsets, pending transactional ones ignored."""
+        reader = Consumer({**self._kafka, "group.id": self._settings.group_id or self._spec.name,
+                           "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+        try:
+            return list(reader.committed([TopicPartition(self._input, p) for p in partitions],
+                                         self._settings.call_timeout_ms / 1000))
+        finally:
+            _close_quietly(reader, self._spec.name)
 
     def _broker_answers(self) -> bool:
         try:
@@ -591,7 +604,6 @@ class ProcessorRuntime(Generic[S, C, E]):
         old = self._consumer
         self._consumer_generation += 1  # before anything: the old one's callbacks go quiet
         self._partitions.clear()
-        self._positions.clear()
         self._consumer = None
         # Closed, not just dropped: a live handle keeps heartbeating and holds the
         # partitions. Its close may hang, so it gets a deadline on a thread of its own.
@@ -660,8 +672,6 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
-        for number in numbers:  # known again once this instance commits it
-            self._positions.pop(number, None)
         log.info("%s: assigned %s", self._spec.name, numbers)
         self._observer.assigned(self._spec.name, numbers)
         self._restore(numbers)
@@ -670,7 +680,6 @@ class ProcessorRuntime(Generic[S, C, E]):
         # Batches commit before consume() returns, so no transaction is open here.
         for tp in partitions:
             self._partitions.pop(tp.partition, None)
-            self._positions.pop(tp.partition, None)  # another instance may commit it next
         log.info("%s: revoked %s", self._spec.name, [tp.partition for tp in partitions])
 
     def _restore(self, partitions: list[int]) -> None:

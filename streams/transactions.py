@@ -156,10 +156,8 @@ class TransactionalProducer:
         self._stop = stop
         self._calls = DeadlineCaller(name)
         self.producer: Producer = self._initialised()
-        self.committing = False  # commit_transaction was called: the batch's fate is unknown
 
     def begin(self) -> None:
-        self.committing = False
         self.producer.begin_transaction()
 
     def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
@@ -170,7 +168,6 @@ class TransactionalProducer:
             self._calls.call("send_offsets_to_transaction",
                              lambda: producer.send_offsets_to_transaction(positions, group_metadata, timeout_s),
                              timeout_s + 1)
-        self.committing = True
         self._calls.call("commit_transaction", lambda: producer.commit_transaction(timeout_s), timeout_s + 1)
 
     def recover(self, error: BaseException) -> Recovery:
