@@ -34,9 +34,6 @@ class GlobalTable:
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
-                # The end shows as an empty fetch the broker holds this long: 500 ms by
-                # default, paid by every process start that waits for the catch-up.
-                "fetch.wait.max.ms": 100,
             }
         )
         metadata = AdminClient(kafka_config).list_topics(topic, timeout=30).topics.get(topic)

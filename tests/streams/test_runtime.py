@@ -364,19 +364,25 @@ def test_a_failed_commit_puts_back_exactly_what_did_not_commit(
     kafka, topics = counter["kafka"], counter["topics"]
     flaky = type("Flaky", (FailingCommits,), {"lost_reply": lost_reply, "calls": 0, "failures": 0})
     monkeypatch.setattr(runtime_module, "TransactionalProducer", flaky)
-    settings = RuntimeSettings(instance_id="flaky", group_id=f"{topics.prefix}-flaky", max_batch_records=50,
+    commands = adds(1_500)
+    run_exactly_once(kafka, topics, "flaky", commands, per_second=1_000.0)
+    assert flaky.failures >= 3, flaky.failures
+
+
+def run_exactly_once(kafka: dict[str, Any], topics: Topics, instance: str, commands: list[Add],
+                     per_second: float) -> None:
+    """``commands`` through a runtime on a thread; every one applied once, totals exact."""
+    settings = RuntimeSettings(instance_id=instance, group_id=f"{topics.prefix}-{instance}", max_batch_records=50,
                                tick_grace_after_failure_ms=0)
     runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
     thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
-    commands = adds(1_500)
     try:
-        produce(kafka, topics.name("commands"), commands, per_second=1_000.0)
+        produce(kafka, topics.name("commands"), commands, per_second=per_second)
         events = read_all(kafka, topics.name("events"), expect=len(commands), timeout_s=90)
     finally:
         runtime.stop()
         thread.join(30)
-    assert flaky.failures >= 3, flaky.failures
     assert_exactly_once(events, commands)
     states = final_states(kafka, topics.name("changelog"))
     assert {key: s.total for key, s in states.items()} == expected_totals(commands)
@@ -401,26 +407,13 @@ class StuckOffsets(Consumer):
 def test_a_consumer_that_cannot_read_its_offsets_is_replaced(
         counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """After a failed batch the rewind needs committed(); when that keeps failing while the
-    broker answers, the runtime makes a new consumer (its partitions restored from the
-    changelog), and every command is still applied once."""
+    broker answers, the runtime stores the group's stable offsets again (twice), then makes
+    a new consumer (its partitions restored from the changelog); every command is still
+    applied once."""
     kafka, topics = counter["kafka"], counter["topics"]
     flaky = type("Flaky", (FailingCommits,), {"every": 10, "calls": 0, "failures": 0})
     stuck = type("Stuck", (StuckOffsets,), {"made": 0})
     monkeypatch.setattr(runtime_module, "TransactionalProducer", flaky)
     monkeypatch.setattr(runtime_module, "Consumer", stuck)
-    settings = RuntimeSettings(instance_id="stuck", group_id=f"{topics.prefix}-stuck", max_batch_records=50,
-                               tick_grace_after_failure_ms=0)
-    runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
-    commands = adds(600)
-    try:
-        produce(kafka, topics.name("commands"), commands, per_second=600.0)
-        events = read_all(kafka, topics.name("events"), expect=len(commands), timeout_s=90)
-    finally:
-        runtime.stop()
-        thread.join(30)
+    run_exactly_once(kafka, topics, "stuck", adds(600), per_second=600.0)
     assert stuck.made >= 2 and flaky.failures >= 1, (stuck.made, flaky.failures)
-    assert_exactly_once(events, commands)
-    states = final_states(kafka, topics.name("changelog"))
-    assert {key: s.total for key, s in states.items()} == expected_totals(commands)
