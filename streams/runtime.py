@@ -289,7 +289,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         offsets: dict[int, int] = {}  # per partition, the offset after the batch's last record
         try:
             self._transactions.begin()
-            offsets = self._process(records, offsets)
+            self._process(records, offsets)
             self._produce_ticks(ticks)
             self._flush_changelog()
             positions = [TopicPartition(self._input, p, o) for p, o in offsets.items()]
@@ -321,7 +321,8 @@ class ProcessorRuntime(Generic[S, C, E]):
                 records += consumer.consume(limit - len(records), remaining)
         return records
 
-    def _process(self, records: list[Message], offsets: dict[int, int]) -> dict[int, int]:
+    def _process(self, records: list[Message], offsets: dict[int, int]) -> None:
+        """Apply ``records``, noting in ``offsets`` each partition's next input offset."""
         decode = self._serde.decode
         tick_type = self._tick_type
         partitions = self._partitions
@@ -350,7 +351,6 @@ class ProcessorRuntime(Generic[S, C, E]):
                 raw_key = record.key()
                 key = raw_key.decode() if raw_key else meta.key
                 self._apply(owned, partition, key, command, record.timestamp()[1], meta)
-        return offsets
 
     def _apply(self, owned: _Partition[S], partition: int, key: str, command: Any, at_ms: int, meta: Meta) -> None:
         decider = self._decider
@@ -484,7 +484,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         if self._transactions.recover(error) is Recovery.RECREATE:
             self._producer_stale = False
         self._producer = self._transactions.producer
-        self._until_done("rewind", lambda: self._roll_back_and_rewind(ends), unstick=self._unstick)
+        self._rewind_until_done(ends)
         # The clock ran on while the broker was away: a Tick now would expire leases whose
         # renewals sit in the clients' queues, sent on time. Let them land first.
         self._ticks_held_until = time.monotonic() + self._settings.tick_grace_after_failure_ms / 1000
@@ -525,26 +525,24 @@ class ProcessorRuntime(Generic[S, C, E]):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(TopicPartition(self._input, tp.partition, offset))
 
-    def _until_done(self, what: str, step: Callable[[], object],
-                    unstick: Callable[[int], None] | None = None) -> None:
-        """Run ``step`` until it succeeds (each of its Kafka calls has a deadline). Between
-        tries the consumer is polled, not slept on: a member the broker fenced while it
-        was away rejoins only through poll (it must give up its lost partitions first),
-        and until then committed() times out, which wedged the orchestrator for minutes
-        after a broker restart. Records that poll returns are dropped: the rewind that
-        follows reads them again."""
+    def _rewind_until_done(self, ends: dict[int, int]) -> None:
+        """``_roll_back_and_rewind`` until it succeeds (each of its Kafka calls has a
+        deadline). While the broker is away the consumer is polled between tries, not
+        slept on: a member the broker fenced meanwhile rejoins only through poll (it must
+        give up its lost partitions first); records that poll returns are dropped, the
+        rewind reads them again. A failure with the broker answering goes to ``_unstick``."""
         failures = 0
         while True:
             try:
-                step()
+                self._roll_back_and_rewind(ends)
                 return
             except (KafkaException, StreamsError) as error:
                 if self._stop.is_set():
                     raise StopRequested("stopped while waiting for the broker") from error
-                log.warning("%s: %s failed (%s); retrying", self._spec.name, what, error)
-                if unstick is not None and self._broker_answers():
+                log.warning("%s: rewind failed (%s); retrying", self._spec.name, error)
+                if self._broker_answers():
                     failures += 1
-                    unstick(failures)
+                    self._unstick(failures)
                 else:
                     self._serve_group(0.5)
 
@@ -580,13 +578,17 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _stable_offsets(self, partitions: list[int]) -> list[TopicPartition]:
         """The group's committed input offsets, pending transactional ones ignored."""
-        reader = Consumer({**self._kafka, "group.id": self._settings.group_id or self._spec.name,
+        reader = Consumer({**self._kafka, "group.id": self._group_id,
                            "isolation.level": "read_uncommitted", "enable.auto.commit": False})
         try:
             return list(reader.committed([TopicPartition(self._input, p) for p in partitions],
                                          self._settings.call_timeout_ms / 1000))
         finally:
             _close_quietly(reader, self._spec.name)
+
+    @property
+    def _group_id(self) -> str:
+        return self._settings.group_id or self._spec.name
 
     def _broker_answers(self) -> bool:
         try:
@@ -758,7 +760,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             **session,
             "group.protocol": self._settings.group_protocol,
             "error_cb": self._on_consumer_error,
-            "group.id": self._settings.group_id or self._spec.name,
+            "group.id": self._group_id,
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
