@@ -12,13 +12,15 @@ component SIGKILLed and restarted like a pod, the broker restarted on its data d
 
 Last line JSON: lease_timeout_ms, worker_takeover_p99_ms, queued_start_p99_ms,
 renewal_lateness_p99_ms, orchestrator_serving_p99_ms, projector_moving_p99_ms,
-broker_resume_ms (plus p50s and trial counts).
+broker_resume_ms (plus p50s and trial counts, broker_wedged: restarts after which no run
+completed within 2 minutes; exit code 1 when there was one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -41,6 +43,7 @@ spec:
       tools: [{{bench.sleep: {{timeout: 120s}}}}]
   execution: {{leaseTimeout: {lease_ms}ms, maxRetries: 5, initialBackoff: 100ms, maxBackoffCap: 1s}}
 """
+GIVE_UP_S = 120.0  # a broker trial with no completed run by then is a wedge
 QUEUED = 6  # short runs submitted behind the long one in each worker trial
 
 
@@ -112,6 +115,23 @@ def serving_trial(stack: ChaosStack, name: str) -> float | None:
     return None if took is None else waiting_from - killed + took
 
 
+def broker_trial(stack: ChaosStack) -> tuple[float | None, list[str]]:
+    """SIGKILL the broker, restart it on its data dir after 5 s; ms from its return until
+    the next run completes, or None when none did within GIVE_UP_S (a wedge), with the
+    processors whose position did not move meanwhile."""
+    before = stack.progress.baseline()
+    stack.kill_broker()
+    time.sleep(5)  # the outage
+    stack.restart_broker()
+    back = time.monotonic()
+    done = len(stack.log.events(RunSucceeded))
+    try:
+        stack.log.wait_for(lambda log: len(log.events(RunSucceeded)) > done, GIVE_UP_S)
+    except TimeoutError:
+        return None, sorted(set(stack.components) - stack.progress.moved_since(before))
+    return (time.monotonic() - back) * 1000, []
+
+
 def renewal_lateness_ms(stack: ChaosStack, lease_ms: int) -> list[float]:
     """Per renewal: (expiry it set − previous expiry) − the renewal interval. Expiries are
     the renewal's send time + lease, so this is how late it was sent."""
@@ -145,6 +165,7 @@ def measure(trials: int, lease_ms: int, broker_trials: int) -> dict[str, Any]:
                   flush=True)
         serving: dict[str, list[float]] = {"orchestrator": [], "projector": []}
         broker: list[float] = []
+        wedged: list[int] = []
         with Load(stack, plan, per_second=5):
             for name in serving:
                 for trial in range(trials):
@@ -153,20 +174,23 @@ def measure(trials: int, lease_ms: int, broker_trials: int) -> dict[str, Any]:
                     print(f"{name} trial {trial}: serving again after {serving[name][-1]:.0f} ms", flush=True)
                     stack.check()
             for trial in range(broker_trials):
-                stack.kill_broker()
-                time.sleep(5)  # the outage
-                stack.restart_broker()
-                back = time.monotonic()
-                done = len(stack.log.events(RunSucceeded))
-                stack.log.wait_for(lambda log, n=done: len(log.events(RunSucceeded)) > n, 120)
-                broker.append((time.monotonic() - back) * 1000)
-                print(f"broker trial {trial}: first run completed {broker[-1]:.0f} ms after its return", flush=True)
+                took_ms, still = broker_trial(stack)
+                broker.append(float("inf") if took_ms is None else took_ms)
+                if took_ms is None:  # reported; restarted like a liveness probe would, so later trials measure
+                    wedged.append(trial)
+                    print(f"broker trial {trial}: WEDGED, no run completed {GIVE_UP_S:.0f} s after its return; "
+                          f"not moving: {still}", flush=True)
+                    for name in still or list(stack.components):
+                        stack.kill(name)
+                        stack.start(name)
+                else:
+                    print(f"broker trial {trial}: first run completed {took_ms:.0f} ms after its return", flush=True)
                 stack.check()
         lateness = renewal_lateness_ms(stack, lease_ms)
 
     def p(values: list[float], q: float) -> float | None:
-        found = percentile(values, q)
-        return None if found is None else round(found, 1)
+        found = percentile(values, q)  # None when nothing was measured or the quantile is a wedge
+        return None if found is None or found == float("inf") else round(found, 1)
 
     return {
         "lease_timeout_ms": lease_ms,
@@ -178,7 +202,8 @@ def measure(trials: int, lease_ms: int, broker_trials: int) -> dict[str, Any]:
         "orchestrator_serving_p99_ms": p(serving["orchestrator"], 0.99),
         "projector_moving_p50_ms": p(serving["projector"], 0.5),
         "projector_moving_p99_ms": p(serving["projector"], 0.99),
-        "broker_resume_ms": p(broker, 0.99), "broker_trials": len(broker),
+        "broker_resume_ms": p(broker, 0.99), "broker_resume_p50_ms": p(broker, 0.5),
+        "broker_trials": len(broker), "broker_wedged": len(wedged),
         "trials": trials,
     }
 
@@ -192,6 +217,7 @@ def main() -> None:
     trials = 2 if args.quick else args.trials
     result = measure(trials, args.lease_ms, 1 if args.quick else args.trials)
     print(json.dumps(result))
+    sys.exit(1 if result["broker_wedged"] else 0)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from taskplane.contract.plan import SystemDefinition, SystemPlan
@@ -238,9 +237,10 @@ class EventLog:
         self._next: dict[int, int] = {}  # partition -> offset after the last record read
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        metadata = AdminClient(kafka_config).list_topics(topic, timeout=30).topics[topic]
         self._consumer = Consumer({**kafka_config, "group.id": f"eventlog-{topic}-{os.getpid()}",
                                    "enable.auto.commit": False, "isolation.level": "read_committed"})
+        # Through the consumer: the leader cached, the first offset query is not put on a 500 ms timer.
+        metadata = self._consumer.list_topics(topic, timeout=30).topics[topic]
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
         self._thread = threading.Thread(target=self._follow, name=f"eventlog-{topic}", daemon=True)
         self._thread.start()
