@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._chaos_stack import ChaosStack
+from bench.chaos import past_the_killed
 from taskplane._demo_stack import compile_manifest
 from taskplane._progress import first_progress
 from taskplane.contract.messages import LeaseGranted, LeaseRenewed, RunSucceeded
@@ -105,21 +106,20 @@ def worker_trial(stack: ChaosStack, plan: Any) -> tuple[float, list[float]]:
 
 
 def serving_trial(stack: ChaosStack, name: str) -> float | None:
-    """SIGKILL ``name``, start it again at once (a pod restart); seconds until it moves."""
+    """SIGKILL ``name``, start it again at once (a pod restart); seconds until it moves
+    (its successor's own commits: bench.chaos.past_the_killed)."""
     before = stack.progress.baseline()
-    stack.kill(name)
     killed = time.monotonic()
+    stack.kill(name)
     stack.start(name)
-    waiting_from = time.monotonic()
-    took = first_progress(stack.progress, before, [name], timeout_s=60)[name]
-    return None if took is None else waiting_from - killed + took
+    took = first_progress(stack.progress, past_the_killed(stack, before), [name], timeout_s=60)[name]
+    return None if took is None else time.monotonic() - killed
 
 
 def broker_trial(stack: ChaosStack) -> tuple[float | None, list[str]]:
     """SIGKILL the broker, restart it on its data dir after 5 s; ms from its return until
     the next run completes, or None when none did within GIVE_UP_S (a wedge), with the
     processors whose position did not move meanwhile."""
-    before = stack.progress.baseline()
     stack.kill_broker()
     time.sleep(5)  # the outage
     stack.restart_broker()
@@ -128,6 +128,8 @@ def broker_trial(stack: ChaosStack) -> tuple[float | None, list[str]]:
     try:
         stack.log.wait_for(lambda log: len(log.events(RunSucceeded)) > done, GIVE_UP_S)
     except TimeoutError:
+        before = stack.progress.baseline()
+        time.sleep(5)
         return None, sorted(set(stack.components) - stack.progress.moved_since(before))
     return (time.monotonic() - back) * 1000, []
 
