@@ -55,6 +55,11 @@ from taskplane.streams.transactions import (
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
+# How long the rewind waits for committed() before asking whether the broker answers.
+# A pending offset commit nothing completes (see _unstick) makes it wait out its whole
+# deadline: the call timeout (5 s) was most of a broker restart's 6.4-7.2 s resumes.
+# Answered in milliseconds otherwise; a slow answer costs one harmless repair.
+REWIND_COMMITTED_S = 1.5
 C = TypeVar("C")
 E = TypeVar("E")
 
@@ -497,14 +502,14 @@ class ProcessorRuntime(Generic[S, C, E]):
         Anything else (another instance committed meanwhile) restores from the changelog."""
         consumer = self._consumer
         assert consumer is not None
-        timeout_s = self._settings.call_timeout_ms / 1000
         missing = sorted({tp.partition for tp in consumer.assignment()} - set(self._partitions))
         if missing:  # assigned while a retry served the group, and its restore failed then
             self._restore(missing)
         partitions = list(self._partitions)  # as of now: a retry may have served a rebalance
         if not partitions:
             return
-        committed = consumer.committed([TopicPartition(self._input, p) for p in partitions], timeout_s)
+        committed = consumer.committed([TopicPartition(self._input, p) for p in partitions],
+                                       min(self._settings.call_timeout_ms / 1000, REWIND_COMMITTED_S))
         unknown = []
         for tp in committed:
             owned = self._partitions.get(tp.partition)
