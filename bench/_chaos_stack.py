@@ -160,3 +160,12 @@ class ChaosStack:
         if dead:
             raise RuntimeError(f"died: {dead}; " + "; ".join(
                 self.components[n].log.read_text()[-1500:] for n in dead))
+
+
+def past_the_killed(stack: ChaosStack, before: dict[str, int]) -> dict[str, int]:
+    """``before``, moved past what the killed process committed after it was read (a
+    transaction in flight at the kill): read while its successor is still booting, so
+    only the successor's own commits count as its progress. Unreadable positions (an
+    offset commit still pending) keep ``before``."""
+    now = stack.progress.positions(timeout_s=0.5)
+    return {name: max(position, now.get(name, -1)) for name, position in before.items()}

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._chaos_checks import Verdict, check_all
-from bench._chaos_stack import ChaosStack
+from bench._chaos_stack import ChaosStack, past_the_killed
 from taskplane._demo_stack import compile_manifest
 from taskplane._progress import first_progress
 from taskplane.contract.messages import (
@@ -149,15 +149,6 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
     return None if moved_after is None else time.monotonic() - started
 
 
-def past_the_killed(stack: ChaosStack, before: dict[str, int]) -> dict[str, int]:
-    """``before``, moved past what the killed process committed after it was read (a
-    transaction in flight at the kill): read while its successor is still booting, so
-    only the successor's own commits count as its progress. Unreadable positions (an
-    offset commit still pending) keep ``before``."""
-    now = stack.progress.positions(timeout_s=0.5)
-    return {name: max(position, now.get(name, -1)) for name, position in before.items()}
-
-
 def held_leases(stack: ChaosStack, worker_ids: set[str]) -> list[tuple[str, str, int]]:
     """(run, task, epoch) of the leases ``worker_ids`` hold now, as far as the log says."""
     held: dict[tuple[str, str], int] = {}
@@ -213,7 +204,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
             kills[kind] += 1
             print(f"{time.monotonic() - started:6.1f}s kill {kind}: moved again after "
                   f"{'never' if took is None else f'{took:.1f}s'}"
-                  + (f" (its tasks running again after {regranted[-1]:.1f}s)" if kind == "worker" and took else ""),
+                  + (f" (its tasks running again after {regranted[-1]:.1f}s)" if kind == "worker" and took is not None else ""),
                   flush=True)
             if took is None:
                 stuck.append(kind)

@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._chaos_stack import ChaosStack
-from bench.chaos import past_the_killed
+from bench._chaos_stack import ChaosStack, past_the_killed
 from taskplane._demo_stack import compile_manifest
 from taskplane._progress import first_progress
 from taskplane.contract.messages import LeaseGranted, LeaseRenewed, RunSucceeded
@@ -107,7 +106,7 @@ def worker_trial(stack: ChaosStack, plan: Any) -> tuple[float, list[float]]:
 
 def serving_trial(stack: ChaosStack, name: str) -> float | None:
     """SIGKILL ``name``, start it again at once (a pod restart); seconds until it moves
-    (its successor's own commits: bench.chaos.past_the_killed)."""
+    (its successor's own commits: past_the_killed)."""
     before = stack.progress.baseline()
     killed = time.monotonic()
     stack.kill(name)

@@ -55,13 +55,14 @@ from taskplane.streams.transactions import (
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
+C = TypeVar("C")
+E = TypeVar("E")
+
 # How long the rewind waits for committed() before asking whether the broker answers.
 # A pending offset commit nothing completes (see _unstick) makes it wait out its whole
 # deadline: the call timeout (5 s) was most of a broker restart's 6.4-7.2 s resumes.
 # Answered in milliseconds otherwise; a slow answer costs one harmless repair.
 REWIND_COMMITTED_S = 1.5
-C = TypeVar("C")
-E = TypeVar("E")
 
 
 class Companion(Protocol):
