@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.serde import Serde
@@ -45,13 +45,20 @@ class GlobalTable:
         # Caught up once each partition's position reaches the end it had now (its last
         # stable offset: the reader is read_committed), or it reports EOF. The position
         # tells at once; EOF only comes from an empty fetch, which the broker holds for
-        # fetch.wait.max.ms (500 ms).
+        # fetch.wait.max.ms (500 ms). A partition whose end cannot be read now (a topic
+        # just created may have no leader yet) waits for its EOF.
         self._ends: dict[int, int] = {}
+        self._pending: set[int] = set()
         for partition in metadata.partitions:
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            try:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            except KafkaException as error:
+                log.info("table %s: end of partition %d unknown (%s); waiting for its EOF", topic, partition, error)
+                self._pending.add(partition)
+                continue
             if high > low:
                 self._ends[partition] = high
-        self._pending = set(self._ends)
+                self._pending.add(partition)
         if not self._pending:
             self._caught_up.set()
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
@@ -88,8 +95,10 @@ class GlobalTable:
         self.close()
 
     def _reached_ends(self) -> None:
-        positions = self._consumer.position([TopicPartition(self._topic, p) for p in self._pending])
-        self._pending -= {tp.partition for tp in positions if tp.offset >= self._ends[tp.partition]}
+        known = [TopicPartition(self._topic, p) for p in self._pending if p in self._ends]
+        if known:
+            self._pending -= {tp.partition for tp in self._consumer.position(known)
+                              if tp.offset >= self._ends[tp.partition]}
         if not self._pending:
             self._caught_up.set()
 

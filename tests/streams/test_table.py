@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from taskplane.contract.breaker import BreakerState, BreakerStatus
+from taskplane.streams import table as table_module
 from taskplane.streams.runtime import state_meta
 from taskplane.streams.serde import Serde
 from taskplane.streams.table import GlobalTable
@@ -82,3 +83,25 @@ def test_an_open_transaction_is_not_waited_for_nor_shown(
         assert table.get("open") is None
         hanging.commit_transaction(30)
         assert table.wait_for("open", 10) is not None
+
+
+class NoLeaderYet(Consumer):
+    """A topic created a moment ago: its partitions' ends cannot be read yet."""
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
+        raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "injected: no leader yet"))
+
+
+def test_a_partition_whose_end_is_unknown_is_caught_up_at_its_eof(
+    kafka_config: Config, topic_factory: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = topic_factory("table", partitions=2, config=COMPACT)
+    producer = _transactional(kafka_config)
+    producer.begin_transaction()
+    producer.produce(topic, _state("tool", 7), "tool", partition=1)
+    producer.commit_transaction(30)
+    monkeypatch.setattr(table_module, "Consumer", NoLeaderYet)
+    with GlobalTable(kafka_config, topic) as table:
+        table.wait_until_caught_up(10)
+        assert _failures(table, "tool") == 7
