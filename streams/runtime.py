@@ -205,6 +205,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
         self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
+        self._restore_failed = False  # an assignment's restore failed: rewind before the next batch
         self._last_tick_check = 0.0
         self._next_id: Callable[[], str] = self._new_ids()
 
@@ -282,6 +283,13 @@ class ProcessorRuntime(Generic[S, C, E]):
         if self._fatal is not None:
             raise ProducerFenced(f"fatal client error: {self._fatal}")
         records = self._poll_batch()
+        if self._restore_failed:
+            # Partitions assigned without their state: the batch is dropped, the rewind
+            # restores what is missing and reads from the committed offsets again.
+            self._restore_failed = False
+            self._set_ready(False)
+            self._rewind_until_done({})
+            return
         ticks = self._due_ticks()
         if not records and not ticks:
             self._probe()
@@ -682,7 +690,11 @@ class ProcessorRuntime(Generic[S, C, E]):
         numbers = [tp.partition for tp in partitions]
         log.info("%s: assigned %s", self._spec.name, numbers)
         self._observer.assigned(self._spec.name, numbers)
-        self._restore(numbers)
+        try:
+            self._restore(numbers)
+        except (KafkaException, StreamsError) as error:  # the broker went away mid-read: not fatal
+            log.warning("%s: restoring %s failed (%s); retried before the next batch", self._spec.name, numbers, error)
+            self._restore_failed = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Batches commit before consume() returns, so no transaction is open here.

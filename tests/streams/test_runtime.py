@@ -417,3 +417,23 @@ def test_a_consumer_that_cannot_read_its_offsets_is_replaced(
     monkeypatch.setattr(runtime_module, "Consumer", stuck)
     run_exactly_once(kafka, topics, "stuck", adds(600), per_second=600.0)
     assert stuck.made >= 2 and flaky.failures >= 1, (stuck.made, flaky.failures)
+
+
+def test_a_restore_that_fails_on_assignment_is_retried_not_fatal(
+        counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker went away while a newly assigned partition was read from its changelog
+    (seen in a chaos run: the orchestrator exited). The runtime keeps running, restores
+    before its next batch and applies every command once."""
+    kafka, topics = counter["kafka"], counter["topics"]
+    real = runtime_module.read_to_end
+    calls = {"n": 0}
+
+    def broker_gone_once(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "injected: broker went away mid-restore"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_module, "read_to_end", broker_gone_once)
+    run_exactly_once(kafka, topics, "restore", adds(300), per_second=300.0)
+    assert calls["n"] >= 2, calls
