@@ -300,16 +300,14 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._transactions.renew()
             self._producer = self._transactions.producer
         self._next_id = self._new_ids()
-        offsets = _next_offsets(records)  # per partition, the offset after the batch's last record
+        offsets: dict[int, int] = {}  # per partition, the offset after the batch's last record
         try:
             self._transactions.begin()
-            if offsets:  # before the first produce: TransactionalProducer.send_offsets says why
-                positions = [TopicPartition(self._input, p, o) for p, o in offsets.items()]
-                self._transactions.send_offsets(positions, self._consumer.consumer_group_metadata())
-            self._process(records)
+            self._process(records, offsets)
             self._produce_ticks(ticks)
             self._flush_changelog()
-            self._transactions.commit([], self._consumer.consumer_group_metadata())
+            positions = [TopicPartition(self._input, p, o) for p, o in offsets.items()]
+            self._transactions.commit(positions, self._consumer.consumer_group_metadata())
         except (KafkaException, TransactionWedged) as error:
             self._after_failed_transaction(error, offsets)
             return
@@ -337,8 +335,8 @@ class ProcessorRuntime(Generic[S, C, E]):
                 records += consumer.consume(limit - len(records), remaining)
         return records
 
-    def _process(self, records: list[Message]) -> None:
-        """Apply ``records``."""
+    def _process(self, records: list[Message], offsets: dict[int, int]) -> None:
+        """Apply ``records``, noting in ``offsets`` each partition's next input offset."""
         decode = self._serde.decode
         tick_type = self._tick_type
         partitions = self._partitions
@@ -348,6 +346,7 @@ class ProcessorRuntime(Generic[S, C, E]):
                     raise KafkaException(record.error())
                 continue
             partition = record.partition()
+            offsets[partition] = record.offset() + 1
             owned = partitions.get(partition)
             if owned is None:  # cannot happen mid-batch: revocation runs between batches
                 raise StreamsError(f"partition {partition} of {self._input} is not assigned")
@@ -790,16 +789,6 @@ class ProcessorRuntime(Generic[S, C, E]):
             # latency; a short wait only multiplies idle fetches (50 ms: 20 a second each).
             "fetch.wait.max.ms": 500,
         }
-
-
-def _next_offsets(records: list[Message]) -> dict[int, int]:
-    """Per input partition, the offset after the batch's last record (EOF markers and
-    errors carry none; an error other than EOF fails the batch in ``_process``)."""
-    offsets: dict[int, int] = {}
-    for record in records:
-        if record.error() is None:
-            offsets[record.partition()] = record.offset() + 1
-    return offsets
 
 
 def _close_quietly(consumer: Consumer | None, name: str) -> None:
