@@ -4,6 +4,7 @@ results are the publisher's return value read from the backend."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,13 @@ class CeleryPeer(Peer):
         self._app.app.conf.result_backend = url
         probe = self.submit(-1)
         wait_until(lambda: probe.ready(), 60, "celery worker", [redis, worker])
+
+    def stop(self) -> None:
+        # A chain's AsyncResults sit in reference cycles; their __del__ unsubscribes through
+        # the result backend. Collected at interpreter exit, Redis is gone by then and each
+        # prints a "Retry limit exceeded" traceback: collect them while Redis still runs.
+        gc.collect()
+        super().stop()
 
     def submit(self, index: int) -> Any:
         return self._app.dag(index).apply_async()
