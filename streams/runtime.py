@@ -784,10 +784,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             "queued.min.messages": 100_000,
-            # How long the broker holds a fetch that finds nothing. A record (or the commit
-            # marker that makes it readable) answers a held fetch at once, so this costs no
-            # latency; a short wait only multiplies idle fetches (50 ms: 20 a second each).
-            "fetch.wait.max.ms": 500,
+            "fetch.wait.max.ms": 50,
         }
 
 
