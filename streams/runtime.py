@@ -340,16 +340,21 @@ class ProcessorRuntime(Generic[S, C, E]):
         decode = self._serde.decode
         tick_type = self._tick_type
         partitions = self._partitions
+        dropped = 0
         for record in records:
             if record.error() is not None:
                 if record.error().code() != KafkaError._PARTITION_EOF:
                     raise KafkaException(record.error())
                 continue
             partition = record.partition()
-            offsets[partition] = record.offset() + 1
             owned = partitions.get(partition)
-            if owned is None:  # cannot happen mid-batch: revocation runs between batches
-                raise StreamsError(f"partition {partition} of {self._input} is not assigned")
+            if owned is None:
+                # Revoked while the batch was being polled (a batch takes several consume
+                # calls; a rebalance callback runs in any of them): the partition's state is
+                # gone, so its records are left, uncommitted, for its next owner.
+                dropped += 1
+                continue
+            offsets[partition] = record.offset() + 1
             if owned.first_offset is None:
                 owned.first_offset = record.offset()
             try:
@@ -365,6 +370,9 @@ class ProcessorRuntime(Generic[S, C, E]):
                 raw_key = record.key()
                 key = raw_key.decode() if raw_key else meta.key
                 self._apply(owned, partition, key, command, record.timestamp()[1], meta)
+        if dropped:
+            log.info("%s: left %d records of partitions revoked during the batch to their next owner",
+                     self._spec.name, dropped)
 
     def _apply(self, owned: _Partition[S], partition: int, key: str, command: Any, at_ms: int, meta: Meta) -> None:
         decider = self._decider
