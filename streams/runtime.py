@@ -63,6 +63,10 @@ E = TypeVar("E")
 # deadline: the call timeout (5 s) was most of a broker restart's 6.4-7.2 s resumes.
 # Answered in milliseconds otherwise; a slow answer costs one harmless repair.
 REWIND_COMMITTED_S = 1.5
+# How often an idle processor checks that its group's committed offsets are readable: a
+# pending offset commit nothing completes leaves its consumer without positions, idle
+# and without an error (the broker-restart wedge, docs/failover.md).
+IDLE_OFFSETS_CHECK_S = 5.0
 
 
 class Companion(Protocol):
@@ -204,6 +208,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._consumer_generation = 0  # callbacks of a replaced consumer are ignored
         self._fatal: KafkaError | None = None
         self._last_probe = 0.0
+        self._last_offsets_check = 0.0
+        self._offsets_unreadable = 0  # idle checks in a row that could not read them
         self._ticks_held_until = 0.0  # after an outage, commands queued by clients land first
         self._restore_failed = False  # an assignment's restore failed: rewind before the next batch
         self._last_tick_check = 0.0
@@ -293,6 +299,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         ticks = self._due_ticks()
         if not records and not ticks:
             self._probe()
+            self._check_offsets()
             return
         started = time.perf_counter()
         if self._producer_stale:
@@ -597,6 +604,28 @@ class ProcessorRuntime(Generic[S, C, E]):
                     self._producer = self._transactions.producer
                 return
         self._renew_consumer(f"committed offsets unreadable after {tries} tries with the broker answering")
+
+    def _check_offsets(self) -> None:
+        """Idle and ready: every ``IDLE_OFFSETS_CHECK_S``, that committed() answers. A
+        consumer whose group holds a pending offset commit gets no positions, so no
+        records, and no error: nothing fails and the rewind's repair never ran (bench.failover
+        and a CI run: processors idle for minutes after a broker restart with input
+        waiting). The same repair (``_unstick``) runs from here, once per check."""
+        now = time.monotonic()
+        if not self._partitions or not self._ready.is_set() or now - self._last_offsets_check < IDLE_OFFSETS_CHECK_S:
+            return
+        assert self._consumer is not None
+        try:
+            self._consumer.committed([TopicPartition(self._input, p) for p in self._partitions], REWIND_COMMITTED_S)
+        except KafkaException as error:
+            if self._broker_answers():
+                self._offsets_unreadable += 1
+                log.warning("%s: idle, and the committed offsets are unreadable with the broker answering (%s)",
+                            self._spec.name, error)
+                self._unstick(self._offsets_unreadable)
+        else:
+            self._offsets_unreadable = 0
+        self._last_offsets_check = time.monotonic()
 
     def _stable_offsets(self, partitions: list[int]) -> list[TopicPartition]:
         """The group's committed input offsets, pending transactional ones ignored."""

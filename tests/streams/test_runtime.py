@@ -419,6 +419,77 @@ def test_a_consumer_that_cannot_read_its_offsets_is_replaced(
     assert stuck.made >= 2 and flaky.failures >= 1, (stuck.made, flaky.failures)
 
 
+class PendingOffsets(Consumer):
+    """Once ``wedged``: the group holds a pending offset commit nothing completes (seen
+    after broker restarts). The runtime's read_committed consumers then get no records
+    and committed() times out, without any error; a read_uncommitted reader still reads
+    the stable offsets. A transaction of the runtime that stores offsets ends it."""
+
+    wedged = False
+
+    def _stuck(self) -> bool:
+        return type(self).wedged and self.reads_committed
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.reads_committed = config.get("isolation.level") == "read_committed"
+
+    def poll(self, timeout: float | None = None) -> Any:
+        if self._stuck():
+            time.sleep(0.1 if timeout is None or timeout < 0 else min(timeout, 0.1))
+            return None
+        return super().poll(-1 if timeout is None else timeout)
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        if self._stuck():
+            time.sleep(0.1 if timeout < 0 else min(timeout, 0.1))
+            return []
+        return super().consume(num_messages, timeout)
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        if self._stuck():
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: offset commit pending"))
+        return super().committed(partitions, timeout)
+
+
+def test_an_idle_processor_whose_offsets_stay_pending_repairs_them(
+        counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker-restart wedge: no failed transaction, just a consumer that never gets
+    positions while input waits. The idle runtime notices that committed() fails with
+    the broker answering, stores the group's stable offsets again in a transaction of
+    its own, and every command is applied once."""
+    kafka, topics = counter["kafka"], counter["topics"]
+    pending = type("Pending", (PendingOffsets,), {"wedged": False})
+
+    class Repairing(TransactionalProducer):
+        repairs = 0
+
+        def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
+            super().commit(positions, group_metadata)
+            if positions and pending.wedged:
+                pending.wedged = False
+                type(self).repairs += 1
+
+    monkeypatch.setattr(runtime_module, "Consumer", pending)
+    monkeypatch.setattr(runtime_module, "TransactionalProducer", Repairing)
+    settings = RuntimeSettings(instance_id="pending", group_id=f"{topics.prefix}-pending", max_batch_records=50)
+    runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    first, then = adds(200), adds(200, start=200)
+    try:
+        produce(kafka, topics.name("commands"), first)
+        assert len(read_all(kafka, topics.name("events"), expect=len(first), timeout_s=60)) >= len(first)
+        pending.wedged = True
+        produce(kafka, topics.name("commands"), then)
+        events = read_all(kafka, topics.name("events"), expect=len(first) + len(then), timeout_s=60)
+    finally:
+        runtime.stop()
+        thread.join(30)
+    assert_exactly_once(events, first + then)
+    assert Repairing.repairs == 1, Repairing.repairs
+
+
 def test_a_restore_that_fails_on_assignment_is_retried_not_fatal(
         counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The broker went away while a newly assigned partition was read from its changelog
