@@ -160,27 +160,14 @@ class TransactionalProducer:
     def begin(self) -> None:
         self.producer.begin_transaction()
 
-    def send_offsets(self, positions: list[TopicPartition], group_metadata: Any) -> None:
-        """Add the input positions to the open transaction, abandoned one second past
-        its timeout (librdkafka may not honour it after a coordinator loss).
-
-        Called before anything is produced into the transaction: while the previous
-        commit's markers are still being written the coordinator answers
-        CONCURRENT_TRANSACTIONS, which librdkafka retries after ``retry.backoff.ms``
-        for AddOffsetsToTxn but after a fixed 20 ms for AddPartitionsToTxn. Offsets
-        first, the partitions' registration finds the previous transaction complete
-        (measured at 20 runs/s: most transactions paid those 20 ms)."""
-        producer, timeout_s = self.producer, self._timeout_s
-        self._calls.call("send_offsets_to_transaction",
-                         lambda: producer.send_offsets_to_transaction(positions, group_metadata, timeout_s),
-                         timeout_s + 1)
-
     def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
-        """send_offsets (when there are any not sent yet) and commit, each abandoned one
-        second past its timeout."""
+        """send_offsets (when there are any) and commit, each abandoned one second past
+        its timeout: librdkafka may not honour it after a coordinator loss."""
         producer, timeout_s = self.producer, self._timeout_s
         if positions:
-            self.send_offsets(positions, group_metadata)
+            self._calls.call("send_offsets_to_transaction",
+                             lambda: producer.send_offsets_to_transaction(positions, group_metadata, timeout_s),
+                             timeout_s + 1)
         self._calls.call("commit_transaction", lambda: producer.commit_transaction(timeout_s), timeout_s + 1)
 
     def recover(self, error: BaseException) -> Recovery:

@@ -388,55 +388,6 @@ def run_exactly_once(kafka: dict[str, Any], topics: Topics, instance: str, comma
     assert {key: s.total for key, s in states.items()} == expected_totals(commands)
 
 
-class _RecordingProducer:
-    """A producer handle that notes each produce() in the transaction's call log."""
-
-    def __init__(self, real: Producer, calls: list[str]) -> None:
-        self._real = real
-        self._calls = calls
-
-    def produce(self, *args: Any, **kwargs: Any) -> None:
-        self._calls.append("produce")
-        self._real.produce(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-class OrderRecording(TransactionalProducer):
-    """Notes begin, send_offsets and produce in the order the runtime calls them."""
-
-    calls: list[str] = []
-
-    def _initialised(self) -> Producer:
-        return _RecordingProducer(super()._initialised(), self.calls)  # type: ignore[return-value]
-
-    def begin(self) -> None:
-        self.calls.append("begin")
-        super().begin()
-
-    def send_offsets(self, positions: list[TopicPartition], group_metadata: Any) -> None:
-        self.calls.append("send_offsets")
-        super().send_offsets(positions, group_metadata)
-
-
-def test_a_batch_adds_its_input_offsets_before_it_produces(
-        counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Offsets first: a partition's registration (AddPartitionsToTxn) that meets the
-    previous commit still finishing waits librdkafka's fixed 20 ms, the offsets' one
-    retries after retry.backoff.ms (5). So every batch with input sends its offsets
-    before its first record (docs/benchmarks.md, "Transactions back to back")."""
-    kafka, topics = counter["kafka"], counter["topics"]
-    recording = type("Recording", (OrderRecording,), {"calls": []})
-    monkeypatch.setattr(runtime_module, "TransactionalProducer", recording)
-    run_exactly_once(kafka, topics, "order", adds(300), per_second=500.0)
-    batches = [batch for batch in "|".join(recording.calls).split("begin") if "produce" in batch]
-    assert len(batches) >= 2, recording.calls[:20]
-    for batch in batches:
-        steps = [step for step in batch.split("|") if step]
-        assert steps[0] == "send_offsets", steps[:5]
-
-
 class StuckOffsets(Consumer):
     """The first consumer made answers no committed() (the wedge after a broker restart)."""
 
