@@ -41,6 +41,12 @@ class CeleryPeer(Peer):
         # the result backend. Collected at interpreter exit, Redis is gone by then and each
         # prints a "Retry limit exceeded" traceback: collect them while Redis still runs.
         gc.collect()
+        # Results the harness still holds are collected only at exit: their unsubscribe
+        # is moot once Redis stops, so it is not attempted (a traceback each, otherwise).
+        module = getattr(self, "_app", None)
+        consumer = getattr(module.app.backend, "result_consumer", None) if module is not None else None
+        if consumer is not None:
+            consumer.subscribed_to.clear()
         super().stop()
 
     def submit(self, index: int) -> Any:
