@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -307,10 +307,10 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._transactions.renew()
             self._producer = self._transactions.producer
         self._next_id = self._new_ids()
-        offsets = _next_offsets(records, self._partitions)  # per partition, the offset after its last record
+        offsets: dict[int, int] = {}  # per partition, the offset after the batch's last record
         try:
             self._transactions.begin()
-            self._process(records)
+            self._process(records, offsets)
             self._produce_ticks(ticks)
             self._flush_changelog()
             # Offsets last: their round trips overlap the produce requests (offsets first
@@ -344,8 +344,8 @@ class ProcessorRuntime(Generic[S, C, E]):
                 records += consumer.consume(limit - len(records), remaining)
         return records
 
-    def _process(self, records: list[Message]) -> None:
-        """Apply ``records``."""
+    def _process(self, records: list[Message], offsets: dict[int, int]) -> None:
+        """Apply ``records``, noting in ``offsets`` each owned partition's next input offset."""
         decode = self._serde.decode
         tick_type = self._tick_type
         partitions = self._partitions
@@ -363,6 +363,7 @@ class ProcessorRuntime(Generic[S, C, E]):
                 # gone, so its records are left, uncommitted, for its next owner.
                 dropped += 1
                 continue
+            offsets[partition] = record.offset() + 1
             if owned.first_offset is None:
                 owned.first_offset = record.offset()
             try:
@@ -836,18 +837,6 @@ class ProcessorRuntime(Generic[S, C, E]):
             # latency; a short wait only multiplies idle fetches (50 ms: 20 a second each).
             "fetch.wait.max.ms": 500,
         }
-
-
-def _next_offsets(records: list[Message], owned: Container[int]) -> dict[int, int]:
-    """Per owned input partition, the offset after the batch's last record (EOF markers
-    and errors carry none; an error other than EOF fails the batch in ``_process``).
-    Records of a partition revoked while the batch was polled are skipped by ``_process``
-    and their offsets not committed: they are its next owner's."""
-    offsets: dict[int, int] = {}
-    for record in records:
-        if record.error() is None and (partition := record.partition()) in owned:
-            offsets[partition] = record.offset() + 1
-    return offsets
 
 
 def _close_quietly(consumer: Consumer | None, name: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.counter.app import counter_serde, counter_spec
 from bench.counter.decider import CounterDecider
-from taskplane.streams.runtime import ProcessorRuntime, _next_offsets, _Partition
+from taskplane.streams.runtime import ProcessorRuntime, _Partition
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.topics import Topics
 
@@ -39,7 +39,7 @@ def test_records_of_a_partition_revoked_while_the_batch_was_polled_are_left_to_i
         CounterDecider(), counter_spec(), {"bootstrap.servers": "127.0.0.1:1"}, Topics("unit"),
         RuntimeSettings(instance_id="unit"), serde=counter_serde())
     runtime._partitions = {1: _Partition()}
-    records: Any = [_Record(0, 7), _Record(0, 8)]
-    assert _next_offsets(records, runtime._partitions) == {}  # offsets are added before processing
-    runtime._process(records)
+    offsets: dict[int, int] = {}
+    runtime._process([_Record(0, 7), _Record(0, 8)], offsets)  # type: ignore[list-item]
+    assert offsets == {}
     assert runtime._partitions[1].first_offset is None
