@@ -124,6 +124,8 @@ class TaskplanePeer(Peer):
     name = "taskplane"
     _kafka: LocalKafka | None = None
     _client: _LogClient | None = None
+    kafka_config: dict[str, Any] | None = None  # once started (bench.timeline reads the topics)
+    topics: Topics | None = None
 
     def start(self) -> None:
         try:
@@ -133,6 +135,7 @@ class TaskplanePeer(Peer):
         kafka = {"bootstrap.servers": self._kafka.bootstrap_servers, "log_level": 3}
         topics = Topics(f"peers{uuid.uuid4().hex[:6]}")
         ensure_topics(AdminClient(kafka), topics, catalog())
+        self.kafka_config, self.topics = kafka, topics
         self._client = _LogClient(kafka, topics)
         env = {"TASKPLANE_BOOTSTRAP_SERVERS": self._kafka.bootstrap_servers,
                "TASKPLANE_TOPIC_PREFIX": topics.prefix, "PYTHONUNBUFFERED": "1"}
