@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from taskplane.contract.plans import PlanBook
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.retention import DAY_MS, HOUR_MS, Retention
+from taskplane.processors.orchestrator.spare import DEFAULT_WINDOW_MS, SpareSlots
 from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec
 from taskplane.streams.runtime_observer import RuntimeObserver
@@ -26,7 +27,8 @@ ORCHESTRATOR = ProcessorSpec(
 
 
 class OrchestratorSettings(BaseSettings):
-    """How long finished runs stay (a system's spec.execution.finishedRunRetention wins)."""
+    """How long finished runs stay (a system's spec.execution.finishedRunRetention wins),
+    and how fresh a worker's reported free slot must be to get a new run's root task."""
 
     model_config = SettingsConfigDict(env_prefix="TASKPLANE_ORCHESTRATOR_", extra="ignore")
 
@@ -34,6 +36,11 @@ class OrchestratorSettings(BaseSettings):
                                            description="Whole state kept this long after a run finished.")
     final_record_retention_ms: int = Field(default=7 * DAY_MS, ge=0,
                                            description="Final record (status, finish time) kept this long.")
+
+    root_grant_window_ms: int = Field(
+        default=DEFAULT_WINDOW_MS, ge=0,
+        description="A root task is granted at submit to a worker that reported a free slot at most this "
+                    "long before (0: roots are always offered on `work` and claimed).")
 
     def retention(self) -> Retention:
         return Retention(self.finished_run_retention_ms,
@@ -48,6 +55,8 @@ def orchestrator_runtime(
     orchestrator: OrchestratorSettings | None = None,
 ) -> ProcessorRuntime[Any, Any, Any]:
     plans = SystemsPlans(kafka_config, topics.systems)
-    decider = OrchestratorDecider(PlanBook(plans), (orchestrator or OrchestratorSettings()).retention())
+    orchestrator = orchestrator or OrchestratorSettings()
+    spare = SpareSlots(orchestrator.root_grant_window_ms) if orchestrator.root_grant_window_ms else None
+    decider = OrchestratorDecider(PlanBook(plans), orchestrator.retention(), spare)
     return ProcessorRuntime(decider, ORCHESTRATOR.under(topics), kafka_config, topics,
                             settings, observer=observer, companions=[plans])

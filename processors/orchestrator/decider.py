@@ -55,6 +55,7 @@ from taskplane.processors.orchestrator.evolve import downstream, evolve
 from taskplane.processors.orchestrator.outputs import outputs
 from taskplane.processors.orchestrator.retention import Retention, retirement
 from taskplane.processors.orchestrator.retention import retire_at as _retire_at
+from taskplane.processors.orchestrator.spare import SpareSlots
 
 LEASE_EXPIRED = "lease expired"
 
@@ -69,18 +70,22 @@ class OrchestratorDecider:
     """``Decider[RunState, Command, Event]``, keyed by run id.
 
     ``plans`` holds each plan once (events and snapshots reference it, ``plans.py``);
-    ``retention`` says when finished runs shrink to a final record and go.
+    ``retention`` says when finished runs shrink to a final record and go; ``spare``,
+    when given, is the workers' free slots their completions reported, from which a new
+    run's root tasks are granted at once (``spare.py``); without it they are offered.
     """
 
-    __slots__ = ("plans", "retention")
+    __slots__ = ("plans", "retention", "spare")
 
-    def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None) -> None:
+    def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None,
+                 spare: SpareSlots | None = None) -> None:
         self.plans = plans if plans is not None else PlanBook()
         self.retention = retention or Retention()
+        self.spare = spare
 
     def decide(self, state: RunState | None, command: Command, at_ms: int) -> Sequence[Event]:
         if isinstance(command, SubmitRun):
-            return _submit(state, command, at_ms, self.plans)
+            return _submit(state, command, at_ms, self.plans, self.spare)
         if isinstance(command, Tick):
             # The clock is never rejected: a tick for no run is a no-op, for a finished
             # run it may retire it.
@@ -106,7 +111,9 @@ class OrchestratorDecider:
             case RecordToolCall():
                 _record(batch, command)
             case CompleteTask():
-                _complete(batch, command, at_ms)
+                left = _complete(batch, command, at_ms)
+                if self.spare is not None:
+                    self.spare.note(state.plan.name, command.worker_id, left, at_ms)
             case FailTask():
                 _fail(batch, command, at_ms)
             case ReplayTask():
@@ -207,7 +214,8 @@ class _Batch:
 # ---------------------------------------------------------------- submit
 
 
-def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanBook) -> list[Event]:
+def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanBook,
+            spare: SpareSlots | None) -> list[Event]:
     if state is not None:
         raise DecisionError("duplicate: run already submitted")
     problem = _plan_problem(command.plan)
@@ -222,8 +230,14 @@ def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanB
     submitted = RunSubmitted(command.run_id, plans.reference(plan), command.input, at_ms, command.idempotency_key)
     batch = _Batch(initial, [submitted], folded=1)
     for agent in plan.agents:
-        if not agent.dependencies:
+        if agent.dependencies:
+            continue
+        worker = spare.take(plan.name, at_ms) if spare is not None else None
+        if worker is None:
             batch.add(TaskReady(command.run_id, agent.name, 1))
+        else:  # a worker reported a free slot a moment ago: granted as a claim of it would be
+            batch.add(TaskReady(command.run_id, agent.name, 1, offered=False))
+            _claim(batch, ClaimTask(command.run_id, agent.name, 1, worker), at_ms)
     if not plan.agents:
         batch.add(RunSucceeded(command.run_id, at_ms))
     return batch.events
@@ -332,7 +346,8 @@ def _record(batch: _Batch, command: RecordToolCall) -> None:
 # ---------------------------------------------------------------- completion
 
 
-def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
+def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> int:
+    """Returns what is left of the completer's free slots (``follow_on``) after its grants."""
     task = _holder(batch.state, command.task, command.worker_id, command.epoch)
     run_id = batch.state.run_id
     batch.add(TaskSucceeded(run_id, task.name, task.attempt, task.epoch, command.output))
@@ -350,6 +365,7 @@ def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
                 batch.add(TaskReady(run_id, child, 1))
     if all(t.status is TaskStatus.SUCCEEDED for t in tasks.values()):
         batch.add(RunSucceeded(run_id, at_ms))
+    return follow_on
 
 
 # ---------------------------------------------------------------- failures

@@ -40,6 +40,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
 from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.spare import SpareSlots
 from tests.processors._decider_helpers import TOOLS, document_pipeline
 
 RUNS = st.sampled_from(["run-a", "run-b"])
@@ -54,7 +55,9 @@ ENDED = {TaskStatus.DEAD_LETTERED, TaskStatus.BLOCKED}
 class OrchestratorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.runner: InMemoryRunner[RunState, Command, Event] = InMemoryRunner.of(OrchestratorDecider())
+        # With spare slots: completions that offer follow-on slots get later runs' roots too.
+        decider = OrchestratorDecider(spare=SpareSlots())
+        self.runner: InMemoryRunner[RunState, Command, Event] = InMemoryRunner.of(decider)
         self.plan: SystemPlan = document_pipeline()
         self.now = 1_000
         self.checked = 0  # log entries already checked
@@ -123,6 +126,8 @@ class OrchestratorMachine(RuleBasedStateMachine):
         existed = self.state(run) is not None
         events = self.send(run, SubmitRun(run, self.plan, "{}"))
         assert isinstance(events[0], CommandRejected) == existed
+        if any(isinstance(e, LeaseGranted) for e in events):
+            note("root granted at submit")
 
     @rule(run=RUNS, name=TASKS, worker=WORKERS, offset=OFFSETS)
     def claim(self, run: str, name: str, worker: str, offset: int) -> None:
