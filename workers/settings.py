@@ -19,7 +19,7 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKPLANE_WORKER_", extra="ignore")
 
     worker_id: str = Field(default_factory=_default_worker_id)
-    concurrency: int = Field(default=16, ge=1)
+    concurrency: int = Field(default=100, ge=1)
     # Offer free slots with each CompleteTask, so the orchestrator grants the downstream
     # tasks it readies straight to this worker (no claim round trip). Off: every task
     # goes through `work` and a claim, as before (kept to measure the difference).
