@@ -38,6 +38,11 @@ class Delivery:
             self._failure = error.str()
         self._done.set()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the broker did not take it; None while unknown or once delivered."""
+        return self._failure
+
     def wait(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while not self._done.is_set():
@@ -70,6 +75,10 @@ class CommandSender:
         delivery = Delivery(self._producer, name)
         self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivery.delivered)
         return delivery
+
+    def poll(self) -> None:
+        """Serve delivery reports now (a sender nobody waits on must still be polled)."""
+        self._producer.poll(0)
 
     def close(self) -> None:
         self._producer.flush(10)

@@ -1,60 +1,110 @@
-"""Keeping a granted lease alive: a thread that sends ``RenewLease`` every
-leaseTimeout/3 until the attempt ends, so two renewals may be lost before expiry.
+"""Keeping granted leases alive: one thread per worker sends each running attempt's
+``RenewLease`` every leaseTimeout/3 until the attempt ends, so two renewals may be lost
+before expiry.
 
-The cadence is a schedule, not a pause after each send: a send that blocks (the
-broker is away) does not push the next renewal back. Each record carries its send
-time, which is what the orchestrator decides on, so renewals produced on schedule
-during an outage still count once delivered."""
+The cadence is a schedule, not a pause after each send: ``send`` only queues the record
+(it must not wait for the broker), so an outage holds no renewal back. Each record
+carries its send time, which is what the orchestrator decides on, so renewals queued on
+schedule during an outage still count once delivered. A renewal the broker never got is
+reported by ``send``'s return value at the lease's next turn (``failed``), counted and
+logged; renewal goes on.
+
+One scheduler for all leases, not a thread per attempt: starting and joining a thread
+per task was a fifth of a worker's CPU at saturation (py-spy, docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 from taskplane.contract.messages import Assignment, RenewLease
 
 log = logging.getLogger(__name__)
 
 
-class LeaseRenewer:
-    def __init__(self, assignment: Assignment, send: Callable[[RenewLease], None]) -> None:
-        self._renewal = RenewLease(assignment.run_id, assignment.task, assignment.worker_id, assignment.epoch)
+class Sent(Protocol):
+    """What ``send`` returns: whether the broker refused the record (None: not known yet)."""
+
+    @property
+    def failure(self) -> str | None: ...
+
+
+class Lease:
+    """One attempt's lease while it is held: its renewal and how its sends went."""
+
+    __slots__ = ("failures", "interval_s", "last", "live", "renewal", "renewals")
+
+    def __init__(self, assignment: Assignment) -> None:
+        self.renewal = RenewLease(assignment.run_id, assignment.task, assignment.worker_id, assignment.epoch)
         self.interval_s = max(assignment.lease_timeout_ms, 30) / 3000
-        self._send = send
-        self._stop = threading.Event()
+        self.live = True
+        self.last: Sent | None = None
         self.renewals = 0
         self.failures = 0
-        self.worst_lateness_s = 0.0  # how far behind its schedule a renewal was sent, at most
-        self._thread = threading.Thread(
-            target=self._run, name=f"renew-{assignment.run_id[:8]}/{assignment.task}", daemon=True
-        )
 
-    def start(self) -> LeaseRenewer:
+
+class Renewals:
+    """``with renewals.held(assignment):`` around an attempt keeps its lease renewed."""
+
+    def __init__(self, send: Callable[[RenewLease], Sent | None], serve: Callable[[], None] = lambda: None) -> None:
+        self._send = send
+        self._serve = serve  # called on every wake-up: e.g. the producer's delivery callbacks
+        self._due: list[tuple[float, int, Lease]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="lease-renewals", daemon=True)
         self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+    @contextmanager
+    def held(self, assignment: Assignment) -> Iterator[Lease]:
+        lease = Lease(assignment)
+        with self._changed:
+            heapq.heappush(self._due, (time.monotonic() + lease.interval_s, next(self._order), lease))
+            self._changed.notify()
+        try:
+            yield lease
+        finally:
+            with self._changed:  # sends happen under this lock: none can follow the release
+                lease.live = False
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if self._thread is not threading.current_thread():
             self._thread.join(5)
 
-    def __enter__(self) -> LeaseRenewer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def _run(self) -> None:
-        due = time.monotonic() + self.interval_s
-        while not self._stop.wait(max(0.0, due - time.monotonic())):
-            self.worst_lateness_s = max(self.worst_lateness_s, time.monotonic() - due)
-            due += self.interval_s
-            try:
-                self._send(self._renewal)
-                self.renewals += 1
-            except Exception as error:  # a lost renewal is survivable; keep trying
-                self.failures += 1
-                log.warning("renewal of %s/%s failed: %s", self._renewal.run_id, self._renewal.task, error)
-            due = max(due, time.monotonic())  # behind after a blocked send: the next one at once
+        with self._changed:
+            while not self._closed:
+                self._serve()
+                now = time.monotonic()
+                while self._due and (not self._due[0][2].live or self._due[0][0] <= now):
+                    due, _, lease = heapq.heappop(self._due)
+                    if not lease.live:
+                        continue
+                    self._renew(lease)
+                    # behind (a stalled thread): the next one an interval from now, not at once in a burst
+                    heapq.heappush(self._due, (max(due + lease.interval_s, now), next(self._order), lease))
+                wait = self._due[0][0] - now if self._due else None
+                self._changed.wait(min(wait, 0.5) if wait is not None else 0.5)
+
+    def _renew(self, lease: Lease) -> None:
+        renewal, last = lease.renewal, lease.last
+        if last is not None and last.failure is not None:  # the previous one never reached the broker
+            lease.failures += 1
+            log.warning("renewal of %s/%s failed: %s", renewal.run_id, renewal.task, last.failure)
+        try:
+            lease.last = self._send(renewal)
+            lease.renewals += 1
+        except Exception as error:  # a lost renewal is survivable; keep trying
+            lease.last = None
+            lease.failures += 1
+            log.warning("renewal of %s/%s failed: %s", renewal.run_id, renewal.task, error)

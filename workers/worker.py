@@ -13,7 +13,6 @@ arrival, with no claim round trip.
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import signal
@@ -41,7 +40,7 @@ from taskplane.workers._slots import Slots
 from taskplane.workers.attempt import Attempt
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
 from taskplane.workers.isolation import bwrap_available, wasm_available
-from taskplane.workers.leases import LeaseRenewer
+from taskplane.workers.leases import Renewals
 from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
 
@@ -86,6 +85,7 @@ class Worker:
         self._sender = CommandSender(kafka_config, topics.commands, self._serde)
         # Renewals get a producer of their own: never queued behind tool-call records.
         self._renewals = CommandSender(kafka_config, topics.commands, self._serde)
+        self._leases = Renewals(self._renewals.send_later, self._renewals.poll)
         self._inbox = Inbox(kafka_config, topics.inbox, self.worker_id, self._serde, self._late_assignment)
         self._consumer = Consumer({**_group_options(kafka_config, self.settings.group_protocol),
                                    "group.id": f"{topics.prefix}.workers.{system}",
@@ -153,6 +153,7 @@ class Worker:
         if self._systems is not None:
             self._systems.close()
         self._sender.close()
+        self._leases.close()
         self._renewals.close()
         log.info("worker %s stopped (released %d lease(s))", self.worker_id, len(leftover))
 
@@ -214,10 +215,7 @@ class Worker:
                           self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
                           self._follow_on, self._sender.send_later)
         try:
-            # A send gives up after one interval (the record stays queued and is still
-            # delivered), so an outage cannot hold the renewal schedule back.
-            send = functools.partial(self._renewals.send, timeout_s=assignment.lease_timeout_ms / 3000)
-            with LeaseRenewer(assignment, send):
+            with self._leases.held(assignment):
                 outcome = attempt.run()
         except Exception:
             log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)
