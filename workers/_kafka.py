@@ -27,8 +27,7 @@ _LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_
 class Delivery:
     """One produced command; ``wait`` returns once the broker has it, or raises."""
 
-    def __init__(self, producer: Producer, name: str) -> None:
-        self._producer = producer
+    def __init__(self, name: str) -> None:
         self._name = name
         self._done = threading.Event()
         self._failure: str | None = None
@@ -44,11 +43,8 @@ class Delivery:
         return self._failure
 
     def wait(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self._done.is_set():
-            if time.monotonic() > deadline:
-                raise StreamsError(f"{self._name} not delivered after {timeout_s}s", retryable=True)
-            self._producer.poll(0.05)
+        if not self._done.wait(timeout_s):
+            raise StreamsError(f"{self._name} not delivered after {timeout_s}s", retryable=True)
         if self._failure is not None:
             raise StreamsError(f"{self._name} not delivered: {self._failure}", retryable=True)
 
@@ -56,13 +52,18 @@ class Delivery:
 class CommandSender:
     """Produces commands keyed by run id, in order per run (idempotent producer).
     ``send`` waits for the write; ``send_later`` returns the ``Delivery`` to wait on
-    when it matters."""
+    when it matters. One thread serves the producer's delivery reports for every
+    waiter (each waiter polling the producer itself was a quarter of a busy worker's
+    Python time: py-spy, docs/benchmarks.md)."""
 
     def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde) -> None:
         self._topic = topic
         self._serde = serde
         self._producer = Producer({**with_reconnect_backoff(kafka_config), "acks": "all", "enable.idempotence": True,
                                    "partitioner": "murmur2_random", "linger.ms": 0})
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._serve, name=f"deliveries-{topic}", daemon=True)
+        self._poller.start()
 
     def send(self, command: Any, timeout_s: float = 30.0) -> None:
         self.send_later(command).wait(timeout_s)
@@ -72,16 +73,18 @@ class CommandSender:
         key: str = command.run_id
         name = type(command).__name__
         payload = self._serde.encode(command, new_meta(key, name, now_ms, correlation_id=key))
-        delivery = Delivery(self._producer, name)
+        delivery = Delivery(name)
         self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivery.delivered)
         return delivery
 
-    def poll(self) -> None:
-        """Serve delivery reports now (a sender nobody waits on must still be polled)."""
-        self._producer.poll(0)
-
     def close(self) -> None:
+        self._closed.set()
+        self._poller.join(5)
         self._producer.flush(10)
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.2)
 
 
 class Inbox:

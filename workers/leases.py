@@ -52,9 +52,8 @@ class Lease:
 class Renewals:
     """``with renewals.held(assignment):`` around an attempt keeps its lease renewed."""
 
-    def __init__(self, send: Callable[[RenewLease], Sent | None], serve: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, send: Callable[[RenewLease], Sent | None]) -> None:
         self._send = send
-        self._serve = serve  # called on every wake-up: e.g. the producer's delivery callbacks
         self._due: list[tuple[float, int, Lease]] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
@@ -84,7 +83,6 @@ class Renewals:
     def _run(self) -> None:
         with self._changed:
             while not self._closed:
-                self._serve()
                 now = time.monotonic()
                 while self._due and (not self._due[0][2].live or self._due[0][0] <= now):
                     due, _, lease = heapq.heappop(self._due)

@@ -85,7 +85,7 @@ class Worker:
         self._sender = CommandSender(kafka_config, topics.commands, self._serde)
         # Renewals get a producer of their own: never queued behind tool-call records.
         self._renewals = CommandSender(kafka_config, topics.commands, self._serde)
-        self._leases = Renewals(self._renewals.send_later, self._renewals.poll)
+        self._leases = Renewals(self._renewals.send_later)
         self._inbox = Inbox(kafka_config, topics.inbox, self.worker_id, self._serde, self._late_assignment)
         self._consumer = Consumer({**_group_options(kafka_config, self.settings.group_protocol),
                                    "group.id": f"{topics.prefix}.workers.{system}",
