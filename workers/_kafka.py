@@ -59,8 +59,12 @@ class CommandSender:
     def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde) -> None:
         self._topic = topic
         self._serde = serde
+        # Half a millisecond of linger: completions of a run's parallel tasks that end
+        # together go in one request, so the orchestrator decides them in one transaction
+        # (the fan-in's second transaction was a fifth of a light run; 2-3 ms cost more
+        # per hop than that saved: docs/benchmarks.md).
         self._producer = Producer({**with_reconnect_backoff(kafka_config), "acks": "all", "enable.idempotence": True,
-                                   "partitioner": "murmur2_random", "linger.ms": 0})
+                                   "partitioner": "murmur2_random", "linger.ms": 0.5})
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve, name=f"deliveries-{topic}", daemon=True)
         self._poller.start()
