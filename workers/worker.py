@@ -4,8 +4,9 @@ poll ``work`` (group ``<prefix>.workers.<system>``) → ClaimTask → wait for t
 Assignment on this worker's inbox → commit the work offset (the claim is answered) →
 run the attempt with a lease renewer → CompleteTask / FailTask / ReleaseLease.
 A CompleteTask says how many slots are free (``follow_on``): the orchestrator grants
-downstream tasks it readies straight to this worker, which runs those grants on
-arrival, with no claim round trip.
+downstream tasks it readies straight to this worker, and what is left of the offer to
+new runs' root tasks for a moment after (docs/orchestrator.md, "Root grants"); the
+worker runs those grants on arrival, with no claim round trip.
 
     worker = Worker(kafka_config, Topics("taskplane"), "document-pipeline", registry)
     worker.run()          # until worker.stop() (or SIGTERM with install_signal_handlers)
