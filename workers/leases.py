@@ -91,8 +91,8 @@ class Renewals:
                     self._renew(lease)
                     # behind (a stalled thread): the next one an interval from now, not at once in a burst
                     heapq.heappush(self._due, (max(due + lease.interval_s, now), next(self._order), lease))
-                wait = self._due[0][0] - now if self._due else None
-                self._changed.wait(min(wait, 0.5) if wait is not None else 0.5)
+                # until the next due renewal; held() and close() wake it earlier
+                self._changed.wait(self._due[0][0] - now if self._due else None)
 
     def _renew(self, lease: Lease) -> None:
         renewal, last = lease.renewal, lease.last

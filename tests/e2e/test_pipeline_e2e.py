@@ -69,6 +69,37 @@ def test_the_document_pipeline_runs_in_dependency_order_and_stores_its_results(p
         assert all(d["summary"] and d["valid"] for d in results["documents"])
 
 
+@pytest.fixture
+def wide_root_grant_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requested before ``pipeline``: its orchestrator reads the window at start. Five
+    seconds, so the test does not race the default 250 ms on a loaded machine."""
+    monkeypatch.setenv("TASKPLANE_ORCHESTRATOR_ROOT_GRANT_WINDOW_MS", "5000")
+
+
+def test_a_run_submitted_after_a_completion_has_its_root_granted_at_submit(
+        wide_root_grant_window: None, pipeline: Pipeline) -> None:
+    plan = pipeline.define(manifest_with(example_manifest("document-pipeline"), FAST))
+    worker = pipeline.worker("w1", {"document-pipeline": tools_module("document-pipeline")})
+    first = pipeline.publisher.submit_run(plan, {"folder": DOCUMENTS})
+    pipeline.publisher.flush()
+    pipeline.wait(lambda log: first in {e.run_id for e in log.events(m.RunSucceeded)}, 45)
+    second = pipeline.publisher.submit_run(plan, {"folder": DOCUMENTS})
+    pipeline.publisher.flush()
+    pipeline.wait(lambda log: second in {e.run_id for e in log.events(m.RunSucceeded)}, 45)
+
+    # The first run's root was offered on `work` and claimed (no worker had reported yet)...
+    offered = [e for e in _index(pipeline.log, first) if isinstance(e, m.TaskReady) and e.task == "parser"]
+    assert [e.offered for e in offered] == [True]
+    # ...the second one's was granted in the SubmitRun's decision, to the worker whose
+    # completion reported free slots, and ran there without a claim.
+    events = _index(pipeline.log, second)
+    assert [type(e).__name__ for e in events[:3]] == ["RunSubmitted", "TaskReady", "LeaseGranted"]
+    ready, granted = events[1], events[2]
+    assert isinstance(ready, m.TaskReady) and ready.task == "parser" and not ready.offered
+    assert isinstance(granted, m.LeaseGranted) and granted.task == "parser" and worker.owns(granted.worker_id)
+    assert isinstance(events[-1], m.RunSucceeded)
+
+
 def test_a_sigkilled_workers_task_is_taken_over_and_its_late_result_rejected(pipeline: Pipeline) -> None:
     plan = pipeline.define(SLEEPER)
     first = pipeline.worker("w1", {"sleeper": E2E_TOOLS})
