@@ -6,8 +6,8 @@ The cadence is a schedule, not a pause after each send: ``send`` only queues the
 (it must not wait for the broker), so an outage holds no renewal back. Each record
 carries its send time, which is what the orchestrator decides on, so renewals queued on
 schedule during an outage still count once delivered. A renewal the broker never got is
-reported by ``send``'s return value at the lease's next turn (``failed``), counted and
-logged; renewal goes on.
+reported by ``send``'s return value (its ``failure``) at the lease's next turn, counted
+and logged; renewal goes on.
 
 One scheduler for all leases, not a thread per attempt: starting and joining a thread
 per task was a fifth of a worker's CPU at saturation (py-spy, docs/benchmarks.md)."""
@@ -89,7 +89,7 @@ class Renewals:
                     if not lease.live:
                         continue
                     self._renew(lease)
-                    # behind (a stalled thread): the next one an interval from now, not at once in a burst
+                    # behind (the thread stalled): the next one at once, then on schedule again
                     heapq.heappush(self._due, (max(due + lease.interval_s, now), next(self._order), lease))
                 # until the next due renewal; held() and close() wake it earlier
                 self._changed.wait(self._due[0][0] - now if self._due else None)
