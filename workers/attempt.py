@@ -3,10 +3,11 @@ calls, ending in exactly one of CompleteTask, FailTask or ReleaseLease."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from taskplane.contract.breaker import BreakerState, BreakerStatus
@@ -69,54 +70,92 @@ class Attempt:
         self._unconfirmed: list[Any] = []  # tool-call records written but not yet confirmed
         self._journal = Journal(assignment.journal)
         self._call_index = 0
+        self._turn: asyncio.Lock | None = None  # async agents: their tool calls take turns
         self.tool_runs = 0  # tools actually executed (not answered by the journal)
 
     def run(self) -> str:
-        """Run the agent and report the outcome; returns the outcome's command name."""
-        a = self.assignment
+        """Run a plain ``def`` agent on this thread and report the outcome; returns the
+        outcome's command name."""
         try:
-            spec = self._registry.agent(a.task)
-            context = AgentContext(a.run_id, a.task, a.attempt, a.model, decode_json(a.input),
-                                   {name: decode_json(out) for name, out in a.dependency_outputs.items()},
-                                   task_key(a.run_id, a.task), self._call_tool)
-            output = canonical_json(spec.function(context))
-        except WorkerStopping:
-            self._send(ReleaseLease(a.run_id, a.task, a.worker_id, a.epoch))
-            return "ReleaseLease"
-        except BreakerOpenError as error:
-            self._fail(str(error), FailureKind.BREAKER_OPEN, error.retry_after_ms)
-            return "FailTask"
-        except (TypeError, ValueError) as error:
-            self._fail(f"{type(error).__name__}: {error}", FailureKind.ERROR)
-            return "FailTask"
+            command = self._completion(self._registry.agent(self.assignment.task).function(self._context()))
         except Exception as error:
-            retryable = getattr(error, "retryable", True) is not False
-            kind = FailureKind.ERROR if retryable else FailureKind.NON_RETRYABLE
-            message = str(error) if isinstance(error, WorkerError) else f"{type(error).__name__}: {error}"
-            self._fail(message, kind)
-            return "FailTask"
-        # Written behind the records on the same ordered producer, not after waiting for
-        # them: the orchestrator usually takes both in one transaction.
-        self._send(CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, output, self._follow_on()))
-        try:
-            self._confirm_records()
-        except StreamsError as error:  # the task succeeded: no later attempt needs the record
-            log.error("attempt %s/%s: a tool-call record was lost: %s", a.run_id[:8], a.task, error)
-        return "CompleteTask"
+            command = self._failure(error)
+        self._send(command)
+        return self._reported(command)
 
-    def _fail(self, error: str, kind: FailureKind, retry_after_ms: int = 0) -> None:
+    async def run_async(self, send: Callable[[Any], Awaitable[None]]) -> str:
+        """``run`` for an ``async def`` agent, on the worker's event loop: the agent is
+        awaited, its tool calls run off the loop, and ``send`` awaits the outcome's write."""
+        self._turn = asyncio.Lock()
+        try:
+            output = await self._registry.agent(self.assignment.task).function(self._context())
+            command = self._completion(output)
+        except Exception as error:
+            command = self._failure(error)
+        await send(command)
+        return self._reported(command)
+
+    def _context(self) -> AgentContext:
+        a = self.assignment
+        return AgentContext(a.run_id, a.task, a.attempt, a.model, decode_json(a.input),
+                            {name: decode_json(out) for name, out in a.dependency_outputs.items()},
+                            task_key(a.run_id, a.task), self._call_tool,
+                            self._call_tool_async if self._turn is not None else None)
+
+    def _completion(self, output: Any) -> CompleteTask:
+        a = self.assignment
+        return CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, canonical_json(output), self._follow_on())
+
+    def _failure(self, error: Exception) -> Any:
+        """The command that reports what the agent raised (or a non-JSON output)."""
+        a = self.assignment
+        if isinstance(error, WorkerStopping):
+            return ReleaseLease(a.run_id, a.task, a.worker_id, a.epoch)
+        if isinstance(error, BreakerOpenError):
+            return self._failed(str(error), FailureKind.BREAKER_OPEN, error.retry_after_ms)
+        if isinstance(error, (TypeError, ValueError)):
+            return self._failed(f"{type(error).__name__}: {error}", FailureKind.ERROR)
+        retryable = getattr(error, "retryable", True) is not False
+        kind = FailureKind.ERROR if retryable else FailureKind.NON_RETRYABLE
+        message = str(error) if isinstance(error, WorkerError) else f"{type(error).__name__}: {error}"
+        return self._failed(message, kind)
+
+    def _failed(self, error: str, kind: FailureKind, retry_after_ms: int = 0) -> FailTask:
         a = self.assignment
         log.info("attempt %s/%s#%s failed (%s): %s", a.run_id[:8], a.task, a.attempt, kind.value, error)
-        self._send(FailTask(a.run_id, a.task, a.worker_id, a.epoch, error[:4000], kind, retry_after_ms))
+        return FailTask(a.run_id, a.task, a.worker_id, a.epoch, error[:4000], kind, retry_after_ms)
+
+    def _reported(self, command: Any) -> str:
+        """After the outcome's write: tool-call records written before it are on the log
+        too (same ordered producer); a lost one is logged, the task stays done."""
+        if isinstance(command, CompleteTask):
+            try:
+                self._confirm_records()
+            except StreamsError as error:  # the task succeeded: no later attempt needs the record
+                a = self.assignment
+                log.error("attempt %s/%s: a tool-call record was lost: %s", a.run_id[:8], a.task, error)
+        return type(command).__name__
 
     # ------------------------------------------------------------ tool calls
 
     def _call_tool(self, name: str, args: dict[str, Any]) -> Any:
+        if self._turn is not None:
+            raise RegistryError(f"agent {self._agent.name!r} is async def: use `await ctx.call_tool_async(...)` "
+                                "(ctx.call_tool would block every agent on the worker's event loop)")
+        return self._call(name, self._next_index(), args, allow_fallback=True)
+
+    async def _call_tool_async(self, name: str, args: dict[str, Any]) -> Any:
+        index = self._next_index()  # taken in call order, before waiting for the turn
+        assert self._turn is not None
+        async with self._turn:  # FIFO: one tool at a time, in call order
+            return await asyncio.get_running_loop().run_in_executor(None, self._call, name, index, args, True)
+
+    def _next_index(self) -> int:
         if self._stopping.is_set():
             raise WorkerStopping("worker is shutting down")
         index = self._call_index
         self._call_index += 1
-        return self._call(name, index, args, allow_fallback=True)
+        return index
 
     def _call(self, name: str, index: int, args: dict[str, Any], allow_fallback: bool) -> Any:
         """Journal first, then the breaker (its fallback at most once), then the tool."""

@@ -65,8 +65,10 @@ class Renewals:
     def held(self, assignment: Assignment) -> Iterator[Lease]:
         lease = Lease(assignment)
         with self._changed:
-            heapq.heappush(self._due, (time.monotonic() + lease.interval_s, next(self._order), lease))
-            self._changed.notify()
+            entry = (time.monotonic() + lease.interval_s, next(self._order), lease)
+            heapq.heappush(self._due, entry)
+            if self._due[0] is entry:  # due before the one the scheduler sleeps until
+                self._changed.notify()
         try:
             yield lease
         finally:

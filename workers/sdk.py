@@ -10,6 +10,14 @@
     def parser(ctx: AgentContext) -> dict:
         return ctx.call_tool("document.extract", path=ctx.run_input["path"])
 
+An agent may be ``async def``: a worker runs those on one event loop, many at once
+(agent work is mostly waiting on models and APIs), and their tool calls are awaited:
+
+    @agent("summarizer")
+    async def summarizer(ctx: AgentContext) -> dict:
+        text = await ctx.call_tool_async("document.extract", path=ctx.run_input["path"])
+        return {"summary": await my_model_client.complete(text)}
+
 ``@agent``/``@tool`` only mark the function (no global registry); a worker builds its
 ``Registry`` from the module that defines them (``Registry.from_module``). A tool that
 declares a parameter ``idempotency_key`` (or ``**kwargs``) receives the call's key, so
@@ -26,7 +34,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -64,9 +72,15 @@ class AgentSpec:
     name: str
     function: Callable[..., Any]
 
+    @property
+    def is_async(self) -> bool:
+        """An ``async def`` agent: run on the worker's event loop, not in a thread."""
+        return inspect.iscoroutinefunction(self.function)
+
 
 def agent(name: str) -> Callable[[F], F]:
-    """Mark ``function(ctx: AgentContext) -> JSON value`` as the code of agent ``name``."""
+    """Mark ``function(ctx: AgentContext) -> JSON value`` (``def`` or ``async def``) as
+    the code of agent ``name``."""
 
     def mark(function: F) -> F:
         setattr(function, _AGENT_MARK, name)
@@ -153,6 +167,10 @@ class ToolCaller(Protocol):
     def __call__(self, name: str, args: dict[str, Any]) -> Any: ...
 
 
+class AsyncToolCaller(Protocol):
+    def __call__(self, name: str, args: dict[str, Any]) -> Awaitable[Any]: ...
+
+
 @dataclass
 class AgentContext:
     """What an agent sees of its task. ``inputs`` are its dependencies' outputs by
@@ -166,11 +184,20 @@ class AgentContext:
     inputs: dict[str, Any]
     idempotency_key: str  # the task's key, the same in every attempt
     _call: ToolCaller = field(repr=False)
+    _call_async: AsyncToolCaller | None = field(default=None, repr=False)
 
     def call_tool(self, name: str, **args: Any) -> Any:
         """Run tool ``name`` (journaled, timed out, isolated as the manifest says) and
         return its result; raises ``ToolError`` when it fails."""
         return self._call(name, args)
+
+    async def call_tool_async(self, name: str, **args: Any) -> Any:
+        """``call_tool`` for an ``async def`` agent: the tool runs off the event loop
+        while other agents go on. An attempt's calls run one at a time, in the order
+        they were made (the journal matches them by that order on a retry)."""
+        if self._call_async is None:
+            raise RegistryError(f"agent of task {self.task!r} is a plain def: use ctx.call_tool(...)")
+        return await self._call_async(name, args)
 
 
 def decode_json(text: str | None) -> Any:

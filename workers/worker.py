@@ -14,6 +14,7 @@ worker runs those grants on arrival, with no claim round trip.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import signal
@@ -36,6 +37,7 @@ from taskplane.streams.serde import Serde
 from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics
+from taskplane.workers._agent_loop import AgentLoop
 from taskplane.workers._kafka import CommandSender, Inbox, OffsetTracker
 from taskplane.workers._slots import Slots
 from taskplane.workers.attempt import Attempt
@@ -76,6 +78,8 @@ class Worker:
         self._lock = threading.Lock()
         self._slots = Slots(self.settings.concurrency)
         self._pool: ThreadPoolExecutor | None = None
+        self._async_agents = frozenset(name for name, spec in registry.agents.items() if spec.is_async)
+        self._agent_loop = AgentLoop(f"agents-{system}", self.settings.concurrency) if self._async_agents else None
         self.outcomes: list[tuple[str, str, str]] = []  # (run_id, task, outcome), for tests and logs
         self._systems: GlobalTable | None = None
         if plan is None:
@@ -127,11 +131,10 @@ class Worker:
                 accepted = self._accept(self._consumer.poll(0.2))
                 if accepted is None:
                     continue
-                slots.take()
+                slots.take()  # given back by _handle, or by the attempt it starts
                 item, partition, offset = accepted
                 self._tracker.started(partition, offset)
-                future = pool.submit(self._handle, item, partition, offset)
-                future.add_done_callback(lambda _f: slots.release())
+                pool.submit(self._handle, item, partition, offset)
         finally:
             self._shutdown(pool)
 
@@ -145,6 +148,8 @@ class Worker:
         waiter = threading.Thread(target=pool.shutdown, kwargs={"wait": True}, daemon=True)
         waiter.start()
         waiter.join(self.settings.shutdown_grace_s)
+        if self._agent_loop is not None:  # async attempts: the same grace, then cancelled
+            self._agent_loop.close(self.settings.shutdown_grace_s)
         with self._lock:
             leftover = list(self._active.values())
         for assignment in leftover:  # attempts stuck in a tool: give their leases back now
@@ -179,17 +184,23 @@ class Worker:
         return value, partition, offset
 
     def _handle(self, item: WorkItem, partition: int, offset: int) -> None:
+        """On a pool thread, holding a slot: claim the item, then run the attempt in that
+        slot (it gives the slot back when it ends), or give the slot back at once."""
+        started = False
         try:
             assignment = self._claim(item)
+            self._tracker.answered(partition, offset)
+            if assignment is None or not assignment.granted:
+                reason = "no answer" if assignment is None else assignment.reason
+                log.info("claim of %s/%s#%s not granted: %s", item.run_id[:8], item.task, item.attempt, reason)
+                return
+            started = self._start(assignment, on_this_thread=True)
         except Exception:
             log.exception("claim of %s/%s failed", item.run_id, item.task)
-            return  # offset stays uncommitted: redelivered after a restart or rebalance
-        self._tracker.answered(partition, offset)
-        if assignment is None or not assignment.granted:
-            reason = "no answer" if assignment is None else assignment.reason
-            log.info("claim of %s/%s#%s not granted: %s", item.run_id[:8], item.task, item.attempt, reason)
-            return
-        self._run_attempt(assignment)
+            # offset stays uncommitted: redelivered after a restart or rebalance
+        finally:
+            if not started:
+                self._slots.release()
 
     def _claim(self, item: WorkItem) -> Assignment | None:
         key = (item.run_id, item.task, item.attempt)
@@ -209,21 +220,66 @@ class Worker:
                             item.run_id, item.task, asked)
         return None
 
-    def _run_attempt(self, assignment: Assignment) -> None:
-        with self._lock:
-            self._active[(assignment.run_id, assignment.task)] = assignment
-        attempt = Attempt(assignment, self._agent(assignment), self._registry, self.settings,
-                          self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
-                          self._follow_on, self._sender.send_later)
+    def _start(self, assignment: Assignment, *, on_this_thread: bool = False) -> bool:
+        """Launch the attempt, or give its lease back when the worker is shutting down;
+        whether it started (and so gives its slot back itself)."""
         try:
-            with self._leases.held(assignment):
-                outcome = attempt.run()
-        except Exception:
-            log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)
-            outcome = "lost"  # the lease expires and the orchestrator retries
-        finally:
+            self._launch(assignment, on_this_thread=on_this_thread)
+            return True
+        except RuntimeError:  # the pool or the loop shut down meanwhile
             with self._lock:
                 self._active.pop((assignment.run_id, assignment.task), None)
+            self._release(assignment)
+            return False
+
+    def _launch(self, assignment: Assignment, *, on_this_thread: bool = False) -> None:
+        """Run a granted attempt in its slot (taken already; given back when it ends): an
+        ``async def`` agent on the event loop, a plain one in the pool, or on this pool
+        thread. RuntimeError when the pool or the loop has shut down."""
+        with self._lock:  # released at shutdown should it never end
+            self._active[(assignment.run_id, assignment.task)] = assignment
+        if self._agent_loop is not None and assignment.task in self._async_agents:
+            self._agent_loop.start(lambda: self._run_async(assignment))
+        elif on_this_thread:
+            self._run_attempt(assignment)
+        else:
+            assert self._pool is not None
+            self._pool.submit(self._run_attempt, assignment)
+
+    def _attempt(self, assignment: Assignment) -> Attempt:
+        return Attempt(assignment, self._agent(assignment), self._registry, self.settings,
+                       self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
+                       self._follow_on, self._sender.send_later)
+
+    def _run_attempt(self, assignment: Assignment) -> None:
+        outcome = "lost"  # unless reported: the lease expires and the orchestrator retries
+        try:
+            with self._leases.held(assignment):
+                outcome = self._attempt(assignment).run()
+        except Exception:
+            log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)
+        finally:
+            self._ended(assignment, outcome)
+
+    async def _run_async(self, assignment: Assignment) -> None:
+        outcome = "lost"
+        try:
+            with self._leases.held(assignment):
+                outcome = await self._attempt(assignment).run_async(self._send_async)
+        except asyncio.CancelledError:  # shut down past the grace: its lease is released with the leftovers
+            self._slots.release()
+            raise
+        except Exception:
+            log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)
+        self._ended(assignment, outcome)
+
+    async def _send_async(self, command: Any) -> None:
+        await self._sender.send_later(command, asyncio.get_running_loop()).confirmed()
+
+    def _ended(self, assignment: Assignment, outcome: str) -> None:
+        with self._lock:
+            self._active.pop((assignment.run_id, assignment.task), None)
+        self._slots.release()
         self.outcomes.append((assignment.run_id, assignment.task, outcome))
 
     def _follow_on(self) -> int:
@@ -237,22 +293,12 @@ class Worker:
         stopped waiting for. The lease is ours either way: run it, or give it back."""
         if not assignment.granted:
             return
-        pool = self._pool
-        if pool is None or self._stop.is_set():
+        if self._pool is None or self._stop.is_set():
             self._release(assignment)
             return
-        with self._lock:  # released at shutdown should it never start
-            self._active[(assignment.run_id, assignment.task)] = assignment
         self._slots.take()
-        try:
-            future = pool.submit(self._run_attempt, assignment)
-        except RuntimeError:  # the pool shut down meanwhile
+        if not self._start(assignment):
             self._slots.release()
-            with self._lock:
-                self._active.pop((assignment.run_id, assignment.task), None)
-            self._release(assignment)
-            return
-        future.add_done_callback(lambda _f: self._slots.release())
 
     def _release(self, assignment: Assignment) -> None:
         try:

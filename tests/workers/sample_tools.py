@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from typing import Any
 
@@ -75,3 +77,39 @@ def connect(port: int) -> str:
 @agent("netter")
 def netter(ctx: AgentContext) -> Any:
     return ctx.call_tool("test.connect", port=ctx.run_input["port"])
+
+
+# ---------------------------------------------------------------- async def agents
+
+ASYNC_THREADS: list[str] = []  # the thread each async attempt ran on, for the worker tests
+_arrived: list[str] = []
+
+
+@agent("gatherer")
+async def gatherer(ctx: AgentContext) -> Any:
+    ASYNC_THREADS.append(threading.current_thread().name)
+    first, second = await asyncio.gather(ctx.call_tool_async("test.echo", value="first"),
+                                         ctx.call_tool_async("test.echo", value="second"))
+    return {"first": first, "second": second, "inputs": ctx.inputs}
+
+
+@agent("blocker")
+async def blocker(ctx: AgentContext) -> Any:
+    return ctx.call_tool("test.echo", value="blocks the loop")
+
+
+@agent("together")
+async def together(ctx: AgentContext) -> Any:
+    """Ends only once ``run_input`` attempts have started: they must run at once."""
+    ASYNC_THREADS.append(threading.current_thread().name)
+    _arrived.append(ctx.run_id)
+    for _ in range(200):
+        if len(_arrived) >= ctx.run_input:
+            return len(_arrived)
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"only {len(_arrived)} of {ctx.run_input} attempts ran at once")
+
+
+@agent("sleeper")
+async def sleeper(ctx: AgentContext) -> Any:
+    await asyncio.sleep(3600)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import threading
 from typing import Any
 
@@ -136,3 +139,46 @@ def test_a_stopping_worker_releases_the_lease_at_the_next_call() -> None:
     sent, attempt = _run(_assignment(), stopping=True)
     assert attempt.tool_runs == 0
     assert isinstance(sent[-1], ReleaseLease) and sent[-1].epoch == 7
+
+
+# ---------------------------------------------------------------- async def agents
+
+def _run_async(task: str, stopping: bool = False) -> tuple[list[Any], str]:
+    sent: list[Any] = []
+    stop = threading.Event()
+    if stopping:
+        stop.set()
+
+    async def send(command: Any) -> None:
+        sent.append(command)
+
+    assignment = dataclasses.replace(_assignment(), task=task)
+    attempt = Attempt(assignment, _agent(), REGISTRY, WorkerSettings(worker_id="w1"), sent.append, {}.get, stop)
+    return sent, asyncio.run(attempt.run_async(send))
+
+
+def test_an_async_agent_awaits_its_tool_calls_and_they_are_journaled_in_call_order() -> None:
+    sent, outcome = _run_async("gatherer")
+    assert outcome == "CompleteTask"
+    records = [c for c in sent if isinstance(c, RecordToolCall)]
+    # Gathered calls take their index when made and run one at a time in that order,
+    # so a retry's journal answers the same call with the same index.
+    assert [(r.call_index, json.loads(r.result or "")["value"]) for r in records] == [(0, "first"), (1, "second")]
+    assert records[0].key == idempotency_key("run-1", "gatherer", "test.echo", 0, {"value": "first"})
+    done = sent[-1]
+    assert isinstance(done, CompleteTask) and '"inputs":{"parser":{"text":"hi"}}' in done.output
+
+
+def test_an_async_agent_calling_the_blocking_call_tool_fails_without_retry_and_says_what_to_use() -> None:
+    sent, outcome = _run_async("blocker")
+    assert outcome == "FailTask"
+    failed = sent[-1]
+    assert isinstance(failed, FailTask) and failed.kind is FailureKind.NON_RETRYABLE
+    assert "await ctx.call_tool_async" in failed.error
+    assert not [c for c in sent if isinstance(c, RecordToolCall)]  # the tool never ran
+
+
+def test_an_async_agent_of_a_stopping_worker_releases_the_lease_at_its_next_call() -> None:
+    sent, outcome = _run_async("gatherer", stopping=True)
+    assert outcome == "ReleaseLease"
+    assert [type(c) for c in sent] == [ReleaseLease]

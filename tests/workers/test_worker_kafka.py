@@ -16,7 +16,10 @@ from taskplane.contract.messages import (
     Assignment,
     ClaimTask,
     CompleteTask,
+    FailTask,
     RecordToolCall,
+    ReleaseLease,
+    RenewLease,
     WorkItem,
 )
 from taskplane.contract.plan import (
@@ -147,6 +150,63 @@ def test_a_grant_no_claim_waits_for_is_run_and_completions_offer_free_slots(
         assert (done.run_id, done.epoch) == ("r2", 5)
         # Idle with 2 slots: the freed slot plus the free one are offered, or none when off.
         assert done.follow_on == (2 if follow_on_grants else 0)
+    finally:
+        worker.stop()
+        runner.join(30)
+        orchestrator.close()
+
+
+def _grant(worker_id: str, run_id: str, task: str, epoch: int, run_input: str) -> Assignment:
+    return Assignment(worker_id, run_id, task, 1, True, None, epoch, 0, 3_000, "echo-system", "m1", run_input, {}, ())
+
+
+@pytest.mark.kafka
+def test_async_agents_run_at_once_on_the_workers_event_loop(kafka_config: dict[str, Any], unique_prefix: str) -> None:
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(dict(kafka_config)), topics, catalog(2, 1))
+    orchestrator = ScriptedOrchestrator(dict(kafka_config), topics, grant=True)
+    worker_id = f"w-{unique_prefix}"
+    worker = Worker(dict(kafka_config), topics, "echo-system", Registry.from_module(sample_tools),
+                    WorkerSettings(worker_id=worker_id, concurrency=4), plan=PLAN)
+    sample_tools.ASYNC_THREADS.clear()
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        # Each attempt ends only once all four have started: one loop thread runs them at once.
+        for n in range(4):
+            orchestrator.produce(topics.inbox, worker_id, _grant(worker_id, f"r{n}", "together", 5, "4"))
+        _wait(lambda: len([c for c in orchestrator.commands if isinstance(c, CompleteTask)]) == 4)
+        done = [c for c in orchestrator.commands if isinstance(c, CompleteTask)]
+        assert sorted(c.run_id for c in done) == ["r0", "r1", "r2", "r3"]
+        assert set(sample_tools.ASYNC_THREADS) == {"agents-echo-system"}
+        assert not [c for c in orchestrator.commands if isinstance(c, FailTask)]
+    finally:
+        worker.stop()
+        runner.join(30)
+        orchestrator.close()
+
+
+@pytest.mark.kafka
+def test_a_stopping_worker_cancels_an_async_attempt_past_the_grace_and_releases_its_lease(
+        kafka_config: dict[str, Any], unique_prefix: str) -> None:
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(dict(kafka_config)), topics, catalog(2, 1))
+    orchestrator = ScriptedOrchestrator(dict(kafka_config), topics, grant=True)
+    worker_id = f"w-{unique_prefix}"
+    worker = Worker(dict(kafka_config), topics, "echo-system", Registry.from_module(sample_tools),
+                    WorkerSettings(worker_id=worker_id, concurrency=2, shutdown_grace_s=1), plan=PLAN)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        orchestrator.produce(topics.inbox, worker_id, _grant(worker_id, "r9", "sleeper", 8, "null"))
+        _wait(lambda: any(isinstance(c, RenewLease) for c in orchestrator.commands))  # it runs, renewed
+        worker.stop()
+        runner.join(30)
+        assert not runner.is_alive()
+        _wait(lambda: any(isinstance(c, ReleaseLease) for c in orchestrator.commands))
+        [released] = [c for c in orchestrator.commands if isinstance(c, ReleaseLease)]
+        assert (released.run_id, released.task, released.epoch) == ("r9", "sleeper", 8)
+        assert worker.outcomes == []  # cancelled: neither completed nor failed
     finally:
         worker.stop()
         runner.join(30)
