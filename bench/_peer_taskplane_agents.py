@@ -1,5 +1,7 @@
 """The 4-task DAG's agents for taskplane in bench.peers: no tools, no work; each
-returns its own end time, so a run's latency ends at the publisher's."""
+returns its own end time, so a run's latency ends at the publisher's. ``async def``,
+like the Restate and DBOS handlers next to them: agent work is waiting on models and
+APIs, which a worker runs on its event loop (a plain ``def`` agent runs on a thread)."""
 
 from __future__ import annotations
 
@@ -13,20 +15,20 @@ def _done() -> dict[str, float]:
 
 
 @agent("parser")
-def parser(ctx: AgentContext) -> dict[str, float]:
+async def parser(ctx: AgentContext) -> dict[str, float]:
     return _done()
 
 
 @agent("validator")
-def validator(ctx: AgentContext) -> dict[str, float]:
+async def validator(ctx: AgentContext) -> dict[str, float]:
     return _done()
 
 
 @agent("summarizer")
-def summarizer(ctx: AgentContext) -> dict[str, float]:
+async def summarizer(ctx: AgentContext) -> dict[str, float]:
     return _done()
 
 
 @agent("publisher")
-def publisher(ctx: AgentContext) -> dict[str, float]:
+async def publisher(ctx: AgentContext) -> dict[str, float]:
     return _done()

@@ -3,6 +3,8 @@ reader that routes Assignments to waiting claims, and in-order offset bookkeepin
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -25,17 +27,36 @@ _LEADERLESS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_
 
 
 class Delivery:
-    """One produced command; ``wait`` returns once the broker has it, or raises."""
+    """One produced command; ``wait`` returns once the broker has it, or raises.
+    Made with an event loop, ``confirmed`` is the same for a coroutine on that loop."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._name = name
         self._done = threading.Event()
         self._failure: str | None = None
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
 
     def delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._failure = error.str()
         self._done.set()
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nobody waits
+                self._loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    async def confirmed(self, timeout_s: float = 30.0) -> None:
+        assert self._future is not None, "made without an event loop"
+        try:
+            await asyncio.wait_for(self._future, timeout_s)
+        except TimeoutError:
+            raise StreamsError(f"{self._name} not delivered after {timeout_s}s", retryable=True) from None
+        if self._failure is not None:
+            raise StreamsError(f"{self._name} not delivered: {self._failure}", retryable=True)
 
     @property
     def failure(self) -> str | None:
@@ -59,12 +80,16 @@ class CommandSender:
     def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde) -> None:
         self._topic = topic
         self._serde = serde
-        # Half a millisecond of linger: completions of a run's parallel tasks that end
-        # together go in one request, so the orchestrator decides them in one transaction
-        # (the fan-in's second transaction was a fifth of a light run; 2-3 ms cost more
-        # per hop than that saved: docs/benchmarks.md).
+        # One request in flight: what is produced meanwhile goes in the next request, so a
+        # busy worker sends few, full requests (each one costs the broker and the
+        # orchestrator's consumer) while an idle one sends at once. A millisecond of linger:
+        # completions of a run's parallel tasks that end together go in one request, so the
+        # orchestrator decides them in one transaction. Below 1 ms librdkafka's broker
+        # thread spins on the timer (15 % of a busy worker); above, each hop pays it.
+        # (docs/benchmarks.md, "Async agents, one request in flight")
         self._producer = Producer({**with_reconnect_backoff(kafka_config), "acks": "all", "enable.idempotence": True,
-                                   "partitioner": "murmur2_random", "linger.ms": 0.5})
+                                   "partitioner": "murmur2_random", "linger.ms": 1,
+                                   "max.in.flight.requests.per.connection": 1})
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve, name=f"deliveries-{topic}", daemon=True)
         self._poller.start()
@@ -72,12 +97,14 @@ class CommandSender:
     def send(self, command: Any, timeout_s: float = 30.0) -> None:
         self.send_later(command).wait(timeout_s)
 
-    def send_later(self, command: Any) -> Delivery:
+    def send_later(self, command: Any, loop: asyncio.AbstractEventLoop | None = None) -> Delivery:
+        """Produce ``command``; from a coroutine, pass its running loop to await
+        ``Delivery.confirmed``."""
         now_ms = int(time.time() * 1000)
         key: str = command.run_id
         name = type(command).__name__
         payload = self._serde.encode(command, new_meta(key, name, now_ms, correlation_id=key))
-        delivery = Delivery(name)
+        delivery = Delivery(name, loop)
         self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivery.delivered)
         return delivery
 
