@@ -1,14 +1,19 @@
 """``replace`` for the deciders' frozen dataclasses, and ``plain_fields``, which tells the
 Avro codecs when a class is nothing but its fields.
 
-``replace`` is ``dataclasses.replace``. A C copy of the slots (``_records_native.c``)
-replaced it until issue 12: it moved the orchestrator through the broker by +6 %, inside
-the run-to-run noise, so it was removed (docs/benchmarks.md has the measurement).
+``replace`` is ``dataclasses.replace`` with its per-call work done once per class: for
+a plain class (``plain_fields``) a generated function sets each field of a new object
+from the changes or the old one, as the generated ``__init__`` would, without walking
+the fields' metadata or parsing keywords twice. It was a third of the orchestrator's
+CPU at saturation (py-spy, docs/benchmarks.md); other classes keep ``dataclasses.replace``
+(their ``__init__``/``__post_init__`` must run). A C copy of the slots replaced it until
+issue 12, when the orchestrator was not what limited a run (+6 % through the broker).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -39,8 +44,31 @@ class Replace(Protocol):
     def __call__(self, obj: T, /, **changes: Any) -> T: ...
 
 
+_REPLACERS: dict[type, Callable[..., Any]] = {}
+
+
+def _replacer(cls: type) -> Callable[..., Any]:
+    names = plain_fields(cls)
+    if names is None:
+        function: Callable[..., Any] = dataclasses.replace
+    else:
+        lines = ["def replace(obj, /, **changes):", "    new = _new(_cls)"]
+        lines += [f"    _set(new, {name!r}, changes.pop({name!r}) if {name!r} in changes else obj.{name})"
+                  for name in names]
+        lines += ["    if changes:", "        raise _unknown(changes)", "    return new"]
+        namespace: dict[str, Any] = {"_cls": cls, "_new": object.__new__, "_set": object.__setattr__,
+                                     "_unknown": lambda changes: TypeError(
+                                         f"{cls.__name__} has no field(s) {', '.join(sorted(changes))}")}
+        exec("\n".join(lines), namespace)  # noqa: S102 - code built from the class's own field names
+        function = namespace["replace"]
+    _REPLACERS[cls] = function
+    return function
+
+
 def _replace(obj: T, /, **changes: Any) -> T:
-    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    cls = type(obj)
+    function = _REPLACERS.get(cls) or _replacer(cls)
+    return function(obj, **changes)  # type: ignore[no-any-return]
 
 
 replace: Replace = _replace

@@ -75,15 +75,26 @@ class OrchestratorDecider:
     run's root tasks are granted at once (``spare.py``); without it they are offered.
     """
 
-    __slots__ = ("plans", "retention", "spare")
+    __slots__ = ("_trail", "plans", "retention", "spare")
 
     def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None,
                  spare: SpareSlots | None = None) -> None:
         self.plans = plans if plans is not None else PlanBook()
         self.retention = retention or Retention()
         self.spare = spare
+        # The folds the last decision made while deciding (state, event, state after),
+        # in order: ``evolve`` of the same state and event returns the same state after.
+        self._trail: list[tuple[RunState | None, Event, RunState]] = []
 
     def decide(self, state: RunState | None, command: Command, at_ms: int) -> Sequence[Event]:
+        self._trail = []
+        batch = self._decision(state, command, at_ms)
+        if isinstance(batch, list):
+            return batch
+        self._trail = batch.trail
+        return batch.events
+
+    def _decision(self, state: RunState | None, command: Command, at_ms: int) -> _Batch | list[Event]:
         if isinstance(command, SubmitRun):
             return _submit(state, command, at_ms, self.plans, self.spare)
         if isinstance(command, Tick):
@@ -122,9 +133,19 @@ class OrchestratorDecider:
                 batch.add(RunCancelled(state.run_id, command.reason, at_ms))
             case _:
                 assert_never(command)
-        return batch.events
+        return batch
 
     def evolve(self, state: RunState | None, event: Event) -> RunState | None:
+        """``evolve.evolve``, and for the events just decided, the state deciding them
+        already folded (evolve is pure: the same state and event, the same result; each
+        fold was a third of the orchestrator's copies, docs/benchmarks.md)."""
+        trail = self._trail
+        if trail:
+            before, decided, after = trail[0]
+            if decided is event and before is state:
+                del trail[0]
+                return after
+            self._trail = []
         if state is None and isinstance(event, RunSubmitted):
             plan = self.plans.resolve(event.plan)
             if plan is None and event.plan.agents == ():
@@ -197,12 +218,14 @@ class _Batch:
     base: RunState
     events: list[Event] = field(default_factory=list)
     folded: int = 0
+    trail: list[tuple[RunState | None, Event, RunState]] = field(default_factory=list)  # each fold
 
     @property
     def state(self) -> RunState:
         for event in self.events[self.folded:]:
             after = evolve(self.base, event)
             assert after is not None
+            self.trail.append((self.base, event, after))
             self.base = after
         self.folded = len(self.events)
         return self.base
@@ -215,7 +238,7 @@ class _Batch:
 
 
 def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanBook,
-            spare: SpareSlots | None) -> list[Event]:
+            spare: SpareSlots | None) -> _Batch:
     if state is not None:
         raise DecisionError("duplicate: run already submitted")
     problem = _plan_problem(command.plan)
@@ -228,7 +251,7 @@ def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanB
     initial = evolve(None, RunSubmitted(command.run_id, plan, command.input, at_ms, command.idempotency_key))
     assert initial is not None
     submitted = RunSubmitted(command.run_id, plans.reference(plan), command.input, at_ms, command.idempotency_key)
-    batch = _Batch(initial, [submitted], folded=1)
+    batch = _Batch(initial, [submitted], folded=1, trail=[(None, submitted, initial)])
     for agent in plan.agents:
         if agent.dependencies:
             continue
@@ -240,7 +263,7 @@ def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanB
             _claim(batch, ClaimTask(command.run_id, agent.name, 1, worker), at_ms)
     if not plan.agents:
         batch.add(RunSucceeded(command.run_id, at_ms))
-    return batch.events
+    return batch
 
 
 def _plan_problem(plan: SystemPlan) -> str | None:
@@ -305,7 +328,7 @@ def _renew(batch: _Batch, command: RenewLease, at_ms: int) -> None:
     batch.add(LeaseRenewed(batch.state.run_id, task.name, task.epoch, expires))
 
 
-def _tick(state: RunState, now_ms: int, at_ms: int) -> list[Event]:
+def _tick(state: RunState, now_ms: int, at_ms: int) -> _Batch:
     batch = _Batch(state)
     for name in [agent.name for agent in state.plan.agents]:
         if batch.state.status is not RunStatus.RUNNING:
@@ -320,7 +343,7 @@ def _tick(state: RunState, now_ms: int, at_ms: int) -> list[Event]:
         elif (task.status is TaskStatus.BACKOFF and task.retry_due_ms is not None
                 and task.retry_due_ms <= now_ms):
             batch.add(TaskReady(state.run_id, name, task.attempt))
-    return batch.events
+    return batch
 
 
 # ---------------------------------------------------------------- journal

@@ -58,6 +58,9 @@ class OrchestratorMachine(RuleBasedStateMachine):
         # With spare slots: completions that offer follow-on slots get later runs' roots too.
         decider = OrchestratorDecider(spare=SpareSlots())
         self.runner: InMemoryRunner[RunState, Command, Event] = InMemoryRunner.of(decider)
+        # Decides nothing, so it folds every event itself: the states deciding folded
+        # and the runner kept must be the ones the log alone gives.
+        self.refold = OrchestratorDecider(decider.plans)
         self.plan: SystemPlan = document_pipeline()
         self.now = 1_000
         self.checked = 0  # log entries already checked
@@ -82,6 +85,11 @@ class OrchestratorMachine(RuleBasedStateMachine):
     def send(self, run: str, command: Command) -> list[Event]:
         events = self.runner.handle(run, command, self.now)
         self.check_log()
+        folded: RunState | None = None
+        for logged, event in self.runner.log:
+            if logged == run:
+                folded = self.refold.evolve(folded, event)
+        assert folded == self.state(run)
         return events
 
     def fenced(self, run: str, name: str, worker: str, epoch: int, command: Command) -> None:
