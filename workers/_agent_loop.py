@@ -24,15 +24,22 @@ class AgentLoop:
         self._executor = ThreadPoolExecutor(tool_threads, thread_name_prefix=f"{name}-tools")
         self._loop.set_default_executor(self._executor)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._starting: list[Callable[[], Coroutine[Any, Any, Any]]] = []
+        self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def start(self, attempt: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-        """Run ``attempt()`` on the loop; from any thread. RuntimeError once closed."""
+        """Run ``attempt()`` on the loop; from any thread. RuntimeError once closed.
+        Attempts started before the loop gets to them begin together: one wake-up."""
         if self._closed:
             raise RuntimeError("the agent loop is closed")
-        self._loop.call_soon_threadsafe(self._begin, attempt)
+        with self._lock:
+            self._starting.append(attempt)
+            if len(self._starting) > 1:
+                return  # the loop is already called to begin them
+        self._loop.call_soon_threadsafe(self._begin_started)
 
     def close(self, grace_s: float) -> None:
         """Let running attempts finish for up to ``grace_s``, cancel the rest, stop."""
@@ -46,12 +53,15 @@ class AgentLoop:
         self._thread.join(5)
 
     def _running(self) -> bool:
-        return bool(self._tasks) and self._thread.is_alive()
+        return bool(self._tasks or self._starting) and self._thread.is_alive()
 
-    def _begin(self, attempt: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-        task = self._loop.create_task(attempt())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _begin_started(self) -> None:
+        with self._lock:
+            started, self._starting = self._starting, []
+        for attempt in started:
+            task = self._loop.create_task(attempt())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _cancel_all(self) -> None:
         for task in self._tasks:

@@ -30,24 +30,29 @@ class Delivery:
     """One produced command; ``wait`` returns once the broker has it, or raises.
     Made with an event loop, ``confirmed`` is the same for a coroutine on that loop."""
 
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop | None = None,
+                 settled: list[Delivery] | None = None) -> None:
         self._name = name
         self._done = threading.Event()
         self._failure: str | None = None
         self._loop = loop
         self._future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
+        self._settled = settled  # where the delivery thread collects those a loop waits on
 
     def delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._failure = error.str()
         self._done.set()
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nobody waits
-                self._loop.call_soon_threadsafe(self._settle)
+        if self._settled is not None:
+            self._settled.append(self)
 
-    def _settle(self) -> None:
-        if self._future is not None and not self._future.done():
-            self._future.set_result(None)
+    @staticmethod
+    def settle(deliveries: list[Delivery]) -> None:
+        """On their loop: wake the coroutines awaiting ``confirmed``."""
+        for delivery in deliveries:
+            future = delivery._future
+            if future is not None and not future.done():
+                future.set_result(None)
 
     async def confirmed(self, timeout_s: float = 30.0) -> None:
         assert self._future is not None, "made without an event loop"
@@ -91,6 +96,7 @@ class CommandSender:
                                    "partitioner": "murmur2_random", "linger.ms": 1,
                                    "max.in.flight.requests.per.connection": 1})
         self._closed = threading.Event()
+        self._settled: list[Delivery] = []  # only the delivery thread touches it
         self._poller = threading.Thread(target=self._serve, name=f"deliveries-{topic}", daemon=True)
         self._poller.start()
 
@@ -104,7 +110,7 @@ class CommandSender:
         key: str = command.run_id
         name = type(command).__name__
         payload = self._serde.encode(command, new_meta(key, name, now_ms, correlation_id=key))
-        delivery = Delivery(name, loop)
+        delivery = Delivery(name, loop, None if loop is None else self._settled)
         self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivery.delivered)
         return delivery
 
@@ -116,6 +122,15 @@ class CommandSender:
     def _serve(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(0.2)
+            if self._settled:  # one wake-up of each loop for all the reports this poll served
+                settled, self._settled[:] = self._settled[:], []
+                loops: dict[asyncio.AbstractEventLoop, list[Delivery]] = {}
+                for delivery in settled:
+                    assert delivery._loop is not None
+                    loops.setdefault(delivery._loop, []).append(delivery)
+                for loop, deliveries in loops.items():
+                    with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nobody waits
+                        loop.call_soon_threadsafe(Delivery.settle, deliveries)
 
 
 class Inbox:
@@ -192,19 +207,27 @@ class Inbox:
             while not self._stop.is_set():
                 if self.broker_away.is_set():
                     self._probe()
-                message = self._consumer.poll(0.2)
-                payload = None if message is None or message.error() is not None else message.value()
-                if message is None or payload is None or (message.key() or b"").decode() != self._worker_id:
+                first = self._consumer.poll(0.2)
+                if first is None:
                     continue
-                try:
-                    _meta, value = self._serde.decode(payload)
-                except SerdeError as error:
-                    log.warning("inbox: undecodable record at offset %s: %s", message.offset(), error)
-                    continue
-                if isinstance(value, Assignment) and value.worker_id == self._worker_id:
-                    self._route(value)
+                # and what the same commit made visible: routed together, started together
+                # (consume() alone would wait for a full batch)
+                for message in [first, *self._consumer.consume(500, 0)]:
+                    self._receive(message)
         finally:
             self._consumer.close()
+
+    def _receive(self, message: Message) -> None:
+        payload = None if message.error() is not None else message.value()
+        if payload is None or (message.key() or b"").decode() != self._worker_id:
+            return
+        try:
+            _meta, value = self._serde.decode(payload)
+        except SerdeError as error:
+            log.warning("inbox: undecodable record at offset %s: %s", message.offset(), error)
+            return
+        if isinstance(value, Assignment) and value.worker_id == self._worker_id:
+            self._route(value)
 
     def _route(self, assignment: Assignment) -> None:
         with self._lock:
