@@ -443,6 +443,12 @@ class LocalKafka(ManagedServer):
             "group.consumer.heartbeat.interval.ms": "500",
             "group.consumer.min.heartbeat.interval.ms": "250",
             "log.cleaner.dedupe.buffer.size": str(2 * 1024 * 1024),
+            # A dev broker shares a small host with everything it serves: one network
+            # thread and two request handlers (defaults 3 and 8) switch less. Saturated
+            # bench.peers runs: broker CPU per run 1.04-1.23 -> 0.91-1.15 ms, context
+            # switches per run 16-18 -> 13-14 (docs/benchmarks.md).
+            "num.network.threads": "1",
+            "num.io.threads": "2",
             "auto.create.topics.enable": "false",
         }
         path = self.data_dir / "server.properties"
