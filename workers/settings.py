@@ -24,6 +24,10 @@ class WorkerSettings(BaseSettings):
     # tasks it readies straight to this worker (no claim round trip). Off: every task
     # goes through `work` and a claim, as before (kept to measure the difference).
     follow_on_grants: bool = True
+    # Claims of `work` items waiting for their answer at once (0: the concurrency). They
+    # hold no slot meanwhile, so a granted claim may take the running count past the
+    # concurrency by at most this many.
+    claims_in_flight: int = Field(default=0, ge=0)
     # How long to wait for the orchestrator's answer to a claim before asking again.
     claim_timeout_s: float = 10.0
     claim_attempts: int = 3

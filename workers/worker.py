@@ -77,6 +77,7 @@ class Worker:
         self._active: dict[tuple[str, str], Assignment] = {}
         self._lock = threading.Lock()
         self._slots = Slots(self.settings.concurrency)
+        self._claiming = threading.BoundedSemaphore(self.settings.claims_in_flight or self.settings.concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._async_agents = frozenset(name for name, spec in registry.agents.items() if spec.is_async)
         self._agent_loop = AgentLoop(f"agents-{system}", self.settings.concurrency) if self._async_agents else None
@@ -126,12 +127,12 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._commit()
-                if not slots.wait_free(0.2):
+                if not slots.wait_free(0.2) or not self._claiming.acquire(timeout=0.2):
                     continue
                 accepted = self._accept(self._consumer.poll(0.2))
                 if accepted is None:
+                    self._claiming.release()
                     continue
-                slots.take()  # given back by _handle, or by the attempt it starts
                 item, partition, offset = accepted
                 self._tracker.started(partition, offset)
                 pool.submit(self._handle, item, partition, offset)
@@ -184,23 +185,26 @@ class Worker:
         return value, partition, offset
 
     def _handle(self, item: WorkItem, partition: int, offset: int) -> None:
-        """On a pool thread, holding a slot: claim the item, then run the attempt in that
-        slot (it gives the slot back when it ends), or give the slot back at once."""
-        started = False
+        """On a pool thread: claim the item; granted, run the attempt in a slot (it gives
+        the slot back when it ends). A claim waiting for its answer holds no slot (the
+        free slots are offered for follow-on grants meanwhile), so a grant may take the
+        count past the limit by the claims in flight."""
         try:
-            assignment = self._claim(item)
+            try:
+                assignment = self._claim(item)
+            finally:
+                self._claiming.release()
             self._tracker.answered(partition, offset)
             if assignment is None or not assignment.granted:
                 reason = "no answer" if assignment is None else assignment.reason
                 log.info("claim of %s/%s#%s not granted: %s", item.run_id[:8], item.task, item.attempt, reason)
                 return
-            started = self._start(assignment, on_this_thread=True)
+            self._slots.take()
+            if not self._start(assignment, on_this_thread=True):
+                self._slots.release()
         except Exception:
             log.exception("claim of %s/%s failed", item.run_id, item.task)
             # offset stays uncommitted: redelivered after a restart or rebalance
-        finally:
-            if not started:
-                self._slots.release()
 
     def _claim(self, item: WorkItem) -> Assignment | None:
         key = (item.run_id, item.task, item.attempt)
@@ -263,23 +267,30 @@ class Worker:
 
     async def _run_async(self, assignment: Assignment) -> None:
         outcome = "lost"
+        slot = [True]  # held until the outcome is written: the agent's work is done then
+
+        async def send(command: Any) -> None:
+            delivery = self._sender.send_later(command, asyncio.get_running_loop())
+            slot[0] = False
+            self._slots.release()  # free for follow-on grants while the broker confirms
+            await delivery.confirmed()
+
         try:
             with self._leases.held(assignment):
-                outcome = await self._attempt(assignment).run_async(self._send_async)
+                outcome = await self._attempt(assignment).run_async(send)
         except asyncio.CancelledError:  # shut down past the grace: its lease is released with the leftovers
-            self._slots.release()
+            if slot[0]:
+                self._slots.release()
             raise
         except Exception:
             log.exception("attempt %s/%s could not report its outcome", assignment.run_id, assignment.task)
-        self._ended(assignment, outcome)
+        self._ended(assignment, outcome, release=slot[0])
 
-    async def _send_async(self, command: Any) -> None:
-        await self._sender.send_later(command, asyncio.get_running_loop()).confirmed()
-
-    def _ended(self, assignment: Assignment, outcome: str) -> None:
+    def _ended(self, assignment: Assignment, outcome: str, release: bool = True) -> None:
         with self._lock:
             self._active.pop((assignment.run_id, assignment.task), None)
-        self._slots.release()
+        if release:
+            self._slots.release()
         self.outcomes.append((assignment.run_id, assignment.task, outcome))
 
     def _follow_on(self) -> int:

@@ -4,9 +4,10 @@ from here at ``SubmitRun``, so they skip the ``work`` offer and the claim round 
 A ``CompleteTask`` carries ``follow_on``, the completer's free slots; what its own
 follow-on grants leave over is the worker's spare capacity as of that command's log
 time. A root task is granted to the worker with the freshest report that still has a
-slot, if that report is at most ``window_ms`` old (log time, both ways: the submitter's
-and the worker's clocks may differ a little). Each grant uses one slot; the worker's
-next report replaces what is left.
+slot, if that report is at most ``window_ms`` older than the submit (log time). A report
+younger than the submit is fresh: the worker was alive after it, whether the submit
+waited in a backlog (at saturation, every submit does) or the clocks differ. Each grant
+uses one slot; the worker's next report replaces what is left.
 
 This is a hint, not state of any run: it lives in the process, is lost on restart and
 is not rolled back with an aborted transaction. What a run's decisions depend on is the
@@ -45,7 +46,7 @@ class SpareSlots:
             return None
         for worker in reversed(list(reports)):
             report = reports[worker]
-            if abs(at_ms - report[1]) > self.window_ms:
+            if at_ms - report[1] > self.window_ms:
                 continue
             report[0] -= 1
             if report[0] == 0:

@@ -40,6 +40,9 @@ def test_only_fresh_reports_of_the_same_system_count() -> None:
     spare.note("s", "w2", 1, 2_000)
     assert spare.take("s", 1_950) == "w2"  # the submitter's clock a little behind the worker's
     assert spare.take("s", 2_000) is None
+    # A submit that waited in a backlog: reports written long after it are fresh.
+    spare.note("s", "w3", 1, 9_000)
+    assert spare.take("s", 2_500) == "w3"
 
 
 def test_a_negative_window_is_refused() -> None:

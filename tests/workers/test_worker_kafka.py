@@ -41,9 +41,10 @@ PLAN = SystemPlan("echo-system", "1", (AgentPlan("echoer", "m1", (ToolPlan("test
 
 
 class ScriptedOrchestrator:
-    def __init__(self, kafka_config: dict[str, Any], topics: Topics, grant: bool) -> None:
+    def __init__(self, kafka_config: dict[str, Any], topics: Topics, grant: bool, answer_claims: bool = True) -> None:
         self.commands: list[Any] = []
         self._topics, self._grant, self._serde = topics, grant, Serde()
+        self._answer_claims = answer_claims
         self._stop = threading.Event()
         self._producer = Producer({**kafka_config, "partitioner": "murmur2_random"})
         self._consumer = Consumer({**kafka_config, "group.id": f"{topics.prefix}.scripted",
@@ -64,7 +65,7 @@ class ScriptedOrchestrator:
                 continue
             command = self._serde.decode(message.value())[1]
             self.commands.append(command)
-            if isinstance(command, ClaimTask):
+            if isinstance(command, ClaimTask) and self._answer_claims:
                 self.produce(self._topics.inbox, command.worker_id, Assignment(
                     command.worker_id, command.run_id, command.task, command.attempt, self._grant,
                     None if self._grant else "already leased", 3, 0, 3_000, "echo-system", "m1", '"hello"', {}, ()))
@@ -207,6 +208,30 @@ def test_a_stopping_worker_cancels_an_async_attempt_past_the_grace_and_releases_
         [released] = [c for c in orchestrator.commands if isinstance(c, ReleaseLease)]
         assert (released.run_id, released.task, released.epoch) == ("r9", "sleeper", 8)
         assert worker.outcomes == []  # cancelled: neither completed nor failed
+    finally:
+        worker.stop()
+        runner.join(30)
+        orchestrator.close()
+
+
+@pytest.mark.kafka
+def test_a_claim_waiting_for_its_answer_holds_no_slot(kafka_config: dict[str, Any], unique_prefix: str) -> None:
+    """While a claim waits (here: forever), its slot is still offered for follow-on grants."""
+    topics = Topics(unique_prefix)
+    ensure_topics(AdminClient(dict(kafka_config)), topics, catalog(2, 1))
+    orchestrator = ScriptedOrchestrator(dict(kafka_config), topics, grant=True, answer_claims=False)
+    worker_id = f"w-{unique_prefix}"
+    worker = Worker(dict(kafka_config), topics, "echo-system", Registry.from_module(sample_tools),
+                    WorkerSettings(worker_id=worker_id, concurrency=2), plan=PLAN)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        orchestrator.produce(topics.work, "r1/echoer", WorkItem("r1", "echo-system", "echoer", 1))
+        _wait(lambda: any(isinstance(c, ClaimTask) for c in orchestrator.commands))
+        orchestrator.produce(topics.inbox, worker_id, _grant(worker_id, "r2", "echoer", 5, '"hi"'))
+        _wait(lambda: any(isinstance(c, CompleteTask) for c in orchestrator.commands))
+        [done] = [c for c in orchestrator.commands if isinstance(c, CompleteTask)]
+        assert done.follow_on == 2  # its own slot and the one the waiting claim does not hold
     finally:
         worker.stop()
         runner.join(30)
