@@ -54,12 +54,12 @@ class Delivery:
             if future is not None and not future.done():
                 future.set_result(None)
 
-    async def confirmed(self, timeout_s: float = 30.0) -> None:
+    async def confirmed(self) -> None:
+        """No timer of its own (a timer per attempt was a tenth of the agent loop's time):
+        the producer reports every record, delivered or failed, within its
+        ``message.timeout.ms``."""
         assert self._future is not None, "made without an event loop"
-        try:
-            await asyncio.wait_for(self._future, timeout_s)
-        except TimeoutError:
-            raise StreamsError(f"{self._name} not delivered after {timeout_s}s", retryable=True) from None
+        await self._future
         if self._failure is not None:
             raise StreamsError(f"{self._name} not delivered: {self._failure}", retryable=True)
 

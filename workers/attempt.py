@@ -29,7 +29,7 @@ from taskplane.workers.exceptions import (
     WorkerStopping,
 )
 from taskplane.workers.isolation import Limits, run_tool
-from taskplane.workers.journal import Journal, canonical_json, idempotency_key, task_key
+from taskplane.workers.journal import Journal, canonical_json, idempotency_key
 from taskplane.workers.sdk import AgentContext, Registry, decode_json
 from taskplane.workers.settings import WorkerSettings
 
@@ -99,7 +99,7 @@ class Attempt:
         a = self.assignment
         return AgentContext(a.run_id, a.task, a.attempt, a.model, decode_json(a.input),
                             {name: decode_json(out) for name, out in a.dependency_outputs.items()},
-                            task_key(a.run_id, a.task), self._call_tool,
+                            self._call_tool,
                             self._call_tool_async if self._turn is not None else None)
 
     def _completion(self, output: Any) -> CompleteTask:

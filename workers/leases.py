@@ -38,10 +38,10 @@ class Sent(Protocol):
 class Lease:
     """One attempt's lease while it is held: its renewal and how its sends went."""
 
-    __slots__ = ("failures", "interval_s", "last", "live", "renewal", "renewals")
+    __slots__ = ("assignment", "failures", "interval_s", "last", "live", "renewals")
 
     def __init__(self, assignment: Assignment) -> None:
-        self.renewal = RenewLease(assignment.run_id, assignment.task, assignment.worker_id, assignment.epoch)
+        self.assignment = assignment
         self.interval_s = max(assignment.lease_timeout_ms, 30) / 3000
         self.live = True
         self.last: Sent | None = None
@@ -97,7 +97,8 @@ class Renewals:
                 self._changed.wait(self._due[0][0] - now if self._due else None)
 
     def _renew(self, lease: Lease) -> None:
-        renewal, last = lease.renewal, lease.last
+        a, last = lease.assignment, lease.last
+        renewal = RenewLease(a.run_id, a.task, a.worker_id, a.epoch)  # most attempts end before one
         if last is not None and last.failure is not None:  # the previous one never reached the broker
             lease.failures += 1
             log.warning("renewal of %s/%s failed: %s", renewal.run_id, renewal.task, last.failure)

@@ -41,6 +41,7 @@ from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 from taskplane.workers.exceptions import RegistryError
+from taskplane.workers.journal import task_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -182,9 +183,14 @@ class AgentContext:
     model: str | None
     run_input: Any
     inputs: dict[str, Any]
-    idempotency_key: str  # the task's key, the same in every attempt
     _call: ToolCaller = field(repr=False)
     _call_async: AsyncToolCaller | None = field(default=None, repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The task's key, the same in every attempt (for side effects outside tools);
+        derived when asked: most agents never do."""
+        return task_key(self.run_id, self.task)
 
     def call_tool(self, name: str, **args: Any) -> Any:
         """Run tool ``name`` (journaled, timed out, isolated as the manifest says) and
