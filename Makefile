@@ -14,7 +14,7 @@ SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool chromium:chromium podman
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := .tools/kustomize
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c native/*.h)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c contract/*.c native/*.h)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -44,9 +44,9 @@ test: $(VENV)/.installed $(KUSTOMIZE)
 	$(BIN)/pytest -q
 	$(MAKE) codecs
 
-# The C Avro codec's other two checks: the pure-Python fallback (no extension) and an
-# AddressSanitizer/UBSan build, each running the codec tests (docs/dependencies.md).
-CODEC_TESTS := tests/streams/test_avro_codegen.py tests/streams/test_serde.py
+# The C extensions' other two checks: the pure-Python fallbacks (no extension) and an
+# AddressSanitizer/UBSan build, each running their tests (docs/dependencies.md).
+CODEC_TESTS := tests/streams/test_avro_codegen.py tests/streams/test_serde.py tests/contract/test_records.py
 codecs: $(VENV)/.installed
 	$(BIN)/python scripts/without_native.py -q $(CODEC_TESTS)
 	sh scripts/asan_codecs.sh $(BIN)/python

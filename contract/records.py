@@ -1,13 +1,15 @@
 """``replace`` for the deciders' frozen dataclasses, and ``plain_fields``, which tells the
 Avro codecs when a class is nothing but its fields.
 
-``replace`` is ``dataclasses.replace`` with its per-call work done once per class: for
-a plain class (``plain_fields``) a generated function sets each field of a new object
-from the changes or the old one, as the generated ``__init__`` would, without walking
-the fields' metadata or parsing keywords twice. It was a third of the orchestrator's
-CPU at saturation (py-spy, docs/benchmarks.md); other classes keep ``dataclasses.replace``
-(their ``__init__``/``__post_init__`` must run). A C copy of the slots replaced it until
-issue 12, when the orchestrator was not what limited a run (+6 % through the broker).
+``replace`` is ``dataclasses.replace`` for a plain class (``plain_fields``) without
+``__init__``: such an instance is nothing but its fields, so a copy of them with the
+changes swapped in is the object ``__init__`` would build. ``_records_native.c`` copies
+the slots in C (0.18 us for a TaskState, against 2.8 for ``dataclasses.replace``); without
+the extension a function generated once per class sets the fields as the generated
+``__init__`` would (1.5 us). Other classes keep ``dataclasses.replace`` (their
+``__init__``/``__post_init__`` must run). Copies were a third of the orchestrator's time at
+saturation (py-spy, docs/benchmarks.md): the C copy, removed at issue 12 when it moved a
+run through the broker by +6 %, is back now that the orchestrator's CPU is what a run costs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
+
+try:
+    from taskplane.contract import _records_native
+except ImportError:  # installed without a C compiler
+    _records_native = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -57,8 +64,9 @@ def _replacer(cls: type) -> Callable[..., Any]:
                   for name in names]
         lines += ["    if changes:", "        raise _unknown(changes)", "    return new"]
         namespace: dict[str, Any] = {"_cls": cls, "_new": object.__new__, "_set": object.__setattr__,
-                                     "_unknown": lambda changes: TypeError(
-                                         f"{cls.__name__} has no field(s) {', '.join(sorted(changes))}")}
+                                     "_unknown": lambda changes: TypeError(  # as dataclasses.replace says it
+                                         f"{cls.__qualname__}.__init__() got an unexpected keyword argument "
+                                         f"'{next(iter(changes))}'")}
         exec("\n".join(lines), namespace)  # noqa: S102 - code built from the class's own field names
         function = namespace["replace"]
     _REPLACERS[cls] = function
@@ -71,5 +79,13 @@ def _replace(obj: T, /, **changes: Any) -> T:
     return function(obj, **changes)  # type: ignore[no-any-return]
 
 
-replace: Replace = _replace
-"""``replace(obj, /, **changes)``: a copy of dataclass ``obj`` with ``changes``."""
+python_replace: Replace = _replace
+"""The copy without the extension (tests hold it to ``dataclasses.replace`` too)."""
+
+replace: Replace = (
+    _replace
+    if _records_native is None
+    else _records_native.Replacer(layout=plain_fields, fallback=dataclasses.replace)
+)
+"""``replace(obj, /, **changes)``: a copy of dataclass ``obj`` with ``changes``, equal to
+``dataclasses.replace(obj, **changes)``."""

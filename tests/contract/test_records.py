@@ -1,26 +1,74 @@
-"""plain_fields: which dataclasses the Avro codecs may build by setting their fields
-directly (every contract record), and which must go through ``__init__``."""
+"""``replace`` (the C copy where it built, else the generated Python one) equals
+``dataclasses.replace`` for every domain record, and goes to ``dataclasses.replace`` for
+classes it cannot copy field by field. ``plain_fields`` tells which classes the Avro
+codecs and the copies may build by setting their fields directly.
+
+Run by ``make codecs`` twice more: without the extension (scripts/without_native.py)
+and under AddressSanitizer/UBSan (scripts/asan_codecs.sh)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskplane.contract.messages import AttemptRecord
-from taskplane.contract.records import plain_fields, replace
-from taskplane.contract.state import TaskState, TaskStatus
+from taskplane.contract import records
+from taskplane.contract.records import Replace, plain_fields, python_replace, replace
 from taskplane.streams.serde import domain_classes
 
 DOMAIN = {name: cls for name, cls in domain_classes().items()}
+COPIES = {"active": replace, "python": python_replace}
+
+
+def test_the_c_copy_is_built_where_ci_runs() -> None:
+    if os.environ.get("CI"):
+        assert records._records_native is not None
 
 
 def test_every_domain_record_is_plain() -> None:
     """The contract's records are all plain frozen slots dataclasses: none of them
-    takes the codecs' slow path by accident."""
+    takes the slow path by accident."""
     assert {name for name, cls in DOMAIN.items() if plain_fields(cls) is None} == set()
+
+
+@pytest.mark.parametrize("copy_name", sorted(COPIES))
+@pytest.mark.parametrize("name", sorted(DOMAIN))
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_replace_equals_dataclasses_replace(copy_name: str, name: str, data: st.DataObject) -> None:
+    copy_of: Replace = COPIES[copy_name]
+    cls = DOMAIN[name]
+    original = data.draw(st.from_type(cls))
+    donor = data.draw(st.from_type(cls))
+    fields = [f.name for f in dataclasses.fields(cls)]
+    changed = data.draw(st.lists(st.sampled_from(fields), unique=True)) if fields else []
+    changes = {field: getattr(donor, field) for field in changed}
+    copy = copy_of(original, **changes)
+    assert type(copy) is cls
+    assert copy == dataclasses.replace(original, **changes)
+    assert copy is not original
+    assert original == dataclasses.replace(original)  # the original is untouched
+    for field in fields:  # shared, not copied: the same objects as dataclasses.replace gives
+        assert getattr(copy, field) is (changes[field] if field in changes else getattr(original, field))
+    if fields:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(copy, fields[0], getattr(copy, fields[0]))
+
+
+@pytest.mark.parametrize("copy_name", sorted(COPIES))
+def test_an_unknown_field_is_a_type_error_as_dataclasses_says_it(copy_name: str) -> None:
+    from taskplane.contract.messages import Tick
+
+    with pytest.raises(TypeError, match="__init__\\(\\) got an unexpected keyword argument 'now'"):
+        dataclasses.replace(Tick(1), now=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="__init__\\(\\) got an unexpected keyword argument 'now'"):
+        COPIES[copy_name](Tick(1), now=2)
+    with pytest.raises(TypeError):
+        COPIES[copy_name](Tick(1), "positional")  # type: ignore[call-arg]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,34 +88,39 @@ class _WithoutInit:
         object.__setattr__(self, "amount", abs(amount))
 
 
-def test_a_post_init_or_a_hand_written_init_is_not_plain() -> None:
+@dataclasses.dataclass(frozen=True)
+class _WithoutSlots:
+    amount: int
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Base:
+    amount: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Derived(_Base):
+    note: str
+
+
+@pytest.mark.parametrize("copy_name", sorted(COPIES))
+@pytest.mark.parametrize(
+    ("value", "changes", "expected"),
+    [
+        (_WithoutSlots(1), {"note": "x"}, _WithoutSlots(1, "x")),
+        (_Derived(1, "a"), {"amount": 2}, _Derived(2, "a")),  # inherited slots
+    ],
+)
+def test_other_dataclasses_are_copied_as_dataclasses_replace_does(
+        copy_name: str, value: Any, changes: dict[str, Any], expected: Any) -> None:
+    assert COPIES[copy_name](value, **changes) == expected
+
+
+@pytest.mark.parametrize("copy_name", sorted(COPIES))
+def test_a_post_init_or_a_hand_written_init_still_runs(copy_name: str) -> None:
     assert plain_fields(_Checked) is None
     assert plain_fields(_WithoutInit) is None
     with pytest.raises(ValueError, match="negative"):
-        replace(_Checked(1), amount=-1)
-
-
-@given(st.data())
-def test_replace_of_a_plain_record_is_dataclasses_replace(data: st.DataObject) -> None:
-    """The generated copy gives what ``dataclasses.replace`` gives, for any subset of
-    fields changed, and the copy is a new object (the old one is untouched)."""
-    task = TaskState("parser", TaskStatus.LEASED, 2, 1, 3, "w1", 10, None, '{"a": 1}', "boom",
-                     None, None, (AttemptRecord(1, 1, "w0", "lost"),))
-    names = [f.name for f in dataclasses.fields(TaskState)]
-    changed = data.draw(st.lists(st.sampled_from(names), unique=True))
-    values = {"name": "other", "status": TaskStatus.READY, "attempt": 7, "failures": 0, "epoch": 9,
-              "holder": None, "lease_expires_ms": 99, "retry_due_ms": 5, "output": None, "last_error": None,
-              "last_failure_kind": None, "blocked_by": "x", "history": ()}
-    changes = {name: values[name] for name in changed}
-    copy = replace(task, **changes)
-    assert copy == dataclasses.replace(task, **changes)
-    assert copy is not task and task.name == "parser" and task.attempt == 2
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        copy.attempt = 1  # type: ignore[misc]
-
-
-def test_replace_refuses_a_field_the_record_does_not_have() -> None:
-    with pytest.raises(TypeError, match="TaskState has no field"):
-        replace(TaskState("parser"), nmae="typo")
-    with pytest.raises(TypeError):
-        dataclasses.replace(TaskState("parser"), nmae="typo")  # as dataclasses.replace does
+        COPIES[copy_name](_Checked(1), amount=-1)
+    assert COPIES[copy_name](_WithoutInit(1), amount=-5) == _WithoutInit(5)
