@@ -6,10 +6,11 @@ import threading
 
 
 class Slots:
-    """Work is taken from the ``work`` topic only while a slot is free. A follow-on grant
-    (the orchestrator granted a downstream task because this worker said it had room)
-    is always taken: the lease is already this worker's, so the count may briefly
-    exceed the limit when intake raced with it."""
+    """Attempts running agent code, against the concurrency. Work is taken from the
+    ``work`` topic only while a slot is free; a claim waiting for its answer holds none.
+    A grant (a claim's, or a follow-on the orchestrator gave because this worker said it
+    had room) is always taken: the lease is already this worker's, so the count may
+    briefly exceed the limit when they race."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -80,7 +80,6 @@ class Worker:
         self._claiming = threading.BoundedSemaphore(self.settings.claims_in_flight or self.settings.concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._async_agents = frozenset(name for name, spec in registry.agents.items() if spec.is_async)
-        self._agent_loop = AgentLoop(f"agents-{system}", self.settings.concurrency) if self._async_agents else None
         self.outcomes: list[tuple[str, str, str]] = []  # (run_id, task, outcome), for tests and logs
         self._systems: GlobalTable | None = None
         if plan is None:
@@ -99,6 +98,8 @@ class Worker:
                                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                    "isolation.level": "read_committed", "client.id": self.worker_id})
         self._consumer.subscribe([topics.work], on_revoke=self._revoked)
+        # Last: a constructor that raised above leaves no loop thread behind.
+        self._agent_loop = AgentLoop(f"agents-{system}", self.settings.concurrency) if self._async_agents else None
 
     # ------------------------------------------------------------ lifecycle
 
