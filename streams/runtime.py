@@ -831,7 +831,14 @@ class ProcessorRuntime(Generic[S, C, E]):
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            "queued.min.messages": 100_000,
+            # Fetch only while nothing fetched is left unread. With librdkafka's default
+            # (keep 100,000 records queued) a busy processor kept a fetch at the log's
+            # end, and every record produced answered it: at saturation one fetch per
+            # submitted run, a third of the broker's requests. Now a busy processor's
+            # input waits on the broker and comes in one fetch when its batch is taken;
+            # the backoff is how often librdkafka looks (locally) whether it was.
+            "queued.min.messages": 1,
+            "fetch.queue.backoff.ms": 1,
             # How long the broker holds a fetch that finds nothing. A record (or the commit
             # marker that makes it readable) answers a held fetch at once, so this costs no
             # latency; a short wait only multiplies idle fetches (50 ms: 20 a second each).
