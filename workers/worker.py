@@ -19,6 +19,7 @@ import logging
 import queue
 import signal
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -80,7 +81,9 @@ class Worker:
         self._claiming = threading.BoundedSemaphore(self.settings.claims_in_flight or self.settings.concurrency)
         self._pool: ThreadPoolExecutor | None = None
         self._async_agents = frozenset(name for name, spec in registry.agents.items() if spec.is_async)
-        self.outcomes: list[tuple[str, str, str]] = []  # (run_id, task, outcome), for tests and logs
+        # (run_id, task, outcome) of the latest attempts, for tests and logs; bounded: a
+        # list of every attempt grew by ~200 bytes an attempt for the worker's life.
+        self.outcomes: deque[tuple[str, str, str]] = deque(maxlen=1_000)
         self._systems: GlobalTable | None = None
         if plan is None:
             self._systems = GlobalTable(kafka_config, topics.systems, self._serde)

@@ -207,7 +207,7 @@ def test_a_stopping_worker_cancels_an_async_attempt_past_the_grace_and_releases_
         _wait(lambda: any(isinstance(c, ReleaseLease) for c in orchestrator.commands))
         [released] = [c for c in orchestrator.commands if isinstance(c, ReleaseLease)]
         assert (released.run_id, released.task, released.epoch) == ("r9", "sleeper", 8)
-        assert worker.outcomes == []  # cancelled: neither completed nor failed
+        assert not worker.outcomes  # cancelled: neither completed nor failed
     finally:
         worker.stop()
         runner.join(30)
