@@ -11,6 +11,7 @@ import typer
 
 from taskplane.cli_processors import kafka_endpoints
 from taskplane.probes import ProcessState, ReadinessCheck
+from taskplane.processes import freeze_startup_heap
 from taskplane.streams.exceptions import StreamsError
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
 from taskplane.workers.loader import load_user_module
@@ -67,6 +68,7 @@ def worker_run(
     typer.echo(f"worker {worker.worker_id} serving {system}", err=True)
     state.add_check(worker.ready)
     serving.set()
+    freeze_startup_heap()
     worker.run()
 
 
