@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from taskplane import cli_systems, cli_ui, cli_worker
+from taskplane import cli_simulate, cli_systems, cli_ui, cli_worker
 from taskplane.cli_apply import apply
 from taskplane.cli_demo import demo
 from taskplane.cli_dev import dev_app
@@ -55,6 +55,7 @@ app.add_typer(rebuild_app, name="rebuild")
 cli_worker.register(app)
 cli_systems.register(app)
 cli_ui.register(app)
+cli_simulate.register(app)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from taskplane.contract.breaker import BreakerState, BreakerStatus
@@ -40,6 +41,25 @@ SendLater = Callable[[Any], Any]  # returns something with ``wait()``: the write
 BreakerLookup = Callable[[str], BreakerState | None]
 
 
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """What an attempt takes from the process it runs in: the clock its breaker checks
+    read, how a tool call runs (isolated, timed out) and how it waits between a tool's
+    own retries. A worker uses the real ones; ``taskplane simulate`` passes a virtual
+    clock and an in-process runner, so the same attempt logic runs in virtual time."""
+
+    now_ms: Callable[[], int] = _wall_ms
+    run_tool: Callable[[Any, dict[str, Any], str, Isolation, Limits], Any] = run_tool
+    sleep: Callable[[float], None] = time.sleep
+
+
+REAL_HOST = Host()
+
+
 def breaker_wait_ms(state: BreakerState | None, now_ms: int) -> int | None:
     """Milliseconds until the tool may be tried again, or None when it may be called
     now (closed, half-open for a probe, or open past its cooldown)."""
@@ -56,7 +76,8 @@ class Attempt:
     def __init__(self, assignment: Assignment, agent: AgentPlan, registry: Registry, settings: WorkerSettings,
                  send: Send, breaker: BreakerLookup, stopping: threading.Event,
                  isolation_fallback: frozenset[Isolation] = frozenset(),
-                 follow_on: Callable[[], int] = lambda: 0, send_later: SendLater | None = None) -> None:
+                 follow_on: Callable[[], int] = lambda: 0, send_later: SendLater | None = None,
+                 host: Host = REAL_HOST) -> None:
         self.assignment = assignment
         self._agent = agent
         self._registry = registry
@@ -67,6 +88,7 @@ class Attempt:
         self._fallback = isolation_fallback
         self._follow_on = follow_on  # downstream tasks this worker takes at once when done
         self._send_later = send_later
+        self._host = host
         self._unconfirmed: list[Any] = []  # tool-call records written but not yet confirmed
         self._journal = Journal(assignment.journal)
         self._call_index = 0
@@ -164,7 +186,7 @@ class Attempt:
         recorded = self._journal.lookup(key)
         if recorded is not None:
             return decode_json(recorded)
-        wait_ms = breaker_wait_ms(self._breaker(name), int(time.time() * 1000))
+        wait_ms = breaker_wait_ms(self._breaker(name), self._host.now_ms())
         if wait_ms is not None:
             if allow_fallback and plan.fallback:
                 log.info("breaker open for %s: taking fallback %s", name, plan.fallback)
@@ -187,12 +209,12 @@ class Attempt:
         for attempt in range(tries):
             try:
                 self.tool_runs += 1
-                result = run_tool(spec, args, key, isolation, limits)
+                result = self._host.run_tool(spec, args, key, isolation, limits)
             except ToolError as error:
                 self._record(name, index, key, ok=False, error=str(error))
                 if not error.retryable or attempt == tries - 1 or self._stopping.is_set():
                     raise
-                time.sleep(self._settings.tool_retry_backoff_ms * 2**attempt / 1000)
+                self._host.sleep(self._settings.tool_retry_backoff_ms * 2**attempt / 1000)
                 continue
             text = canonical_json(result)
             self._record(name, index, key, ok=True, result=text)

@@ -106,6 +106,23 @@ def _in_thread(spec: ToolSpec, args: dict[str, Any], key: str, limits: Limits) -
     thread.join(limits.timeout_s)
     if thread.is_alive():
         raise ToolTimeout(spec.name, f"no answer after {limits.timeout_ms} ms (thread abandoned)")
+    return _returned(spec, outcome)
+
+
+def run_inline(spec: ToolSpec, args: dict[str, Any], key: str) -> Any:
+    """One call on this thread, its outcome mapped as isolation ``none`` maps it, without
+    the timeout thread: for ``taskplane simulate``, which times tools out in virtual time."""
+    outcome: dict[str, Any] = {}
+    try:
+        outcome["result"] = spec.function(**_call_args(spec, args, key))
+    except Exception as error:  # a simulated crash (a BaseException) goes through
+        outcome["error"] = error
+    return _returned(spec, outcome)
+
+
+def _returned(spec: ToolSpec, outcome: dict[str, Any]) -> Any:
+    """The call's JSON result, or its failure as a ``ToolError`` (retryable unless the
+    error says otherwise)."""
     if "error" in outcome:
         error = outcome["error"]
         if isinstance(error, ToolError):

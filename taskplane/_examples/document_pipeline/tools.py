@@ -13,6 +13,8 @@ from typing import Any
 
 from taskplane import AgentContext, agent, tool
 from taskplane._examples.db import database_url, ensure_table
+from taskplane.testing import simulating
+from taskplane.testing.fakes import FakeTable
 from taskplane.workers.exceptions import NonRetryableError
 
 DOCUMENT_SCHEMA: dict[str, Any] = {
@@ -24,6 +26,8 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
         "text": {"type": "string", "minLength": 20},
     },
 }
+# Simulated (``taskplane simulate``): results go to an in-memory table, new for each seed.
+RESULTS = FakeTable() if simulating() else None
 _KINDS = {".txt": "text", ".md": "markdown", ".json": "json"}
 _STOPWORDS = frozenset(
     [
@@ -129,6 +133,9 @@ def summarize(text: str, sentences: int = 2) -> str:
 @tool("database.store", env=("TASKPLANE_DATABASE_URL",))
 def store(run_id: str, results: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
     """Upsert the run's results into ``document_results`` (created if missing)."""
+    if RESULTS is not None:
+        RESULTS.upsert(run_id, {"results": results, "idempotency_key": idempotency_key})
+        return {"run_id": run_id, "documents": len(results.get("documents", []))}
     import psycopg
 
     with psycopg.connect(database_url(), autocommit=True) as conn:

@@ -1,0 +1,1 @@
+"""``taskplane simulate``'s parts: faults, the simulated log, workers, invariants, runner."""

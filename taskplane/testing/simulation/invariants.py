@@ -1,0 +1,201 @@
+"""The invariants checked after each simulated seed: the built-in ones (what taskplane
+promises, ARCHITECTURE.md "Invariants") and the user's, marked with ``@invariant``.
+
+Built-in checks read the simulated log, not the deciders' state, so a decider that folds
+a wrong state is caught by what it recorded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, TypeVar
+
+from taskplane.contract import messages as m
+from taskplane.contract.breaker import (
+    BreakerClosed,
+    BreakerHalfOpened,
+    BreakerOpened,
+    FailureCounted,
+    FailuresReset,
+)
+from taskplane.contract.messages import FailureKind
+from taskplane.contract.plan import SystemPlan
+from taskplane.processors.orchestrator.backoff import base_backoff_ms
+from taskplane.testing.simulation.result import SimulationResult, Violation
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MARK = "__taskplane_invariant__"
+ENDED = ("succeeded", "failed", "cancelled", "dead_lettered")
+
+
+def invariant(function: F) -> F:
+    """Mark ``function(result)`` (or ``function()``) as an invariant ``taskplane simulate``
+    checks after each seed: an ``AssertionError`` is a violation."""
+    setattr(function, _MARK, True)
+    return function
+
+
+def user_invariants(module: ModuleType) -> list[Callable[..., Any]]:
+    return [value for value in vars(module).values() if callable(value) and getattr(value, _MARK, False)]
+
+
+def check_user(functions: list[Callable[..., Any]], result: SimulationResult) -> list[Violation]:
+    found = []
+    for function in functions:
+        name = getattr(function, "__name__", repr(function))
+        try:
+            if inspect.signature(function).parameters:
+                function(result)
+            else:
+                function()
+        except AssertionError as error:
+            found.append(Violation(name, str(error) or "assertion failed"))
+        except Exception as error:  # an invariant that crashes is not a pass
+            found.append(Violation(name, f"raised {type(error).__name__}: {error}"))
+    return found
+
+
+def check_builtin(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
+    found: list[Violation] = []
+    by_run: dict[str, list[Any]] = {}
+    for record in result.events:
+        by_run.setdefault(record.run_id, []).append(record)
+    for run in result.runs:
+        if run.status not in ENDED:
+            found.append(Violation("every run ends", f"run {run.run_id} {run.reason}", (run.run_id,)))
+    for run_id, records in by_run.items():
+        found += _run_checks(plan, run_id, records)
+    found += _journal(plan, result)
+    found += _breakers(result)
+    return found
+
+
+def _run_checks(plan: SystemPlan, run_id: str, records: list[Any]) -> list[Violation]:
+    found: list[Violation] = []
+    policy = plan.execution
+    succeeded: set[str] = set()
+    leases: dict[str, tuple[int, bool]] = {}  # task -> (latest epoch, still live)
+    failures: dict[str, int] = {}
+    for record in records:
+        event = record.event
+        match event:
+            case m.TaskReady(task=task) | m.LeaseGranted(task=task) if task in _tasks(plan):
+                missing = [d for d in plan.agent(task).dependencies if d not in succeeded]
+                if missing:
+                    found.append(Violation("DAG order", f"run {run_id}: {type(event).__name__} of {task} before "
+                                           f"{', '.join(missing)} succeeded", (run_id,)))
+                if isinstance(event, m.LeaseGranted):
+                    leases[task] = (event.epoch, True)
+            case m.LeaseExpired(task=task, epoch=epoch) | m.LeaseReleased(task=task, epoch=epoch):
+                if leases.get(task, (0, False))[0] == epoch:
+                    leases[task] = (epoch, False)
+            case m.AttemptFailed(task=task, epoch=epoch, counted=counted):
+                if leases.get(task, (0, False))[0] == epoch:
+                    leases[task] = (epoch, False)
+                if counted:
+                    failures[task] = failures.get(task, 0) + 1
+                    if failures[task] > max(1, policy.max_retries):
+                        found.append(Violation("retries within maxRetries", f"run {run_id}: {task} failed "
+                                               f"{failures[task]} times (maxRetries {policy.max_retries})",
+                                               (run_id,)))
+            case m.RetryScheduled(task=task, backoff_ms=backoff, due_ms=due):
+                n = max(1, failures.get(task, 0))
+                base = base_backoff_ms(policy, n)
+                low, high = base * (1 - policy.jitter_fraction) - 1, base * (1 + policy.jitter_fraction) + 1
+                kind = _last_failure_kind(records, record, task)
+                if (kind is not FailureKind.BREAKER_OPEN and not low <= backoff <= high) or due != record.at_ms + backoff:
+                    found.append(Violation("backoff within its bounds", f"run {run_id}: {task} retry after "
+                                           f"{backoff} ms, due {due} (failure {n}: {low:.0f}-{high:.0f} ms)",
+                                           (run_id,)))
+            case m.TaskReplayed(task=task):
+                failures[task] = 0
+            case m.TaskSucceeded(task=task, epoch=epoch):
+                latest, live = leases.get(task, (0, False))
+                if epoch != latest or not live:
+                    found.append(Violation("a fenced worker's result is never applied",
+                                           f"run {run_id}: {task} succeeded with epoch {epoch} (lease {latest}, "
+                                           f"{'live' if live else 'ended'})", (run_id,)))
+                succeeded.add(task)
+                leases[task] = (epoch, False)
+            case _:
+                pass
+    return found
+
+
+def _tasks(plan: SystemPlan) -> set[str]:
+    return {agent.name for agent in plan.agents}
+
+
+def _last_failure_kind(records: list[Any], at: Any, task: str) -> FailureKind | None:
+    kind = None
+    for record in records:
+        if record is at:
+            break
+        if isinstance(record.event, m.AttemptFailed) and record.event.task == task:
+            kind = record.event.kind
+    return kind
+
+
+def _journal(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
+    """No tool call whose success was on the log when an attempt was granted is executed
+    again by that attempt (the Assignment carries the journal as of the grant)."""
+    if not plan.execution.idempotency_tracking:
+        return []
+    granted: dict[tuple[str, str, int], int] = {}
+    recorded: dict[tuple[str, str], int] = {}
+    for position, record in enumerate(result.events):
+        event = record.event
+        if isinstance(event, m.LeaseGranted):
+            granted[(event.run_id, event.task, event.epoch)] = position
+        elif isinstance(event, m.ToolCallSucceeded):
+            recorded.setdefault((event.run_id, event.key), position)
+    found = []
+    for run in result.executions:
+        grant = granted.get((run.run_id, run.task, run.epoch))
+        first = recorded.get((run.run_id, run.key))
+        if grant is not None and first is not None and first < grant:
+            found.append(Violation("no journaled tool call executed again",
+                                   f"run {run.run_id}: {run.tool} (key {run.key[:12]}) ran again in {run.task} "
+                                   f"epoch {run.epoch}, after its success was journaled", (run.run_id,)))
+    return found
+
+
+def _breakers(result: SimulationResult) -> list[Violation]:
+    """closed -> open only at the threshold, open -> half-open only after the cooldown,
+    half-open -> closed or open; nothing else."""
+    found = []
+    status: dict[str, str] = {}
+    counted: dict[str, tuple[int, int]] = {}  # tool -> (consecutive failures, threshold)
+    due: dict[str, int] = {}
+    for record in result.breaker_events:
+        event, tool = record.event, record.run_id
+        current = status.get(tool, "closed")
+        problem = None
+        match event:
+            case FailureCounted(consecutive_failures=count, failure_threshold=threshold):
+                counted[tool] = (count, threshold)
+            case FailuresReset():
+                counted[tool] = (0, counted.get(tool, (0, 0))[1])
+            case BreakerOpened(half_open_due_ms=when):
+                count, threshold = counted.get(tool, (0, 1))
+                if current == "closed" and count < threshold:
+                    problem = f"opened after {count} failures (threshold {threshold})"
+                elif current == "open":
+                    problem = "opened while open"
+                status[tool], due[tool] = "open", when
+            case BreakerHalfOpened():
+                if current != "open" or record.at_ms < due.get(tool, 0):
+                    problem = f"half-opened from {current} at {record.at_ms} (cooldown until {due.get(tool)})"
+                status[tool] = "half_open"
+            case BreakerClosed():
+                if current != "half_open":
+                    problem = f"closed from {current}"
+                status[tool] = "closed"
+                counted[tool] = (0, counted.get(tool, (0, 0))[1])
+            case _:
+                pass
+        if problem:
+            found.append(Violation("breaker transitions as specified", f"breaker {tool}: {problem}"))
+    return found

@@ -1,0 +1,74 @@
+"""What one simulated seed produced: the runs as they ended, the orchestrator's events in
+log order, the breaker transitions, the faults that fired and what the invariants said."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    """One event on the simulated ``events`` log: its log time and what it says."""
+
+    at_ms: int
+    run_id: str
+    event: Any
+
+    @property
+    def kind(self) -> str:
+        return type(self.event).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class SimRun:
+    """A run as it ended: ``status`` is succeeded, failed, cancelled, dead_lettered or
+    running (it did not end: a violation). ``outputs`` are the tasks' decoded outputs."""
+
+    index: int
+    run_id: str
+    input: Any
+    status: str
+    outputs: dict[str, Any]
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolExecution:
+    """A tool function that really ran (not answered by the journal), with the fencing
+    epoch of the attempt that ran it."""
+
+    run_id: str
+    task: str
+    epoch: int
+    tool: str
+    key: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    invariant: str
+    message: str
+    run_ids: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class SimulationResult:
+    """Handed to user invariants (``@taskplane.testing.invariant``) after each seed."""
+
+    seed: int
+    runs: list[SimRun]
+    events: list[SimEvent]
+    breaker_events: list[SimEvent]
+    executions: list[ToolExecution]
+    faults: list[str]
+    virtual_ms: int
+    commands: int
+    violations: list[Violation] = field(default_factory=list)
+
+    def run(self, run_id: str) -> SimRun:
+        return next(run for run in self.runs if run.run_id == run_id)
+
+    def events_of(self, run_id: str) -> list[SimEvent]:
+        return [e for e in self.events if e.run_id == run_id]

@@ -1,0 +1,119 @@
+"""``taskplane simulate`` / ``taskplane.testing.simulate``: the examples hold under every
+fault, the naive charge tool is caught, shrunk and reproduced, built-in invariants catch
+a broken journal, and bad input is one line and exit 2. A few seeds each (the big counts
+are in ``bench.simulate``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from taskplane.cli import main
+from taskplane.testing import simulate
+from taskplane.workers.journal import Journal
+
+ROOT = Path(__file__).resolve().parents[2]
+PAYMENTS = ROOT / "examples" / "payment-processor"
+DOCUMENTS = ROOT / "examples" / "document-pipeline"
+NAIVE = str(Path(__file__).resolve().parent / "naive_payment_tools.py")
+COUNTING = str(Path(__file__).resolve().parent / "counting_tools.py")
+
+
+def test_the_payment_example_holds_under_every_fault() -> None:
+    report = simulate(PAYMENTS / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl",
+                      runs=40, seeds=3)
+    assert report.ok, report.failure and report.failure.violations
+    assert report.passed == 3 and report.runs_simulated == 120
+
+
+def test_the_document_pipeline_holds_under_every_fault_and_without_faults_every_run_succeeds() -> None:
+    report = simulate(DOCUMENTS / "system.yaml", str(DOCUMENTS / "tools.py"), DOCUMENTS / "runs.jsonl",
+                      runs=10, seeds=2, keep_results=True)
+    assert report.ok, report.failure and report.failure.violations
+    calm = simulate(DOCUMENTS / "system.yaml", str(DOCUMENTS / "tools.py"), DOCUMENTS / "runs.jsonl",
+                    runs=5, seed=7, faults="none", keep_results=True)
+    result = calm.results[0]
+    assert [run.status for run in result.runs] == ["succeeded"] * 5 and result.faults == []
+    kinds = [e.kind for e in result.events_of(result.runs[0].run_id)]
+    assert kinds[:3] == ["RunSubmitted", "TaskReady", "LeaseGranted"] and kinds[-1] == "RunSucceeded"
+    assert kinds.count("TaskSucceeded") == 4
+
+
+def test_the_naive_charge_is_caught_shrunk_and_its_case_reproduced() -> None:
+    report = simulate(PAYMENTS / "system.yaml", NAIVE, PAYMENTS / "runs.jsonl", runs=100, seeds=20)
+    assert not report.ok and report.failure is not None and report.minimal is not None
+    assert report.failure.seed < 20
+    assert {v.invariant for v in report.failure.violations} == {"one_charge_per_order"}
+    minimal = report.minimal
+    assert len(minimal.runs) < 100 and len(minimal.faults) <= len(report.failure.faults)
+    assert f"--seed {report.failure.seed}" in report.minimal_command and "--only-runs" in report.minimal_command
+    again = simulate(PAYMENTS / "system.yaml", NAIVE, PAYMENTS / "runs.jsonl", runs=100, seed=report.failure.seed,
+                     only_runs=minimal.runs, only_faults=minimal.faults, shrink=False)
+    assert again.failure is not None and again.failure.faults == minimal.faults
+
+
+def test_a_seed_simulates_the_same_way_twice() -> None:
+    def events(seed: int) -> list[tuple[int, str, str]]:
+        report = simulate(PAYMENTS / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl",
+                          runs=30, seed=seed, keep_results=True)
+        return [(e.at_ms, e.run_id, repr(e.event)) for e in report.results[0].events]
+
+    first = events(5)
+    assert first == events(5)
+    assert first != events(6)
+
+
+def test_the_users_module_is_imported_afresh_for_each_seed() -> None:
+    report = simulate(PAYMENTS / "system.yaml", COUNTING, PAYMENTS / "runs.jsonl", runs=10, seeds=3, faults="crash")
+    assert report.ok, report.failure and report.failure.violations
+
+
+def test_a_journal_that_forgets_is_caught_by_the_built_in_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Journal, "lookup", lambda self, key: None)
+    report = simulate(PAYMENTS / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl",
+                      runs=100, seeds=10, faults="crash=0.1")
+    assert report.failure is not None
+    assert "no journaled tool call executed again" in {v.invariant for v in report.failure.violations}
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
+    """``taskplane simulate ARGS`` through the console script's ``main``: (exit code, out, err)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["taskplane", "simulate", *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out, err = capsys.readouterr()
+        return int(exited.value.code or 0), out, err
+
+    return run
+
+
+def test_the_cli_exits_1_with_the_reproducing_commands_and_json_for_ci(
+        cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, err = cli("-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--inputs", str(PAYMENTS / "runs.jsonl"),
+                "--runs", "100", "--seed", "0", "--json")
+    assert code == 1, err
+    data = json.loads(out)
+    assert data["ok"] is False and data["failure"]["minimal"]["trace"]
+    assert data["failure"]["command"].startswith("taskplane simulate -f ")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["-f", "missing.yaml", "--module", NAIVE, "--input", "{}"], "manifest file not found"),
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{oops"], "--input: not JSON"),
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{}", "--faults", "meteor"],
+     "unknown fault 'meteor'"),
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", "no/such/tools.py", "--input", "{}"], "no such file"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli: Callable[..., tuple[int, str, str]], args: list[str],
+                                          says: str) -> None:
+    code, out, err = cli(*args)
+    assert code == 2, (out, err)
+    assert says in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
