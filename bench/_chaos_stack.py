@@ -24,13 +24,13 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from taskplane._demo_stack import EventLog, WorkerProcess, worker_env
-from taskplane._progress import Progress
 from taskplane.devstack.kafka import LocalKafka
 from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import EventLog, WorkerProcess, worker_env
+from taskplane.testing.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: processes run from it, as the tests do
 

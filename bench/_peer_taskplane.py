@@ -47,8 +47,8 @@ class _LogClient:
     failed runs), so waiting costs the harness little CPU next to the system measured."""
 
     def __init__(self, kafka: dict[str, Any], topics: Topics) -> None:
-        from taskplane._demo_stack import compile_manifest
         from taskplane.streams.publisher import Publisher
+        from taskplane.testing import compile_manifest
 
         self._definition = compile_manifest(MANIFEST)
         self._publisher = Publisher(kafka, topics)

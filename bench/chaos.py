@@ -33,8 +33,6 @@ from typing import Any
 
 from bench._chaos_checks import Verdict, check_all
 from bench._chaos_stack import ChaosStack, past_the_killed
-from taskplane._demo_stack import compile_manifest
-from taskplane._progress import first_progress
 from taskplane.contract.messages import (
     LeaseExpired,
     LeaseGranted,
@@ -43,6 +41,8 @@ from taskplane.contract.messages import (
     TaskDeadLettered,
     TaskSucceeded,
 )
+from taskplane.testing import compile_manifest
+from taskplane.testing.progress import first_progress
 
 TOOLS = str(Path(__file__).resolve().parent / "_chaos_tools.py")
 MANIFEST = """

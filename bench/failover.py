@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from bench._chaos_stack import ChaosStack, past_the_killed
-from taskplane._demo_stack import compile_manifest
-from taskplane._progress import first_progress
 from taskplane.contract.messages import LeaseGranted, LeaseRenewed, RunSucceeded
+from taskplane.testing import compile_manifest
+from taskplane.testing.progress import first_progress
 
 TOOLS = str(Path(__file__).resolve().parent / "_failover_tools.py")
 MANIFEST = """

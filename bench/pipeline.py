@@ -36,9 +36,9 @@ from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
 from taskplane import Client, RunHandle
-from taskplane._demo_stack import ProcessorThreads, compile_manifest
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import ProcessorThreads, compile_manifest
 
 TOOLS = str(Path(__file__).resolve().parent / "_pipeline_tools.py")
 MODES = {"follow-on": "true", "claim": "false"}  # -> TASKPLANE_WORKER_FOLLOW_ON_GRANTS

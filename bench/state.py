@@ -39,7 +39,6 @@ from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
 from bench.orchestrator import run_commands
-from taskplane._demo_stack import compile_manifest, example_manifest
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import RecordToolCall
 from taskplane.contract.plan import SystemPlan
@@ -50,6 +49,7 @@ from taskplane.streams.publisher import Publisher
 from taskplane.streams.runtime import state_meta
 from taskplane.streams.serde import MAGIC, Serde, new_meta
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import compile_manifest, example_manifest
 from taskplane.workers.journal import idempotency_key
 
 BENCH_CHANGELOG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "1000",

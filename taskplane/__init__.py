@@ -11,9 +11,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from taskplane._run_view import DeadLetter, RunInfo
-    from taskplane.async_client import AsyncClient, AsyncRunHandle
-    from taskplane.client import Client, RunHandle
+    from taskplane.client._run_view import DeadLetter, RunInfo
+    from taskplane.client.async_client import AsyncClient, AsyncRunHandle
+    from taskplane.client.client import Client, RunHandle
     from taskplane.contract.errors import TaskplaneError
     from taskplane.exceptions import (
         ClientError,
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from taskplane.workers.sdk import AgentContext, agent, tool
 
 _EXPORTS = {
-    "Client": "taskplane.client", "RunHandle": "taskplane.client",
-    "AsyncClient": "taskplane.async_client", "AsyncRunHandle": "taskplane.async_client",
-    "RunInfo": "taskplane._run_view", "DeadLetter": "taskplane._run_view",
+    "Client": "taskplane.client.client", "RunHandle": "taskplane.client.client",
+    "AsyncClient": "taskplane.client.async_client", "AsyncRunHandle": "taskplane.client.async_client",
+    "RunInfo": "taskplane.client._run_view", "DeadLetter": "taskplane.client._run_view",
     "TaskplaneError": "taskplane.contract.errors", "UserInputError": "taskplane.exceptions",
     "ClientError": "taskplane.exceptions", "RunFailed": "taskplane.exceptions",
     "RunTimeout": "taskplane.exceptions", "UnknownRun": "taskplane.exceptions",

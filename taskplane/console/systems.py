@@ -1,7 +1,7 @@
 """The applied AgentSystems, from the compacted ``systems`` topic, with secrets removed.
 
 A manifest may hold a connection string or other secrets: pages get the plan summary
-(``cli_systems.plan_summary``: ``connectionString: set``) and the YAML with every
+(``taskplane.plan_summary``: ``connectionString: set``) and the YAML with every
 secret-looking value replaced, never the text as applied.
 """
 
@@ -44,8 +44,8 @@ def redact(value: Any) -> Any:
 
 def describe(definition: SystemDefinition) -> dict[str, Any]:
     """A page-safe view of one applied definition."""
-    from taskplane.cli_systems import plan_summary
     from taskplane.manifest import load_manifest_text
+    from taskplane.plan_summary import plan_summary
 
     try:
         summary: dict[str, Any] | None = plan_summary(load_manifest_text(definition.manifest))

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from taskplane._demo_stack import EventLog
 from taskplane.contract import messages as m
 from taskplane.contract.plan import SystemDefinition
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import EventLog
 from tests.deploy._podman import (
     ULIMITS,
     Container,

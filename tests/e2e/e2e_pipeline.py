@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from taskplane._demo_stack import (
+from taskplane.contract.plan import SystemDefinition, SystemPlan
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import (
     EventLog,
     ProcessorThreads,
     WorkerProcess,
     compile_manifest,
     worker_env,
 )
-from taskplane.contract.plan import SystemDefinition, SystemPlan
-from taskplane.streams.publisher import Publisher
-from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 E2E_TOOLS = str(Path(__file__).resolve().parent / "e2e_tools.py")
 

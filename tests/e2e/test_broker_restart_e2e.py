@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from taskplane._demo_stack import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
-from taskplane._progress import COMPONENTS, Progress, first_progress, wait_until
 from taskplane.devstack.kafka import LocalKafka
 from taskplane.streams.publisher import Publisher, PublishError
 from taskplane.streams.serde import Serde
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
+from taskplane.testing.progress import COMPONENTS, Progress, first_progress, wait_until
 from taskplane.workers._kafka import Inbox
 from tests.e2e.e2e_pipeline import E2E_TOOLS
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from taskplane._demo_payments import lift_hold, place_hold
-from taskplane._demo_stack import example_manifest, manifest_with
 from taskplane.contract import messages as m
-from taskplane.demo import DEMO_EXECUTION, RISK_CHECK, _create_tables
+from taskplane.demo.payments import lift_hold, place_hold
+from taskplane.demo.run import DEMO_EXECUTION, RISK_CHECK, _create_tables
+from taskplane.testing import example_manifest, manifest_with
 from tests.e2e.console_stack import ConsoleProcess, browser_page, screenshot_dir
 from tests.e2e.e2e_pipeline import Pipeline
 
@@ -66,7 +66,7 @@ def test_console_in_a_real_browser(pipeline: Pipeline, fakepay: str, browser_pag
     console = ConsoleProcess({**pipeline.env, "TASKPLANE_UI_TOKEN": TOKEN,
                               "TASKPLANE_UI_READ_MODEL_SCHEMA": pipeline.schema}, tmp_path / "console.log")
     try:
-        pipeline.worker("w1", {"payment-processor": "taskplane._demo_payments"})
+        pipeline.worker("w1", {"payment-processor": "taskplane.demo.payments"})
         console.wait_ready()
 
         # A payment turns green on its run page (the page follows it live).

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from taskplane._demo_stack import example_manifest, manifest_with
 from taskplane._examples import DOCUMENTS as DOCUMENTS_DIR
 from taskplane._examples import tools_module
 from taskplane.contract import messages as m
+from taskplane.testing import example_manifest, manifest_with
 from tests.e2e.e2e_pipeline import E2E_TOOLS, Pipeline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -138,7 +138,7 @@ def test_a_crash_between_charge_and_ledger_charges_and_records_once(pipeline: Pi
     text = manifest_with(example_manifest("payment-processor"), FAST,
                          {"payment-processor": [{"risk.check": {"timeout": "5s"}}]})
     plan = pipeline.define(text)
-    serves = {"payment-processor": "taskplane._demo_payments"}
+    serves = {"payment-processor": "taskplane.demo.payments"}
     first, second = pipeline.worker("w1", serves), pipeline.worker("w2", serves)
     customer = f"cus_{pipeline.schema}"
     run_id = pipeline.publisher.submit_run(plan, {"amount": 4200, "currency": "usd", "customer": customer,

@@ -24,12 +24,12 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
 
-from taskplane._demo_stack import EventLog, WorkerProcess, worker_env
 from taskplane.cli import app
 from taskplane.contract import messages as m
 from taskplane.streams.offsets import watermarks
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import EventLog, WorkerProcess, worker_env
 from tests.e2e._ops_helpers import executions
 from tests.e2e.e2e_pipeline import Harness
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from taskplane._demo_stack import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 from taskplane.client import Client
 from taskplane.contract.plan import ExecutionPolicy, SystemDefinition, SystemPlan
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 
 CLIENT_TOOLS = str(Path(__file__).resolve().parent / "client_tools.py")
 SYSTEMS = """

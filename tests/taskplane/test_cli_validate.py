@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from taskplane.cli_systems import register, render_plan_summary
+from taskplane.cli.systems import register
 from taskplane.manifest import load_manifest
+from taskplane.plan_summary import render_plan_summary
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BAD = """\

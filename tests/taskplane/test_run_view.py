@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskplane._run_view import RunView
+from taskplane.client._run_view import RunView
 from taskplane.contract import messages as m
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 

@@ -119,7 +119,7 @@ def test_login_redirects_only_within_the_console(console: TestClient) -> None:
 
 
 def test_secrets_in_a_manifest_never_reach_the_page() -> None:
-    from taskplane._demo_stack import compile_manifest
+    from taskplane.testing import compile_manifest
 
     text = """
 apiVersion: taskplane.dev/v1

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from taskplane._demo_stack import compile_manifest, example_manifest
 from taskplane.console.systems import SystemCatalog
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import compile_manifest, example_manifest
 
 pytestmark = [pytest.mark.kafka]
 

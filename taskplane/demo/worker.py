@@ -1,8 +1,8 @@
 """One worker process serving several systems (one ``Worker`` per system, in threads),
 as the demo and the end-to-end tests start it:
 
-    python -m taskplane._demo_worker --name w1 --serve document-pipeline=examples/document-pipeline/tools.py \\
-        --serve payment-processor=taskplane._demo_payments
+    python -m taskplane.demo.worker --name w1 --serve document-pipeline=examples/document-pipeline/tools.py \\
+        --serve payment-processor=taskplane.demo.payments
 
 Endpoints and prefix come from TASKPLANE_BOOTSTRAP_SERVERS / TASKPLANE_TOPIC_PREFIX;
 worker ids are ``<name>.<system>``. SIGTERM stops every worker (leases released).

@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from taskplane.client import Client, RunHandle
+from taskplane.client.client import Client, RunHandle
 from taskplane.contract.errors import TaskplaneError
 from taskplane.exceptions import RunFailed, RunTimeout, UserInputError
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from taskplane.cli_processors import kafka_endpoints
+from taskplane.cli.processors import kafka_endpoints
 from taskplane.probes import ProcessState, ReadinessCheck
 from taskplane.processes import freeze_startup_heap
 from taskplane.streams.exceptions import StreamsError

@@ -28,9 +28,17 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from taskplane._demo_payments import lift_hold, place_hold
-from taskplane._demo_report import DemoReport, collect_report
-from taskplane._demo_stack import (
+from taskplane._examples import DOCUMENTS as DOCUMENTS_DIR
+from taskplane._examples import tools_module
+from taskplane.contract import messages as m
+from taskplane.contract.plan import SystemDefinition
+from taskplane.demo.payments import lift_hold, place_hold
+from taskplane.demo.report import DemoReport, collect_report
+from taskplane.devstack.stack import Endpoints, ensure_stack
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.settings import StackSettings
+from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing.stack import (
     EventLog,
     ProcessorThreads,
     WorkerProcess,
@@ -39,14 +47,6 @@ from taskplane._demo_stack import (
     manifest_with,
     worker_env,
 )
-from taskplane._examples import DOCUMENTS as DOCUMENTS_DIR
-from taskplane._examples import tools_module
-from taskplane.contract import messages as m
-from taskplane.contract.plan import SystemDefinition
-from taskplane.devstack.stack import Endpoints, ensure_stack
-from taskplane.streams.publisher import Publisher
-from taskplane.streams.settings import StackSettings
-from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 # Short enough that a takeover and three retries fit in seconds.
 DEMO_EXECUTION = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "250ms", "backoffMultiplier": 2.0,
@@ -54,7 +54,7 @@ DEMO_EXECUTION = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "250m
 RISK_CHECK = {"risk.check": {"timeout": "5s"}}
 DOCUMENTS = str(DOCUMENTS_DIR)
 SERVES = {"document-pipeline": tools_module("document-pipeline"),
-          "payment-processor": "taskplane._demo_payments"}
+          "payment-processor": "taskplane.demo.payments"}
 PAUSE_AFTER_CHARGE_S = 4.0
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from taskplane._demo_stack import EventLog
 from taskplane.contract import messages as m
+from taskplane.testing.stack import EventLog
 
 
 @dataclass(slots=True)

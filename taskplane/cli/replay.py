@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from taskplane.cli_runs import JsonOption, database_url, fail, print_json, table
+from taskplane.cli.runs import JsonOption, database_url, fail, print_json, table
 from taskplane.streams.exceptions import KafkaIOError
 from taskplane.streams.offsets import (
     committed_offsets,
@@ -59,7 +59,7 @@ def replay(
     if to_offset is not None and to_offset < 0:
         fail("--to-offset: must be >= 0")
     at_ms = parse_time(to_time, "--to-time") if to_time is not None else None
-    from taskplane.cli_processors import kafka_endpoints
+    from taskplane.cli.processors import kafka_endpoints
 
     kafka, _topics = kafka_endpoints()
     marks = watermarks(kafka, topic)
@@ -108,7 +108,7 @@ def rebuild_projections(
     if from_beginning and from_time:
         fail("give --from-beginning or --from-time, not both")
     at_ms = parse_time(from_time, "--from-time") if from_time else None
-    from taskplane.cli_processors import kafka_endpoints
+    from taskplane.cli.processors import kafka_endpoints
     from taskplane.processors.projector.rebuild import rebuild_projections as rebuild
 
     kafka, topics = kafka_endpoints()
@@ -127,7 +127,7 @@ def rebuild_state(
     as_json: JsonOption = False,
 ) -> None:
     """Fold `events` through the orchestrator's evolve and compare, byte for byte, with the changelog."""
-    from taskplane.cli_processors import kafka_endpoints
+    from taskplane.cli.processors import kafka_endpoints
     from taskplane.processors.orchestrator.rebuild import compare_states, write_states
 
     kafka, topics = kafka_endpoints()

@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from confluent_kafka.admin import AdminClient
 
-from taskplane.cli_processors import kafka_endpoints
-from taskplane.cli_systems import render_plan_summary
+from taskplane.cli.processors import kafka_endpoints
 from taskplane.contract.plan import SystemDefinition
 from taskplane.exceptions import UserInputError
 from taskplane.manifest import load_manifest, manifest_version
+from taskplane.plan_summary import render_plan_summary
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import catalog, ensure_topics
 

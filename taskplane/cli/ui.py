@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from taskplane.cli_runs import database_url, fail
+from taskplane.cli.runs import database_url, fail
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def ui(
     ReplayTask and CancelRun."""
     import uvicorn
 
-    from taskplane.cli_processors import kafka_endpoints
+    from taskplane.cli.processors import kafka_endpoints
     from taskplane.console.app import build_app
     from taskplane.console.commands import PublisherCommands
     from taskplane.console.settings import ConsoleSettings

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from taskplane.cli_runs import JsonOption, fail, print_json, read_model, table, when
+from taskplane.cli.runs import JsonOption, fail, print_json, read_model, table, when
 
 dlq_app = typer.Typer(help="Dead-lettered tasks: inspect and replay.", no_args_is_help=True)
 
@@ -93,7 +93,7 @@ def dlq_replay(
         else:
             targets = [(r["run_id"], r["task"]) for r in model.dead_letters(system, error_contains)]
     if not dry_run and targets:
-        from taskplane.cli_processors import kafka_endpoints
+        from taskplane.cli.processors import kafka_endpoints
         from taskplane.contract.messages import ReplayTask
         from taskplane.streams.publisher import Publisher
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from taskplane._client_parts import ClientParts
-from taskplane._run_follower import Watch
-from taskplane._run_view import RunInfo, RunStatus, RunView
+from taskplane.client._parts import ClientParts
+from taskplane.client._run_follower import Watch
+from taskplane.client._run_view import RunInfo, RunStatus, RunView
 from taskplane.contract import messages as m
 from taskplane.exceptions import (
     ClientError,

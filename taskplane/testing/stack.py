@@ -3,7 +3,7 @@ manifests with overrides, processors in threads, worker processes, an event foll
 
     with ProcessorThreads(kafka, topics, database_url, schema) as processors, \\
             EventLog(kafka, topics.events) as log:
-        worker = WorkerProcess("w1", {"payment-processor": "taskplane._demo_payments"}, env)
+        worker = WorkerProcess("w1", {"payment-processor": "taskplane.demo.payments"}, env)
         worker.start()
         log.wait_for(lambda events: ..., timeout_s=30)
 """
@@ -150,7 +150,7 @@ class ProcessorThreads:
 
 
 class WorkerProcess:
-    """A worker process (``python -m taskplane._demo_worker``) serving one or more
+    """A worker process (``python -m taskplane.demo.worker``) serving one or more
     systems, each with its module of agents and tools. Killable for real."""
 
     def __init__(self, name: str, serves: Mapping[str, str], env: Mapping[str, str],
@@ -170,7 +170,7 @@ class WorkerProcess:
         return worker_id in {self.worker_id(system) for system in self.serves}
 
     def start(self) -> WorkerProcess:
-        command = [sys.executable, "-m", "taskplane._demo_worker", "--name", self.name,
+        command = [sys.executable, "-m", "taskplane.demo.worker", "--name", self.name,
                    "--concurrency", str(self._concurrency)]
         for system, module in self.serves.items():
             command += ["--serve", f"{system}={module}"]

@@ -15,7 +15,7 @@ def demo(
 ) -> None:
     """The whole pipeline: a batch of runs, a worker SIGKILLed mid-payment, a dead letter
     fixed and replayed, and a summary. Exit 0 only if every run ended as expected."""
-    from taskplane.demo import run_demo
+    from taskplane.demo.run import run_demo
 
     try:
         report = run_demo(runs_per_system=runs, timeout_s=timeout)

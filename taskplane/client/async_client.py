@@ -16,9 +16,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from taskplane._run_follower import Watch
-from taskplane._run_view import TERMINAL, RunInfo, RunStatus, RunView
-from taskplane.client import Client, RunHandle, outcome
+from taskplane.client._run_follower import Watch
+from taskplane.client._run_view import TERMINAL, RunInfo, RunStatus, RunView
+from taskplane.client.client import Client, RunHandle, outcome
 from taskplane.exceptions import RunTimeout
 from taskplane.streams.settings import StackSettings
 

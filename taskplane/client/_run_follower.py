@@ -22,7 +22,7 @@ from weakref import WeakValueDictionary
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from taskplane._run_view import RunView
+from taskplane.client._run_view import RunView
 from taskplane.exceptions import ClientError
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.log_reader import TO_THE_END

@@ -7,15 +7,22 @@ from typing import Annotated
 
 import typer
 
-from taskplane import cli_simulate, cli_systems, cli_ui, cli_worker
-from taskplane.cli_apply import apply
-from taskplane.cli_demo import demo
-from taskplane.cli_dev import dev_app
-from taskplane.cli_dlq import dlq_app
-from taskplane.cli_processors import processor_app, topics_app
-from taskplane.cli_replay import rebuild_app, replay
-from taskplane.cli_runs import runs_app
-from taskplane.cli_submit import result, submit, watch
+# Modules, not their functions: a command named like its module (apply, demo, replay,
+# submit) must not shadow the submodule attribute of this package.
+from taskplane.cli import (
+    apply,
+    demo,
+    dev,
+    dlq,
+    processors,
+    replay,
+    runs,
+    simulate,
+    submit,
+    systems,
+    ui,
+    worker,
+)
 from taskplane.contract.errors import TaskplaneError
 
 app = typer.Typer(
@@ -40,23 +47,22 @@ def _root(
     """taskplane: a Kafka event-sourced orchestration plane for multi-agent systems."""
 
 
-app.add_typer(dev_app, name="dev")
-app.command("demo")(demo)
-app.add_typer(topics_app, name="topics")
-app.add_typer(processor_app, name="processor")
-app.command("apply")(apply)
-app.command("submit")(submit)
-app.command("result")(result)
-runs_app.command("watch")(watch)
-app.add_typer(runs_app, name="runs")
-app.add_typer(dlq_app, name="dlq")
-app.command("replay")(replay)
-app.add_typer(rebuild_app, name="rebuild")
-cli_worker.register(app)
-cli_systems.register(app)
-cli_ui.register(app)
-cli_simulate.register(app)
-
+app.add_typer(dev.dev_app, name="dev")
+app.command("demo")(demo.demo)
+app.add_typer(processors.topics_app, name="topics")
+app.add_typer(processors.processor_app, name="processor")
+app.command("apply")(apply.apply)
+app.command("submit")(submit.submit)
+app.command("result")(submit.result)
+runs.runs_app.command("watch")(submit.watch)
+app.add_typer(runs.runs_app, name="runs")
+app.add_typer(dlq.dlq_app, name="dlq")
+app.command("replay")(replay.replay)
+app.add_typer(replay.rebuild_app, name="rebuild")
+worker.register(app)
+systems.register(app)
+ui.register(app)
+simulate.register(app)
 
 def main() -> None:
     """The console script. A deliberate error (any ``TaskplaneError``) ends as one line
@@ -68,6 +74,3 @@ def main() -> None:
         typer.echo(f"error: {error}{hint}", err=True)
         raise SystemExit(error.exit_code) from None
 
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """``taskplane topics create`` and ``taskplane processor run``, and the Kafka endpoints
-every CLI command uses (``kafka_endpoints``). ``apply`` is in cli_apply.py, ``submit``
-in cli_submit.py."""
+every CLI command uses (``kafka_endpoints``). ``apply`` is in cli/apply.py, ``submit``
+in cli/submit.py."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def processor_run(
     instance: Annotated[str | None, typer.Option(help="Stable instance id (pod name).")] = None,
 ) -> None:
     """Run one processor until SIGTERM (which ends with a final commit)."""
-    from taskplane.cli_runs import database_url
+    from taskplane.cli.runs import database_url
     from taskplane.processes import PROCESSORS, run_processor
 
     if name not in PROCESSORS:

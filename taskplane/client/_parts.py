@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from taskplane._run_follower import RunFollower
+from taskplane.client._run_follower import RunFollower
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.contract.plans import pinned_key
