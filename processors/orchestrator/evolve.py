@@ -39,9 +39,7 @@ from taskplane.contract.state import (
     TaskStatus,
     ToolCallRecord,
 )
-
-# Task statuses a finished run keeps; every other task ends FAILED or CANCELLED.
-KEPT_AT_RUN_END = frozenset({TaskStatus.SUCCEEDED, TaskStatus.DEAD_LETTERED})
+from taskplane.contract.status import KEPT_AT_RUN_END, blocker
 
 
 class InconsistentLog(TaskplaneError, ValueError):
@@ -50,18 +48,6 @@ class InconsistentLog(TaskplaneError, ValueError):
     folding the same log fails the same way."""
 
     retryable = False
-
-
-def upstream(plan: SystemPlan, name: str) -> list[str]:
-    """Transitive dependencies of ``name``, nearest first, each once."""
-    seen: list[str] = []
-    frontier = list(plan.agent(name).dependencies)
-    while frontier:
-        current = frontier.pop(0)
-        if current not in seen:
-            seen.append(current)
-            frontier.extend(plan.agent(current).dependencies)
-    return seen
 
 
 def downstream(plan: SystemPlan, name: str) -> list[str]:
@@ -183,17 +169,18 @@ def _failed(task: TaskState, event: AttemptFailed) -> TaskState:
 
 def _unblocked(state: RunState) -> RunState:
     """After a replay: a blocked task waits again (PENDING) unless another of its
-    upstream tasks is still dead-lettered, which then becomes its blocker."""
+    upstream tasks is still dead-lettered, which then becomes its blocker (the shared
+    rule, ``contract/status.py``)."""
     tasks = dict(state.tasks)
+    statuses = {name: task.status for name, task in state.tasks.items()}
     for name, task in state.tasks.items():
         if task.status is not TaskStatus.BLOCKED:
             continue
-        blocker = next((up for up in upstream(state.plan, name)
-                        if state.tasks[up].status is TaskStatus.DEAD_LETTERED), None)
-        if blocker is None:
+        still = blocker(state.plan, statuses, name)
+        if still is None:
             tasks[name] = replace(task, status=TaskStatus.PENDING, blocked_by=None)
-        elif blocker != task.blocked_by:
-            tasks[name] = replace(task, blocked_by=blocker)
+        elif still != task.blocked_by:
+            tasks[name] = replace(task, blocked_by=still)
     return replace(state, tasks=tasks)
 
 

@@ -12,31 +12,36 @@ from typing import Any
 
 from taskplane.contract import messages as m
 from taskplane.contract.breaker import BreakerState
+from taskplane.contract.state import RunStatus, TaskStatus
+from taskplane.contract.status import KEPT_AT_RUN_END, move
 
 Statement = tuple[str, Sequence[Any]]
 
-_TERMINAL_TASK = "('succeeded', 'dead_lettered', 'failed', 'cancelled')"
+_KEPT = sorted(status.value for status in KEPT_AT_RUN_END)
 
 
 def statements(event: object, at_ms: int) -> list[Statement]:
-    """What ``event`` (from ``events``) changes in the read model."""
+    """What ``event`` (from ``events``) changes in the read model. The status words and
+    when they change are the shared fold's (``contract/status.py``: ``move``)."""
+    change = move(event)
+    to = change.to.value if change.to is not None else None
     match event:
         case m.RunSubmitted():
             return _run_submitted(event, at_ms)
         case m.TaskReady(run_id=run, task=task, attempt=attempt):
             return [(
-                "UPDATE tasks SET status = 'ready', attempt = %s, holder = NULL, lease_expires_ms = NULL,"
+                "UPDATE tasks SET status = %s, attempt = %s, holder = NULL, lease_expires_ms = NULL,"
                 " retry_due_ms = NULL, blocked_by = NULL, first_ready_ms = COALESCE(first_ready_ms, %s),"
                 " waiting_since_ms = %s, updated_ms = %s WHERE run_id = %s AND task = %s",
-                (attempt, at_ms, at_ms, at_ms, run, task),
+                (to, attempt, at_ms, at_ms, at_ms, run, task),
             )]
         case m.LeaseGranted(run_id=run, task=task, attempt=attempt, worker_id=worker, epoch=epoch):
             return [
                 (
-                    "UPDATE tasks SET status = 'leased', attempt = %s, epoch = %s, holder = %s,"
+                    "UPDATE tasks SET status = %s, attempt = %s, epoch = %s, holder = %s,"
                     " lease_expires_ms = %s, waiting_since_ms = NULL, updated_ms = %s"
                     " WHERE run_id = %s AND task = %s",
-                    (attempt, epoch, worker, event.expires_ms, at_ms, run, task),
+                    (to, attempt, epoch, worker, event.expires_ms, at_ms, run, task),
                 ),
                 (
                     "INSERT INTO attempts (run_id, task, epoch, attempt, worker_id, status, started_ms)"
@@ -57,9 +62,9 @@ def statements(event: object, at_ms: int) -> list[Statement]:
                 ),
             ]
         case m.LeaseExpired(run_id=run, task=task, epoch=epoch):
-            return _lease_ended(run, task, epoch, "expired", at_ms)
+            return _lease_ended(run, task, epoch, "expired", to, at_ms)
         case m.LeaseReleased(run_id=run, task=task, epoch=epoch):
-            return _lease_ended(run, task, epoch, "released", at_ms)
+            return _lease_ended(run, task, epoch, "released", to, at_ms)
         case m.ToolCallSucceeded() | m.ToolCallFailed():
             ok = isinstance(event, m.ToolCallSucceeded)
             return [(
@@ -77,9 +82,9 @@ def statements(event: object, at_ms: int) -> list[Statement]:
         case m.TaskSucceeded(run_id=run, task=task, epoch=epoch, output=output):
             return [
                 (
-                    "UPDATE tasks SET status = 'succeeded', output = %s, holder = NULL, lease_expires_ms = NULL,"
+                    "UPDATE tasks SET status = %s, output = %s, holder = NULL, lease_expires_ms = NULL,"
                     " finished_ms = %s, waiting_since_ms = NULL, updated_ms = %s WHERE run_id = %s AND task = %s",
-                    (output, at_ms, at_ms, run, task),
+                    (to, output, at_ms, at_ms, run, task),
                 ),
                 (
                     "UPDATE attempts SET status = 'succeeded', ended_ms = %s"
@@ -94,9 +99,9 @@ def statements(event: object, at_ms: int) -> list[Statement]:
         case m.AttemptFailed(run_id=run, task=task, epoch=epoch, error=error, kind=kind, counted=counted):
             return [
                 (
-                    "UPDATE tasks SET last_error = %s, failures = failures + %s, holder = NULL,"
+                    "UPDATE tasks SET status = %s, last_error = %s, failures = failures + %s, holder = NULL,"
                     " lease_expires_ms = NULL, updated_ms = %s WHERE run_id = %s AND task = %s",
-                    (error, 1 if counted else 0, at_ms, run, task),
+                    (to, error, 1 if counted else 0, at_ms, run, task),
                 ),
                 (
                     "UPDATE attempts SET status = 'failed', error = %s, kind = %s, counted = %s,"
@@ -106,18 +111,18 @@ def statements(event: object, at_ms: int) -> list[Statement]:
             ]
         case m.RetryScheduled(run_id=run, task=task, attempt=attempt, due_ms=due):
             return [(
-                "UPDATE tasks SET status = 'backoff', attempt = %s, retry_due_ms = %s,"
+                "UPDATE tasks SET status = %s, attempt = %s, retry_due_ms = %s,"
                 " waiting_since_ms = COALESCE(waiting_since_ms, %s), updated_ms = %s"
                 " WHERE run_id = %s AND task = %s",
-                (attempt, due, at_ms, at_ms, run, task),
+                (to, attempt, due, at_ms, at_ms, run, task),
             )]
         case m.TaskDeadLettered(run_id=run, task=task, attempts=attempts, error=error, at_ms=dead_ms):
             return [
                 (
-                    "UPDATE tasks SET status = 'dead_lettered', last_error = %s, holder = NULL,"
+                    "UPDATE tasks SET status = %s, last_error = %s, holder = NULL,"
                     " lease_expires_ms = NULL, retry_due_ms = NULL, waiting_since_ms = NULL, updated_ms = %s"
                     " WHERE run_id = %s AND task = %s",
-                    (error, at_ms, run, task),
+                    (to, error, at_ms, run, task),
                 ),
                 (
                     "INSERT INTO dead_letters (run_id, task, system, status, attempts, error, dead_lettered_ms)"
@@ -130,9 +135,9 @@ def statements(event: object, at_ms: int) -> list[Statement]:
             ]
         case m.TaskBlocked(run_id=run, task=task, blocked_by=blocker):
             return [(
-                "UPDATE tasks SET status = 'blocked', blocked_by = %s, updated_ms = %s"
+                "UPDATE tasks SET status = %s, blocked_by = %s, updated_ms = %s"
                 " WHERE run_id = %s AND task = %s",
-                (blocker, at_ms, run, task),
+                (to, blocker, at_ms, run, task),
             )]
         case m.TaskReplayed(run_id=run, task=task, attempt=attempt, requested_by=who):
             return [
@@ -142,14 +147,11 @@ def statements(event: object, at_ms: int) -> list[Statement]:
                     (at_ms, who, run, task),
                 ),
                 (
-                    "UPDATE tasks SET failures = 0, attempt = %s, updated_ms = %s WHERE run_id = %s AND task = %s",
-                    (attempt, at_ms, run, task),
+                    "UPDATE tasks SET status = %s, failures = 0, attempt = %s, retry_due_ms = NULL,"
+                    " blocked_by = NULL, updated_ms = %s WHERE run_id = %s AND task = %s",
+                    (to, attempt, at_ms, run, task),
                 ),
-                (  # downstream waits for its dependencies again, no longer for an operator
-                    "UPDATE tasks SET status = 'pending', blocked_by = NULL, updated_ms = %s"
-                    " WHERE run_id = %s AND status = 'blocked' AND blocked_by = %s",
-                    (at_ms, run, task),
-                ),
+                _unblocked(run, at_ms),
                 (
                     "UPDATE runs SET status = 'running', finished_ms = NULL, reason = NULL, updated_ms = %s"
                     " WHERE run_id = %s",
@@ -157,11 +159,11 @@ def statements(event: object, at_ms: int) -> list[Statement]:
                 ),
             ]
         case m.RunSucceeded(run_id=run, finished_ms=finished):
-            return _run_finished(run, "succeeded", None, finished, at_ms, None)
+            return _run_finished(run, change.run, None, finished, at_ms, change.leftover)
         case m.RunFailed(run_id=run, reason=reason, finished_ms=finished):
-            return _run_finished(run, "failed", reason, finished, at_ms, "failed")
+            return _run_finished(run, change.run, reason, finished, at_ms, change.leftover)
         case m.RunCancelled(run_id=run, reason=reason, finished_ms=finished):
-            return _run_finished(run, "cancelled", reason, finished, at_ms, "cancelled")
+            return _run_finished(run, change.run, reason, finished, at_ms, change.leftover)
         case m.CommandRejected(run_id=run):
             return [(
                 "UPDATE runs SET rejections = rejections + 1 WHERE run_id = %s",
@@ -206,14 +208,13 @@ def _run_submitted(event: m.RunSubmitted, at_ms: int) -> list[Statement]:
     return out
 
 
-def _lease_ended(run: str, task: str, epoch: int, how: str, at_ms: int) -> list[Statement]:
+def _lease_ended(run: str, task: str, epoch: int, how: str, to: str | None, at_ms: int) -> list[Statement]:
     return [
         (
-            "UPDATE tasks SET status = CASE WHEN status = 'leased' THEN 'ready' ELSE status END,"
-            " holder = NULL, lease_expires_ms = NULL,"
+            "UPDATE tasks SET status = %s, holder = NULL, lease_expires_ms = NULL,"
             " waiting_since_ms = CASE WHEN status = 'leased' THEN %s ELSE waiting_since_ms END,"
-            " updated_ms = %s WHERE run_id = %s AND task = %s AND epoch = %s",
-            (at_ms, at_ms, run, task, epoch),
+            " updated_ms = %s WHERE run_id = %s AND task = %s",
+            (to, at_ms, at_ms, run, task),
         ),
         (
             "UPDATE attempts SET status = %s, ended_ms = %s"
@@ -223,17 +224,42 @@ def _lease_ended(run: str, task: str, epoch: int, how: str, at_ms: int) -> list[
     ]
 
 
+def _unblocked(run: str, at_ms: int) -> Statement:
+    """The shared rule after a replay (``contract/status.py``: ``blocker``): a blocked
+    task waits again unless a task upstream of it is still dead-lettered; the nearest
+    such task (fewest hops, then plan order) blocks it now."""
+    return (
+        "WITH RECURSIVE up (task, ancestor, hops) AS ("
+        " SELECT b.task, d.dep, 1 FROM tasks b CROSS JOIN LATERAL unnest(b.dependencies) AS d(dep)"
+        " WHERE b.run_id = %s AND b.status = 'blocked'"
+        " UNION"
+        " SELECT up.task, d.dep, up.hops + 1 FROM up JOIN tasks p ON p.run_id = %s AND p.task = up.ancestor"
+        " CROSS JOIN LATERAL unnest(p.dependencies) AS d(dep)"
+        "), nearest AS ("
+        " SELECT DISTINCT ON (up.task) up.task, up.ancestor FROM up"
+        " JOIN tasks a ON a.run_id = %s AND a.task = up.ancestor AND a.status = 'dead_lettered'"
+        " ORDER BY up.task, up.hops, a.position"
+        ")"
+        " UPDATE tasks t SET status = CASE WHEN n.ancestor IS NULL THEN %s ELSE t.status END,"
+        " blocked_by = n.ancestor, updated_ms = %s"
+        " FROM tasks b LEFT JOIN nearest n ON n.task = b.task"
+        " WHERE b.run_id = %s AND b.status = 'blocked' AND t.run_id = b.run_id AND t.task = b.task",
+        (run, run, run, TaskStatus.PENDING.value, at_ms, run),
+    )
+
+
 def _run_finished(
-    run: str, status: str, reason: str | None, finished: int, at_ms: int, task_status: str | None
+    run: str, status: RunStatus | None, reason: str | None, finished: int, at_ms: int, leftover: TaskStatus | None
 ) -> list[Statement]:
+    assert status is not None
     out: list[Statement] = [(
         "UPDATE runs SET status = %s, reason = %s, finished_ms = %s, updated_ms = %s WHERE run_id = %s",
-        (status, reason, finished, at_ms, run),
+        (status.value, reason, finished, at_ms, run),
     )]
-    if task_status is not None:
+    if leftover is not None:
         out.append((
-            f"UPDATE tasks SET status = %s, holder = NULL, lease_expires_ms = NULL, waiting_since_ms = NULL,"
-            f" updated_ms = %s WHERE run_id = %s AND status NOT IN {_TERMINAL_TASK}",
-            (task_status, at_ms, run),
+            "UPDATE tasks SET status = %s, holder = NULL, lease_expires_ms = NULL, waiting_since_ms = NULL,"
+            " updated_ms = %s WHERE run_id = %s AND status <> ALL(%s)",
+            (leftover.value, at_ms, run, _KEPT),
         ))
     return out

@@ -1,5 +1,7 @@
 """What a client knows of one run: a fold of the run's events (from ``events``, in
-log order), pure and independent of Kafka so it is tested without a broker.
+log order), pure and independent of Kafka so it is tested without a broker. The task
+and run statuses are the shared fold's (``contract/status.py``), so the client says
+what the orchestrator and the read model say.
 
 ``RunView.apply(offset, event)`` ignores an offset it has already applied: the
 history scan of a run and the shared follower may both deliver the same record.
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from taskplane.contract import messages as m
 from taskplane.contract.plan import SystemPlan
+from taskplane.contract.state import RunStatus as FoldedStatus
+from taskplane.contract.status import Statuses, fold_status, statuses_of
 
 RunStatus = Literal["pending", "running", "dead_lettered", "succeeded", "failed", "cancelled", "rejected"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
@@ -29,13 +33,15 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """A snapshot of one run. ``status`` is ``pending`` until the orchestrator took the
-    submit; ``dead_lettered`` while a dead letter waits for a replay."""
+    """A snapshot of one run. ``status`` is the run's status (running, succeeded,
+    failed, cancelled), and three words only a client needs: ``pending`` until the
+    orchestrator took the submit, ``rejected`` when it refused it, ``dead_lettered``
+    while the run is running but waits for a replay of a dead letter."""
 
     run_id: str
     system: str | None
     status: RunStatus
-    tasks: dict[str, str]  # task -> ready | leased | succeeded | failed | backoff | dead_lettered | blocked
+    tasks: dict[str, str]  # task -> its status word (docs/orchestrator.md, "Status words")
     dead_letters: tuple[DeadLetter, ...] = ()
     reason: str | None = None
     submitted_ms: int | None = None
@@ -53,9 +59,10 @@ class RunView:
     final_tasks: tuple[str, ...] = ()
     submitted_ms: int | None = None
     finished_ms: int | None = None
-    terminal: RunStatus | None = None
+    rejected: bool = False
     reason: str | None = None
-    tasks: dict[str, str] = field(default_factory=dict)
+    statuses: Statuses | None = None
+    unresolved: list[Any] | None = None  # events folded before the plan's body was known
     outputs: dict[str, str] = field(default_factory=dict)
     dead_letters: dict[str, DeadLetter] = field(default_factory=dict)
     next_offset: int = 0
@@ -66,8 +73,9 @@ class RunView:
         """The body of a referenced plan: the run's tasks and which of them are final."""
         self.plan_reference = None
         self.final_tasks = tuple(a.name for a in plan.agents if not plan.downstream(a.name))
-        for agent in plan.agents:
-            self.tasks.setdefault(agent.name, "waiting")
+        if self.unresolved is not None:  # refolded with the dependencies the unblock rule reads
+            self.statuses = statuses_of(self.unresolved, plan)
+            self.unresolved = None
 
     def apply(self, offset: int, event: Any) -> bool:
         """Fold one event of this run; False when ``offset`` was already applied."""
@@ -78,7 +86,16 @@ class RunView:
         self.applied += 1
         return True
 
+    @property
+    def tasks(self) -> dict[str, str]:
+        """Each task's status word, in plan order."""
+        folded = self.statuses
+        return {} if folded is None else {name: status.value for name, status in folded.tasks.items()}
+
     def _fold(self, event: Any) -> None:
+        self.statuses = fold_status(self.statuses, event)
+        if self.unresolved is not None:
+            self.unresolved.append(event)
         match event:
             case m.RunSubmitted(plan=plan, submitted_ms=submitted_ms):
                 self.system, self.submitted_ms = plan.name, submitted_ms
@@ -86,51 +103,38 @@ class RunView:
                     self.use_plan(plan)
                 else:  # referenced (since plans are held once): the client resolves it
                     self.plan_reference = plan
-            case m.TaskReady(task=task) | m.LeaseReleased(task=task) | m.LeaseExpired(task=task):
-                self.tasks[task] = "ready"
-            case m.LeaseGranted(task=task) | m.LeaseRenewed(task=task):
-                self.tasks[task] = "leased"
+                    self.unresolved = [event]
             case m.TaskSucceeded(task=task, output=output):
-                self.tasks[task] = "succeeded"
                 self.outputs[task] = output
-            case m.AttemptFailed(task=task):
-                self.tasks[task] = "failed"
-            case m.RetryScheduled(task=task):
-                self.tasks[task] = "backoff"
             case m.TaskDeadLettered(task=task, error=error, attempts=attempts):
-                self.tasks[task] = "dead_lettered"
                 self.dead_letters[task] = DeadLetter(task, error, attempts)
-            case m.TaskBlocked(task=task):
-                self.tasks[task] = "blocked"
             case m.TaskReplayed(task=task):
                 self.dead_letters.pop(task, None)
-                self.tasks[task] = "ready"
-                for name, status in self.tasks.items():
-                    if status == "blocked":
-                        self.tasks[name] = "waiting"
             case m.RunSucceeded(finished_ms=finished_ms):
-                self.terminal, self.finished_ms = "succeeded", finished_ms
-            case m.RunFailed(reason=reason, finished_ms=finished_ms):
-                self.terminal, self.reason, self.finished_ms = "failed", reason, finished_ms
-            case m.RunCancelled(reason=reason, finished_ms=finished_ms):
-                self.terminal, self.reason, self.finished_ms = "cancelled", reason, finished_ms
+                self.finished_ms = finished_ms
+            case m.RunFailed(reason=reason, finished_ms=finished_ms) | m.RunCancelled(
+                    reason=reason, finished_ms=finished_ms):
+                self.reason, self.finished_ms = reason, finished_ms
             case m.CommandRejected(command="SubmitRun", reason=reason):
                 if self.system is None:  # a duplicate submit of a known run changes nothing
-                    self.terminal, self.reason = "rejected", reason
+                    self.rejected, self.reason = True, reason
             case _:
-                pass  # tool calls and other rejections do not change what a client sees
+                pass  # the statuses above; tool calls and other rejections change nothing more
 
     @property
     def known(self) -> bool:
         """The orchestrator answered the submit (accepted or rejected)."""
-        return self.system is not None or self.terminal == "rejected"
+        return self.system is not None or self.rejected
 
     @property
     def status(self) -> RunStatus:
-        if self.terminal is not None:
-            return self.terminal
-        if self.system is None:
+        if self.rejected:
+            return "rejected"
+        folded = self.statuses
+        if folded is None:
             return "pending"
+        if folded.run is not FoldedStatus.RUNNING:
+            return cast(RunStatus, folded.run.value)
         return "dead_lettered" if self.dead_letters else "running"
 
     @property

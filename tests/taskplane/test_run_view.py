@@ -48,7 +48,8 @@ def test_a_dead_letter_settles_the_run_until_replayed() -> None:
     assert (view.status, view.settled, view.tasks["left"]) == ("dead_lettered", True, "blocked")
     assert view.info().dead_letters[0].attempts == 3
     view.apply(10, m.TaskReplayed("r1", "fetch", 4, "op"))
-    assert (view.status, view.settled, view.tasks["left"], view.tasks["fetch"]) == ("running", False, "waiting", "ready")
+    view.apply(11, m.TaskReady("r1", "fetch", 4))
+    assert (view.status, view.settled, view.tasks["left"], view.tasks["fetch"]) == ("running", False, "pending", "ready")
 
 
 def test_a_rejected_submit_ends_an_unknown_run_but_not_a_known_one() -> None:
