@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from taskplane._run_view import RunView
+from taskplane.client._run_view import RunView
 from taskplane.contract.messages import RunForgotten, RunSubmitted
 from taskplane.contract.state import RunState, TaskStatus
 from taskplane.contract.status import statuses_of
