@@ -28,7 +28,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -341,6 +342,23 @@ class ManagedServer:
 JVM_OPTIONS = ("-XX:+UseParallelGC", "-XX:ParallelGCThreads=2", "-XX:TieredStopAtLevel=1")
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """What makes one LocalKafka a node of a larger cluster (devstack/cluster.py) or a
+    secured one (devstack/secure.py); the default is a lone node with replication 1."""
+
+    node_id: int = 1
+    controller_port: int | None = None  # fixed: the other nodes' voters name it
+    voters: str = ""  # controller.quorum.voters; empty: this node alone
+    cluster_id: str = ""  # every node of a cluster is formatted with the same id
+    replication: int = 1
+    min_insync: int = 1
+    overrides: Mapping[str, str] = field(default_factory=dict)  # listeners, SASL, ACLs
+    format_args: tuple[str, ...] = ()  # e.g. --add-scram for the brokers' own user
+    ready_servers: str = ""  # where readiness is asked, when not the client listener
+    client_config: Mapping[str, str] = field(default_factory=dict)  # the readiness probe's
+
+
 class LocalKafka(ManagedServer):
     """One Kafka 4 KRaft process (broker and controller) on 127.0.0.1, free ports."""
 
@@ -356,8 +374,10 @@ class LocalKafka(ManagedServer):
         start_timeout: float = 90.0,
         detached: bool = False,
         progress: Progress | None = None,
+        node: ClusterNode | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.node = node or ClusterNode()
         self.version = version
         self.cache_dir = cache_dir or StackSettings().cache_dir
         self.port = port
@@ -368,6 +388,11 @@ class LocalKafka(ManagedServer):
         self.progress = progress
         self._proc: subprocess.Popen[bytes] | None = None
         self._bootstrap: str | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        """The broker's pid when running (a LocalKafkaCluster lists one per node)."""
+        return [self._proc.pid] if self._proc else []
 
     @property
     def log_path(self) -> Path:
@@ -383,12 +408,16 @@ class LocalKafka(ManagedServer):
             raise LocalStackError("LocalKafka is not started")
         return self._bootstrap
 
-    def start(self) -> LocalKafka:
+    def start(self, *, wait: bool = True) -> LocalKafka:
+        """Spawn the broker and wait until it answers; ``wait=False`` returns once it is
+        spawned (``wait_ready`` then): a cluster's nodes each need the others to be ready,
+        and they must be spawned from one long-lived thread, since PR_SET_PDEATHSIG kills
+        a child when the *thread* that forked it ends."""
         java = require_java()
         libs = kafka_libs(self.version, self.cache_dir, self.progress)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port = self.port = self.port or free_port()  # a restart of this object keeps its port
-        controller_port = free_port()
+        controller_port = self.node.controller_port or free_port()
         properties = self._write_config(port, controller_port)
         if not (self.data_dir / "logs" / "meta.properties").exists():
             self._format(java, libs, properties)
@@ -400,7 +429,21 @@ class LocalKafka(ManagedServer):
             "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
         ]  # fmt: skip
         self._bootstrap = f"127.0.0.1:{port}"
-        return self._launched(spawn(cmd, self.stdout_path, detached=self.detached, cwd=self.data_dir))
+        proc = spawn(cmd, self.stdout_path, detached=self.detached, cwd=self.data_dir)
+        if not wait:
+            self._proc = proc
+            if not self.detached:
+                atexit.register(self.stop)
+            return self
+        return self._launched(proc)
+
+    def wait_ready(self) -> None:
+        """After ``start(wait=False)``: wait for readiness; a failed start leaves no process."""
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self) -> None:
         """SIGKILL the broker (a crash, for chaos tests); ``start()`` brings it back on
@@ -414,12 +457,14 @@ class LocalKafka(ManagedServer):
         return f"{tail(self.log_path, lines)}\n{tail(self.stdout_path, lines)}".strip()
 
     def _write_config(self, port: int, controller_port: int) -> Path:
+        node = self.node
+        replicas, min_isr = str(node.replication), str(node.min_insync)
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": str(node.node_id),
             # Static voters: the data dir does not record the controller's address,
             # so a restarted dev stack may come up on other ports.
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "controller.quorum.voters": node.voters or f"{node.node_id}@127.0.0.1:{controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
             "controller.listener.names": "CONTROLLER",
@@ -427,15 +472,15 @@ class LocalKafka(ManagedServer):
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             # KIP-848 groups (workers and processors use group.protocol=consumer): the
             # broker owns the session timeout. 45 s by default; a dead worker's queued work
@@ -454,6 +499,7 @@ class LocalKafka(ManagedServer):
             "num.network.threads": "1",
             "num.io.threads": "2",
             "auto.create.topics.enable": "false",
+            **node.overrides,
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
@@ -463,7 +509,8 @@ class LocalKafka(ManagedServer):
     def _format(self, java: str, libs: Path, properties: Path) -> None:
         cmd = [
             java, "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-            "-t", _random_cluster_id(), "-c", str(properties),
+            "-t", self.node.cluster_id or _random_cluster_id(), "-c", str(properties),
+            *self.node.format_args,
         ]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
@@ -476,7 +523,8 @@ class LocalKafka(ManagedServer):
         from confluent_kafka.admin import AdminClient
 
         assert self._proc is not None
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.node.ready_servers or self.bootstrap_servers,
+                             **self.node.client_config, "log_level": 0})
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

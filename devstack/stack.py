@@ -11,6 +11,7 @@ import json
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from taskplane.devstack.cluster import LocalKafkaCluster
 from taskplane.devstack.kafka import (
     LocalKafka,
     LocalStackError,
@@ -115,8 +117,11 @@ def resolve_endpoints(settings: StackSettings | None = None) -> Endpoints:
     return Endpoints(bootstrap or stack.bootstrap_servers, database or stack.database_url)
 
 
-def up(settings: StackSettings, progress: Progress | None = None) -> tuple[DevStack, bool]:
-    """Start the stack detached (it outlives this process). Returns (stack, started_now)."""
+def up(
+    settings: StackSettings, progress: Progress | None = None, brokers: int = 1
+) -> tuple[DevStack, bool]:
+    """Start the stack detached (it outlives this process). Returns (stack, started_now).
+    ``brokers`` > 1: a KRaft cluster of that many nodes (devstack/cluster.py)."""
     existing = running_stack(settings)
     if existing is not None:
         return existing, False
@@ -126,7 +131,17 @@ def up(settings: StackSettings, progress: Progress | None = None) -> tuple[DevSt
     processes: list[ManagedProcess] = []
     with ExitStack() as undo:  # stop what was started if a later part fails
         bootstrap = settings.bootstrap_servers
-        if not bootstrap:
+        if not bootstrap and brokers > 1:
+            cluster = LocalKafkaCluster(
+                root / f"kafka-{brokers}", nodes=brokers, version=settings.local_kafka_version,
+                cache_dir=settings.cache_dir, detached=True, progress=progress,
+            ).start()  # fmt: skip
+            undo.callback(cluster.stop)
+            for node_id, node in cluster.nodes.items():
+                assert node.pid is not None
+                processes.append(ManagedProcess(f"kafka-{node_id}", node.pid, str(node.data_dir)))
+            bootstrap = cluster.bootstrap_servers
+        elif not bootstrap:
             kafka = LocalKafka(
                 root / "kafka",
                 version=settings.local_kafka_version,
@@ -156,11 +171,20 @@ def down(settings: StackSettings, timeout: float = 20.0) -> list[str]:
     stack = read_state(settings)
     stopped: list[str] = []
     if stack is not None:
-        for process in reversed(stack.processes):
-            if process.alive():
-                sig = signal.SIGINT if process.name == "postgres" else signal.SIGTERM
-                stop_process_group(process.pid, sig=sig, timeout=timeout)
-                stopped.append(process.name)
+        live = [process for process in reversed(stack.processes) if process.alive()]
+
+        def stop(process: ManagedProcess) -> None:
+            sig = signal.SIGINT if process.name == "postgres" else signal.SIGTERM
+            stop_process_group(process.pid, sig=sig, timeout=timeout)
+
+        # At once: a cluster's nodes stopped in turn would leave the last ones waiting on
+        # a quorum that is gone for their controlled shutdown.
+        threads = [threading.Thread(target=stop, args=(process,)) for process in live]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stopped = [process.name for process in live]
     state_path(settings).unlink(missing_ok=True)
     return stopped
 

@@ -10,7 +10,7 @@ inbox records land on the same partition index.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
@@ -54,6 +54,14 @@ def catalog(run_partitions: int = 4, tool_partitions: int = 2) -> tuple[TopicSpe
         TopicSpec("systems", 1, COMPACT, "system name", "AgentSystem definitions"),
         TopicSpec("poison", 1, retained, "-", "records that could not be decoded or validated"),
     )
+
+
+def replication_for(brokers: int) -> tuple[int, int]:
+    """(replication factor, min in-sync replicas) for a cluster of ``brokers``: the
+    Strimzi default 3 / 2 from three brokers on (a broker may fail, or restart in a
+    rolling upgrade, and an acknowledged write still sits on two); fewer keep 1 / 1."""
+    replicas = max(1, min(3, brokers))
+    return replicas, max(1, replicas - 1)
 
 
 def catalog_spec(role: str) -> TopicSpec:
@@ -140,15 +148,18 @@ def ensure_topics(
     timeout_s: float = 30.0,
 ) -> EnsureReport:
     """Create missing topics; compare existing ones with the catalog. Idempotent."""
-    specs = list(specs)
-    report = EnsureReport()
     metadata = admin.list_topics(timeout=timeout_s)
+    replicas, min_isr = replication_for(len(metadata.brokers))
+    # Replication is the cluster's: the same catalog serves one dev broker and three.
+    specs = [replace(s, config={**s.config, "min.insync.replicas": str(min_isr)}) for s in specs]
+    report = EnsureReport()
     refuse_partition_change(metadata.topics, topics, specs)
     missing = [s for s in specs if topics.name(s.role) not in metadata.topics]
     if missing:
         futures = admin.create_topics(
             [
-                NewTopic(topics.name(s.role), num_partitions=s.partitions, replication_factor=-1, config=dict(s.config))
+                NewTopic(topics.name(s.role), num_partitions=s.partitions, replication_factor=replicas,
+                         config=dict(s.config))
                 for s in missing
             ],
             operation_timeout=timeout_s,
@@ -168,6 +179,9 @@ def ensure_topics(
         partitions = len(metadata.topics[name].partitions)
         if partitions != spec.partitions:
             report.drift.append(Drift(name, f"partitions {partitions}, catalog says {spec.partitions}"))
+        replicated = min((len(p.replicas) for p in metadata.topics[name].partitions.values()), default=replicas)
+        if replicated < replicas:
+            report.drift.append(Drift(name, f"replication factor {replicated}, the cluster's is {replicas}"))
     if present:
         resources = [ConfigResource(ConfigResource.Type.TOPIC, topics.name(s.role)) for s in present]
         for resource, future in admin.describe_configs(resources).items():

@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from taskplane.devstack.cluster import LocalKafkaCluster
 from taskplane.devstack.kafka import LocalKafka, LocalStackError
 from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams.settings import StackSettings
@@ -52,13 +53,18 @@ def services_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_settings: StackSettings, services_dir: Path) -> Iterator[str]:
-    """Bootstrap servers of the session's broker (external when the env var is set)."""
+    """Bootstrap servers of the session's broker (external when the env var is set;
+    ``TASKPLANE_TEST_BROKERS=3``: a 3-node KRaft cluster, replication 3, min ISR 2)."""
     if stack_settings.bootstrap_servers:
         yield stack_settings.bootstrap_servers
         return
-    kafka = LocalKafka(
+    brokers = int(os.environ.get("TASKPLANE_TEST_BROKERS", "1"))
+    kafka: LocalKafka | LocalKafkaCluster = LocalKafka(
         services_dir / "kafka",
         version=stack_settings.local_kafka_version,
+        cache_dir=stack_settings.cache_dir,
+    ) if brokers == 1 else LocalKafkaCluster(
+        services_dir / "kafka", nodes=brokers, version=stack_settings.local_kafka_version,
         cache_dir=stack_settings.cache_dir,
     )
     try:
@@ -112,7 +118,7 @@ def topic_factory(kafka_config: dict[str, object], unique_prefix: str) -> Callab
         name: str = "topic", partitions: int = 1, config: dict[str, str] | None = None
     ) -> str:
         topic = f"{unique_prefix}.{name}"
-        new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=config or {})
         admin.create_topics([new])[topic].result(30)
         return topic
 

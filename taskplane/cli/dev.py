@@ -27,12 +27,17 @@ def _show(stack: devstack.DevStack) -> None:
 
 
 @dev_app.command()
-def up() -> None:
+def up(
+    brokers: int = typer.Option(
+        1, "--brokers", min=1, max=5,
+        help="Kafka nodes (KRaft, broker+controller each); 3 gives replication 3, min ISR 2",
+    ),
+) -> None:
     """Start Kafka and Postgres detached; print their endpoints."""
     settings = StackSettings()
     started = time.monotonic()
     try:
-        stack, started_now = devstack.up(settings, progress=_progress)
+        stack, started_now = devstack.up(settings, progress=_progress, brokers=brokers)
     except MissingToolError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MISSING_TOOL) from None

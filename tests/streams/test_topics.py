@@ -25,3 +25,9 @@ def test_a_misspelt_role_is_an_error_not_a_topic_name() -> None:
 def test_an_empty_prefix_names_the_role_itself() -> None:
     assert Topics("").commands == "commands"
     assert Topics("").name("changelog") == "changelog"
+
+
+def test_replication_follows_the_cluster_size() -> None:
+    from taskplane.streams.topics import replication_for
+
+    assert [replication_for(n) for n in (1, 2, 3, 5)] == [(1, 1), (2, 1), (3, 2), (3, 2)]
