@@ -16,18 +16,18 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from taskplane._demo_stack import (
+from taskplane.contract.messages import RunSucceeded
+from taskplane.devstack.cluster import LocalKafkaCluster, partition_leader
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.settings import StackSettings
+from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing.stack import (
     EventLog,
     ProcessorThreads,
     WorkerProcess,
     compile_manifest,
     worker_env,
 )
-from taskplane.contract.messages import RunSucceeded
-from taskplane.devstack.cluster import LocalKafkaCluster, partition_leader
-from taskplane.streams.publisher import Publisher
-from taskplane.streams.settings import StackSettings
-from taskplane.streams.topics import Topics, catalog, ensure_topics
 from tests.e2e.e2e_pipeline import E2E_TOOLS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
