@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c contract/*.c 
 	  else echo "warning: missing Debian packages:$$missing (install them for the isolation and alert tests)"; fi; \
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,traces]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -22,7 +22,7 @@ from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-PROCESSORS = ("orchestrator", "breaker", "projector")
+PROCESSORS = ("orchestrator", "breaker", "projector", "tracer")
 
 
 def run_processor(
@@ -38,6 +38,9 @@ def run_processor(
     /healthz and /readyz are served first (``PortInUse`` when a set port is taken)."""
     if name == "projector":
         _run_projector(kafka_config, topics, database_url(), instance, on_ready)
+        return
+    if name == "tracer":
+        _run_tracer(kafka_config, topics, instance, on_ready)
         return
     from taskplane.metrics import PrometheusObserver
     from taskplane.processors.breaker.app import breaker_runtime
@@ -80,6 +83,28 @@ def _run_projector(kafka_config: dict[str, Any], topics: Topics, database_url: s
         on_ready()
     freeze_startup_heap()
     projector.run()
+
+
+def _run_tracer(kafka_config: dict[str, Any], topics: Topics, instance: str | None,
+                on_ready: Callable[[], None] | None) -> None:
+    from taskplane.processors.tracer.app import Tracer, TracerSettings
+
+    settings = TracerSettings(instance_id=instance) if instance else TracerSettings()
+    registry = CollectorRegistry()
+    tracer = Tracer(kafka_config, topics, settings, registry=registry)
+    state = ProcessState([lambda: None if tracer.ready() else "tracer not consuming"])
+    serve_endpoints("tracer", registry, state)
+
+    def stop(*_: object) -> None:
+        state.stopping()
+        tracer.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    if on_ready is not None:
+        on_ready()
+    freeze_startup_heap()
+    tracer.run()
 
 
 def freeze_startup_heap() -> None:

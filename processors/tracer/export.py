@@ -1,0 +1,94 @@
+"""Span records → the OpenTelemetry SDK's OTLP exporter.
+
+The spans are finished facts with ids of their own (``contract/trace_ids.py``), so they
+skip the SDK's tracer (whose id generator and clock would make new ones) and go to its
+exporter as ``ReadableSpan``s. The exporter reads the standard variables:
+``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``, ``..._HEADERS``, ``..._TIMEOUT``,
+``..._PROTOCOL`` (``http/protobuf``, the default, or ``grpc`` when
+``opentelemetry-exporter-otlp-proto-grpc`` is installed), and the resource from
+``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from taskplane.processors.tracer.spans import SpanRecord
+from taskplane.streams.exceptions import StreamsError
+
+_NS = 1_000_000
+
+
+class TracesUnavailable(StreamsError):
+    """The OpenTelemetry packages are missing: ``pip install 'taskplane[traces]'``."""
+
+    retryable = False
+
+
+class OtlpSink:
+    """Exports span records; ``export`` returns False when the receiver did not take them."""
+
+    def __init__(self, exporter: Any = None, service_name: str = "taskplane") -> None:
+        try:
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import Event, ReadableSpan
+            from opentelemetry.sdk.trace.export import SpanExportResult
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+            from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+        except ImportError as error:
+            raise TracesUnavailable(f"tracing needs the OpenTelemetry SDK: pip install 'taskplane[traces]' "
+                                    f"({error})") from error
+        os.environ.setdefault("OTEL_SERVICE_NAME", service_name)
+        self._resource = Resource.create()
+        self._scope = InstrumentationScope("taskplane.tracer")
+        self._exporter = exporter if exporter is not None else _otlp_exporter()
+        self._success = SpanExportResult.SUCCESS
+        self._types = (ReadableSpan, Event, SpanContext, SpanKind.INTERNAL, Status, StatusCode, TraceFlags(1))
+
+    def readable(self, spans: Sequence[SpanRecord]) -> list[Any]:
+        readable_span, event_type, context, internal, status, code, sampled = self._types
+        ok, unset = status(code.OK), status(code.UNSET)
+        out = []
+        for span in spans:
+            parent = None if span.parent_id is None else context(span.trace_id, span.parent_id, False, sampled)
+            if span.error is not None:
+                state = status(code.ERROR, span.error)
+            else:
+                state = ok if span.ok else unset
+            events = [event_type(e.name, e.attributes, e.at_ms * _NS) for e in span.events]
+            out.append(readable_span(
+                name=span.name, context=context(span.trace_id, span.span_id, False, sampled), parent=parent,
+                resource=self._resource, attributes=span.attributes, events=events, kind=internal,
+                status=state, start_time=span.start_ms * _NS, end_time=span.end_ms * _NS,
+                instrumentation_scope=self._scope))
+        return out
+
+    def export(self, spans: Sequence[SpanRecord]) -> bool:
+        if not spans:
+            return True
+        return bool(self._exporter.export(self.readable(spans)) == self._success)
+
+    def close(self) -> None:
+        self._exporter.shutdown()
+
+
+def _otlp_exporter() -> Any:
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        except ImportError as error:
+            raise TracesUnavailable("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc"
+                                    ) from error
+        return OTLPSpanExporter()
+    if protocol != "http/protobuf":
+        raise TracesUnavailable(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported "
+                                "(http/protobuf or grpc)")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter()
