@@ -10,8 +10,7 @@ side effect of its first tool execution and before its record.
 
 from __future__ import annotations
 
-import hashlib
-import struct
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -67,11 +66,17 @@ def format_faults(rates: dict[str, float]) -> str:
     return ",".join(f"{name}={rate:g}" for name, rate in rates.items())
 
 
+_MASK = 2**64 - 1
+
+
 def unit(seed: int, coordinate: str) -> float:
-    """A number in [0, 1), the same for the same seed and coordinate."""
-    digest = hashlib.blake2b(f"{seed}|{coordinate}".encode(), digest_size=8).digest()
-    value: int = struct.unpack(">Q", digest)[0]
-    return value / 2.0**64
+    """A number in [0, 1), the same for the same seed and coordinate (in any process:
+    not ``hash``). CRC-32 of the coordinate, mixed with the seed by splitmix64's
+    finalizer; a fault decision is asked thousands of times a seed."""
+    z = (zlib.crc32(coordinate.encode()) * 0x9E3779B97F4A7C15 + seed * 0xBF58476D1CE4E5B9 + 0x632BE59BD9B4E5) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return (z ^ (z >> 31)) / 2.0**64
 
 
 @dataclass(slots=True)

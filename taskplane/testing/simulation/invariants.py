@@ -75,14 +75,15 @@ def check_builtin(plan: SystemPlan, result: SimulationResult) -> list[Violation]
 def _run_checks(plan: SystemPlan, run_id: str, records: list[Any]) -> list[Violation]:
     found: list[Violation] = []
     policy = plan.execution
+    dependencies = {agent.name: agent.dependencies for agent in plan.agents}
     succeeded: set[str] = set()
     leases: dict[str, tuple[int, bool]] = {}  # task -> (latest epoch, still live)
     failures: dict[str, int] = {}
     for record in records:
         event = record.event
         match event:
-            case m.TaskReady(task=task) | m.LeaseGranted(task=task) if task in _tasks(plan):
-                missing = [d for d in plan.agent(task).dependencies if d not in succeeded]
+            case m.TaskReady(task=task) | m.LeaseGranted(task=task) if task in dependencies:
+                missing = [d for d in dependencies[task] if d not in succeeded]
                 if missing:
                     found.append(Violation("DAG order", f"run {run_id}: {type(event).__name__} of {task} before "
                                            f"{', '.join(missing)} succeeded", (run_id,)))
@@ -122,10 +123,6 @@ def _run_checks(plan: SystemPlan, run_id: str, records: list[Any]) -> list[Viola
             case _:
                 pass
     return found
-
-
-def _tasks(plan: SystemPlan) -> set[str]:
-    return {agent.name for agent in plan.agents}
 
 
 def _last_failure_kind(records: list[Any], at: Any, task: str) -> FailureKind | None:

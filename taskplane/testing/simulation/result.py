@@ -4,12 +4,12 @@ log order, the breaker transitions, the faults that fired and what the invariant
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class SimEvent:
-    """One event on the simulated ``events`` log: its log time and what it says."""
+class SimEvent(NamedTuple):
+    """One event on the simulated ``events`` log: its log time and what it says (a tuple:
+    thousands are made a seed)."""
 
     at_ms: int
     run_id: str
@@ -33,8 +33,7 @@ class SimRun:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ToolExecution:
+class ToolExecution(NamedTuple):
     """A tool function that really ran (not answered by the journal), with the fencing
     epoch of the attempt that ran it."""
 

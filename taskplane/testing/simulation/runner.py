@@ -55,6 +55,7 @@ class Report:
     runs_simulated: int = 0
     commands_decided: int = 0
     events: int = 0
+    breaker_events: int = 0
     virtual_ms: int = 0
     wall_s: float = 0.0
     shrink_trials: int = 0
@@ -148,6 +149,7 @@ def _count(report: Report, result: SimulationResult) -> None:
     report.runs_simulated += len(result.runs)
     report.commands_decided += result.commands
     report.events += len(result.events)
+    report.breaker_events += len(result.breaker_events)
     report.virtual_ms += result.virtual_ms
 
 
