@@ -157,3 +157,6 @@ def _print(say: Callable[[str], None], r: DemoReport) -> None:
         say("[bold red]NOT OK[/]: " + "; ".join(r.problems))
     else:
         say("[bold green]OK[/]: every run ended as expected")
+    # The same failures in seconds, without a broker: seeded faults in virtual time (docs/testing.md).
+    say("  next: taskplane simulate -f examples/payment-processor/system.yaml "
+        "--module examples/payment-processor/tools.py --inputs examples/payment-processor/runs.jsonl --runs 100")

@@ -88,8 +88,9 @@ class Faults:
     rates: dict[str, float]
     only: frozenset[str] | None = None
     fired: list[str] = field(default_factory=list)
+    timeline: list[tuple[int, str]] = field(default_factory=list)  # (virtual ms, fault id), for traces
 
-    def fires(self, name: str, coordinate: str) -> bool:
+    def fires(self, name: str, coordinate: str, at_ms: int = 0) -> bool:
         rate = self.rates.get(name)
         if not rate:
             return False
@@ -99,6 +100,7 @@ class Faults:
         if unit(self.seed, fault) >= rate:
             return False
         self.fired.append(fault)
+        self.timeline.append((at_ms, fault))
         return True
 
     def draw(self, name: str, coordinate: str, low: float, high: float) -> float:

@@ -26,13 +26,18 @@ def describe(event: Any) -> str:
 
 
 def trace(case: Case, limit: int = 200) -> list[str]:
-    """The shrunk case's events, of the runs its violations name (all its runs if none)."""
+    """The shrunk case's events, of the runs its violations name (all its runs if none),
+    with the faults that fired between them."""
     named = {r for v in case.violations for r in v.run_ids}
     records: list[SimEvent] = [e for e in case.result.events if not named or e.run_id in named]
-    lines = [f"{e.at_ms:>9} ms  {e.run_id:<10} {describe(e.event)}" for e in records[:limit]]
+    lines = [(e.at_ms, 2, f"{e.at_ms:>9} ms  {e.run_id:<10} {describe(e.event)}") for e in records[:limit]]
+    lines += [(at, 1, f"{at:>9} ms  FAULT      {fault}") for at, fault in case.result.fault_times]
+    lines += [(x.at_ms, 0, f"{x.at_ms:>9} ms  {x.run_id:<10} ran tool {x.tool} (task {x.task}, epoch {x.epoch})")
+              for x in case.result.executions if not named or x.run_id in named]
+    shown = [text for _, _, text in sorted(lines, key=lambda line: (line[0], line[1]))]
     if len(records) > limit:
-        lines.append(f"... {len(records) - limit} more events")
-    return lines
+        shown.append(f"... {len(records) - limit} more events")
+    return shown
 
 
 def as_text(report: Report) -> str:

@@ -65,6 +65,7 @@ class SimulationResult:
     virtual_ms: int
     commands: int
     violations: list[Violation] = field(default_factory=list)
+    fault_times: list[tuple[int, str]] = field(default_factory=list)  # when each fault fired (virtual ms)
 
     def run(self, run_id: str) -> SimRun:
         return next(run for run in self.runs if run.run_id == run_id)

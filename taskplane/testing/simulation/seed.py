@@ -103,8 +103,8 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
             raise RegistryError(f"--module: no @agent for {', '.join(missing)} in {setup.module}")
         faults = Faults(seed, rates, only)
         outages = []
-        if faults.fires("outage", "broker"):
-            start = round(faults.draw("outage", "broker@start", 0, 10_000))
+        start = round(faults.draw("outage", "broker@start", 0, 10_000))
+        if faults.fires("outage", "broker", start):
             outages.append((start, start + round(faults.draw("outage", "broker@length", 2_000, 8_000))))
         world = World(setup.plan, faults, outages)
         pool = Pool(world, registry, setup.plan, setup.workers, setup.concurrency)
@@ -116,7 +116,8 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
                 world.loop.run(HORIZON_MS)
                 result = SimulationResult(seed, world.runs(), world.events, world.breaker_events, world.executions,
                                           list(faults.fired), world.events[-1].at_ms if world.events else 0,
-                                          world.orchestrator.decided + world.breaker.decided)
+                                          world.orchestrator.decided + world.breaker.decided,
+                                          fault_times=sorted(faults.timeline))
                 result.violations = check_builtin(setup.plan, result)
                 result.violations += check_user(user_invariants(module), result)
         finally:

@@ -93,7 +93,7 @@ class Pool:
         world = self.world
         coordinate = world.coordinate(item.run_id, "offer", item.task)
         targets = [self._owner(f"{item.run_id}/{item.task}", 0)]
-        if world.faults.fires("duplicate", coordinate) and len(self.workers) > 1:
+        if world.faults.fires("duplicate", coordinate, world.loop.now) and len(self.workers) > 1:
             targets.append(self._owner(f"{item.run_id}/{item.task}", 1))
         for worker in targets:
             worker.queue.append(item)
@@ -166,7 +166,7 @@ class SimWorker:
         key = command.run_id
         world.broker.deliver(now, world.orchestrator.command, key, command, stamped)
         if "duplicate" in world.faults.rates and world.faults.fires(
-                "duplicate", world.coordinate(key, type(command).__name__, getattr(command, "task", None))):
+                "duplicate", world.coordinate(key, type(command).__name__, getattr(command, "task", None)), now):
             world.broker.deliver(now, world.orchestrator.command, key, command, stamped, hop_ms=HOP_MS + 7)
 
     def ended(self, incarnation: int) -> None:
@@ -256,7 +256,7 @@ class _SimAttempt:
         self._send(command)
 
     def _fires(self, name: str, site: str) -> bool:
-        return self.world.faults.fires(name, f"{self.where}@{site}")
+        return self.world.faults.fires(name, f"{self.where}@{site}", self.local)
 
     def _tool(self, spec: ToolSpec, args: dict[str, Any], key: str, isolation: Isolation, limits: Limits) -> Any:
         """One execution of a tool, as ``isolation.run_tool`` would run it, in virtual time."""

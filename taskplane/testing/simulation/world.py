@@ -234,7 +234,8 @@ class World:
     def _aborts(self, key: str, command: Any) -> bool:
         if isinstance(command, Tick) or "abort" not in self.faults.rates:
             return False
-        return self.faults.fires("abort", self.coordinate(key, type(command).__name__, getattr(command, "task", None)))
+        coordinate = self.coordinate(key, type(command).__name__, getattr(command, "task", None))
+        return self.faults.fires("abort", coordinate, self.loop.now)
 
     # ------------------------------------------------------------ outputs
 
