@@ -29,7 +29,17 @@ from taskplane.devstack.kafka import (
     stop_process_group,
 )
 from taskplane.devstack.postgres import LocalPostgres
+from taskplane.devstack.secure import (
+    ADMIN,
+    SecureFiles,
+    client_config,
+    create_principals,
+    secure_files,
+    secured,
+    write_env_files,
+)
 from taskplane.streams.settings import StackSettings
+from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 
 class DevStackNotRunning(LocalStackError):
@@ -60,6 +70,7 @@ class DevStack:
     database_url: str
     processes: tuple[ManagedProcess, ...]
     started_at: float
+    secure_dir: str = ""  # a secured stack: the per-role <role>.env files live here
 
     def running(self) -> bool:
         return all(process.alive() for process in self.processes)
@@ -79,6 +90,7 @@ def read_state(settings: StackSettings) -> DevStack | None:
         database_url=raw["database_url"],
         processes=tuple(ManagedProcess(**process) for process in raw["processes"]),
         started_at=raw["started_at"],
+        secure_dir=raw.get("secure_dir", ""),
     )
 
 
@@ -118,10 +130,11 @@ def resolve_endpoints(settings: StackSettings | None = None) -> Endpoints:
 
 
 def up(
-    settings: StackSettings, progress: Progress | None = None, brokers: int = 1
+    settings: StackSettings, progress: Progress | None = None, brokers: int = 1, secure: bool = False
 ) -> tuple[DevStack, bool]:
     """Start the stack detached (it outlives this process). Returns (stack, started_now).
-    ``brokers`` > 1: a KRaft cluster of that many nodes (devstack/cluster.py)."""
+    ``brokers`` > 1: a KRaft cluster of that many nodes (devstack/cluster.py);
+    ``secure``: SASL/SCRAM over TLS with ACLs per role (devstack/secure.py)."""
     existing = running_stack(settings)
     if existing is not None:
         return existing, False
@@ -131,16 +144,22 @@ def up(
     processes: list[ManagedProcess] = []
     with ExitStack() as undo:  # stop what was started if a later part fails
         bootstrap = settings.bootstrap_servers
-        if not bootstrap and brokers > 1:
+        secured_dir = ""
+        if not bootstrap and (brokers > 1 or secure):
+            files = secure_files(root / "secure") if secure else None
             cluster = LocalKafkaCluster(
-                root / f"kafka-{brokers}", nodes=brokers, version=settings.local_kafka_version,
-                cache_dir=settings.cache_dir, detached=True, progress=progress,
+                root / f"kafka-{brokers}{'-secure' if secure else ''}", nodes=brokers,
+                version=settings.local_kafka_version, cache_dir=settings.cache_dir, detached=True,
+                progress=progress, customize=secured(files) if files else None,
             ).start()  # fmt: skip
             undo.callback(cluster.stop)
             for node_id, node in cluster.nodes.items():
                 assert node.pid is not None
                 processes.append(ManagedProcess(f"kafka-{node_id}", node.pid, str(node.data_dir)))
             bootstrap = cluster.bootstrap_servers
+            if files is not None:
+                _principals(settings, files, bootstrap)
+                secured_dir = str(files.credentials.parent)
         elif not bootstrap:
             kafka = LocalKafka(
                 root / "kafka",
@@ -160,10 +179,21 @@ def up(
             assert postgres.pid is not None
             processes.append(ManagedProcess("postgres", postgres.pid, str(postgres.data_dir)))
             database = postgres.url
-        stack = DevStack(bootstrap, database, tuple(processes), time.time())
+        stack = DevStack(bootstrap, database, tuple(processes), time.time(), secured_dir)
         _write_state(settings, stack)
         undo.pop_all()
     return stack, True
+
+
+def _principals(settings: StackSettings, files: SecureFiles, bootstrap: str) -> None:
+    """The catalog's topics, a user per role with its ACLs, and the env files."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = {"bootstrap.servers": bootstrap, **client_config(files, ADMIN), "log_level": 0}
+    topics = Topics(settings.topic_prefix)
+    ensure_topics(AdminClient(admin), topics, catalog())
+    create_principals(admin, files, topics)
+    write_env_files(files, files.credentials.parent)
 
 
 def down(settings: StackSettings, timeout: float = 20.0) -> list[str]:

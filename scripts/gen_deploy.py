@@ -4,7 +4,9 @@
   (taskplane.streams.topics.catalog) at its default partition counts;
 - deploy/k8s/overlays/prod/topic-partitions.yaml: the prod overlay's partition counts
   (a patch per topic, from the same catalog);
-- deploy/k8s/base/prometheusrule.yaml: deploy/prometheus/alerts.yaml as a PrometheusRule.
+- deploy/k8s/base/prometheusrule.yaml: deploy/prometheus/alerts.yaml as a PrometheusRule;
+- deploy/k8s/secure/users.yaml: a Strimzi KafkaUser per role with its least-privilege
+  ACLs (taskplane.streams.roles), for a cluster with SCRAM listeners (docs/security.md).
 
     python scripts/gen_deploy.py           # rewrite the files
     python scripts/gen_deploy.py --check   # exit 1 when a file differs (tests/deploy does this too)
@@ -19,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from taskplane.streams.roles import ROLES, role_grants
 from taskplane.streams.topics import Topics, catalog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +55,25 @@ def topic_resources(run_partitions: int | None = None, tool_partitions: int | No
     return resources
 
 
+def kafka_users() -> list[dict[str, Any]]:
+    """A Strimzi KafkaUser per role (SCRAM-SHA-512, simple authorization) with the ACLs
+    of taskplane.streams.roles: the dev stack's --secure ACLs, for a Strimzi cluster."""
+    users = []
+    for role in ROLES:
+        acls = [{"resource": {"type": grant.kind, "name": grant.name,
+                              "patternType": "prefix" if grant.prefixed else "literal"},
+                 "operations": list(grant.operations)}
+                for grant in role_grants(role, Topics(PREFIX))]
+        users.append({
+            "apiVersion": "kafka.strimzi.io/v1",
+            "kind": "KafkaUser",
+            "metadata": {"name": f"taskplane-{role}", "labels": {"strimzi.io/cluster": CLUSTER}},
+            "spec": {"authentication": {"type": "scram-sha-512"},
+                     "authorization": {"type": "simple", "acls": acls}},
+        })
+    return users
+
+
 def k8s_name(topic: str) -> str:
     """Resource name of a topic: lowercase RFC 1123 (the topic's dots become dashes)."""
     return topic.lower().replace(".", "-").replace("_", "-")
@@ -77,6 +99,7 @@ def rendered() -> dict[Path, str]:
         K8S / "overlays" / "prod" / "topic-partitions.yaml": dump(
             topic_resources(*PROD_PARTITIONS, patch=True), f"taskplane.streams.topics.catalog{PROD_PARTITIONS}"),
         K8S / "base" / "prometheusrule.yaml": dump([prometheus_rule()], "deploy/prometheus/alerts.yaml"),
+        K8S / "secure" / "users.yaml": dump(kafka_users(), "taskplane.streams.roles.role_grants()"),
     }
 
 

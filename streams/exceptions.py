@@ -3,6 +3,9 @@ wrapped here, at the boundary, and say whether retrying the same call can succee
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from confluent_kafka import KafkaError, KafkaException
 
 from taskplane.contract.errors import TaskplaneError
@@ -23,6 +26,21 @@ _TRANSIENT = frozenset({
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.NOT_LEADER_FOR_PARTITION,
 })
+
+
+# The broker's authorizer said no: the same call fails the same way until an ACL changes.
+AUTHORIZATION_FAILED = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+})
+
+
+def principal_of(kafka_config: Mapping[str, Any]) -> str:
+    """The principal a client config authenticates as, for error messages."""
+    user = kafka_config.get("sasl.username")
+    return f"User:{user}" if user else "User:ANONYMOUS"
 
 
 class StreamsError(TaskplaneError):
@@ -59,5 +77,17 @@ class KafkaIOError(StreamsError):
         if not isinstance(kafka_error, KafkaError):
             return cls(f"{context}: {error}")
         fatal = kafka_error.fatal()
+        if kafka_error.code() in AUTHORIZATION_FAILED:
+            return NotAuthorized(f"{context}: {kafka_error.str()}", code=kafka_error.code(), fatal=fatal)
         retryable = not fatal and (kafka_error.retriable() or kafka_error.code() in _TRANSIENT)
         return cls(f"{context}: {kafka_error.str()}", code=kafka_error.code(), fatal=fatal, retryable=retryable)
+
+
+class NotAuthorized(KafkaIOError):
+    """The cluster's ACLs refuse this principal the operation (``context`` names the
+    topic, group or transactional id and the principal). Never retryable as is: a
+    person grants the ACL or fixes the credentials (docs/security.md)."""
+
+    def __init__(self, message: str, *, code: int | None = None, fatal: bool = False,
+                 retryable: bool = False) -> None:
+        super().__init__(message, code=code, fatal=fatal, retryable=False)

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from taskplane.streams.exceptions import KafkaIOError
+from taskplane.streams.exceptions import AUTHORIZATION_FAILED, KafkaIOError, principal_of
 
 # For a reader that stops at the end: the end shows as an empty fetch at the high
 # watermark, which the broker holds for fetch.wait.max.ms (500 ms by default): every
@@ -29,6 +29,9 @@ def read_to_end(
     try:
         if partitions is None:
             metadata = reader.list_topics(topic, timeout=30).topics[topic]
+            if metadata.error is not None and metadata.error.code() in AUTHORIZATION_FAILED:
+                # Refused by ACLs: never read as an empty topic (a missing one still is).
+                raise KafkaIOError.wrap(metadata.error, f"reading {topic} as {principal_of(kafka_config)}")
             partitions = list(metadata.partitions)
         pending: set[int] = set()
         for partition in partitions:
@@ -45,7 +48,7 @@ def read_to_end(
                 error = record.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaIOError.wrap(error, f"reading {topic}")
+                        raise KafkaIOError.wrap(error, f"reading {topic} as {principal_of(kafka_config)}")
                     pending.discard(record.partition())
                     continue
                 key = record.key()

@@ -20,7 +20,12 @@ from confluent_kafka import KafkaError, Message, Producer
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.contract.plans import pinned_key
-from taskplane.streams.exceptions import StreamsError
+from taskplane.streams.exceptions import (
+    AUTHORIZATION_FAILED,
+    KafkaIOError,
+    StreamsError,
+    principal_of,
+)
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.topics import Topics
 
@@ -47,6 +52,8 @@ class Publisher:
         self._topics = topics
         self._serde = serde or Serde()
         self._failures: list[str] = []
+        self._refused: KafkaIOError | None = None
+        self._principal = principal_of(kafka_config)
         self._producer = Producer(
             {
                 **kafka_config,
@@ -98,11 +105,18 @@ class Publisher:
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self._failures.append(f"{message.topic()}[{message.key()!r}]: {error.str()}")
+            if error.code() in AUTHORIZATION_FAILED and self._refused is None:
+                self._refused = KafkaIOError.wrap(error, f"writing {message.topic()} as {self._principal}")
 
     def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every record; PublishError when some were not written, NotAuthorized
+        (not retryable) when the cluster's ACLs refused them."""
         remaining = self._producer.flush(timeout_s)
         if remaining:
             self._failures.append(f"{remaining} record(s) still queued after {timeout_s}s")
+        if self._refused is not None:
+            refused, self._refused, self._failures = self._refused, None, []
+            raise refused
         if self._failures:
             failures, self._failures = self._failures, []
             raise PublishError(failures)

@@ -24,6 +24,9 @@ def _show(stack: devstack.DevStack) -> None:
     typer.echo(f"TASKPLANE_DATABASE_URL={stack.database_url}")
     for process in stack.processes:
         typer.echo(f"# {process.name}: pid {process.pid}, data in {process.data_dir}")
+    if stack.secure_dir:
+        typer.echo(f"# secured: SASL/SCRAM over TLS; a role's settings: set -a; . {stack.secure_dir}/ROLE.env")
+        typer.echo("#   ROLE: admin (topics, apply), orchestrator, breaker, projector, worker, client, console")
 
 
 @dev_app.command()
@@ -32,12 +35,15 @@ def up(
         1, "--brokers", min=1, max=5,
         help="Kafka nodes (KRaft, broker+controller each); 3 gives replication 3, min ISR 2",
     ),
+    secure: bool = typer.Option(
+        False, "--secure", help="SASL/SCRAM-SHA-512 over TLS, ACLs per role (docs/security.md)"
+    ),
 ) -> None:
     """Start Kafka and Postgres detached; print their endpoints."""
     settings = StackSettings()
     started = time.monotonic()
     try:
-        stack, started_now = devstack.up(settings, progress=_progress, brokers=brokers)
+        stack, started_now = devstack.up(settings, progress=_progress, brokers=brokers, secure=secure)
     except MissingToolError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_MISSING_TOOL) from None
