@@ -394,3 +394,34 @@ class ToolOutcome:
     cooldown_ms: int
     run_id: str
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One task of a ``RunRecord``: its status, and its output once it succeeded
+    (kept for the run's final tasks only: what ``result()`` returns)."""
+
+    task: str
+    status: str
+    output: str | None = None
+    error: str | None = None  # the dead letter's error
+    attempts: int = 0  # attempts used, for a dead letter
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """On ``runs`` (compacted, key ``run_id``): the latest summary of one run, so a
+    client finds a run, and a finished run's result, by its key alone. Written on the
+    run's submit, dead letters and replays, its end, and as the answer to every
+    rejected ``SubmitRun`` (a duplicate sees the run as it stands)."""
+
+    run_id: str
+    system: str = ""
+    plan_version: str = ""
+    status: str = "running"  # running | succeeded | failed | cancelled | rejected
+    idempotency_key: str | None = None
+    reason: str | None = None
+    submitted_ms: int | None = None
+    finished_ms: int | None = None
+    tasks: tuple[TaskSummary, ...] = ()
+    retired: bool = False  # the orchestrator no longer holds the tasks: outputs are not here

@@ -23,7 +23,7 @@ class PartitionChangeRefused(StreamsError):
 
 
 # Co-partitioned by run id: a run's commands, events, state and replies share one index.
-RUN_KEYED = ("commands", "events", "orchestrator-changelog", "work", "inbox", "deadletter")
+RUN_KEYED = ("commands", "events", "orchestrator-changelog", "work", "inbox", "deadletter", "runs")
 COMPACT = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 
@@ -48,6 +48,7 @@ def catalog(run_partitions: int = 4, tool_partitions: int = 2) -> tuple[TopicSpe
         TopicSpec("work", run_partitions, retained, "run_id/task", "ready tasks offered to workers"),
         TopicSpec("inbox", run_partitions, retained, "worker_id", "lease grants and claim rejections"),
         TopicSpec("deadletter", run_partitions, {"retention.ms": "-1"}, "run_id", "dead-lettered tasks"),
+        TopicSpec("runs", run_partitions, COMPACT, "run_id", "the index of runs: each run's latest summary"),
         TopicSpec("tool-outcomes", tool_partitions, retained, "tool", "tool call results for breakers"),
         TopicSpec("breaker-events", tool_partitions, retained, "tool", "breaker transitions"),
         TopicSpec("breakers", tool_partitions, COMPACT, "tool", "current breaker state per tool"),
@@ -106,6 +107,10 @@ class Topics:
     @property
     def deadletter(self) -> str:
         return self.name("deadletter")
+
+    @property
+    def runs(self) -> str:
+        return self.name("runs")
 
     @property
     def tool_outcomes(self) -> str:

@@ -1,5 +1,5 @@
-"""Records derived from orchestrator events: work offers, claim replies, dead letters
-and tool outcomes for the breaker processor."""
+"""Records derived from orchestrator events: work offers, claim replies, dead letters,
+tool outcomes for the breaker processor, and the ``runs`` index (``run_index.py``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ from taskplane.contract.messages import (
     Event,
     JournalEntry,
     LeaseGranted,
+    RunCancelled,
+    RunFailed,
+    RunSubmitted,
+    RunSucceeded,
     TaskDeadLettered,
     TaskReady,
+    TaskReplayed,
     ToolCallFailed,
     ToolCallSucceeded,
     ToolOutcome,
     WorkItem,
 )
 from taskplane.contract.state import RunState
+from taskplane.processors.orchestrator.run_index import rejected_submit, run_record
 
 DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_COOLDOWN_MS = 60_000
@@ -27,6 +33,9 @@ DEFAULT_COOLDOWN_MS = 60_000
 def outputs(state: RunState | None, event: Event) -> list[Output]:
     """Derived records for ``event``, given the state after it."""
     if isinstance(event, CommandRejected):
+        if event.command == "SubmitRun":  # the answer a duplicate's submitter reads
+            answer = rejected_submit(event.run_id, event.reason) if state is None else run_record(state)
+            return [Output("runs", event.run_id, answer)]
         if event.command != "ClaimTask" or event.worker_id is None:
             return []
         return [Output("inbox", event.worker_id, _refusal(state, event))]
@@ -40,7 +49,12 @@ def outputs(state: RunState | None, event: Event) -> list[Output]:
         case LeaseGranted():
             return [Output("inbox", event.worker_id, _assignment(state, event))]
         case TaskDeadLettered():
-            return [Output("deadletter", event.run_id, _dead_letter(state, event))]
+            return [Output("deadletter", event.run_id, _dead_letter(state, event)),
+                    Output("runs", event.run_id, run_record(state))]
+        case RunSubmitted():
+            return [Output("runs", event.run_id, run_record(state, with_tasks=False))]
+        case RunSucceeded() | RunFailed() | RunCancelled() | TaskReplayed():
+            return [Output("runs", event.run_id, run_record(state))]
         case ToolCallSucceeded() | ToolCallFailed():
             return [Output("tool-outcomes", event.tool, _tool_outcome(state, event))]
         case _:
