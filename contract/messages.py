@@ -406,6 +406,7 @@ class TaskSummary:
     output: str | None = None
     error: str | None = None  # the dead letter's error
     attempts: int = 0  # attempts used, for a dead letter
+    blocked_by: str | None = None  # the dead-lettered task upstream, for a blocked task
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ explicit: ``flush()`` waits for every record and raises if any was not written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -79,10 +80,12 @@ class Publisher:
         self.publish(SubmitRun(run_id, plan, text, idempotency_key), correlation_id=correlation_id)
         return run_id
 
-    def publish(self, command: Any, correlation_id: str | None = None) -> None:
-        """Publish any orchestrator command (keyed by its run id)."""
+    def publish(self, command: Any, correlation_id: str | None = None, message_id: str | None = None) -> None:
+        """Publish any orchestrator command (keyed by its run id). ``message_id``: the
+        envelope's id (random by default); what the orchestrator writes for the command
+        names it as its ``causation_id``."""
         key: str = command.run_id
-        self._produce(self._topics.commands, key, command, correlation_id or key)
+        self._produce(self._topics.commands, key, command, correlation_id or key, message_id)
 
     def define_system(self, definition: SystemDefinition) -> None:
         """The system's current definition (key: its name), and the version for good
@@ -90,9 +93,12 @@ class Publisher:
         self._produce(self._topics.systems, pinned_key(definition.name, definition.version), definition, None)
         self._produce(self._topics.systems, definition.name, definition, None)
 
-    def _produce(self, topic: str, key: str, value: Any, correlation_id: str | None) -> None:
+    def _produce(self, topic: str, key: str, value: Any, correlation_id: str | None,
+                 message_id: str | None = None) -> None:
         now_ms = int(time.time() * 1000)
         meta = new_meta(key, type(value).__name__, now_ms, correlation_id=correlation_id)
+        if message_id is not None:
+            meta = dataclasses.replace(meta, message_id=message_id)
         payload = self._serde.encode(value, meta)
         while True:
             try:

@@ -28,7 +28,7 @@ def run_record(state: RunState, with_tasks: bool = True) -> RunRecord:
             if task.status is TaskStatus.DEAD_LETTERED:
                 summaries.append(TaskSummary(name, task.status.value, None, task.last_error, task.attempt))
             else:
-                summaries.append(TaskSummary(name, task.status.value, output))
+                summaries.append(TaskSummary(name, task.status.value, output, blocked_by=task.blocked_by))
         tasks = tuple(summaries)
     return RunRecord(state.run_id, state.plan.name, state.plan.version, state.status.value, state.idempotency_key,
                      state.reason, state.submitted_ms, state.finished_ms, tasks, state.retired_ms is not None)

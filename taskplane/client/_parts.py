@@ -33,7 +33,7 @@ class ClientParts:
     def __init__(self, kafka_config: dict[str, Any], topics: Topics) -> None:
         self._kafka, self._topics = kafka_config, topics
         self.serde = Serde()
-        self.follower = RunFollower(kafka_config, topics.events, self.serde)
+        self.follower = RunFollower(kafka_config, topics, self.serde)
         self._publisher: Publisher | None = None
         self._systems: GlobalTable | None = None
         self._limit: tuple[int, str] | None = None
@@ -53,11 +53,11 @@ class ClientParts:
             commands.append(command)
         return commands
 
-    def publish(self, commands: Sequence[Any]) -> None:
+    def publish(self, commands: Sequence[Any], message_ids: Sequence[str | None] | None = None) -> None:
         publisher = self._publisher_once()
         try:
-            for command in commands:
-                publisher.publish(command)
+            for command, message_id in zip(commands, message_ids or [None] * len(commands), strict=True):
+                publisher.publish(command, message_id=message_id)
             publisher.flush()
         except PublishError as error:
             raise ClientError(str(error)) from error

@@ -5,6 +5,8 @@ what the orchestrator and the read model say.
 
 ``RunView.apply(offset, event)`` ignores an offset it has already applied: the
 history scan of a run and the shared follower may both deliver the same record.
+``from_record`` starts a view from the run's ``RunRecord`` (the ``runs`` index)
+instead of its history.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from taskplane.contract import messages as m
-from taskplane.contract.plan import SystemPlan
+from taskplane.contract.plan import ExecutionPolicy, SystemPlan
+from taskplane.contract.records import replace
 from taskplane.contract.state import RunStatus as FoldedStatus
+from taskplane.contract.state import TaskStatus
 from taskplane.contract.status import Statuses, fold_status, statuses_of
 
 RunStatus = Literal["pending", "running", "dead_lettered", "succeeded", "failed", "cancelled", "rejected"]
@@ -68,6 +72,7 @@ class RunView:
     next_offset: int = 0
     applied: int = 0  # events folded so far (the ``events()`` cursor counts on it)
     plan_reference: SystemPlan | None = None  # RunSubmitted named its plan without the body
+    outputs_known: bool = True  # False when made from a retired run's record
 
     def use_plan(self, plan: SystemPlan) -> None:
         """The body of a referenced plan: the run's tasks and which of them are final."""
@@ -76,6 +81,10 @@ class RunView:
         if self.unresolved is not None:  # refolded with the dependencies the unblock rule reads
             self.statuses = statuses_of(self.unresolved, plan)
             self.unresolved = None
+        elif self.statuses is not None and not self.statuses.plan.agents:  # from a record
+            tasks = self.statuses.tasks
+            self.statuses = replace(self.statuses, plan=plan,
+                                    tasks={a.name: tasks.get(a.name, TaskStatus.PENDING) for a in plan.agents})
 
     def apply(self, offset: int, event: Any) -> bool:
         """Fold one event of this run; False when ``offset`` was already applied."""
@@ -149,6 +158,29 @@ class RunView:
     def info(self) -> RunInfo:
         return RunInfo(self.run_id, self.system, self.status, dict(self.tasks),
                        tuple(self.dead_letters.values()), self.reason, self.submitted_ms, self.finished_ms)
+
+
+def from_record(record: m.RunRecord, next_offset: int = 0) -> RunView:
+    """The view a run's index record stands for; events at ``next_offset`` and later
+    fold on top. A retired record holds no outputs (``RunView.outputs_known`` False)."""
+    view = RunView(record.run_id, next_offset=next_offset)
+    if record.status == "rejected":
+        view.rejected, view.reason = True, record.reason
+        return view
+    view.system, view.reason = record.system, record.reason
+    view.submitted_ms, view.finished_ms = record.submitted_ms, record.finished_ms
+    reference = SystemPlan(record.system, record.plan_version, (), ExecutionPolicy())
+    view.plan_reference = reference  # resolved by the client, as a RunSubmitted's
+    view.statuses = Statuses(reference, FoldedStatus(record.status),
+                             {task.task: TaskStatus(task.status) for task in record.tasks},
+                             {task.task: task.blocked_by for task in record.tasks if task.blocked_by})
+    for task in record.tasks:
+        if task.output is not None:
+            view.outputs[task.task] = task.output
+        if task.status == TaskStatus.DEAD_LETTERED.value:
+            view.dead_letters[task.task] = DeadLetter(task.task, task.error or "", task.attempts)
+    view.outputs_known = not record.retired
+    return view
 
 
 def _decode(text: str | None) -> Any:

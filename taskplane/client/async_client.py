@@ -106,7 +106,7 @@ class AsyncRunHandle:
         """As ``RunHandle.result``: outputs of the final tasks, or ``RunFailed`` /
         ``RunTimeout``."""
         await self._client._wait(self._handle._watch, lambda view: view.settled, timeout)
-        await asyncio.to_thread(self._handle._resolve_plan)  # a referenced plan: once, off the loop
+        await asyncio.to_thread(self._handle._complete)  # a referenced plan (once), off the loop
         return outcome(self._handle._watch)
 
     async def cancel(self, reason: str = "cancelled by a client") -> None:
@@ -119,6 +119,7 @@ class AsyncRunHandle:
         """As ``RunHandle.events``: the run's events as they happen, until it finished."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        await asyncio.to_thread(self._handle._complete, True)
         watch, seen = self._handle._watch, 0
         while True:
             with watch.changed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -70,12 +71,16 @@ class Client:
         """Several runs of one system, delivered together (one flush)."""
         parts = self._ready()
         commands = parts.submissions(system, inputs, idempotency_keys or [None] * len(inputs))
-        watches = [parts.follower.watch(c.run_id, history=c.idempotency_key is not None) for c in commands]
-        parts.publish(commands)
+        # A keyed submit reads nothing first: the orchestrator answers it (a new run, or
+        # the run the key already stands for), and the handle follows the answer.
+        ids = [None if c.idempotency_key is None else uuid.uuid4().hex for c in commands]
+        watches = [parts.follower.watch(c.run_id, history=False, submit_id=i) for c, i in zip(commands, ids, strict=True)]
+        parts.publish(commands, ids)
         return [RunHandle(self, watch) for watch in watches]
 
     def run(self, run_id: str) -> RunHandle:
-        """A handle on a run already on the log; ``UnknownRun`` when there is none."""
+        """A handle on a run already on the log; ``UnknownRun`` when there is none.
+        Looked up in the ``runs`` index, never by reading ``events`` from its start."""
         watch = self._ready().follower.watch(run_id, history=True)
         if not watch.view.known:
             raise UnknownRun(run_id)
@@ -174,11 +179,22 @@ class RunHandle:
         cancelled, rejected, or a task dead-lettered) and ``RunTimeout`` (a
         ``TimeoutError``) when ``timeout`` seconds pass first."""
         self._client._wait(self._watch, lambda view: view.settled, timeout)
-        self._resolve_plan()
+        self._complete()
         return outcome(self._watch)
 
     def cancel(self, reason: str = "cancelled by a client") -> None:
         self._client.cancel(self.run_id, reason)
+
+    def _complete(self, history: bool = False) -> None:
+        """What a view that started from the run's record lacks, read from the log when
+        needed: its events (``history``), or the outputs of a run whose record has none
+        (the orchestrator retired them); then its plan."""
+        with self._watch.changed:
+            view = self._watch.view
+            needed = self._watch.seeded and (history or (not view.outputs_known and view.status == "succeeded"))
+        if needed:
+            self._client._ready().follower.reload(self._watch)
+        self._resolve_plan()
 
     def _resolve_plan(self) -> None:
         """A run's events name its plan (name and version) without the body: the tasks
@@ -200,6 +216,7 @@ class RunHandle:
         submit on, as they happen; ends after the run finished. ``RunTimeout`` when
         ``timeout`` seconds pass without the run finishing."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._complete(history=True)
         seen = 0
         while True:
             with self._watch.changed:

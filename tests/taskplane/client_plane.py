@@ -52,6 +52,7 @@ class Plane:
     kafka: dict[str, Any]
     topics: Topics
     client: Client
+    processors: ProcessorThreads | None = None  # a test may restart them
 
     @property
     def bootstrap(self) -> str:
@@ -78,9 +79,11 @@ def plane_fixture(kafka_config: dict[str, Any], tmp_path_factory: pytest.TempPat
     serves = {name: CLIENT_TOOLS for name in ("pair", "napper", "doomed")}
     worker = WorkerProcess("w1", serves, env, tmp_path_factory.mktemp("client-workers")).start()
     client = Client(str(kafka["bootstrap.servers"]), topic_prefix=topics.prefix)
+    plane = Plane(kafka, topics, client, processors)
     try:
-        yield Plane(kafka, topics, client)
+        yield plane
     finally:
         client.close()
         worker.stop(10)
-        processors.stop()
+        if plane.processors is not None:
+            plane.processors.stop()

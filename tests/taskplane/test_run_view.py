@@ -59,3 +59,33 @@ def test_a_rejected_submit_ends_an_unknown_run_but_not_a_known_one() -> None:
                      m.CommandRejected("r1", "SubmitRun", None, None, "duplicate: run already submitted"))
     assert duplicate.status == "running"
     assert RunView("r2").status == "pending" and not RunView("r2").known
+
+
+def test_a_view_from_the_runs_record_is_the_fold_of_its_events() -> None:
+    """The orchestrator's index record and the client's fold of the same run agree."""
+    from taskplane.client._run_view import from_record
+    from taskplane.contract.plan import ExecutionPolicy as Policy
+    from taskplane.processors.orchestrator.run_index import run_record
+    from tests.processors._decider_helpers import RUN, Driver, document_pipeline
+
+    for dead_letter in (False, True):
+        run = Driver(document_pipeline(Policy(max_retries=0)))
+        events = list(run.submit())
+        events += run.run_task("parser")
+        events += run.run_task("validator")
+        if dead_letter:
+            events += run.claim("summarizer")
+            events += run.fail("summarizer", error="down")
+        else:
+            events += run.run_task("summarizer")
+            events += run.run_task("publisher")
+        folded = RunView(RUN)
+        for offset, event in enumerate(events):
+            folded.apply(offset, event)
+        folded.use_plan(run.plan)  # RunSubmitted names its plan by reference
+        seeded = from_record(run_record(run.state))
+        seeded.use_plan(run.plan)
+        assert seeded.info() == folded.info()
+        assert seeded.settled == folded.settled
+        if not dead_letter:
+            assert seeded.result() == folded.result() == {"publisher": {"publisher": "done"}}
