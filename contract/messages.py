@@ -401,8 +401,8 @@ class TaskSummary:
     """One task of a ``RunRecord``: its status, and its output once it succeeded
     (kept for the run's final tasks only: what ``result()`` returns)."""
 
-    task: str
-    status: str
+    task: str = ""
+    status: str = "pending"
     output: str | None = None
     error: str | None = None  # the dead letter's error
     attempts: int = 0  # attempts used, for a dead letter
@@ -414,9 +414,10 @@ class RunRecord:
     """On ``runs`` (compacted, key ``run_id``): the latest summary of one run, so a
     client finds a run, and a finished run's result, by its key alone. Written on the
     run's submit, dead letters and replays, its end, and as the answer to every
-    rejected ``SubmitRun`` (a duplicate sees the run as it stands)."""
+    rejected ``SubmitRun`` (a duplicate sees the run as it stands). Every field has a
+    default, so either side of a schema change reads the other's records."""
 
-    run_id: str
+    run_id: str = ""
     system: str = ""
     plan_version: str = ""
     status: str = "running"  # running | succeeded | failed | cancelled | rejected
