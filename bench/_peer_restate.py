@@ -4,6 +4,7 @@ attaching to each invocation."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from taskplane.devstack.kafka import free_port
 
 
 class RestatePeer(Peer):
+    supports_keys = True
     name = "restate"
 
     def start(self) -> None:
@@ -43,7 +45,9 @@ class RestatePeer(Peer):
             return False
 
     def submit(self, index: int) -> str:
-        status, body = self._ingress.request("POST", "/Dag/run/send", index)
+        # Restate's own idempotency: the ingress keeps the key's invocation (--keyed).
+        key = {"idempotency-key": uuid.uuid4().hex} if self.keyed else None
+        status, body = self._ingress.request("POST", "/Dag/run/send", index, key)
         if status >= 300:
             raise RuntimeError(f"restate ingress: HTTP {status} {body}")
         return str(body["invocationId"])

@@ -34,6 +34,8 @@ class Peer(ABC):
     cannot run; ``submit`` is called from one thread per submitter."""
 
     name: str
+    keyed = False  # submit with an idempotency key (``--keyed``); set before ``start``
+    supports_keys = False  # the peer knows what a key is (else --keyed submits are plain)
 
     def __init__(self, cache_dir: Path, workdir: Path) -> None:
         self.cache_dir = cache_dir
@@ -54,6 +56,15 @@ class Peer(ABC):
 
     def pids(self) -> list[int]:
         return [service.pid for service in self._processes]
+
+    def add_history(self, runs: int) -> None:
+        """Put ``runs`` finished runs on the system's log before it is measured
+        (``--history``); a peer that cannot says so."""
+        raise PeerUnavailable(f"{self.name}: --history is not implemented")
+
+    def extra_figures(self) -> dict[str, float]:
+        """Figures only this peer has (measured after its phases), by name."""
+        return {}
 
     def launch(self, name: str, command: Sequence[str], env: dict[str, str] | None = None,
                cwd: Path | None = None) -> Service:
@@ -128,9 +139,11 @@ class HttpJson:
         self._timeout = timeout_s
         self._local = threading.local()
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None,
+                extra_headers: dict[str, str] | None = None) -> tuple[int, Any]:
         payload = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if payload is not None else {}
+        headers.update(extra_headers or {})
         reused = getattr(self._local, "connection", None) is not None
         try:
             status, data = self._send(method, path, payload, headers)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SYSTEMS = ("taskplane", "restate", "celery", "dbos")
@@ -32,21 +32,26 @@ class PhaseResult:
     p95_ms: float
     p99_ms: float
     cpu_ms_per_run: float
+    submit_p50_ms: float = 0.0  # the submit call itself: from the call to its return
+    submit_p99_ms: float = 0.0
 
 
 def phase_result(submitted: Sequence[float], ended: Sequence[float], tasks_per_run: int,
-                 cpu_seconds: float) -> PhaseResult:
+                 cpu_seconds: float, submit_calls_s: Sequence[float] = ()) -> PhaseResult:
     """Figures of one phase from each run's submit time and its last task's own end
     time (wall-clock seconds, same order): latency is end − submit; throughput counts
-    every task from the first submit to the last end."""
+    every task from the first submit to the last end. ``submit_calls_s``: how long
+    each submit call took."""
     if len(submitted) != len(ended) or not submitted:
         raise ValueError(f"{len(submitted)} submit times for {len(ended)} end times")
     latencies_ms = [(end - start) * 1000 for start, end in zip(submitted, ended, strict=True)]
+    calls_ms = [call * 1000 for call in submit_calls_s] or [0.0]
     span = max(ended) - min(submitted)
     runs = len(submitted)
     return PhaseResult(runs=runs, tasks_per_s=runs * tasks_per_run / span if span > 0 else float("inf"),
                        p50_ms=percentile(latencies_ms, 0.50), p95_ms=percentile(latencies_ms, 0.95),
-                       p99_ms=percentile(latencies_ms, 0.99), cpu_ms_per_run=cpu_seconds * 1000 / runs)
+                       p99_ms=percentile(latencies_ms, 0.99), cpu_ms_per_run=cpu_seconds * 1000 / runs,
+                       submit_p50_ms=percentile(calls_ms, 0.50), submit_p99_ms=percentile(calls_ms, 0.99))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,7 @@ class SystemFigures:
     saturated: list[PhaseResult]
     light: list[PhaseResult]
     idle_cpu_ms_per_s: float = 0.0  # CPU the system burns doing nothing (polls, ticks, heartbeats)
+    extra: dict[str, float] = field(default_factory=dict)  # the peer's own figures, by name
 
     def figure(self, phase: str, name: str) -> Spread:
         results: list[PhaseResult] = getattr(self, phase)
@@ -96,13 +102,19 @@ def summary_json(figures: Mapping[str, SystemFigures | str]) -> dict[str, object
             "cpu_ms_per_run": ("saturated", "cpu_ms_per_run"),
             "cpu_ms_per_run_light": ("light", "cpu_ms_per_run"),
             "p50_ms_saturated": ("saturated", "p50_ms"), "p99_ms_saturated": ("saturated", "p99_ms"),
+            # the submit call: at the light rate (the call alone), and back to back
+            "submit_p50_ms": ("light", "submit_p50_ms"), "submit_p99_ms": ("light", "submit_p99_ms"),
+            "submit_p99_ms_saturated": ("saturated", "submit_p99_ms"),
         }
         ranges: dict[str, list[float]] = {}
         for key, (phase, name) in keys.items():
             value = result.figure(phase, name)
-            line[f"{system}_{key}"] = round(value.median, 1)
-            ranges[key] = [round(value.low, 1), round(value.high, 1)]
+            digits = 2 if key.startswith("submit") else 1  # a submit call takes about a millisecond
+            line[f"{system}_{key}"] = round(value.median, digits)
+            ranges[key] = [round(value.low, digits), round(value.high, digits)]
         line[f"{system}_idle_cpu_ms_per_s"] = round(result.idle_cpu_ms_per_s, 1)
+        for name, figure in result.extra.items():
+            line[f"{system}_{name}"] = bool(figure) if name == "keyed" else round(figure, 2)
         line[f"{system}_range"] = ranges
     return line
 

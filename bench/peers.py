@@ -3,6 +3,7 @@ validator ‖ summarizer → publisher, no-op tasks), the same sequential submit
 system after another on this machine.
 
     python -m bench.peers [--systems taskplane,restate,celery,dbos] [--submitters N] [--quick]
+                          [--keyed] [--history N]
 
 It installs what is missing (the ``peers`` extra, the Restate server from npm under the
 cache dir, Debian's redis-server) and starts every process itself. Per system: a
@@ -12,8 +13,16 @@ the last task's own end time), CPU ms per run over all of the system's processes
 (broker and servers included), median [min-max] over the repetitions. A system that
 cannot be installed or started, or fails while measured, is reported as ``S_error``.
 
+``--keyed`` submits every run with a fresh idempotency key (taskplane through the public
+``Client``, Restate with its ``idempotency-key`` header; Celery and DBOS submit plain and
+say so as ``S_keyed: false``); ``--client`` makes taskplane submit through the public
+``Client`` without keys (the plain figure to hold keyed submits against). ``--history N``
+puts N finished runs on each system's log before it is measured.
+
 Last line: JSON with, per system S, S_tasks_per_s, S_p50_ms_light, S_p99_ms_light,
-S_cpu_ms_per_run (saturated; S_cpu_ms_per_run_light too), or S_error. Writes a PNG chart.
+S_cpu_ms_per_run (saturated; S_cpu_ms_per_run_light too), S_submit_p99_ms (the submit
+call at the light rate; S_submit_p99_ms_saturated back to back), or S_error. Writes a
+PNG chart.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ class Plan:
     submitters: int = 1
     timeout_s: float = 600.0
     idle_s: float = 5.0
+    keyed: bool = False
+    history: int = 0
 
 
 QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0, idle_s=2.0)
@@ -72,6 +83,7 @@ def run_phase(peer: Peer, runs: int, rate: float | None, submitters: int, timeou
     """Submit ``runs`` runs from ``submitters`` sequential threads (back to back, or at
     ``rate`` runs/s overall), wait for every result, and measure the system's CPU."""
     submitted = [0.0] * runs
+    calls = [0.0] * runs
     handles: list[object] = [None] * runs
     failures: list[BaseException] = []
     cpu_before = cpu_seconds(peer.pids())
@@ -83,7 +95,9 @@ def run_phase(peer: Peer, runs: int, rate: float | None, submitters: int, timeou
                 if rate:
                     time.sleep(max(0.0, start + index / rate - time.time()))
                 submitted[index] = time.time()
+                began = time.perf_counter()
                 handles[index] = peer.submit(index)
+                calls[index] = time.perf_counter() - began
         except BaseException as error:  # re-raised below, in the caller's thread
             failures.append(error)
 
@@ -95,7 +109,7 @@ def run_phase(peer: Peer, runs: int, rate: float | None, submitters: int, timeou
     if failures:
         raise failures[0]
     ended = peer.end_times(handles, timeout_s)
-    return phase_result(submitted, ended, len(TASKS), cpu_seconds(peer.pids()) - cpu_before)
+    return phase_result(submitted, ended, len(TASKS), cpu_seconds(peer.pids()) - cpu_before, calls)
 
 
 def idle_cpu_ms_per_s(peer: Peer, seconds: float) -> float:
@@ -106,6 +120,11 @@ def idle_cpu_ms_per_s(peer: Peer, seconds: float) -> float:
 
 
 def measure(peer: Peer, plan: Plan) -> SystemFigures:
+    if plan.history:
+        started = time.monotonic()
+        print(f"{peer.name}: history, {plan.history:,} runs", flush=True)
+        peer.add_history(plan.history)
+        print(f"{peer.name}: history on the log in {time.monotonic() - started:.0f}s", flush=True)
     print(f"{peer.name}: warm-up, {plan.warmup} runs", flush=True)
     run_phase(peer, plan.warmup, None, plan.submitters, plan.timeout_s)
     idle = idle_cpu_ms_per_s(peer, plan.idle_s)
@@ -119,8 +138,10 @@ def measure(peer: Peer, plan: Plan) -> SystemFigures:
         print(f"{peer.name} #{repetition}: saturated {saturated.tasks_per_s:,.0f} tasks/s, "
               f"p50 {saturated.p50_ms:,.0f} ms, {saturated.cpu_ms_per_run:.1f} CPU ms/run; "
               f"light p50/p95/p99 {light.p50_ms:,.0f}/{light.p95_ms:,.0f}/{light.p99_ms:,.0f} ms, "
-              f"{light.cpu_ms_per_run:.1f} CPU ms/run", flush=True)
-    return figures
+              f"{light.cpu_ms_per_run:.1f} CPU ms/run; submit call p99 {light.submit_p99_ms:.2f} ms "
+              f"light, {saturated.submit_p99_ms:.2f} ms saturated", flush=True)
+    return dataclasses.replace(figures, extra={**peer.extra_figures(),
+                                               "keyed": float(peer.keyed and peer.supports_keys)})
 
 
 def one_line(error: BaseException) -> str:
@@ -129,10 +150,14 @@ def one_line(error: BaseException) -> str:
     return reason if isinstance(error, PeerUnavailable) else f"{type(error).__name__}: {reason}".rstrip(": ")
 
 
-def run_system(make: Callable[[Path, Path], Peer], cache_dir: Path, plan: Plan) -> SystemFigures | str:
+def run_system(make: Callable[[Path, Path], Peer], cache_dir: Path, plan: Plan,
+               public_client: bool = False) -> SystemFigures | str:
     """The figures of one system, or the one-line reason it could not run."""
     with tempfile.TemporaryDirectory(prefix="taskplane-peers-") as workdir:
         peer = make(cache_dir, Path(workdir))
+        peer.keyed = plan.keyed
+        if public_client:
+            peer.public_client = True  # type: ignore[attr-defined]
         try:
             started = time.monotonic()
             peer.start()
@@ -163,25 +188,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repetitions", type=int, default=Plan().repetitions)
     parser.add_argument("--chart", type=Path, default=Path(".taskplane/bench-peers.png"))
     parser.add_argument("--quick", action="store_true", help="one short repetition, for smoke checks")
+    parser.add_argument("--keyed", action="store_true", help="every submit with an idempotency key")
+    parser.add_argument("--client", action="store_true", help="taskplane submits through the public Client")
+    parser.add_argument("--history", type=int, default=0, help="finished runs put on the log before measuring")
     args = parser.parse_args(argv)
     try:
         systems = parse_systems(args.systems)
         for flag in ("submitters", "runs", "repetitions"):
             if getattr(args, flag) < 1:
                 raise ValueError(f"--{flag}: must be at least 1")
+        if args.history < 0:
+            raise ValueError("--history: must be at least 0")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     plan = QUICK if args.quick else Plan(saturated=args.runs, repetitions=args.repetitions)
-    plan = dataclasses.replace(plan, submitters=args.submitters)
+    plan = dataclasses.replace(plan, submitters=args.submitters, keyed=args.keyed, history=args.history)
     install_error = ensure_python_packages()
     if install_error:
         print(f"warning: {install_error}", flush=True)
     cache_dir = StackSettings().cache_dir
     classes = peer_classes()
-    results = {name: run_system(classes[name], cache_dir, plan) for name in systems}
+    results = {name: run_system(classes[name], cache_dir, plan, args.client) for name in systems}
     line = {"runs_saturated": plan.saturated, "runs_light": plan.light, "light_runs_per_s": plan.light_rate,
-            "repetitions": plan.repetitions, "submitters": plan.submitters, **summary_json(results)}
+            "repetitions": plan.repetitions, "submitters": plan.submitters, "keyed": plan.keyed,
+            "history": plan.history, "taskplane_client": args.client or plan.keyed, **summary_json(results)}
     from bench._peers_chart import write_chart
 
     chart_error = write_chart(results, args.chart)
