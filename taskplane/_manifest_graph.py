@@ -1,15 +1,20 @@
 """The AgentSystem dependency graph, checked on the raw manifest data so its
 problems are reported next to the type errors: duplicates, unknown or self
 dependencies, unknown fallbacks, cycles (named by their nodes), and the
-topological order the summary prints."""
+topological order the summary prints. Nothing here recurses, and each check is linear
+(or n log n) in the agents and dependencies: a chain or a cycle of thousands of agents
+is checked like a short one."""
 
 from __future__ import annotations
 
 import difflib
+import heapq
 from collections.abc import Mapping
 from typing import Any
 
 from taskplane.exceptions import Problem
+
+SUGGESTIONS = 20  # problems before "did you mean" stops being looked for
 
 
 def _tool_entries(tools: object) -> list[tuple[int, str, str, Mapping[str, Any]]]:
@@ -61,7 +66,8 @@ def graph_problems(agents: list[Any]) -> list[Problem]:
                     Problem(f"{where}.dependencies", f"agent {dep!r} depends on itself")
                 )
             elif dep not in first_index:
-                close = difflib.get_close_matches(dep, list(first_index), n=1)
+                suggest = len(problems) < SUGGESTIONS  # difflib is quadratic: not for thousands
+                close = difflib.get_close_matches(dep, list(first_index), n=1) if suggest else []
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(Problem(f"{where}.dependencies", f"unknown agent {dep!r}{hint}"))
             elif dep in seen:
@@ -102,30 +108,39 @@ def _cycles(order: list[str], edges: dict[str, list[str]]) -> list[list[str]]:
     on_stack: set[str] = set()
     components: list[set[str]] = []
 
-    def connect(node: str) -> None:
-        index_of[node] = low[node] = len(index_of)
-        stack.append(node)
-        on_stack.add(node)
-        for nxt in edges[node]:
-            if nxt not in index_of:
-                connect(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index_of[nxt])
-        if low[node] == index_of[node]:
-            component: set[str] = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                components.append(component)
-
-    for node in order:
-        if node not in index_of:
-            connect(node)
+    for root in order:
+        if root in index_of:
+            continue
+        index_of[root] = low[root] = len(index_of)
+        stack.append(root)
+        on_stack.add(root)
+        walk = [(root, iter(edges[root]))]  # the recursion of Tarjan's connect(), as a stack
+        while walk:
+            node, pending = walk[-1]
+            nxt = next(pending, None)
+            if nxt is not None:
+                if nxt not in index_of:
+                    index_of[nxt] = low[nxt] = len(index_of)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    walk.append((nxt, iter(edges[nxt])))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index_of[nxt])
+                continue
+            walk.pop()
+            if walk:
+                parent = walk[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index_of[node]:
+                component: set[str] = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    components.append(component)
 
     cycles = []
     rank = {name: position for position, name in enumerate(order)}
@@ -153,17 +168,26 @@ def _cycles(order: list[str], edges: dict[str, list[str]]) -> list[list[str]]:
 
 def topological_order(nodes: list[tuple[str, tuple[str, ...]]]) -> list[str]:
     """Kahn's order, taking the first-declared ready agent each time (assumes a DAG)."""
+    position = {name: index for index, (name, _) in enumerate(nodes)}
+    waiting = {name: len(set(deps)) for name, deps in nodes}
+    dependents: dict[str, list[str]] = {name: [] for name, _ in nodes}
+    for name, deps in nodes:
+        for dep in set(deps):
+            if dep in dependents:
+                dependents[dep].append(name)
+            else:  # unknown: check() refuses these; never ready
+                waiting[name] += len(nodes)
+    ready = [position[name] for name, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
     placed: list[str] = []
-    done: set[str] = set()
-    pending = list(nodes)
-    while pending:
-        for position, (name, deps) in enumerate(pending):
-            if all(dep in done for dep in deps):
-                placed.append(name)
-                done.add(name)
-                del pending[position]
-                break
-        else:  # a cycle: check() refuses these; keep what is left in declaration order
-            placed.extend(name for name, _ in pending)
-            break
+    while ready:
+        name = nodes[heapq.heappop(ready)][0]
+        placed.append(name)
+        for child in dependents[name]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, position[child])
+    if len(placed) < len(nodes):  # a cycle: check() refuses these; keep what is left in declaration order
+        done = set(placed)
+        placed.extend(name for name, _ in nodes if name not in done)
     return placed

@@ -14,9 +14,8 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -34,6 +33,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from taskplane._manifest_graph import graph_problems, topological_order
+from taskplane._manifest_yaml import MAX_BYTES, ROOT, parse_yaml
 from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
@@ -48,7 +48,6 @@ API_VERSIONS = ("taskplane.dev/v1", "orloj.dev/v1")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _AGENT_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}")
-ROOT = "<manifest>"
 
 
 def _refuse(kind: str, reason: str) -> PydanticCustomError:
@@ -342,11 +341,21 @@ def load_manifest(source: str | Path) -> AgentSystemManifest:
 def load_manifest_file(path: str | Path) -> AgentSystemManifest:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)  # a larger file is refused unread
     except FileNotFoundError:
         raise UserInputError(f"manifest file not found: {path}", field=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise UserInputError(f"cannot read manifest {path}: {exc}", field=str(path)) from None
+    if len(data) > MAX_BYTES:
+        raise ManifestError([(ROOT, f"larger than {MAX_BYTES} bytes (the limit)")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start)
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1)
+        raise ManifestError([(f"line {line + 1}, column {column + 1}",
+                              f"not UTF-8 text (byte 0x{data[exc.start]:02x})")]) from None
     return load_manifest_text(text)
 
 
@@ -382,41 +391,6 @@ def validate_manifest(data: object) -> AgentSystemManifest:
     return manifest
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key written twice (YAML would keep the last silently)."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
-    loader.flatten_mapping(node)
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if isinstance(key, str | int | float | bool) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key) if isinstance(key, str | int | float | bool) else None
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def parse_yaml(text: str) -> object:
-    """Parse one YAML document; syntax errors become a ``ManifestError`` with line/column."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ROOT
-        reason = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise ManifestError([(where, f"invalid YAML: {reason or exc}")]) from None
-    except yaml.YAMLError as exc:
-        raise ManifestError([(ROOT, f"invalid YAML: {exc}")]) from None
-
-
 def _known_keys() -> list[str]:
     models: list[type[BaseModel]] = [
         AgentSystemManifest,
@@ -442,15 +416,24 @@ def _problem(error: ErrorDetails, data: object) -> Problem:
         close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(), n=1)
         reason += f" (did you mean {close[0]}?)" if close else ""
     elif kind == "enum":
-        reason = f"unknown {error['loc'][-1]} {value!r}; expected {ctx.get('expected')}"
+        reason = f"unknown {error['loc'][-1]} {_shown(value)}; expected {ctx.get('expected')}"
     elif kind == "literal_error":
-        reason = f"unsupported value {value!r}; expected {ctx.get('expected')}"
+        reason = f"unsupported value {_shown(value)}; expected {ctx.get('expected')}"
     elif kind in ("greater_than_equal", "less_than_equal"):
         bound = ">=" if kind == "greater_than_equal" else "<="
-        reason = f"must be {bound} {ctx.get('ge', ctx.get('le'))}, got {value!r}"
+        reason = f"must be {bound} {ctx.get('ge', ctx.get('le'))}, got {_shown(value)}"
     else:
         reason = error["msg"].removeprefix("Value error, ")
     return Problem(path, reason)
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr`` of user input, clipped (an int of 5,000 digits has no repr at all)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return "a number too long to show"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _path(loc: tuple[int | str, ...], data: object) -> str:

@@ -272,19 +272,30 @@ def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanB
 def _plan_problem(plan: SystemPlan) -> str | None:
     """The manifest compiler refuses bad plans; this guards the decider's own
     assumptions (a cycle or unknown dependency would leave a run stuck forever)."""
-    names = [agent.name for agent in plan.agents]
-    if len(set(names)) != len(names):
+    names = {agent.name for agent in plan.agents}
+    if len(names) != len(plan.agents):
         return "duplicate agent names"
     for agent in plan.agents:
         unknown = [dep for dep in agent.dependencies if dep not in names]
         if unknown:
             return f"agent {agent.name!r} depends on unknown {unknown[0]!r}"
+    # Kahn's count: linear in agents and dependencies (a plan of thousands is checked at once)
+    waiting = {agent.name: len(set(agent.dependencies)) for agent in plan.agents}
+    dependents: dict[str, list[str]] = {name: [] for name in names}
+    for agent in plan.agents:
+        for dep in set(agent.dependencies):
+            dependents[dep].append(agent.name)
+    ready = [name for name, count in waiting.items() if count == 0]
     done: set[str] = set()
-    while len(done) < len(names):
-        ready = {a.name for a in plan.agents if a.name not in done and set(a.dependencies) <= done}
-        if not ready:
-            return "dependency cycle among " + ", ".join(sorted(set(names) - done))
-        done |= ready
+    while ready:
+        name = ready.pop()
+        done.add(name)
+        for child in dependents[name]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    if len(done) < len(names):
+        return "dependency cycle among " + ", ".join(sorted(names - done))
     return None
 
 
