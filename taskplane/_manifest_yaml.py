@@ -38,19 +38,21 @@ class LimitedLoader(yaml.SafeLoader):
         self._depth = 0
         self._weights: dict[int, int] = {}  # id(node) -> its value count, aliases expanded
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:  # type: ignore[override]
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             anchored = self.anchors.get(event.anchor)
             if anchored is not None and id(anchored) not in self._weights:
                 raise ManifestError([(_where(event.start_mark),
                                       f"alias *{event.anchor} refers to a value that contains it")])
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise ManifestError([(_where(mark), f"nested deeper than {MAX_DEPTH} levels (the limit)")])
         node = super().compose_node(parent, index)
         self._depth -= 1
+        if node is None:  # no document
+            return None
         weight = self._weights.get(id(node))
         if weight is None:  # a new node: its children are weighed already
             weight = 1
