@@ -35,14 +35,15 @@ _TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "orchestrator": (
         ("commands", "events", "orchestrator-changelog", "systems", "breakers"),
         ("commands", "events", "orchestrator-changelog", "work", "inbox", "deadletter",
-         "tool-outcomes", "poison"),
+         "tool-outcomes", "runs", "poison"),
     ),  # fmt: skip
     "breaker": (("tool-outcomes", "breakers"), ("breaker-events", "breakers", "poison")),
     "projector": (("events", "systems"), ("poison",)),
     # Workers ask (claims, renewals, outcomes on commands); they never write a fact.
     "worker": (("work", "inbox", "breakers", "systems"), ("commands", "poison")),
-    "client": (("events", "systems", "deadletter"), ("commands", "systems")),
-    "console": (("events", "systems", "deadletter", "breakers"), ("commands",)),
+    # runs: the index a client looks runs up in, and where a duplicate submit is answered
+    "client": (("events", "systems", "deadletter", "runs"), ("commands", "systems")),
+    "console": (("events", "systems", "deadletter", "breakers", "runs"), ("commands",)),
 }
 
 
