@@ -35,10 +35,19 @@ def attempt_span_id(run_id: str, task: str, attempt: int, epoch: int) -> int:
     return span_id(run_id, task, attempt, epoch)
 
 
+def tool_span_id(run_id: str, task: str, epoch: int, key: str, attempt_try: int) -> int:
+    """The ``execute_tool`` span of one try (1, 2, ...) of a tool call within an attempt."""
+    return span_id(run_id, task, epoch, key, attempt_try)
+
+
 def trace_id_hex(run_id: str) -> str:
     return f"{trace_id(run_id):032x}"
 
 
 def traceparent(run_id: str, task: str, attempt: int, epoch: int) -> str:
     """The W3C ``traceparent`` header naming the attempt's span (sampled)."""
-    return f"00-{trace_id(run_id):032x}-{attempt_span_id(run_id, task, attempt, epoch):016x}-01"
+    return header(run_id, attempt_span_id(run_id, task, attempt, epoch))
+
+
+def header(run_id: str, parent_span_id: int) -> str:
+    return f"00-{trace_id(run_id):032x}-{parent_span_id:016x}-01"

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskplane.contract.breaker import BreakerState, BreakerStatus
 from taskplane.contract.messages import (
@@ -21,6 +21,7 @@ from taskplane.contract.messages import (
     ReleaseLease,
 )
 from taskplane.contract.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.contract.trace_ids import header, tool_span_id
 from taskplane.streams.exceptions import StreamsError
 from taskplane.workers.exceptions import (
     BreakerOpenError,
@@ -33,6 +34,9 @@ from taskplane.workers.isolation import Limits, run_tool
 from taskplane.workers.journal import Journal, canonical_json, idempotency_key
 from taskplane.workers.sdk import AgentContext, Registry, decode_json
 from taskplane.workers.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from taskplane.workers.tracing import AttemptContexts
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +81,9 @@ class Attempt:
                  send: Send, breaker: BreakerLookup, stopping: threading.Event,
                  isolation_fallback: frozenset[Isolation] = frozenset(),
                  follow_on: Callable[[], int] = lambda: 0, send_later: SendLater | None = None,
-                 host: Host = REAL_HOST) -> None:
+                 host: Host = REAL_HOST, contexts: AttemptContexts | None = None) -> None:
         self.assignment = assignment
+        self._contexts = contexts  # TASKPLANE_WORKER_TRACING: the attempt's span is current
         self._agent = agent
         self._registry = registry
         self._settings = settings
@@ -98,10 +103,14 @@ class Attempt:
     def run(self) -> str:
         """Run a plain ``def`` agent on this thread and report the outcome; returns the
         outcome's command name."""
+        contexts = self._contexts
+        token = None if contexts is None else contexts.enter(self.assignment)
         try:
             command = self._completion(self._registry.agent(self.assignment.task).function(self._context()))
         except Exception as error:
             command = self._failure(error)
+        if contexts is not None:
+            contexts.leave(token)
         self._send(command)
         return self._reported(command)
 
@@ -109,11 +118,15 @@ class Attempt:
         """``run`` for an ``async def`` agent, on the worker's event loop: the agent is
         awaited, its tool calls run off the loop, and ``send`` awaits the outcome's write."""
         self._turn = asyncio.Lock()
+        contexts = self._contexts
+        token = None if contexts is None else contexts.enter(self.assignment)  # this asyncio task's
         try:
             output = await self._registry.agent(self.assignment.task).function(self._context())
             command = self._completion(output)
         except Exception as error:
             command = self._failure(error)
+        if contexts is not None:
+            contexts.leave(token)
         await send(command)
         return self._reported(command)
 
@@ -122,7 +135,7 @@ class Attempt:
         return AgentContext(a.run_id, a.task, a.attempt, a.model, decode_json(a.input),
                             {name: decode_json(out) for name, out in a.dependency_outputs.items()},
                             self._call_tool,
-                            self._call_tool_async if self._turn is not None else None)
+                            self._call_tool_async if self._turn is not None else None, a.epoch)
 
     def _completion(self, output: Any) -> CompleteTask:
         a = self.assignment
@@ -209,7 +222,8 @@ class Attempt:
         for attempt in range(tries):
             try:
                 self.tool_runs += 1
-                result = self._host.run_tool(spec, args, key, isolation, limits)
+                call_args = args if not spec.traceparent else {**args, "traceparent": self._tool_header(key, attempt)}
+                result = self._host.run_tool(spec, call_args, key, isolation, limits)
             except ToolError as error:
                 self._record(name, index, key, ok=False, error=str(error))
                 if not error.retryable or attempt == tries - 1 or self._stopping.is_set():
@@ -221,6 +235,11 @@ class Attempt:
             self._journal.record(key, text)
             return result
         raise AssertionError("unreachable")
+
+    def _tool_header(self, key: str, attempt_try: int) -> str:
+        """The traceparent of this try's execute_tool span (the tracer derives the same id)."""
+        a = self.assignment
+        return header(a.run_id, tool_span_id(a.run_id, a.task, a.epoch, key, attempt_try + 1))
 
     def _record(self, tool: str, index: int, key: str, *, ok: bool, result: str | None = None,
                 error: str | None = None) -> None:

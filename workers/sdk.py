@@ -21,7 +21,8 @@ An agent may be ``async def``: a worker runs those on one event loop, many at on
 ``@agent``/``@tool`` only mark the function (no global registry); a worker builds its
 ``Registry`` from the module that defines them (``Registry.from_module``). A tool that
 declares a parameter ``idempotency_key`` (or ``**kwargs``) receives the call's key, so
-it can deduplicate an external side effect. Tools take and return JSON values.
+it can deduplicate an external side effect; one that declares ``traceparent`` receives
+the W3C header of its ``execute_tool`` span, for the calls it makes (docs/tracing.md). Tools take and return JSON values.
 
 A tool run with isolation ``wasm`` is a WebAssembly module next to the Python module:
 ``@tool("score", wasm="score.wat", export="run")``; its export takes the call's numeric
@@ -41,6 +42,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
+from taskplane.contract.trace_ids import traceparent
 from taskplane.workers.exceptions import RegistryError
 from taskplane.workers.journal import task_key
 
@@ -62,6 +64,7 @@ class ToolSpec:
     params: tuple[str, ...] = ()  # wasm argument order
     network: bool = False  # container isolation shares the network only when True
     env: tuple[str, ...] = ()  # variables passed through the scrubbed environment
+    traceparent: bool = False  # declares a ``traceparent`` parameter: gets its call's span header
 
     @property
     def wants_key(self) -> bool:
@@ -169,7 +172,8 @@ def _tool_spec(function: Callable[..., Any], options: Mapping[str, Any]) -> Tool
     if "<locals>" in function.__qualname__:
         raise RegistryError(f"tool {options['name']!r}: define it at module level (isolated runs import it)")
     return ToolSpec(options["name"], function, function.__module__, function.__qualname__, module_file,
-                    wasm, options["export"], options["params"], options["network"], options["env"])
+                    wasm, options["export"], options["params"], options["network"], options["env"],
+                    "traceparent" in inspect.signature(function).parameters)
 
 
 class ToolCaller(Protocol):
@@ -193,6 +197,13 @@ class AgentContext:
     inputs: dict[str, Any]
     _call: ToolCaller = field(repr=False)
     _call_async: AsyncToolCaller | None = field(default=None, repr=False)
+    epoch: int = 0  # the lease's fencing epoch: names the attempt's span
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C ``traceparent`` header of this attempt's ``invoke_agent`` span, for
+        outgoing calls: a service that joins it lands in the run's trace (docs/tracing.md)."""
+        return traceparent(self.run_id, self.task, self.attempt, self.epoch)
 
     @property
     def idempotency_key(self) -> str:

@@ -43,6 +43,9 @@ class WorkerSettings(BaseSettings):
     # Pause between in-attempt retries of one tool call (doubled each retry).
     tool_retry_backoff_ms: int = 100
     allow_isolation_fallback: bool = False
+    # The attempt's invoke_agent span is the agent code's current OpenTelemetry context,
+    # agent spans go over OTLP (OTEL_* variables); needs taskplane[traces] (docs/tracing.md).
+    tracing: bool = False
     # How long to wait at start for the system's definition on the `systems` topic.
     definition_timeout_s: float = 30.0
     # KIP-848 consumer groups: the broker reassigns a dead worker's `work` partitions after

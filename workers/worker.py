@@ -63,6 +63,14 @@ def _group_options(kafka_config: dict[str, Any], protocol: str) -> dict[str, Any
     return config
 
 
+def _attempt_contexts(settings: WorkerSettings) -> Any:
+    if not settings.tracing:
+        return None
+    from taskplane.workers.tracing import AttemptContexts
+
+    return AttemptContexts()
+
+
 class Worker:
     def __init__(self, kafka_config: dict[str, Any], topics: Topics, system: str, registry: Registry,
                  settings: WorkerSettings | None = None, plan: SystemPlan | None = None) -> None:
@@ -80,6 +88,7 @@ class Worker:
         self._slots = Slots(self.settings.concurrency)
         self._claiming = threading.BoundedSemaphore(self.settings.claims_in_flight or self.settings.concurrency)
         self._pool: ThreadPoolExecutor | None = None
+        self._contexts = _attempt_contexts(self.settings)
         self._async_agents = frozenset(name for name, spec in registry.agents.items() if spec.is_async)
         # (run_id, task, outcome) of the latest attempts, for tests and logs; bounded: a
         # list of every attempt grew by ~200 bytes an attempt for the worker's life.
@@ -166,6 +175,10 @@ class Worker:
         self._sender.close()
         self._leases.close()
         self._renewals.close()
+        if self._contexts is not None:  # the agents' spans still buffered
+            from taskplane.workers.tracing import shutdown
+
+            shutdown()
         log.info("worker %s stopped (released %d lease(s))", self.worker_id, len(leftover))
 
     # ------------------------------------------------------------ one item
@@ -257,7 +270,7 @@ class Worker:
     def _attempt(self, assignment: Assignment) -> Attempt:
         return Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                        self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
-                       self._follow_on, self._sender.send_later)
+                       self._follow_on, self._sender.send_later, self._contexts)
 
     def _run_attempt(self, assignment: Assignment) -> None:
         outcome = "lost"  # unless reported: the lease expires and the orchestrator retries

@@ -47,7 +47,13 @@ from taskplane.contract.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from taskplane.contract.trace_ids import attempt_span_id, run_span_id, span_id, trace_id
+from taskplane.contract.trace_ids import (
+    attempt_span_id,
+    run_span_id,
+    span_id,
+    tool_span_id,
+    trace_id,
+)
 
 Attributes = dict[str, str | int | bool]
 ERROR_TEXT_LIMIT = 512  # a status description, not a copy of the error payload
@@ -224,7 +230,7 @@ class TraceFold:
         else:
             attributes["error.type"] = "tool_error"
             error = event.error[:ERROR_TEXT_LIMIT]
-        spans.append(SpanRecord(run.trace, span_id(run_id, event.task, event.epoch, event.key, tries),
+        spans.append(SpanRecord(run.trace, tool_span_id(run_id, event.task, event.epoch, event.key, tries),
                                 attempt_span_id(run_id, event.task, attempt_no, event.epoch),
                                 f"execute_tool {event.tool}", start_ms, at_ms, attributes,
                                 ok=error is None, error=error))

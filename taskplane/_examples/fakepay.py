@@ -49,8 +49,12 @@ def make_handler(database_url: str) -> type[BaseHTTPRequestHandler]:
                 row = conn.execute("SELECT id, amount, currency, customer FROM fakepay_charges "
                                    "WHERE idempotency_key = %s", (key,)).fetchone()
             assert row is not None
-            self._reply(201 if inserted else 200, {"id": row[0], "amount": row[1], "currency": row[2],
-                                                   "customer": row[3], "replayed": inserted is None})
+            reply = {"id": row[0], "amount": row[1], "currency": row[2], "customer": row[3],
+                     "replayed": inserted is None}
+            parent = self.headers.get("traceparent")  # W3C: 00-<trace id>-<parent span>-<flags>
+            if parent and parent.count("-") == 3:
+                reply["trace_id"] = parent.split("-")[1]
+            self._reply(201 if inserted else 200, reply)
 
     return Handler
 

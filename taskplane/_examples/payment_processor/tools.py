@@ -31,13 +31,15 @@ def fakepay_url() -> str:
 
 @tool("stripe.charge", network=True, env=("TASKPLANE_FAKEPAY_URL",))
 def charge(amount: int, currency: str, customer: str, idempotency_key: str,
-           order: str | None = None) -> dict[str, Any]:
+           order: str | None = None, traceparent: str | None = None) -> dict[str, Any]:
     if BANK is not None:
         return BANK.charge(amount, currency, customer, idempotency_key=idempotency_key, order=order)
     request = urllib.request.Request(
         f"{fakepay_url()}/charges", method="POST",
         data=json.dumps({"amount": amount, "currency": currency, "customer": customer, "order": order}).encode(),
-        headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key})
+        # traceparent: fakepay's side of the call joins the run's trace (docs/tracing.md)
+        headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key,
+                 **({"traceparent": traceparent} if traceparent else {})})
     with urllib.request.urlopen(request, timeout=10) as response:
         body: dict[str, Any] = json.loads(response.read())
     return body
