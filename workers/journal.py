@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring
 from typing import Any
 
 from taskplane.contract.messages import JournalEntry
@@ -21,7 +22,12 @@ def canonical_json(value: Any) -> str:
 
 
 def idempotency_key(run_id: str, task: str, tool: str, call_index: int, args: Any) -> str:
-    material = canonical_json([run_id, task, tool, call_index, canonical_json(args)])
+    # canonical_json([run_id, task, tool, call_index, canonical_json(args)]), spelled out
+    # with the string encoder json.dumps uses when ensure_ascii is off:
+    # the same text without encoding the outer list (a third of the key's cost, which
+    # every tool call pays).
+    material = (f"[{encode_basestring(run_id)},{encode_basestring(task)},{encode_basestring(tool)},"
+                f"{int(call_index)},{encode_basestring(canonical_json(args))}]")
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 

@@ -62,6 +62,19 @@ def test_keys_are_stable_and_depend_on_every_part() -> None:
     assert len(others) == 5
 
 
+def test_idempotency_keys_keep_their_spelling() -> None:
+    """Keys are on the log and in tools' dedup tables: a new spelling must give the old text."""
+    import hashlib
+
+    from taskplane.workers.journal import canonical_json
+
+    for run_id, task, tool, index, args in [("r", "t", "tool", 0, {"b": 1, "a": [1, 2]}),
+                                            ('ru"n\\', "tâsk\n", "стрipe.charge", 7, {"é": "\u2028", "x": None}),
+                                            ("", "", "", 12345, [])]:
+        old = canonical_json([run_id, task, tool, index, canonical_json(args)])
+        assert idempotency_key(run_id, task, tool, index, args) == hashlib.sha256(old.encode()).hexdigest()[:32]
+
+
 def test_an_attempt_records_each_call_then_completes_with_json_output() -> None:
     sent, attempt = _run(_assignment())
     records = [c for c in sent if isinstance(c, RecordToolCall)]
