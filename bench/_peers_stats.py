@@ -81,6 +81,8 @@ class SystemFigures:
     light: list[PhaseResult]
     idle_cpu_ms_per_s: float = 0.0  # CPU the system burns doing nothing (polls, ticks, heartbeats)
     extra: dict[str, float] = field(default_factory=dict)  # the peer's own figures, by name
+    plain_saturated: list[PhaseResult] = field(default_factory=list)  # --keyed: the same without keys
+    plain_light: list[PhaseResult] = field(default_factory=list)
 
     def figure(self, phase: str, name: str) -> Spread:
         results: list[PhaseResult] = getattr(self, phase)
@@ -112,6 +114,12 @@ def summary_json(figures: Mapping[str, SystemFigures | str]) -> dict[str, object
             digits = 2 if key.startswith("submit") else 1  # a submit call takes about a millisecond
             line[f"{system}_{key}"] = round(value.median, digits)
             ranges[key] = [round(value.low, digits), round(value.high, digits)]
+        if result.plain_saturated and result.plain_light:
+            plain = SystemFigures(result.plain_saturated, result.plain_light)
+            for key in ("tasks_per_s", "p50_ms_light", "p99_ms_light", "submit_p50_ms", "submit_p99_ms",
+                        "submit_p99_ms_saturated"):
+                phase, name = keys[key]
+                line[f"{system}_{key}_plain"] = round(plain.figure(phase, name).median, 2)
         line[f"{system}_idle_cpu_ms_per_s"] = round(result.idle_cpu_ms_per_s, 1)
         for name, figure in result.extra.items():
             line[f"{system}_{name}"] = bool(figure) if name == "keyed" else round(figure, 2)

@@ -15,9 +15,10 @@ cannot be installed or started, or fails while measured, is reported as ``S_erro
 
 ``--keyed`` submits every run with a fresh idempotency key (taskplane through the public
 ``Client``, Restate with its ``idempotency-key`` header; Celery and DBOS submit plain and
-say so as ``S_keyed: false``); ``--client`` makes taskplane submit through the public
-``Client`` without keys (the plain figure to hold keyed submits against). ``--history N``
-puts N finished runs on each system's log before it is measured.
+say so as ``S_keyed: false``), and each phase is paired with the same phase without keys
+in the same run (``S_tasks_per_s_plain``, ``S_submit_p99_ms_plain``, ...); ``--client``
+makes taskplane submit through the public ``Client`` without keys. ``--history N`` puts
+N finished runs on each system's log before it is measured.
 
 Last line: JSON with, per system S, S_tasks_per_s, S_p50_ms_light, S_p99_ms_light,
 S_cpu_ms_per_run (saturated; S_cpu_ms_per_run_light too), S_submit_p99_ms (the submit
@@ -119,6 +120,16 @@ def idle_cpu_ms_per_s(peer: Peer, seconds: float) -> float:
     return (cpu_seconds(peer.pids()) - before) * 1000 / seconds
 
 
+def plain_phase(peer: Peer, plan: Plan, rate: float | None) -> PhaseResult:
+    """The phase again without keys, in the same run: on a shared host only figures taken
+    side by side compare."""
+    peer.keyed = False
+    try:
+        return run_phase(peer, plan.light if rate else plan.saturated, rate, plan.submitters, plan.timeout_s)
+    finally:
+        peer.keyed = True
+
+
 def measure(peer: Peer, plan: Plan) -> SystemFigures:
     if plan.history:
         started = time.monotonic()
@@ -130,9 +141,14 @@ def measure(peer: Peer, plan: Plan) -> SystemFigures:
     idle = idle_cpu_ms_per_s(peer, plan.idle_s)
     print(f"{peer.name}: idle, {idle:.0f} CPU ms/s", flush=True)
     figures = SystemFigures(saturated=[], light=[], idle_cpu_ms_per_s=idle)
+    paired = plan.keyed and peer.supports_keys  # keyed phases, each next to a plain one
     for repetition in range(1, plan.repetitions + 1):
         saturated = run_phase(peer, plan.saturated, None, plan.submitters, plan.timeout_s)
+        if paired:
+            figures.plain_saturated.append(plain_phase(peer, plan, None))
         light = run_phase(peer, plan.light, plan.light_rate, plan.submitters, plan.timeout_s)
+        if paired:
+            figures.plain_light.append(plain_phase(peer, plan, plan.light_rate))
         figures.saturated.append(saturated)
         figures.light.append(light)
         print(f"{peer.name} #{repetition}: saturated {saturated.tasks_per_s:,.0f} tasks/s, "
@@ -156,7 +172,7 @@ def run_system(make: Callable[[Path, Path], Peer], cache_dir: Path, plan: Plan,
     with tempfile.TemporaryDirectory(prefix="taskplane-peers-") as workdir:
         peer = make(cache_dir, Path(workdir))
         peer.keyed = plan.keyed
-        if public_client:
+        if public_client or plan.keyed:  # keyed and plain phases through the same client
             peer.public_client = True  # type: ignore[attr-defined]
         try:
             started = time.monotonic()

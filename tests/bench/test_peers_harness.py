@@ -146,3 +146,27 @@ def test_hop_refuses_no_probes_in_one_line(capsys: pytest.CaptureFixture[str]) -
         hop.main(["--probes", "0"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --probes: must be at least 1"
+
+
+def test_keyed_phases_are_paired_with_plain_ones_and_submit_calls_are_timed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[bool] = []
+
+    class KeyedPeer(InMemoryPeer):
+        supports_keys = True
+
+        def submit(self, index: int) -> Any:
+            seen.append(self.keyed)
+            return super().submit(index)
+
+    monkeypatch.setattr(peers, "peer_classes", lambda: {"taskplane": KeyedPeer, "celery": InMemoryPeer})
+    monkeypatch.setattr(peers, "ensure_python_packages", lambda: None)
+    monkeypatch.setattr(peers, "QUICK", dataclasses.replace(peers.QUICK, warmup=2, saturated=6, light=3, idle_s=0.01))
+    monkeypatch.setenv("TASKPLANE_CACHE_DIR", str(tmp_path))
+    peers.main(["--systems", "taskplane,celery", "--quick", "--keyed", "--chart", str(tmp_path / "chart.png")])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["keyed"] is True and line["taskplane_keyed"] is True and line["celery_keyed"] is False
+    assert seen.count(False) == 6 + 3 and seen.count(True) == 2 + 6 + 3  # warm-up keyed, each phase twice
+    for key in ("submit_p99_ms", "submit_p99_ms_saturated", "tasks_per_s_plain", "submit_p99_ms_plain"):
+        assert line[f"taskplane_{key}"] >= 0
+    assert "celery_tasks_per_s_plain" not in line
