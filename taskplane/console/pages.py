@@ -9,11 +9,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from taskplane.console import dag
+from taskplane.console import dag, waterfall
 from taskplane.console.context import Console, console_of
 from taskplane.console.errors import BadRequest, ConsoleError, Forbidden
 from taskplane.console.filters import parse_dead_letter_filter, parse_run_filter
 from taskplane.console.security import SESSION_COOKIE, SESSION_MAX_AGE_S, check_csrf
+from taskplane.contract.trace_ids import trace_id_hex
 
 MAX_BULK = 500
 
@@ -64,7 +65,10 @@ def _run(request: Request) -> dict[str, Any]:
         task["attempt_rows"] = [a for a in data["attempts"] if a["task"] == task["task"]]
         task["calls"] = [c for c in data["tool_calls"] if c["task"] == task["task"]]
         task["dead_letter"] = next((d for d in data["dead_letters"] if d["task"] == task["task"]), None)
-    return {**data, "svg": dag.svg(data["tasks"]), "now_ms": console.now_ms()}
+    now_ms = console.now_ms()
+    timeline = waterfall.svg(data["run"], data["tasks"], data["attempts"], data["tool_calls"], now_ms)
+    trace = waterfall.trace_link(console.settings.trace_url, trace_id_hex(data["run"]["run_id"]))
+    return {**data, "svg": dag.svg(data["tasks"]), "now_ms": now_ms, "waterfall": timeline, "trace_url": trace}
 
 
 def run(request: Request) -> Response:

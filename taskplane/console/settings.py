@@ -12,7 +12,7 @@ class ConsoleSettings(BaseSettings):
     Without ``token`` the console is read-only: replay and cancel are refused.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TASKPLANE_UI_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TASKPLANE_UI_", extra="ignore", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -29,6 +29,8 @@ class ConsoleSettings(BaseSettings):
     outcome_timeout_s: float = Field(default=10.0, gt=0)
     # The read model's Postgres schema (tests use their own).
     read_model_schema: str = "readmodel"
+    # An external trace UI: the run page links to it with {trace_id} filled in (docs/tracing.md).
+    trace_url: str | None = Field(default=None, validation_alias="TASKPLANE_TRACE_URL")
 
     def writable(self) -> bool:
         return self.token is not None and bool(self.token.get_secret_value())
