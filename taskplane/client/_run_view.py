@@ -73,18 +73,22 @@ class RunView:
     applied: int = 0  # events folded so far (the ``events()`` cursor counts on it)
     plan_reference: SystemPlan | None = None  # RunSubmitted named its plan without the body
     outputs_known: bool = True  # False when made from a retired run's record
+    seed: Statuses | None = None  # from a record: what the unresolved events fold on
 
     def use_plan(self, plan: SystemPlan) -> None:
         """The body of a referenced plan: the run's tasks and which of them are final."""
         self.plan_reference = None
         self.final_tasks = tuple(a.name for a in plan.agents if not plan.downstream(a.name))
-        if self.unresolved is not None:  # refolded with the dependencies the unblock rule reads
+        if self.unresolved is not None and self.seed is not None:  # from a record, then events
+            tasks, statuses = self.seed.tasks, self.seed
+            folded: Statuses | None = replace(statuses, plan=plan, tasks={
+                a.name: tasks.get(a.name, TaskStatus.PENDING) for a in plan.agents})
+            for event in self.unresolved:
+                folded = fold_status(folded, event)
+            self.statuses, self.seed, self.unresolved = folded, None, None
+        elif self.unresolved is not None:  # refolded with the dependencies the unblock rule reads
             self.statuses = statuses_of(self.unresolved, plan)
             self.unresolved = None
-        elif self.statuses is not None and not self.statuses.plan.agents:  # from a record
-            tasks = self.statuses.tasks
-            self.statuses = replace(self.statuses, plan=plan,
-                                    tasks={a.name: tasks.get(a.name, TaskStatus.PENDING) for a in plan.agents})
 
     def apply(self, offset: int, event: Any) -> bool:
         """Fold one event of this run; False when ``offset`` was already applied."""
@@ -171,9 +175,10 @@ def from_record(record: m.RunRecord, next_offset: int = 0) -> RunView:
     view.submitted_ms, view.finished_ms = record.submitted_ms, record.finished_ms
     reference = SystemPlan(record.system, record.plan_version, (), ExecutionPolicy())
     view.plan_reference = reference  # resolved by the client, as a RunSubmitted's
-    view.statuses = Statuses(reference, FoldedStatus(record.status),
-                             {task.task: TaskStatus(task.status) for task in record.tasks},
-                             {task.task: task.blocked_by for task in record.tasks if task.blocked_by})
+    view.statuses = view.seed = Statuses(reference, FoldedStatus(record.status),
+                                         {task.task: TaskStatus(task.status) for task in record.tasks},
+                                         {task.task: task.blocked_by for task in record.tasks if task.blocked_by})
+    view.unresolved = []  # refolded on the seed once the plan is resolved
     for task in record.tasks:
         if task.output is not None:
             view.outputs[task.task] = task.output

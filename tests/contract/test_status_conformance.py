@@ -21,11 +21,12 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from taskplane.client._run_view import RunView
-from taskplane.contract.messages import RunForgotten, RunSubmitted
+from taskplane.client._run_view import RunView, from_record
+from taskplane.contract.messages import RunForgotten, RunRecord, RunSubmitted
 from taskplane.contract.state import RunState, TaskStatus
 from taskplane.contract.status import statuses_of
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.run_index import run_record
 from taskplane.processors.projector.project import statements
 from taskplane.processors.projector.schema import connect, migrate
 from tests.contract._status_logs import SCENARIOS, Log, random_logs, recorded
@@ -148,6 +149,36 @@ class TestClientRunView(StatusFoldContract):
 
 
 @pytest.mark.postgres
+class TestClientViewFromItsRecord(TestClientRunView):
+    """As a client that started from the run's ``runs`` record (a duplicate submit's
+    answer, a lookup) after any of the run's events, then folded the rest on top:
+    every split of the log gives the same words."""
+
+    def fold(self, log: Log) -> Folded:
+        decider = OrchestratorDecider()
+        decider.plans.add(log.plan)
+        state: RunState | None = None
+        found: list[Folded] = []
+        for split, event in enumerate(log.events, 1):
+            state = decider.evolve(state, event)
+            if state is not None:
+                found.append(self._from(log, run_record(state), split))
+        assert found and all(folded == found[0] for folded in found), found
+        return found[0]
+
+    @staticmethod
+    def _from(log: Log, record: RunRecord, split: int) -> Folded:
+        view = from_record(record, split)
+        for offset, event in enumerate(log.events[split:], split):
+            view.apply(offset, event)
+        view.use_plan(log.plan)
+        info = view.info()
+        run = "running" if info.status == "dead_lettered" else info.status
+        assert view.statuses is not None
+        blocked = {n: view.statuses.blocked_by.get(n, "") for n, s in info.tasks.items() if s == "blocked"}
+        return Folded(run, info.tasks, blocked)
+
+
 class TestProjector(StatusFoldContract):
     """The projector's statements on a real Postgres, each log as a run of its own."""
 
