@@ -270,7 +270,7 @@ class Worker:
     def _attempt(self, assignment: Assignment) -> Attempt:
         return Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                        self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
-                       self._follow_on, self._sender.send_later, self._contexts)
+                       self._follow_on, self._sender.send_later, contexts=self._contexts)
 
     def _run_attempt(self, assignment: Assignment) -> None:
         outcome = "lost"  # unless reported: the lease expires and the orchestrator retries
