@@ -236,7 +236,9 @@ class RunFollower:
         runs = self._runs
         try:
             while not self._stop.is_set():
-                for record in self._consumer.consume(1_000, 0.2):
+                # What is fetched already, else the next record: consume(n, t) alone waits
+                # out t unless n records come (every answer and result was up to 0.2 s late).
+                for record in self._consumer.consume(1_000, 0) or self._consumer.consume(1, 0.2):
                     if record.error() is not None:
                         if record.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("%s: %s", record.topic(), record.error())
