@@ -93,6 +93,7 @@ class Tracer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._metrics = _TracerMetrics(registry)
+        self._closed_at: list[tuple[int, int]] = []  # (log time of the closing event, spans), this batch
         self.exported = 0  # spans the receiver took
 
     def stop(self) -> None:
@@ -151,6 +152,7 @@ class Tracer:
     def _step(self, consumer: Consumer, plans: SystemsPlans) -> None:
         records = consumer.consume(self._settings.max_batch_records, self._settings.max_batch_ms / 1000)
         spans: list[SpanRecord] = []
+        self._closed_at.clear()
         for record in records:
             error = record.error()
             if error is not None:
@@ -185,8 +187,9 @@ class Tracer:
         closed = self._fold.apply(event, meta.timestamp_ms)
         if not self._fold.is_open(event.run_id):
             partition.open.pop(event.run_id, None)
-        if offset >= partition.exported_to:
+        if closed and offset >= partition.exported_to:
             spans.extend(closed)
+            self._closed_at.append((meta.timestamp_ms, len(closed)))
 
     def _export(self, spans: list[SpanRecord]) -> None:
         """Until the receiver takes them: the offsets behind them wait meanwhile."""
@@ -196,7 +199,7 @@ class Tracer:
             if self._stop.wait(self._settings.export_retry_ms / 1000):
                 raise KafkaIOError("tracer: stopped with spans not exported (their offsets stay uncommitted)")
         self.exported += len(spans)
-        self._metrics.exported(len(spans))
+        self._metrics.exported(len(spans), self._closed_at, time.time() * 1000)
 
     def _commit(self, consumer: Consumer) -> None:
         offsets = []
@@ -211,20 +214,31 @@ class Tracer:
                 log.warning("tracer: offset commit failed: %s", error)
 
 
+LAG_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
 class _TracerMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        self._spans = self._failures = self._open = None
+        self._spans = self._failures = self._open = self._lag = None
         if registry is not None:
-            from prometheus_client import Counter, Gauge
+            from prometheus_client import Counter, Gauge, Histogram
+
+            self._lag = Histogram("taskplane_tracer_lag_seconds",
+                                  "From the decision that closed a span (its event's log time) to the "
+                                  "OTLP receiver's answer.", registry=registry, buckets=LAG_BUCKETS)
 
             self._spans = Counter("taskplane_tracer_spans", "Spans the OTLP receiver took.", registry=registry)
             self._failures = Counter("taskplane_tracer_export_failures",
                                      "Span batches the OTLP receiver refused (retried).", registry=registry)
             self._open = Gauge("taskplane_tracer_open_runs", "Runs the tracer holds open.", registry=registry)
 
-    def exported(self, count: int) -> None:
-        if self._spans is not None:
-            self._spans.inc(count)
+    def exported(self, count: int, closed_at: list[tuple[int, int]], now_ms: float) -> None:
+        if self._spans is None or self._lag is None:
+            return
+        self._spans.inc(count)
+        for at_ms, spans in closed_at:  # the receiver took them: decision -> received
+            for _ in range(spans):
+                self._lag.observe(max(0.0, now_ms - at_ms) / 1000)
 
     def failed(self) -> None:
         if self._failures is not None:

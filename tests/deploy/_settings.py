@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from taskplane.metrics import MetricsSettings
 from taskplane.processors.projector.app import ProjectorSettings
+from taskplane.processors.tracer.app import TracerSettings
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.settings import StackSettings
 from taskplane.workers.settings import WorkerSettings
@@ -19,6 +20,7 @@ ROLE_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
     "orchestrator": (*COMMON, RuntimeSettings),
     "breaker": (*COMMON, RuntimeSettings),
     "projector": (*COMMON, ProjectorSettings),
+    "tracer": (*COMMON, TracerSettings),
     "worker": (*COMMON, WorkerSettings),
     "apply": COMMON,
 }

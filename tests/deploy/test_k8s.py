@@ -14,6 +14,7 @@ import yaml
 from scripts import gen_deploy
 from taskplane.devstack.kafka import _POM, LOG4J_VERSION
 from taskplane.processors.projector.app import ProjectorSettings
+from taskplane.processors.tracer.app import TracerSettings
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.settings import DEFAULT_KAFKA_VERSION
 from taskplane.streams.topics import Topics, catalog
@@ -124,6 +125,8 @@ def test_probes_grace_and_disruption_budgets(kustomization: str) -> None:
         grace = pod["terminationGracePeriodSeconds"]
         if role_of(container) == "worker":
             bound = float(env.get("TASKPLANE_WORKER_SHUTDOWN_GRACE_S", WorkerSettings.model_fields["shutdown_grace_s"].default))
+        elif role_of(container) == "tracer":  # its last batch, then the OTLP export's timeout (10 s by default)
+            bound = int(env.get("TASKPLANE_TRACER_MAX_BATCH_MS", TracerSettings.model_fields["max_batch_ms"].default)) / 1000 + 10
         elif role_of(container) == "projector":
             bound = int(env.get("TASKPLANE_PROJECTOR_MAX_BATCH_MS", ProjectorSettings.model_fields["max_batch_ms"].default)) / 1000
         else:
