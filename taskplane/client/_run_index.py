@@ -60,12 +60,22 @@ class RunIndex:
 
     def _catch_up(self, partition: int) -> None:
         """Read ``partition`` up to its last stable offset as it is now (a read_committed
-        consumer's watermark query answers the LSO)."""
+        consumer's watermark query answers the LSO). Paused in between: an idle client
+        sends no fetches."""
         tp = TopicPartition(self._topic, partition)
         _low, end = self._consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S, cached=False)
         if partition not in self._assigned:
             self._consumer.incremental_assign([TopicPartition(self._topic, partition, OFFSET_BEGINNING)])
             self._assigned.add(partition)
+        else:
+            self._consumer.resume([tp])
+        try:
+            self._read_to(tp, end)
+        finally:
+            self._consumer.pause([tp])
+
+    def _read_to(self, tp: TopicPartition, end: int) -> None:
+        partition = tp.partition
         deadline = time.monotonic() + _TIMEOUT_S
         while self._position(tp) < end:
             if time.monotonic() > deadline:

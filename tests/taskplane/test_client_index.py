@@ -39,10 +39,11 @@ def test_a_keyed_submit_of_a_finished_run_answers_with_it(plane: Plane) -> None:
         assert again.run_id == first.run_id
         assert again.result(timeout=60) == outputs
         assert again.status().tasks == {"shout": "succeeded", "count": "succeeded"}
-        assert [type(e).__name__ for e in again.events(timeout=10)][0] == "RunSubmitted"  # its history, on demand
+        assert [type(e).__name__ for e in again.events(timeout=60)][0] == "RunSubmitted"  # its history, on demand
     events = run_log(plane, plane.topics.events, first.run_id)
     assert sum(isinstance(e, RunSubmitted) for e in events) == 1
-    assert [e.command for e in events if isinstance(e, CommandRejected)] == ["SubmitRun"]
+    # one rejected submit: the second one (a worker's claim may be rejected too, under load)
+    assert sum(isinstance(e, CommandRejected) and e.command == "SubmitRun" for e in events) == 1
     final = run_log(plane, plane.topics.runs, first.run_id)[-1]
     assert isinstance(final, RunRecord) and final.status == "succeeded"
 
@@ -58,7 +59,7 @@ def test_a_keyed_submit_of_a_running_run_follows_it(plane: Plane) -> None:
         looked_up = other.run(first.run_id)  # the same watch: one view per run and client
         assert looked_up.status().status == "succeeded"
     with new_client(plane) as third:
-        assert third.run(first.run_id).result(timeout=10) == {"nap": {"slept": 2.0}}
+        assert third.run(first.run_id).result(timeout=60) == {"nap": {"slept": 2.0}}
     assert sum(isinstance(e, RunSubmitted) for e in run_log(plane, plane.topics.events, first.run_id)) == 1
 
 
@@ -88,7 +89,7 @@ def test_same_key_submits_at_once_give_one_run(plane: Plane) -> None:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(60)
+            thread.join(120)
         results = [handle.result(timeout=120) for handle in handles]
     finally:
         for client in clients:
@@ -129,7 +130,7 @@ def test_keyed_submits_and_lookups_after_an_orchestrator_restart(plane: Plane) -
     with new_client(plane) as other:
         again = other.submit("pair", {"text": "restart"}, idempotency_key="index-restart")
         assert again.run_id == before.run_id and again.result(timeout=120) == outputs
-        assert other.run(before.run_id).result(timeout=10) == outputs
+        assert other.run(before.run_id).result(timeout=60) == outputs
         fresh = other.submit("pair", {"text": "after"}, idempotency_key="index-after-restart")
         assert fresh.result(timeout=120) == {"count": {"text": "AFTER", "letters": 5}}
         failing = other.submit("doomed", {"what": "x"}, idempotency_key="index-doomed")
