@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint codecs test-pythons dev-up dev-down clean screenshots
+.PHONY: demo test lint codecs test-pythons dev-up dev-down clean screenshots jaeger
 
 # Debian packages the tests use: bwrap (container isolation of tools), promtool (alert
 # rules), chromium (the console's browser tests, driven by Playwright), podman with runc
@@ -37,7 +37,12 @@ $(KUSTOMIZE):
 	    || echo "warning: kustomize did not build (the manifest tests will say so)"; \
 	else echo "warning: no Go toolchain: kustomize not built (the manifest tests will say so)"; fi
 
-test: $(VENV)/.installed $(KUSTOMIZE)
+# The trace tests' collector: Jaeger built from the Go module proxy into the cache dir
+# (once; minutes on a small host), before pytest so no test waits for it.
+jaeger: $(VENV)/.installed
+	@$(BIN)/python -m taskplane.devstack.jaeger || true
+
+test: $(VENV)/.installed $(KUSTOMIZE) jaeger
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
