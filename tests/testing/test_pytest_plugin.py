@@ -23,7 +23,7 @@ def test_taskplane_sim_holds_and_fails_with_the_report(taskplane_sim: Simulator)
                                  runs=20, seeds=2)
     assert report.passed == 2
     with pytest.raises(pytest.fail.Exception, match="reproduce the case:  taskplane simulate"):
-        taskplane_sim.holds(PAYMENTS / "system.yaml", NAIVE, PAYMENTS / "runs.jsonl", runs=100, seed=0)
+        taskplane_sim.holds(PAYMENTS / "system.yaml", NAIVE, PAYMENTS / "runs.jsonl", runs=100, seeds=20)
 
 
 @pytest.mark.kafka

@@ -97,7 +97,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_cli_exits_1_with_the_reproducing_commands_and_json_for_ci(
         cli: Callable[..., tuple[int, str, str]]) -> None:
     code, out, err = cli("-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--inputs", str(PAYMENTS / "runs.jsonl"),
-                "--runs", "100", "--seed", "0", "--json")
+                "--runs", "100", "--seeds", "20", "--json")
     assert code == 1, err
     data = json.loads(out)
     assert data["ok"] is False and data["failure"]["minimal"]["trace"]

@@ -103,6 +103,26 @@ class Faults:
         self.timeline.append((at_ms, fault))
         return True
 
+    def one_of(self, coordinate: str, options: tuple[tuple[str, str], ...]) -> tuple[str, float] | None:
+        """At most one of ``options`` ((name, fault id), each with its name's rate) hits this
+        site, by one draw: a tool call asks five questions and pays one hash. Returns the
+        fault id (not yet ``noted``) and the draw, which also serves the site's other
+        seeded choices."""
+        u = unit(self.seed, coordinate)
+        low = 0.0
+        for name, fault in options:
+            rate = self.rates.get(name, 0.0)
+            if low <= u < low + rate:
+                if self.only is not None and fault not in self.only:
+                    return None
+                return fault, u
+            low += rate
+        return None
+
+    def note(self, fault: str, at_ms: int) -> None:
+        self.fired.append(fault)
+        self.timeline.append((at_ms, fault))
+
     def draw(self, name: str, coordinate: str, low: float, high: float) -> float:
         """A fault's parameter (a pause, a skew), fixed by its coordinate."""
         return low + (high - low) * unit(self.seed, f"{name}:{coordinate}#value")

@@ -107,19 +107,16 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
         if faults.fires("outage", "broker", start):
             outages.append((start, start + round(faults.draw("outage", "broker@length", 2_000, 8_000))))
         world = World(setup.plan, faults, outages)
-        pool = Pool(world, registry, setup.plan, setup.workers, setup.concurrency)
-        try:
-            with _simulating():
-                for index in runs:
-                    payload = setup.inputs[index % len(setup.inputs)]
-                    world.submit(index, f"s{seed}-r{index}", payload, index * SUBMIT_SPACING_MS)
-                world.loop.run(HORIZON_MS)
-                result = SimulationResult(seed, world.runs(), world.events, world.breaker_events, world.executions,
-                                          list(faults.fired), world.events[-1].at_ms if world.events else 0,
-                                          world.orchestrator.decided + world.breaker.decided,
-                                          fault_times=sorted(faults.timeline))
-                result.violations = check_builtin(setup.plan, result)
-                result.violations += check_user(user_invariants(module), result)
-        finally:
-            pool.close()
+        Pool(world, registry, setup.plan, setup.workers, setup.concurrency)
+        with _simulating():
+            for index in runs:
+                payload = setup.inputs[index % len(setup.inputs)]
+                world.submit(index, f"s{seed}-r{index}", payload, index * SUBMIT_SPACING_MS)
+            world.loop.run(HORIZON_MS)
+            result = SimulationResult(seed, world.runs(), world.events, world.breaker_events, world.executions,
+                                      list(faults.fired), world.events[-1].at_ms if world.events else 0,
+                                      world.orchestrator.decided + world.breaker.decided,
+                                      fault_times=sorted(faults.timeline))
+            result.violations = check_builtin(setup.plan, result)
+            result.violations += check_user(user_invariants(module), result)
         return result

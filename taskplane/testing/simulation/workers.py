@@ -2,23 +2,26 @@
 run by the worker's own ``Attempt`` (journal, breaker check, tool retries, the outcome
 command) with the user's real agent and tool code, in process and in virtual time.
 
-An attempt runs to its end when it is granted, on its own virtual clock: each tool call
-takes a seeded duration; what it sends leaves at the time it was sent, and only if the
-worker is still alive then. A crash cuts the attempt where the fault says (the tool's
-side effect may already have happened: that is the case the journal and idempotency keys
-exist for); the worker comes back under a new id, and what it consumed but had not
-claimed is delivered again. Renewals go out every leaseTimeout/3 while the attempt runs,
-none while the worker stalls.
+An attempt runs in a greenlet in virtual time: each tool call takes a seeded duration,
+during which everything else goes on; what it sends leaves then, and only if the worker
+is still alive. A crash cuts the attempt where the fault says (the tool's side effect
+may already have happened: that is the case the journal and idempotency keys exist
+for) and ends the worker's other attempts where they wait; the worker comes back under
+a new id, and what it consumed but had not claimed is delivered again. Renewals go out
+every leaseTimeout/3 while the attempt runs, none while the worker stalls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.events as asyncio_events
 import concurrent.futures
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import greenlet
 
 from taskplane.contract.messages import (
     Assignment,
@@ -59,8 +62,7 @@ class _Inline(concurrent.futures.Executor):
 
 
 class Pool:
-    """The workers of one system and what they share: the registry, settings, the loop
-    async agents run on."""
+    """The workers of one system and what they share: the registry and the settings."""
 
     def __init__(self, world: World, registry: Registry, plan: SystemPlan, workers: int, concurrency: int) -> None:
         self.world = world
@@ -70,22 +72,11 @@ class Pool:
         self.stopping = threading.Event()  # never set: a simulated worker is killed, not stopped
         self._agents = {agent.name: agent for agent in plan.agents}
         self.workers = [SimWorker(self, index) for index in range(workers)]
-        self._loop: asyncio.AbstractEventLoop | None = None
         world.offer = self.offer
         world.assign = self.assign
 
     def agent(self, name: str) -> AgentPlan:
         return self._agents[name]
-
-    def event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.set_default_executor(_Inline())
-        return self._loop
-
-    def close(self) -> None:
-        if self._loop is not None:
-            self._loop.close()
 
     def offer(self, item: WorkItem, decided_ms: int) -> None:
         """A ``work`` record: the partition's owner takes it (another member while the
@@ -154,8 +145,13 @@ class SimWorker:
 
     def send(self, at_ms: int, command: Any) -> None:
         """``command`` leaves at ``at_ms`` if this incarnation is alive then, stamped with
-        its clock; a duplicate delivery fault sends it twice."""
-        self.world.loop.at(at_ms, self._sent, self.incarnation, command)
+        its clock; a duplicate delivery fault sends it twice. Sent now, it is out: the
+        worker confirms a tool's record before the next tool runs, so a crash that follows
+        does not take it back."""
+        if at_ms <= self.world.loop.now:
+            self._sent(self.incarnation, command)
+        else:
+            self.world.loop.at(at_ms, self._sent, self.incarnation, command)
 
     def _sent(self, incarnation: int, command: Any) -> None:
         if incarnation != self.incarnation or not self.alive:
@@ -199,46 +195,100 @@ class SimWorker:
 
 class _SimAttempt:
     """One granted attempt on a simulated worker: the real ``Attempt`` with a virtual
-    host (clock, in-process tool runner, virtual sleep) and a sender onto the log."""
+    host (clock, in-process tool runner, virtual sleep) and a sender onto the log.
+
+    It runs in a greenlet of its own: a tool call's duration, a stall or a retry's sleep
+    switches back to the loop until that virtual time, so other attempts, the deciders and
+    the clock go on meanwhile. A worker that dies ends its attempts where they wait: no
+    side effect of theirs happens after the crash."""
 
     def __init__(self, worker: SimWorker, assignment: Assignment) -> None:
         self.worker = worker
         self.world = worker.world
+        self.loop = worker.world.loop
         self.assignment = assignment
         self.incarnation = worker.incarnation
-        self.start = self.world.loop.now
-        self.local = self.start  # this attempt's virtual time
-        self.pauses: list[tuple[int, int]] = []
+        self.start = self.loop.now
+        self.stalled_until = 0
+        self.done = False
         self.runs = 0
         run_index = self.world.run_index.get(assignment.run_id, -1)
         self.where = f"{run_index}/{assignment.task}/{assignment.attempt}"
+        self._glet: greenlet.greenlet | None = None
+        self._asyncio: Any = None  # an async agent's running event loop, while it waits
 
     def run(self) -> None:
+        self._glet = greenlet.greenlet(self._body)
+        interval = max(self.assignment.lease_timeout_ms, 30) // 3
+        self.loop.at(self.start + interval, self._renew, interval)
+        self._glet.switch()
+
+    def _body(self) -> None:
         pool = self.worker.pool
         a = self.assignment
         host = Host(self._now, self._tool, self._sleep)
         attempt = Attempt(a, _agent(pool, a), pool.registry, pool.settings, self._send, self.world.breakers.get,
-                          pool.stopping, frozenset(), self._follow_on, None, host)
+                          pool.stopping, frozenset(), self._follow_on, None, host=host)
         crashed = False
         try:
             if pool.registry.agent(a.task).is_async:
-                pool.event_loop().run_until_complete(attempt.run_async(self._send_async))
+                events = asyncio.new_event_loop()
+                events.set_default_executor(_Inline())
+                try:
+                    events.run_until_complete(attempt.run_async(self._send_async))
+                finally:
+                    events.close()
             else:
                 attempt.run()
         except SimCrash:
             crashed = True
-        self._renewals()
-        loop = self.world.loop
+        self.done = True
         if crashed:
-            loop.at(self.local, self.worker.crash, self.incarnation)
+            self.worker.crash(self.incarnation)
         else:
-            loop.at(self.local, self.worker.ended, self.incarnation)
+            self.worker.ended(self.incarnation)
+
+    # ------------------------------------------------------------ virtual time
+
+    def _wait(self, until: int) -> None:
+        """Let virtual time pass to ``until``: back to the loop, resumed then (or ended
+        there, if the worker died meanwhile)."""
+        if until <= self.loop.now:
+            return
+        assert self._glet is not None
+        self.loop.at(until, self._resume)
+        # asyncio keeps the running loop per thread: another attempt's loop runs meanwhile
+        self._asyncio = asyncio_events._get_running_loop()
+        asyncio_events._set_running_loop(None)
+        parent = self._glet.parent
+        assert parent is not None
+        parent.switch()
+        asyncio_events._set_running_loop(self._asyncio)
+        if self.incarnation != self.worker.incarnation:
+            raise SimCrash  # the process is gone: nothing after this point happens
+
+    def _resume(self) -> None:
+        if self._glet is not None and not self._glet.dead:
+            self._glet.switch()
+
+    def _renew(self, interval: int) -> None:
+        """RenewLease every leaseTimeout/3 while the attempt runs; a stalled worker sends
+        none until it resumes, then the one due at once."""
+        if self.done or self.incarnation != self.worker.incarnation:
+            return
+        now = self.loop.now
+        if now < self.stalled_until:
+            self.loop.at(self.stalled_until, self._renew, interval)
+            return
+        a = self.assignment
+        self.worker.send(now, RenewLease(a.run_id, a.task, a.worker_id, a.epoch))
+        self.loop.at(now + interval, self._renew, interval)
 
     def _now(self) -> int:
-        return self.local + self.worker.skew_ms
+        return self.loop.now + self.worker.skew_ms
 
     def _sleep(self, seconds: float) -> None:
-        self.local += round(seconds * 1000)
+        self._wait(self.loop.now + round(seconds * 1000))
 
     def _follow_on(self) -> int:
         worker = self.worker
@@ -247,62 +297,56 @@ class _SimAttempt:
         return max(worker.pool.settings.concurrency - worker.used, 0) + 1
 
     def _send(self, command: Any) -> None:
-        if isinstance(command, (CompleteTask, FailTask)) and self._fires("crash", "outcome"):
+        if isinstance(command, (CompleteTask, FailTask)) and self.world.faults.fires(
+                "crash", f"{self.where}@outcome", self.loop.now):
             raise SimCrash
-        self.local += 1
-        self.worker.send(self.local, command)
+        self.worker.send(self.loop.now, command)
 
     async def _send_async(self, command: Any) -> None:
         self._send(command)
-
-    def _fires(self, name: str, site: str) -> bool:
-        return self.world.faults.fires(name, f"{self.where}@{site}", self.local)
 
     def _tool(self, spec: ToolSpec, args: dict[str, Any], key: str, isolation: Isolation, limits: Limits) -> Any:
         """One execution of a tool, as ``isolation.run_tool`` would run it, in virtual time."""
         n = self.runs
         self.runs += 1
         faults = self.world.faults
-        if self._fires("crash", f"before:{n}"):
+        where = self.where
+        site = f"{where}:{n}"
+        picked = faults.one_of(site, (("crash", f"crash:{where}@before:{n}"), ("slow", f"slow:{where}@before:{n}"),
+                                      ("tool-timeout", f"tool-timeout:{where}@call:{n}"),
+                                      ("tool-error", f"tool-error:{where}@call:{n}"),
+                                      ("crash", f"crash:{where}@after:{n}")))
+        fault = picked[0] if picked is not None else ""
+        if fault.startswith("crash:") and fault.endswith(f"@before:{n}"):
+            faults.note(fault, self.loop.now)
             raise SimCrash
-        if self._fires("slow", f"before:{n}"):
-            lease = self.assignment.lease_timeout_ms
-            pause = round(faults.draw("slow", f"{self.where}@before:{n}", 1.2, 2.5) * lease)
-            self.pauses.append((self.local, self.local + pause))
-            self.local += pause
-        self.local += 5 + round(unit(faults.seed, f"{self.where}:{n}") * 120)
-        if self._fires("tool-timeout", f"call:{n}"):
-            self.local += limits.timeout_ms
-            if unit(faults.seed, f"{self.where}:{n}:effect") < 0.5:
+        if fault.startswith("slow:"):
+            faults.note(fault, self.loop.now)
+            pause = round(faults.draw("slow", fault, 1.2, 2.5) * self.assignment.lease_timeout_ms)
+            self.stalled_until = self.loop.now + pause
+            self._wait(self.stalled_until)
+        took = 5 + round(unit(faults.seed, f"{site}:took") * 120)
+        if fault.startswith("tool-timeout:"):
+            faults.note(fault, self.loop.now)
+            if unit(faults.seed, f"{site}:effect") < 0.5:
+                self._wait(self.loop.now + took)
                 self._execute(spec, args, key)
+            self._wait(self.loop.now + limits.timeout_ms)
             raise ToolTimeout(spec.name, f"no answer after {limits.timeout_ms} ms (simulated)")
-        if self._fires("tool-error", f"call:{n}"):
+        self._wait(self.loop.now + took)
+        if fault.startswith("tool-error:"):
+            faults.note(fault, self.loop.now)
             raise ToolError(spec.name, "simulated failure of the dependency")
         result = self._execute(spec, args, key)
-        if self._fires("crash", f"after:{n}"):
+        if fault.startswith("crash:"):
+            faults.note(fault, self.loop.now)
             raise SimCrash  # the side effect happened; its record is never written
         return result
 
     def _execute(self, spec: ToolSpec, args: dict[str, Any], key: str) -> Any:
         a = self.assignment
-        self.world.executions.append(ToolExecution(a.run_id, a.task, a.epoch, spec.name, key, self.local))
+        self.world.executions.append(ToolExecution(a.run_id, a.task, a.epoch, spec.name, key, self.loop.now))
         return run_inline(spec, args, key)
-
-    def _renewals(self) -> None:
-        """RenewLease every leaseTimeout/3 from the grant until the attempt ended; a stalled
-        worker sends none, then the one due at once when it resumes."""
-        a = self.assignment
-        interval = max(a.lease_timeout_ms, 30) // 3
-        due = self.start + interval
-        while due < self.local:
-            stalled = next((end for start, end in self.pauses if start <= due < end), None)
-            sent = due if stalled is None else stalled
-            if sent >= self.local:
-                break
-            self.worker.send(sent, RenewLease(a.run_id, a.task, a.worker_id, a.epoch))
-            due = max(due + interval, sent)
-            if stalled is not None:
-                due = sent + interval
 
 
 def _agent(pool: Pool, assignment: Assignment) -> AgentPlan:
