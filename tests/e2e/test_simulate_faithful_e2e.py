@@ -14,7 +14,7 @@ from taskplane._examples import SYSTEMS, system_dir, tools_module
 from taskplane._examples import manifest_path as example_manifest
 from taskplane.contract import messages as m
 from taskplane.testing import simulate
-from taskplane.testing.simulation.compare import shape
+from taskplane.testing.simulation.compare import differences, shape
 from tests.e2e.e2e_pipeline import Pipeline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -52,4 +52,5 @@ def test_without_faults_a_simulated_run_has_the_real_brokers_events(pipeline: Pi
 
     simulated = _simulated(system, tmp_path)
     assert set(real[0]) == {"(run)", *(agent.name for agent in plan.agents)}
-    assert simulated == real
+    for index, (ours, theirs) in enumerate(zip(simulated, real, strict=True)):
+        assert ours == theirs, f"run {index}: " + "; ".join(differences(ours, theirs))
