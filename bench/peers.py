@@ -143,11 +143,16 @@ def measure(peer: Peer, plan: Plan) -> SystemFigures:
     figures = SystemFigures(saturated=[], light=[], idle_cpu_ms_per_s=idle)
     paired = plan.keyed and peer.supports_keys  # keyed phases, each next to a plain one
     for repetition in range(1, plan.repetitions + 1):
-        saturated = run_phase(peer, plan.saturated, None, plan.submitters, plan.timeout_s)
-        if paired:
+        plain_first = paired and repetition % 2 == 0  # each order in turn: no order bias
+        if plain_first:
             figures.plain_saturated.append(plain_phase(peer, plan, None))
+        saturated = run_phase(peer, plan.saturated, None, plan.submitters, plan.timeout_s)
+        if paired and not plain_first:
+            figures.plain_saturated.append(plain_phase(peer, plan, None))
+        if plain_first:
+            figures.plain_light.append(plain_phase(peer, plan, plan.light_rate))
         light = run_phase(peer, plan.light, plan.light_rate, plan.submitters, plan.timeout_s)
-        if paired:
+        if paired and not plain_first:
             figures.plain_light.append(plain_phase(peer, plan, plan.light_rate))
         figures.saturated.append(saturated)
         figures.light.append(light)
@@ -156,6 +161,11 @@ def measure(peer: Peer, plan: Plan) -> SystemFigures:
               f"light p50/p95/p99 {light.p50_ms:,.0f}/{light.p95_ms:,.0f}/{light.p99_ms:,.0f} ms, "
               f"{light.cpu_ms_per_run:.1f} CPU ms/run; submit call p99 {light.submit_p99_ms:.2f} ms "
               f"light, {saturated.submit_p99_ms:.2f} ms saturated", flush=True)
+        if paired:
+            plain = figures.plain_saturated[-1], figures.plain_light[-1]
+            print(f"{peer.name} #{repetition} without keys: saturated {plain[0].tasks_per_s:,.0f} tasks/s; "
+                  f"submit call p99 {plain[1].submit_p99_ms:.2f} ms light, {plain[0].submit_p99_ms:.2f} ms "
+                  "saturated", flush=True)
     return dataclasses.replace(figures, extra={**peer.extra_figures(),
                                                "keyed": float(peer.keyed and peer.supports_keys)})
 
