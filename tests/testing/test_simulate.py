@@ -67,6 +67,18 @@ def test_a_seed_simulates_the_same_way_twice() -> None:
     assert first != events(6)
 
 
+def test_a_crashed_worker_runs_no_tool_after_its_crash_and_its_attempts_are_taken_over() -> None:
+    report = simulate(PAYMENTS / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl",
+                      runs=60, seeds=3, faults="crash=0.1", keep_results=True)
+    assert report.ok, report.failure and report.failure.violations
+    crashes = [result.crashes for result in report.results]
+    assert all(crashes), "every seed has crashes at this rate"
+    for result in report.results:
+        late = [x for x in result.executions if x.worker_id in result.crashes and x.at_ms > result.crashes[x.worker_id]]
+        assert late == []
+        assert all(run.status in ("succeeded", "dead_lettered") for run in result.runs)
+
+
 def test_the_users_module_is_imported_afresh_for_each_seed() -> None:
     report = simulate(PAYMENTS / "system.yaml", COUNTING, PAYMENTS / "runs.jsonl", runs=10, seeds=3, faults="crash")
     assert report.ok, report.failure and report.failure.violations

@@ -43,6 +43,7 @@ class ToolExecution(NamedTuple):
     tool: str
     key: str
     at_ms: int
+    worker_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class SimulationResult:
     commands: int
     violations: list[Violation] = field(default_factory=list)
     fault_times: list[tuple[int, str]] = field(default_factory=list)  # when each fault fired (virtual ms)
+    crashes: dict[str, int] = field(default_factory=dict)  # worker id -> when it died (virtual ms)
 
     def run(self, run_id: str) -> SimRun:
         return next(run for run in self.runs if run.run_id == run_id)

@@ -176,6 +176,7 @@ class SimWorker:
         if incarnation != self.incarnation or not self.alive:
             return
         self.alive = False
+        self.world.crashes[self.worker_id] = self.world.loop.now
         self.incarnation += 1
         self.used = 0
         # consumed but not answered: uncommitted, so the group delivers them again
@@ -345,7 +346,8 @@ class _SimAttempt:
 
     def _execute(self, spec: ToolSpec, args: dict[str, Any], key: str) -> Any:
         a = self.assignment
-        self.world.executions.append(ToolExecution(a.run_id, a.task, a.epoch, spec.name, key, self.loop.now))
+        self.world.executions.append(ToolExecution(a.run_id, a.task, a.epoch, spec.name, key, self.loop.now,
+                                                   a.worker_id))
         return run_inline(spec, args, key)
 
 

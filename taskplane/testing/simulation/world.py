@@ -33,7 +33,7 @@ from taskplane.contract.plan import SystemPlan
 from taskplane.contract.state import RunState, RunStatus, TaskStatus
 from taskplane.processors.breaker.decider import BreakerDecider
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
-from taskplane.testing.simulation.faults import Faults
+from taskplane.testing.simulation.faults import Faults, unit
 from taskplane.testing.simulation.result import SimEvent, SimRun, ToolExecution
 
 HOP_MS = 2  # one trip through the broker
@@ -97,9 +97,10 @@ class Processor:
 
     def __init__(self, name: str, decider: Decider[Any, Any, Any], broker: Broker,
                  route: Callable[[Output, int], None], record: Callable[[int, str, Any], None],
-                 abort: Callable[[str, Any], bool] | None = None) -> None:
+                 abort: Callable[[str, Any], bool] | None = None, hints: Any = None) -> None:
         self.name = name
         self.decider = decider
+        self.hints = hints  # the recorded inputs' live source (contract.decider.Hints), if any
         self.broker = broker
         self.loop = broker.loop
         self.route = route
@@ -133,7 +134,11 @@ class Processor:
     def _apply(self, key: str, command: Any, at_ms: int) -> None:
         self.decided += 1
         decider = self.decider
-        state, events, outputs, _failure = step(decider, self.states.get(key), command, at_ms)
+        hints = self.hints
+        given: tuple[Any, ...] = () if hints is None else (hints,)
+        state, events, outputs, _failure = step(decider, self.states.get(key), command, at_ms, *given)
+        if hints is not None:  # one command, one transaction: what the hints learnt is kept
+            hints.commit()
         self.states[key] = state
         for event in events:
             self.record(at_ms, key, event)
@@ -203,13 +208,15 @@ class World:
         self.events: list[SimEvent] = []
         self.breaker_events: list[SimEvent] = []
         self.executions: list[ToolExecution] = []
+        self.crashes: dict[str, int] = {}
         self.breakers: dict[str, BreakerState] = {}
         self.run_index: dict[str, int] = {}
         self.inputs: dict[str, Any] = {}
         self.occurrences: dict[tuple[str, str, str], int] = {}
         self.open_runs = 0
-        self.orchestrator = Processor("orchestrator", OrchestratorDecider(), self.broker, self._route,
-                                      self._record, self._aborts)
+        decider = OrchestratorDecider()
+        self.orchestrator = Processor("orchestrator", decider, self.broker, self._route, self._record,
+                                      self._aborts, _hints(decider, faults))
         self.breaker = Processor("breaker", BreakerDecider(), self.broker, self._route_breaker,
                                  self._record_breaker)
         self.offer: Callable[[WorkItem, int], None] = lambda item, at: None
@@ -283,6 +290,20 @@ class World:
             state: RunState | None = self.orchestrator.states.get(run_id)
             found.append(_sim_run(index, run_id, self.inputs[run_id], state, self.ended(state)))
         return found
+
+
+def _hints(decider: OrchestratorDecider, faults: Faults) -> Any:
+    """The orchestrator's recorded inputs as production makes them (free worker slots from
+    completions, granted to new runs' roots), on for half the seeds: the seed decides
+    whether roots are granted from spare slots or offered and claimed. None where the
+    deciders take no inputs yet."""
+    try:
+        from taskplane.processors.orchestrator.hints import OrchestratorHints
+        from taskplane.processors.orchestrator.spare import DEFAULT_WINDOW_MS, SpareSlots
+    except ImportError:
+        return None
+    spare = SpareSlots(DEFAULT_WINDOW_MS) if unit(faults.seed, "hints:free-slots") < 0.5 else None
+    return OrchestratorHints(decider.plans, spare)
 
 
 def _sim_run(index: int, run_id: str, payload: Any, state: RunState | None, ended: bool) -> SimRun:
