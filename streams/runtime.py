@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient
 from taskplane.contract.decider import Decider, step
 from taskplane.streams.exceptions import KafkaIOError, SerdeError, StreamsError
 from taskplane.streams.log_reader import read_to_end
-from taskplane.streams.poison import poison_headers
+from taskplane.streams.poison import decoded_input, poison_headers
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import SCHEMA_VERSION, Meta, Serde
@@ -86,6 +86,7 @@ class ProcessorSpec:
     events: str
     changelog: str
     changelog_spec: TopicSpec | None = None  # recreated from this when it was deleted
+    inputs: tuple[type, ...] = ()  # the messages its decider takes; any other goes to `poison`
 
     def under(self, topics: Topics) -> ProcessorSpec:
         """This spec with the prefix in its group and transactional ids, so two
@@ -347,6 +348,7 @@ class ProcessorRuntime(Generic[S, C, E]):
     def _process(self, records: list[Message], offsets: dict[int, int]) -> None:
         """Apply ``records``, noting in ``offsets`` each owned partition's next input offset."""
         decode = self._serde.decode
+        inputs = self._spec.inputs
         tick_type = self._tick_type
         partitions = self._partitions
         dropped = 0
@@ -367,17 +369,15 @@ class ProcessorRuntime(Generic[S, C, E]):
             if owned.first_offset is None:
                 owned.first_offset = record.offset()
             try:
-                meta, command = decode(record.value())
+                key, meta, command = decoded_input(decode, record.value(), record.key(), inputs)
             except SerdeError as error:
                 self._poison(record, error)
                 continue
             if type(command) is tick_type:
                 now_ms: int = command.now_ms  # type: ignore[attr-defined]
-                for key in owned.due(now_ms):
-                    self._apply(owned, partition, key, command, now_ms, meta)
+                for due in owned.due(now_ms):
+                    self._apply(owned, partition, due, command, now_ms, meta)
             else:
-                raw_key = record.key()
-                key = raw_key.decode() if raw_key else meta.key
                 self._apply(owned, partition, key, command, record.timestamp()[1], meta)
         if dropped:
             log.info("%s: left %d records of partitions revoked during the batch to their next owner",

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from taskplane.contract.messages import Assignment
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.partitioning import partition_for
+from taskplane.streams.poison import poison_headers
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.settings import with_reconnect_backoff
 
@@ -118,6 +119,15 @@ class CommandSender:
         self._producer.produce(self._topic, payload, key, timestamp=now_ms, on_delivery=delivery.delivered)
         return delivery
 
+    def set_aside(self, poison_topic: str, record: Message, error: Exception, processor: str) -> None:
+        """``record`` (its bytes as they were) on ``poison``, with where it came from and why."""
+        def delivered(failure: KafkaError | None, _message: Message) -> None:
+            if failure is not None:
+                log.error("poison record of %s@%s not written: %s", record.partition(), record.offset(), failure.str())
+
+        self._producer.produce(poison_topic, record.value(), record.key(),
+                               headers=poison_headers(record, error, processor), on_delivery=delivered)
+
     def close(self) -> None:
         self._closed.set()
         self._poller.join(5)
@@ -144,6 +154,7 @@ class Inbox:
     def __init__(self, kafka_config: dict[str, Any], topic: str, worker_id: str, serde: Serde,
                  on_unclaimed: Any = None) -> None:
         self._worker_id = worker_id
+        self._worker_key = worker_id.encode()
         self._serde = serde
         self._waiting: dict[ClaimKey, queue.Queue[Assignment]] = {}
         self._lock = threading.Lock()
@@ -223,7 +234,7 @@ class Inbox:
 
     def _receive(self, message: Message) -> None:
         payload = None if message.error() is not None else message.value()
-        if payload is None or (message.key() or b"").decode() != self._worker_id:
+        if payload is None or message.key() != self._worker_key:  # bytes: any key, never a decode error
             return
         try:
             _meta, value = self._serde.decode(payload)

@@ -34,6 +34,7 @@ from taskplane.contract.plan import (
     SystemPlan,
 )
 from taskplane.streams.exceptions import SerdeError, StreamsError
+from taskplane.streams.poison import decoded_input
 from taskplane.streams.serde import Serde
 from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.table import GlobalTable
@@ -186,16 +187,17 @@ class Worker:
     def _accept(self, message: Message | None) -> tuple[WorkItem, int, int] | None:
         if message is None or message.error() is not None:
             return None
-        partition, offset, payload = message.partition(), message.offset(), message.value()
-        if partition is None or offset is None or payload is None:
+        partition, offset = message.partition(), message.offset()
+        if partition is None or offset is None:
             return None
         try:
-            _meta, value = self._serde.decode(payload)
+            _key, _meta, value = decoded_input(self._serde.decode, message.value(), message.key(), (WorkItem,))
         except SerdeError as error:
-            log.warning("work: undecodable record %s@%s: %s", partition, offset, error)
+            log.warning("work: poison record %s@%s: %s", partition, offset, error)
+            self._sender.set_aside(self._topics.poison, message, error, f"worker:{self.system}")
             value = None
         if not isinstance(value, WorkItem) or value.system != self.system:
-            # Another system's item (or garbage, logged above): this group is done with it.
+            # Another system's item (or garbage, set aside above): this group is done with it.
             self._tracker.started(partition, offset)
             self._tracker.answered(partition, offset)
             return None

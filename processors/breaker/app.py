@@ -5,15 +5,16 @@ Started by ``taskplane processor run breaker`` (``taskplane/processes.py``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-from taskplane.processors.breaker.decider import BreakerDecider
+from taskplane.processors.breaker.decider import BreakerCommand, BreakerDecider
 from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.topics import Topics, catalog_spec
 
-BREAKER = ProcessorSpec("breaker", "tool-outcomes", "breaker-events", "breakers", catalog_spec("breakers"))
+BREAKER = ProcessorSpec("breaker", "tool-outcomes", "breaker-events", "breakers", catalog_spec("breakers"),
+                        inputs=get_args(BreakerCommand))
 # Breaker state is advisory (workers read it to fail fast): a breaker that opens 200 ms
 # later costs little, while a transaction per tool call was a third of the broker's CPU
 # at light load (docs/benchmarks.md). TASKPLANE_RUNTIME_LINGER_MS overrides it.

@@ -6,11 +6,12 @@ one way to start a processor; tests and benchmarks build the runtime here direct
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskplane.contract.messages import Command
 from taskplane.contract.plans import PlanBook
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.retention import DAY_MS, HOUR_MS, Retention
@@ -22,7 +23,8 @@ from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.topics import Topics, catalog_spec
 
 ORCHESTRATOR = ProcessorSpec(
-    "orchestrator", "commands", "events", "orchestrator-changelog", catalog_spec("orchestrator-changelog")
+    "orchestrator", "commands", "events", "orchestrator-changelog", catalog_spec("orchestrator-changelog"),
+    inputs=get_args(Command),
 )
 
 
