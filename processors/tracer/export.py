@@ -19,6 +19,9 @@ from taskplane.processors.tracer.spans import SpanRecord
 from taskplane.streams.exceptions import StreamsError
 
 _NS = 1_000_000
+# A zero-length span (a journal hit, a dead letter) ends 1 ns after it starts: receivers
+# (Jaeger) "sanitize" a zero duration with a warning, which made a re-exported copy
+# differ from the first and escape their de-duplication of identical spans.
 
 
 class TracesUnavailable(StreamsError):
@@ -41,7 +44,7 @@ class OtlpSink:
             raise TracesUnavailable(f"tracing needs the OpenTelemetry SDK: pip install 'taskplane[traces]' "
                                     f"({error})") from error
         os.environ.setdefault("OTEL_SERVICE_NAME", service_name)
-        self._resource = Resource.create()
+        self._resource = _deterministic(Resource.create(), Resource)
         self._scope = InstrumentationScope("taskplane.tracer")
         self._exporter = exporter if exporter is not None else _otlp_exporter()
         self._success = SpanExportResult.SUCCESS
@@ -61,7 +64,7 @@ class OtlpSink:
             out.append(readable_span(
                 name=span.name, context=context(span.trace_id, span.span_id, False, sampled), parent=parent,
                 resource=self._resource, attributes=span.attributes, events=events, kind=internal,
-                status=state, start_time=span.start_ms * _NS, end_time=span.end_ms * _NS,
+                status=state, start_time=span.start_ms * _NS, end_time=max(span.end_ms * _NS, span.start_ms * _NS + 1),
                 instrumentation_scope=self._scope))
         return out
 
@@ -72,6 +75,16 @@ class OtlpSink:
 
     def close(self) -> None:
         self._exporter.shutdown()
+
+
+def _deterministic(resource: Any, resource_type: Any) -> Any:
+    """The resource without the SDK's random ``service.instance.id`` (unless the operator
+    set one): a span's resource is part of it, and a span exported again by another
+    tracer process must be the same span, or receivers keep both copies."""
+    attributes = dict(resource.attributes)
+    if "service.instance.id=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        attributes.pop("service.instance.id", None)
+    return resource_type(attributes, resource.schema_url)
 
 
 def _otlp_exporter() -> Any:
