@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +131,18 @@ def test_bad_input_is_one_line_and_exit_2(cli: Callable[..., tuple[int, str, str
     assert code == 2, (out, err)
     assert says in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_breaker_that_opens_early_is_caught_by_the_built_in_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskplane.processors.breaker import decider as breaker
+
+    opened = breaker._outcome
+
+    def hasty(state: Any, outcome: Any, at_ms: int) -> Any:
+        return opened(state, replace(outcome, failure_threshold=1), at_ms)  # the policy says 5
+
+    monkeypatch.setattr(breaker, "_outcome", hasty)
+    report = simulate(PAYMENTS / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl",
+                      runs=30, seed=3, faults="tool-error=0.3", shrink=False)
+    assert report.failure is not None
+    assert "breaker transitions as specified" in {v.invariant for v in report.failure.violations}

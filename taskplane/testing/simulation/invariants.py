@@ -68,7 +68,7 @@ def check_builtin(plan: SystemPlan, result: SimulationResult) -> list[Violation]
     for run_id, records in by_run.items():
         found += _run_checks(plan, run_id, records)
     found += _journal(plan, result)
-    found += _breakers(result)
+    found += _breakers(plan, result)
     return found
 
 
@@ -159,10 +159,13 @@ def _journal(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
     return found
 
 
-def _breakers(result: SimulationResult) -> list[Violation]:
-    """closed -> open only at the threshold, open -> half-open only after the cooldown,
-    half-open -> closed or open; nothing else."""
+def _breakers(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
+    """closed -> open only at the threshold the manifest declares, open -> half-open only
+    after the cooldown, half-open -> closed or open; nothing else."""
     found = []
+    declared: dict[str, int] = {}  # the lowest threshold any agent declares for the tool
+    for policy in (policy for agent in plan.agents for policy in agent.tools):
+        declared[policy.name] = min(declared.get(policy.name, policy.failure_threshold), policy.failure_threshold)
     status: dict[str, str] = {}
     counted: dict[str, tuple[int, int]] = {}  # tool -> (consecutive failures, threshold)
     due: dict[str, int] = {}
@@ -177,6 +180,7 @@ def _breakers(result: SimulationResult) -> list[Violation]:
                 counted[tool] = (0, counted.get(tool, (0, 0))[1])
             case BreakerOpened(half_open_due_ms=when):
                 count, threshold = counted.get(tool, (0, 1))
+                threshold = max(threshold, declared.get(tool, 1))
                 if current == "closed" and count < threshold:
                     problem = f"opened after {count} failures (threshold {threshold})"
                 elif current == "open":
