@@ -115,7 +115,7 @@ class GlobalTable:
                         else:
                             log.warning("table %s: %s", self._topic, error)
                         continue
-                    key = (record.key() or b"").decode()
+                    key = (record.key() or b"").decode(errors="replace")  # garbage must not stop the table
                     value = record.value()
                     try:
                         decoded = None if value is None else self._serde.decode(value)[1]

@@ -104,7 +104,7 @@ class ReadModelStore:
         value = record.value()
         if record.topic() == self._breakers:
             key = record.key()
-            tool = key.decode() if key else ""
+            tool = key.decode(errors="replace") if key else ""  # a garbage key must not stop the projector
             if value is None:
                 return breaker_statements(tool, None, record.timestamp()[1])
             meta, state = self._serde.decode(value)
