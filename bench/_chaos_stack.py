@@ -22,10 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from taskplane.devstack.kafka import LocalKafka
 from taskplane.devstack.postgres import LocalPostgres
+from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
@@ -102,7 +101,7 @@ class ChaosStack:
         self.postgres.start()
         self.database_url = self.postgres.url
         self.kafka: dict[str, Any] = StackSettings().kafka_config(self.broker.bootstrap_servers, {"log_level": 0})
-        ensure_topics(AdminClient(self.kafka), self.topics, catalog())
+        ensure_topics(kafka_clients.admin(self.kafka), self.topics, catalog())
         self.publisher = Publisher({**self.kafka, "message.timeout.ms": 300_000}, self.topics)
         self.env = {**worker_env(self.broker.bootstrap_servers, self.database_url, self.topics.prefix),
                     "TASKPLANE_METRICS_PORT": "0", **self.extra_env}

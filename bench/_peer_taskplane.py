@@ -16,12 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
-
 from bench._peers_base import ROOT, Peer, Service, wait_until
 from bench._peers_install import PeerUnavailable
 from taskplane.devstack.kafka import LocalKafka, LocalStackError
+from taskplane.streams import kafka_clients
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 
 SYSTEM = "bench-dag"
@@ -66,9 +64,7 @@ class _LogClient:
         self._failed: dict[str, str] = {}
         self._changed = threading.Condition()
         self._stopping = threading.Event()
-        self._consumer = Consumer({**kafka, "group.id": f"peers-results-{uuid.uuid4().hex[:6]}",
-                                   "enable.auto.commit": False, "isolation.level": "read_committed",
-                                   "auto.offset.reset": "earliest"})
+        self._consumer = kafka_clients.consumer(kafka, f"peers-results-{uuid.uuid4().hex[:6]}", start="earliest")
         self._consumer.subscribe([topics.events])
         self._thread = threading.Thread(target=self._follow, name="peers-results", daemon=True)
         self._thread.start()
@@ -184,7 +180,7 @@ class TaskplanePeer(Peer):
             raise PeerUnavailable(f"kafka: {str(error).splitlines()[0]}") from error
         kafka = {"bootstrap.servers": self._kafka.bootstrap_servers, "log_level": 3}
         topics = Topics(f"peers{uuid.uuid4().hex[:6]}")
-        ensure_topics(AdminClient(kafka), topics, catalog())
+        ensure_topics(kafka_clients.admin(kafka), topics, catalog())
         self.kafka_config, self.topics = kafka, topics
         self._client = _LogClient(kafka, topics)
         env = {"TASKPLANE_BOOTSTRAP_SERVERS": self._kafka.bootstrap_servers,

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from bench._peers_stats import percentile
 from bench._stack import bench_stack
+from taskplane.streams import kafka_clients
 from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +103,8 @@ def measure_latency(kafka: dict[str, Any], topics: Topics, probes: int) -> tuple
 
 
 def produce_records(kafka: dict[str, Any], topic: str, count: int) -> None:
-    producer = Producer({**kafka, "linger.ms": 20, "batch.num.messages": 10_000,
-                         "queue.buffering.max.messages": 2_000_000})
+    producer = kafka_clients.producer(kafka, durable=False, linger_ms=20,
+                                      tuning={"batch.num.messages": 10_000, "queue.buffering.max.messages": 2_000_000})
     value = b"x" * 100
     for seq in range(count):
         while True:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         topics = Topics(f"benchhop{uuid.uuid4().hex[:6]}")
         specs = [TopicSpec(f"t{i}", 1) for i in range(4)]
         specs += [TopicSpec("batched-in", 4), *(TopicSpec(f"batched-out-{b}", 4) for b in batches)]
-        ensure_topics(AdminClient(kafka), topics, specs)
+        ensure_topics(kafka_clients.admin(kafka), topics, specs)
         one_hop, three_hops = measure_latency(kafka, topics, probes)
         print(f"one hop: p50 {percentile(one_hop, 0.5):.1f} ms, p99 {percentile(one_hop, 0.99):.1f} ms; "
               f"3-hop chain: p50 {percentile(three_hops, 0.5):.1f} ms, p99 {percentile(three_hops, 0.99):.1f} ms",

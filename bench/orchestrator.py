@@ -20,9 +20,6 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
-
 from bench._stack import bench_stack
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import (
@@ -40,6 +37,7 @@ from taskplane.contract.plan import (
 )
 from taskplane.processors.orchestrator.app import orchestrator_runtime
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.streams import kafka_clients
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import Serde, new_meta
@@ -116,10 +114,10 @@ class _Done(RuntimeObserver):
 
 def through_broker(kafka: dict[str, Any], plan: SystemPlan, runs: int) -> tuple[float, int]:
     topics = Topics(f"benchorch{uuid.uuid4().hex[:6]}")
-    ensure_topics(AdminClient(kafka), topics, catalog())
+    ensure_topics(kafka_clients.admin(kafka), topics, catalog())
     serde = Serde()
-    producer = Producer({**kafka, "linger.ms": 20, "partitioner": "murmur2_random",
-                         "queue.buffering.max.messages": 2_000_000})
+    producer = kafka_clients.producer(kafka, durable=False, linger_ms=20, partitioner="murmur2_random",
+                                      tuning={"queue.buffering.max.messages": 2_000_000})
     count = 0
     now = int(time.time() * 1000)
     for i in range(runs):

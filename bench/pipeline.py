@@ -32,10 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from bench._stack import bench_stack
 from taskplane import Client, RunHandle
+from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.testing import ProcessorThreads, compile_manifest
@@ -83,7 +82,7 @@ class ModeStack:
     def __init__(self, kafka: dict[str, Any], mode: str, workers: int, concurrency: int | None,
                  broker_pids: list[int]) -> None:
         self.topics = Topics(f"benchpipe{uuid.uuid4().hex[:6]}")
-        ensure_topics(AdminClient(kafka), self.topics, catalog())
+        ensure_topics(kafka_clients.admin(kafka), self.topics, catalog())
         self.definition = compile_manifest(MANIFEST)
         self.publisher = Publisher(kafka, self.topics)
         self.publisher.define_system(self.definition)

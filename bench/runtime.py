@@ -22,11 +22,11 @@ import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from bench._stack import bench_stack
 from bench.counter.app import PARTITIONS, counter_serde, counter_topics
 from bench.counter.decider import Add, CounterDecider
+from taskplane.streams import kafka_clients
 from taskplane.streams.runtime import ProcessorRuntime, ProcessorSpec
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
@@ -42,8 +42,8 @@ def _specs() -> list[TopicSpec]:
 
 def produce_commands(kafka: dict[str, Any], topic: str, count: int) -> None:
     serde = counter_serde()
-    producer = Producer({**kafka, "linger.ms": 20, "batch.num.messages": 10_000, "partitioner": "murmur2_random",
-                         "queue.buffering.max.messages": 2_000_000})
+    producer = kafka_clients.producer(kafka, durable=False, linger_ms=20, partitioner="murmur2_random",
+                                      tuning={"batch.num.messages": 10_000, "queue.buffering.max.messages": 2_000_000})
     now = int(time.time() * 1000)
     for seq in range(count):
         key = f"k{seq % KEYS}"
@@ -58,7 +58,8 @@ def produce_commands(kafka: dict[str, Any], topic: str, count: int) -> None:
 
 
 def raw_loop(kafka: dict[str, Any], source: str, sink: str, count: int) -> float:
-    """Commands/s of the plainest exactly-once passthrough confluent-kafka allows."""
+    """Commands/s of the plainest exactly-once passthrough confluent-kafka allows (its
+    clients made by hand on purpose: the baseline without taskplane's settings)."""
     consumer = Consumer({**kafka, "group.id": f"raw-{uuid.uuid4().hex[:6]}", "isolation.level": "read_committed",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "queued.min.messages": 100_000, "fetch.wait.max.ms": 50})
@@ -136,7 +137,7 @@ def main() -> None:
         for round_number in range(args.rounds):
             # Each round on fresh topics; alternating keeps broker warm-up and noise off one side.
             topics = Topics(f"bench{uuid.uuid4().hex[:6]}")
-            ensure_topics(AdminClient(kafka), topics, _specs())
+            ensure_topics(kafka_clients.admin(kafka), topics, _specs())
             print(f"round {round_number + 1}: producing {count} commands over {KEYS} keys, "
                   f"{PARTITIONS} partitions", flush=True)
             produce_commands(kafka, topics.commands, count)

@@ -34,8 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
 
 from bench._stack import bench_stack
 from bench.orchestrator import run_commands
@@ -44,6 +43,7 @@ from taskplane.contract.messages import RecordToolCall
 from taskplane.contract.plan import SystemPlan
 from taskplane.contract.state import RunStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.streams import kafka_clients
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.runtime import state_meta
@@ -86,8 +86,7 @@ class EventCounter:
         self.counts = {"RunSucceeded": 0, "RunForgotten": 0}
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._consumer = Consumer({**kafka, "group.id": f"bench-state-{uuid.uuid4().hex}",
-                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+        self._consumer = kafka_clients.consumer(kafka, f"bench-state-{uuid.uuid4().hex}", start="earliest")
         self._consumer.subscribe([topic])
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -207,12 +206,13 @@ def measure(kafka: dict[str, Any], plan_definition: Any, sizes: list[int], wave:
     topics = Topics(f"benchstate{uuid.uuid4().hex[:6]}")
     specs = [dataclasses.replace(s, config=BENCH_CHANGELOG) if s.role == "orchestrator-changelog" else s
              for s in catalog()]
-    ensure_topics(AdminClient(kafka), topics, specs)
+    ensure_topics(kafka_clients.admin(kafka), topics, specs)
     partitions = next(s.partitions for s in specs if s.role == "commands")
     with Publisher(kafka, topics) as publisher:
         publisher.define_system(plan_definition)
     serde = Serde()
-    producer = Producer({**kafka, "linger.ms": 20, "queue.buffering.max.messages": 2_000_000})
+    producer = kafka_clients.producer(kafka, durable=False, linger_ms=20,
+                                      tuning={"queue.buffering.max.messages": 2_000_000})
     counter = EventCounter(kafka, topics.events)
     results: dict[str, list[float]] = {"rss_mb": [], "changelog_mb": [], "restore_s": []}
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:

@@ -22,11 +22,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from bench._peer_taskplane import TaskplanePeer
 from bench._peers_stats import percentile
 from taskplane.contract.messages import TaskSucceeded
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.serde import Serde
 from taskplane.streams.settings import StackSettings
@@ -56,8 +57,7 @@ def steps(commands: Iterable[tuple[str, int, str]], ends: Iterable[tuple[str, st
 def _records(kafka: dict[str, Any], topic: str) -> list[tuple[int, Any]]:
     """(timestamp ms, decoded value) of every committed record of ``topic``."""
     serde = Serde()
-    reader = Consumer({**kafka, "group.id": f"timeline-{time.monotonic_ns()}", "isolation.level": "read_committed",
-                       "auto.offset.reset": "earliest", "enable.auto.commit": False, "enable.partition.eof": True})
+    reader = kafka_clients.consumer(kafka, f"timeline-{time.monotonic_ns()}", start="earliest", eof=True)
     partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
     reader.assign([TopicPartition(topic, p, 0) for p in partitions])
     records: list[tuple[int, Any]] = []

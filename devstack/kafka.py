@@ -520,11 +520,11 @@ class LocalKafka(ManagedServer):
             raise StartupError("kafka storage format failed:\n" + "\n".join(lines[-20:]))
 
     def _wait_ready(self) -> None:
-        from confluent_kafka.admin import AdminClient
+        from taskplane.streams import kafka_clients
 
         assert self._proc is not None
-        admin = AdminClient({"bootstrap.servers": self.node.ready_servers or self.bootstrap_servers,
-                             **self.node.client_config, "log_level": 0})
+        admin = kafka_clients.admin({"bootstrap.servers": self.node.ready_servers or self.bootstrap_servers,
+                                   **self.node.client_config, "log_level": 0})
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

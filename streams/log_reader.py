@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import AUTHORIZATION_FAILED, KafkaIOError, principal_of
 
 # For a reader that stops at the end: the end shows as an empty fetch at the high
@@ -23,9 +24,7 @@ def read_to_end(
     unless given), in offset order per partition, up to each partition's end at the
     time it is reached (the last stable offset: open transactions are not waited for).
     The group id is only a label: nothing is committed."""
-    reader = Consumer({**kafka_config, "group.id": group_id, "enable.auto.commit": False,
-                       "enable.partition.eof": True, "isolation.level": "read_committed",
-                       "auto.offset.reset": "earliest", **TO_THE_END})
+    reader = kafka_clients.consumer(kafka_config, group_id, start="earliest", eof=True, tuning=TO_THE_END)
     try:
         if partitions is None:
             metadata = reader.list_topics(topic, timeout=30).topics[topic]

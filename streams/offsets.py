@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import KafkaIOError
 from taskplane.streams.log_reader import read_to_end
 
@@ -19,12 +19,13 @@ _GROUP = "taskplane-offset-tools"
 
 
 def _reader(kafka_config: dict[str, Any]) -> Consumer:
-    return Consumer({**kafka_config, "group.id": _GROUP, "enable.auto.commit": False})
+    # Watermarks and offsets by time only: neither depends on the isolation level.
+    return kafka_clients.consumer(kafka_config, _GROUP, committed_only=False)
 
 
 def partitions_of(kafka_config: dict[str, Any], topic: str) -> list[int]:
     """The partition ids of ``topic``; empty when there is no such topic."""
-    metadata = AdminClient(kafka_config).list_topics(topic, timeout=30).topics.get(topic)
+    metadata = kafka_clients.admin(kafka_config).list_topics(topic, timeout=30).topics.get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         return []
     return sorted(metadata.partitions)
@@ -47,7 +48,7 @@ def committed_offsets(kafka_config: dict[str, Any], group: str, topic: str) -> d
     partitions = [TopicPartition(topic, p) for p in partitions_of(kafka_config, topic)]
     if not partitions:
         return {}
-    admin = AdminClient(kafka_config)  # must outlive the future: a freed client never answers
+    admin = kafka_clients.admin(kafka_config)  # must outlive the future: a freed client never answers
     try:
         futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)],
                                                     request_timeout=5)
@@ -59,7 +60,7 @@ def committed_offsets(kafka_config: dict[str, Any], group: str, topic: str) -> d
 
 def live_members(kafka_config: dict[str, Any], group: str) -> list[str]:
     """``client_id@host`` of each live member of ``group``."""
-    admin = AdminClient(kafka_config)  # must outlive the future
+    admin = kafka_clients.admin(kafka_config)  # must outlive the future
     try:
         description = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=8)
     except KafkaException as error:
@@ -85,7 +86,7 @@ def move_offsets(kafka_config: dict[str, Any], group: str, topic: str, offsets: 
     """Set ``group``'s committed offsets on ``topic``; the broker refuses while the group
     has live members."""
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p, o) for p, o in offsets.items()])]
-    admin = AdminClient(kafka_config)  # must outlive the future
+    admin = kafka_clients.admin(kafka_config)  # must outlive the future
     try:
         admin.alter_consumer_group_offsets(request)[group].result(30)
     except KafkaException as error:

@@ -16,11 +16,12 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.contract.plans import pinned_key
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import (
     AUTHORIZATION_FAILED,
     KafkaIOError,
@@ -55,15 +56,7 @@ class Publisher:
         self._failures: list[str] = []
         self._refused: KafkaIOError | None = None
         self._principal = principal_of(kafka_config)
-        self._producer = Producer(
-            {
-                **kafka_config,
-                "acks": "all",
-                "enable.idempotence": True,
-                "partitioner": "murmur2_random",
-                "linger.ms": 5,
-            }
-        )
+        self._producer = kafka_clients.producer(kafka_config, linger_ms=5, partitioner="murmur2_random")
 
     def __enter__(self) -> Publisher:
         return self

@@ -31,16 +31,15 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from taskplane.contract.decider import Decider, step
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import KafkaIOError, SerdeError, StreamsError
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.poison import decoded_input, poison_headers
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import SCHEMA_VERSION, Meta, Serde
-from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
 from taskplane.streams.transactions import (
     ProducerFenced as ProducerFenced,  # re-exported: run_until_signalled callers catch it here
@@ -246,7 +245,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._consumer = self._subscribed_consumer()
             for companion in self._companions:  # e.g. the plan table restored states reference
                 companion.start()
-            self._transactions = TransactionalProducer(self._spec.name, self._producer_config,
+            self._transactions = TransactionalProducer(self._spec.name, self._new_producer,
                                                        self._settings.call_timeout_ms / 1000, self._stop,
                                                        init_patience_s=self._settings.transaction_timeout_ms / 1000)
             self._producer = self._transactions.producer
@@ -636,8 +635,7 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _stable_offsets(self, partitions: list[int]) -> list[TopicPartition]:
         """The group's committed input offsets, pending transactional ones ignored."""
-        reader = Consumer({**self._kafka, "group.id": self._group_id,
-                           "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+        reader = kafka_clients.consumer(self._kafka, self._group_id, committed_only=False)
         try:
             return list(reader.committed([TopicPartition(self._input, p) for p in partitions],
                                          self._settings.call_timeout_ms / 1000))
@@ -650,7 +648,7 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _broker_answers(self) -> bool:
         try:
-            AdminClient(self._kafka).list_topics(self._input, timeout=self._settings.call_timeout_ms / 1000)
+            kafka_clients.admin(self._kafka).list_topics(self._input, timeout=self._settings.call_timeout_ms / 1000)
         except KafkaException:
             return False
         return True
@@ -681,7 +679,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         def current(callback: Callable[..., None]) -> Callable[..., None]:
             return lambda *args: callback(*args) if generation == self._consumer_generation else None
 
-        consumer = Consumer({**self._consumer_config(), "error_cb": current(self._on_consumer_error)})
+        consumer = self._new_consumer(current(self._on_consumer_error))
         consumer.subscribe([self._input], on_assign=current(self._on_assign), on_revoke=current(self._on_revoke))
         return consumer
 
@@ -791,63 +789,56 @@ class ProcessorRuntime(Generic[S, C, E]):
         log.info("%s: restored %d keys on %s in %.3fs", self._spec.name, count, partitions, time.perf_counter() - started)
 
     def _changelog_exists(self) -> bool:
-        topics = AdminClient(self._kafka).list_topics(self._changelog, timeout=self._settings.call_timeout_ms / 1000).topics
+        topics = kafka_clients.admin(self._kafka).list_topics(self._changelog, timeout=self._settings.call_timeout_ms / 1000).topics
         return self._changelog in topics and not topics[self._changelog].error
 
     def _recreate_changelog(self) -> None:
         if self._spec.changelog_spec is not None:
-            ensure_topics(AdminClient(self._kafka), self._topics, [self._spec.changelog_spec])
+            ensure_topics(kafka_clients.admin(self._kafka), self._topics, [self._spec.changelog_spec])
 
     # ------------------------------------------------------------ config
 
-    def _producer_config(self) -> dict[str, Any]:
-        return {
-            **with_reconnect_backoff(self._kafka),
-            "error_cb": self._on_producer_error,
-            "transactional.id": f"{self._spec.name}-{self._settings.instance_id}",
-            "transaction.timeout.ms": self._settings.transaction_timeout_ms,
-            "partitioner": "murmur2_random",
-            # Back-to-back transactions meet CONCURRENT_TRANSACTIONS while the previous
-            # commit markers are written; the default 100 ms retry backoff added that to
-            # every hop of a run (measured: 130-200 ms per DAG level).
-            "retry.backoff.ms": 5,
-            "retry.backoff.max.ms": 100,
-            "linger.ms": 5,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-        }
+    def _new_producer(self) -> Producer:
+        return kafka_clients.transactional_producer(
+            self._kafka, f"{self._spec.name}-{self._settings.instance_id}",
+            transaction_timeout_ms=self._settings.transaction_timeout_ms, linger_ms=5,
+            partitioner="murmur2_random", error_cb=self._on_producer_error,
+            tuning={
+                # Back-to-back transactions meet CONCURRENT_TRANSACTIONS while the previous
+                # commit markers are written; the default 100 ms retry backoff added that to
+                # every hop of a run (measured: 130-200 ms per DAG level).
+                "retry.backoff.ms": 5,
+                "retry.backoff.max.ms": 100,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+            })
 
-    def _consumer_config(self) -> dict[str, Any]:
+    def _new_consumer(self, error_cb: Callable[[KafkaError], None]) -> Consumer:
         session = ({"session.timeout.ms": self._settings.session_timeout_ms}
                    if self._settings.group_protocol == "classic" else {})
-        return {
-            **with_reconnect_backoff(self._kafka),
-            **session,
-            "group.protocol": self._settings.group_protocol,
-            "error_cb": self._on_consumer_error,
-            "group.id": self._group_id,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            # A busy processor fetches again once it has taken what it fetched. With
-            # librdkafka's default (keep 100,000 records queued) its fetch sat at the log's
-            # end and every record produced answered it: at saturation a fetch per
-            # submitted run, a third of the broker's requests. Past 50 queued records the
-            # partitions' fetches back off (1 ms, a local check) and the records wait on
-            # the broker for one fetch. 50, not 1: the threshold is the consumer's whole
-            # queue but is checked per partition, and a partition left out of a fetch
-            # waits for that fetch's answer; at light load the queue stays below 50, so
-            # no partition is left out (with 1, one run in 200-400 waited 0.5 s).
-            "queued.min.messages": 50,
-            "fetch.queue.backoff.ms": 1,
-            # How long the broker holds a fetch that finds nothing. A record (or the commit
-            # marker that makes it readable) answers a held fetch at once, so this costs no
-            # latency, except to a busy partition left out of it (above): that waits at
-            # most this long. Shorter only multiplies idle fetches (50 ms: 20 a second).
-            "fetch.wait.max.ms": 100,
-        }
+        return kafka_clients.consumer(
+            self._kafka, self._group_id, start="earliest", protocol=self._settings.group_protocol,
+            error_cb=error_cb,
+            tuning={
+                **session,
+                # A busy processor fetches again once it has taken what it fetched. With
+                # librdkafka's default (keep 100,000 records queued) its fetch sat at the log's
+                # end and every record produced answered it: at saturation a fetch per
+                # submitted run, a third of the broker's requests. Past 50 queued records the
+                # partitions' fetches back off (1 ms, a local check) and the records wait on
+                # the broker for one fetch. 50, not 1: the threshold is the consumer's whole
+                # queue but is checked per partition, and a partition left out of a fetch
+                # waits for that fetch's answer; at light load the queue stays below 50, so
+                # no partition is left out (with 1, one run in 200-400 waited 0.5 s).
+                "queued.min.messages": 50,
+                "fetch.queue.backoff.ms": 1,
+                # How long the broker holds a fetch that finds nothing. A record (or the commit
+                # marker that makes it readable) answers a held fetch at once, so this costs no
+                # latency, except to a busy partition left out of it (above): that waits at
+                # most this long. Shorter only multiplies idle fetches (50 ms: 20 a second).
+                "fetch.wait.max.ms": 100,
+            })
 
 
 def _close_quietly(consumer: Consumer | None, name: str) -> None:

@@ -15,6 +15,10 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_OPTION_PREFIX = "TASKPLANE_KAFKA_"
+# Set: librdkafka's own log lines go to stderr (streams/kafka_clients.py). A value other
+# than a yes (1, true, yes, on) is also librdkafka's ``debug`` option (its contexts).
+KAFKA_DEBUG_ENV = "TASKPLANE_KAFKA_DEBUG"
+_YES = frozenset({"1", "true", "yes", "on"})
 DEFAULT_KAFKA_VERSION = "4.3.1"  # newest 4.x whose full runtime resolves on Maven Central
 
 
@@ -33,6 +37,8 @@ def kafka_options_from_env(environ: dict[str, str] | None = None) -> dict[str, S
     for name, value in env.items():
         if not name.startswith(KAFKA_OPTION_PREFIX) or name == "TASKPLANE_KAFKA_OPTIONS":
             continue
+        if name == KAFKA_DEBUG_ENV and value.strip().lower() in _YES:
+            continue  # only "show librdkafka's lines", not a librdkafka option
         key = name[len(KAFKA_OPTION_PREFIX) :].lower().replace("_", ".")
         options[key] = SecretStr(value)
     return options

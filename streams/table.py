@@ -9,8 +9,9 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.serde import Serde
 
@@ -25,16 +26,8 @@ class GlobalTable:
         self._lock = threading.Condition()  # notified after each update
         self._stop = threading.Event()
         self._caught_up = threading.Event()
-        self._consumer = Consumer(
-            {
-                **kafka_config,
-                "group.id": f"table-{topic}",  # never commits: every reader starts from the beginning
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-            }
-        )
+        # The group never commits: every reader starts from the beginning.
+        self._consumer = kafka_clients.consumer(kafka_config, f"table-{topic}", start="earliest", eof=True)
         # Asked through the consumer itself: with the leader in its metadata cache the
         # first offset query goes out at once (assigned without it, librdkafka retries
         # the query on a 500 ms timer: every table took >= 0.5 s to catch up).

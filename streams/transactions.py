@@ -147,10 +147,10 @@ class TransactionalProducer:
     ``producer`` is the current handle (produce into it between ``begin`` and
     ``commit``); after ``recover`` it may be a new one. ``stop`` ends the waits."""
 
-    def __init__(self, name: str, config: Callable[[], dict[str, Any]], call_timeout_s: float,
+    def __init__(self, name: str, make: Callable[[], Producer], call_timeout_s: float,
                  stop: threading.Event, init_patience_s: float = 30.0) -> None:
         self._name = name
-        self._config = config
+        self._make = make  # a new producer with the transactional id
         self._timeout_s = call_timeout_s
         self._init_patience_s = init_patience_s
         self._stop = stop
@@ -210,7 +210,7 @@ class TransactionalProducer:
         (up to the transaction timeout, when the broker has aborted whatever it was
         finishing); only a fatal error, or a call still blocked after that, gets a fresh
         producer."""
-        producer = Producer(self._config())
+        producer = self._make()
         while True:
             try:  # patient: a second producer would race this one's InitProducerId (each
                 # bumps the epoch and aborts the other's), and under CPU starvation a call
@@ -227,4 +227,4 @@ class TransactionalProducer:
                 log.warning("%s: init_transactions failed (%s); retrying", self._name, error)
                 if recovery is Recovery.RECREATE:
                     discard(producer)
-                    producer = Producer(self._config())
+                    producer = self._make()

@@ -11,14 +11,14 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from taskplane.contract.messages import Assignment
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.partitioning import partition_for
 from taskplane.streams.poison import poison_headers
 from taskplane.streams.serde import Serde, new_meta
-from taskplane.streams.settings import with_reconnect_backoff
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,8 @@ class CommandSender:
         # orchestrator decides them in one transaction. Below 1 ms librdkafka's broker
         # thread spins on the timer (15 % of a busy worker); above, each hop pays it.
         # (docs/benchmarks.md, "Async agents, one request in flight")
-        self._producer = Producer({**with_reconnect_backoff(kafka_config), "acks": "all", "enable.idempotence": True,
-                                   "partitioner": "murmur2_random", "linger.ms": 1,
-                                   "max.in.flight.requests.per.connection": 1})
+        self._producer = kafka_clients.producer(kafka_config, linger_ms=1, partitioner="murmur2_random",
+                                                tuning={"max.in.flight.requests.per.connection": 1})
         self._closed = threading.Event()
         self._settled: list[Delivery] = []  # only the delivery thread touches it
         self._poller = threading.Thread(target=self._serve, name=f"deliveries-{topic}", daemon=True)
@@ -163,9 +162,8 @@ class Inbox:
         self._topic = topic
         self.broker_away = threading.Event()  # librdkafka said all brokers are down; cleared by a probe
         self._last_probe = 0.0
-        self._consumer = Consumer({**with_reconnect_backoff(kafka_config), "group.id": f"inbox-{worker_id}",
-                                   "enable.auto.commit": False, "isolation.level": "read_committed",
-                                   "auto.offset.reset": "latest", "error_cb": self._on_error})
+        self._consumer = kafka_clients.consumer(kafka_config, f"inbox-{worker_id}", start="latest",
+                                                error_cb=self._on_error)
         partitions = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
         if not partitions:
             raise StreamsError(f"topic {topic} does not exist (run `taskplane topics create`)")

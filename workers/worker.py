@@ -33,10 +33,10 @@ from taskplane.contract.plan import (
     SystemDefinition,
     SystemPlan,
 )
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.poison import decoded_input
 from taskplane.streams.serde import Serde
-from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics
 from taskplane.workers._agent_loop import AgentLoop
@@ -57,7 +57,7 @@ _CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assig
 
 
 def _group_options(kafka_config: dict[str, Any], protocol: str) -> dict[str, Any]:
-    config = with_reconnect_backoff(kafka_config)
+    config = dict(kafka_config)
     if protocol == "consumer":
         for name in _CLASSIC_ONLY:
             config.pop(name, None)
@@ -105,11 +105,9 @@ class Worker:
         self._renewals = CommandSender(kafka_config, topics.commands, self._serde)
         self._leases = Renewals(self._renewals.send_later)
         self._inbox = Inbox(kafka_config, topics.inbox, self.worker_id, self._serde, self._late_assignment)
-        self._consumer = Consumer({**_group_options(kafka_config, self.settings.group_protocol),
-                                   "group.id": f"{topics.prefix}.workers.{system}",
-                                   "group.protocol": self.settings.group_protocol,
-                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                   "isolation.level": "read_committed", "client.id": self.worker_id})
+        self._consumer = kafka_clients.consumer(
+            _group_options(kafka_config, self.settings.group_protocol), f"{topics.prefix}.workers.{system}",
+            start="earliest", protocol=self.settings.group_protocol, tuning={"client.id": self.worker_id})
         self._consumer.subscribe([topics.work], on_revoke=self._revoked)
         # Last: a constructor that raised above leaves no loop thread behind.
         self._agent_loop = AgentLoop(f"agents-{system}", self.settings.concurrency) if self._async_agents else None

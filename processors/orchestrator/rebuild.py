@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Producer
-
 from taskplane.contract.plans import PlanBook
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import KafkaIOError
 from taskplane.streams.offsets import read_all
 from taskplane.streams.plan_source import SystemsPlans
@@ -60,7 +59,7 @@ def compare_states(kafka_config: dict[str, Any], topics: Topics) -> StateCompari
 
 def write_states(kafka_config: dict[str, Any], topics: Topics, result: StateComparison) -> None:
     """Produce the rebuilt states that differ to the changelog, on their run's partition."""
-    producer = Producer({**kafka_config, "acks": "all", "enable.idempotence": True})
+    producer = kafka_clients.producer(kafka_config)
     changelog = topics.orchestrator_changelog
     for key in sorted(result.differing):
         partition, value = result.rebuilt[key]

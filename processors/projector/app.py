@@ -32,10 +32,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from taskplane.processors.projector.prune import prune_finished_runs
 from taskplane.processors.projector.schema import LIVE_SCHEMA, connect, migrate
 from taskplane.processors.projector.store import ReadModelStore
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import KafkaIOError, StreamsError
 from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.poison import poison_headers
-from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,7 @@ class Projector:
     def _poison(self, record: Message, error: Exception) -> None:
         """Set an undecodable record aside on `poison`, durably, before its batch commits."""
         if self._poison_producer is None:
-            self._poison_producer = Producer({**with_reconnect_backoff(self._kafka), "acks": "all",
-                                              "enable.idempotence": True})
+            self._poison_producer = kafka_clients.producer(self._kafka)
         self._poison_producer.produce(
             self._topics.name("poison"),
             record.value(),
@@ -116,18 +115,10 @@ class Projector:
             migrate(conn, schema)
             store = ReadModelStore(conn, self._topics.name("breakers"), plans=plans.resolve)
             metrics = _ProjectorMetrics(self._registry)
-            consumer = Consumer(
-                {
-                    **with_reconnect_backoff(self._kafka),
-                    "error_cb": self._on_client_error,
-                    "group.id": group_id(self._topics),
-                    "isolation.level": "read_committed",
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "group.instance.id": self._settings.instance_id,
-                    "session.timeout.ms": self._settings.session_timeout_ms,
-                }
-            )
+            consumer = kafka_clients.consumer(
+                self._kafka, group_id(self._topics), start="earliest", error_cb=self._on_client_error,
+                tuning={"group.instance.id": self._settings.instance_id,  # static: docs/failover.md
+                        "session.timeout.ms": self._settings.session_timeout_ms})
 
             def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
                 stored = store.stored_offsets(self._sources)

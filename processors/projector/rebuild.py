@@ -29,6 +29,7 @@ from taskplane.processors.projector.schema import (
     schema_exists,
 )
 from taskplane.processors.projector.store import ReadModelStore
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import KafkaIOError
 from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.topics import Topics
@@ -57,16 +58,8 @@ def rebuild_projections(
     stamp = int(time.time() * 1000)
     report = RebuildReport(f"{live_schema}_rebuild_{stamp}")
     deadline = time.monotonic() + timeout_s
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": f"{topics.prefix}.projector-rebuild",  # never commits
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = kafka_clients.consumer(kafka_config, f"{topics.prefix}.projector-rebuild",  # never commits
+                                      start="earliest", eof=True)
     plans = SystemsPlans(kafka_config, topics.systems)
     try:
         plans.start()

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from confluent_kafka.admin import AdminClient
 
 from taskplane.cli.processors import kafka_endpoints
 from taskplane.contract.plan import SystemDefinition
 from taskplane.exceptions import UserInputError
 from taskplane.manifest import load_manifest, manifest_version
 from taskplane.plan_summary import render_plan_summary
+from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import catalog, ensure_topics
 
@@ -29,7 +29,7 @@ def apply(
     version = manifest_version(manifest)
     plan = manifest.to_plan(version)
     kafka, topics = kafka_endpoints()
-    ensure_topics(AdminClient(kafka), topics, catalog())
+    ensure_topics(kafka_clients.admin(kafka), topics, catalog())
     with Publisher(kafka, topics) as publisher:  # canonical JSON: the connection string is masked
         publisher.define_system(SystemDefinition(plan.name, version, plan, manifest.canonical_json()))
     typer.echo(render_plan_summary(manifest))

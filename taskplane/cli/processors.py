@@ -8,9 +8,9 @@ import logging
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka.admin import AdminClient
 
 from taskplane.devstack.stack import DevStackNotRunning, resolve_endpoints
+from taskplane.streams import kafka_clients
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import PartitionChangeRefused, Topics, catalog, ensure_topics
 
@@ -38,7 +38,7 @@ def topics_create(
     change the partition count of the run-keyed topics (docs/scaling.md)."""
     kafka, topics = kafka_endpoints()
     try:
-        report = ensure_topics(AdminClient(kafka), topics, catalog(partitions, tool_partitions))
+        report = ensure_topics(kafka_clients.admin(kafka), topics, catalog(partitions, tool_partitions))
     except PartitionChangeRefused as error:
         typer.echo(f"error: --partitions: {error}", err=True)
         raise typer.Exit(2) from None

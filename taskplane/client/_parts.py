@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
+from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
 from taskplane.client._run_follower import RunFollower
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.contract.plans import pinned_key
 from taskplane.exceptions import ClientError, InputTooLarge, UnknownSystem, UserInputError
+from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher, PublishError, run_id_for
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.table import GlobalTable
@@ -112,7 +113,7 @@ class ClientParts:
         producer = int(self._kafka.get("message.max.bytes", PRODUCER_MAX_BYTES))
         limits = [(producer, f"producer message.max.bytes {producer}")]
         resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in (self._topics.commands, self._topics.events)]
-        admin = AdminClient(self._kafka)  # alive until every answer is in
+        admin = kafka_clients.admin(self._kafka)  # alive until every answer is in
         try:
             for resource, future in admin.describe_configs(resources, request_timeout=15).items():
                 entry = future.result(15).get("max.message.bytes")

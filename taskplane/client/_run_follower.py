@@ -28,13 +28,14 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakValueDictionary
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
 from taskplane.client._run_index import RunIndex
 from taskplane.client._run_view import TERMINAL, RunView, from_record
 from taskplane.contract import messages as m
 from taskplane.exceptions import ClientError
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.log_reader import TO_THE_END
 from taskplane.streams.partitioning import partition_for
@@ -154,8 +155,7 @@ class RunFollower:
         self.partitions = _partitions(kafka_config, self._topic)
         runs = _partitions(kafka_config, self._runs)
         self.index = RunIndex(kafka_config, self._runs, len(runs), serde)
-        self._consumer = Consumer({**kafka_config, "group.id": f"taskplane-client-{uuid.uuid4().hex[:12]}",
-                                   "enable.auto.commit": False, "isolation.level": "read_committed"})
+        self._consumer = kafka_clients.consumer(kafka_config, f"taskplane-client-{uuid.uuid4().hex[:12]}")
         self._consumer.assign([TopicPartition(topic, p, offset) for topic, partitions in
                                ((self._topic, self.partitions), (self._runs, runs))
                                for p, offset in _stable_ends(kafka_config, topic, partitions).items()])
@@ -266,9 +266,8 @@ class RunFollower:
         of ``events`` carry their command's log time) to the end."""
         partition = partition_for(run_id, len(self.partitions))
         key = run_id.encode()
-        reader = Consumer({**self._kafka, "group.id": f"taskplane-client-scan-{uuid.uuid4().hex[:12]}",
-                           "enable.auto.commit": False, "enable.partition.eof": True,
-                           "isolation.level": "read_committed", **TO_THE_END})
+        reader = kafka_clients.consumer(self._kafka, f"taskplane-client-scan-{uuid.uuid4().hex[:12]}", eof=True,
+                                        tuning=TO_THE_END)
         found: list[tuple[int, Any]] = []
         try:
             [start] = reader.offsets_for_times([TopicPartition(self._topic, partition, since_ms)], timeout=15)
@@ -304,7 +303,7 @@ class RunFollower:
 
 def _partitions(kafka_config: dict[str, Any], topic: str) -> list[int]:
     try:
-        metadata = AdminClient(kafka_config).list_topics(topic, timeout=15).topics.get(topic)
+        metadata = kafka_clients.admin(kafka_config).list_topics(topic, timeout=15).topics.get(topic)
     except KafkaException as error:
         raise ClientError(f"cannot reach Kafka at {kafka_config.get('bootstrap.servers')}: {error}") from error
     if metadata is None or metadata.error is not None or not metadata.partitions:
@@ -317,7 +316,7 @@ def _stable_ends(kafka_config: dict[str, Any], topic: str, partitions: list[int]
     or after it, so a reader starting there misses nothing that commits later."""
     from confluent_kafka import IsolationLevel
 
-    admin = AdminClient(kafka_config)
+    admin = kafka_clients.admin(kafka_config)
     request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}  # type: ignore[no-untyped-call]
     deadline = time.monotonic() + 30
     while True:

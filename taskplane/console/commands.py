@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from taskplane.console.errors import CommandFailed
 from taskplane.contract import messages as m
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.partitioning import partition_for
 from taskplane.streams.publisher import Publisher
@@ -72,8 +72,7 @@ class PublisherCommands:
         correlation = f"console-{uuid.uuid4().hex}"
         try:
             partition = TopicPartition(self._topics.name("events"), self._partition_of(command.run_id))
-            reader = Consumer({**self._kafka, "group.id": correlation, "enable.auto.commit": False,
-                               "isolation.level": "read_committed"})
+            reader = kafka_clients.consumer(self._kafka, correlation)
         except KafkaException as error:
             raise CommandFailed(f"Kafka is unreachable: {error.args[0].str()}") from None
         try:
@@ -89,7 +88,7 @@ class PublisherCommands:
 
     def _partition_of(self, run_id: str) -> int:
         if self._partitions is None:
-            metadata = AdminClient(self._kafka).list_topics(self._topics.name("events"), timeout=self._timeout_s)
+            metadata = kafka_clients.admin(self._kafka).list_topics(self._topics.name("events"), timeout=self._timeout_s)
             topic = metadata.topics.get(self._topics.name("events"))
             if topic is None or topic.error is not None or not topic.partitions:
                 raise CommandFailed(f"no topic {self._topics.name('events')!r}: are the processors deployed?")

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,6 +34,7 @@ from taskplane.contract.plan import SystemDefinition
 from taskplane.demo.payments import lift_hold, place_hold
 from taskplane.demo.report import DemoReport, collect_report
 from taskplane.devstack.stack import Endpoints, ensure_stack
+from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
@@ -90,7 +90,7 @@ def _wait_for_workers(kafka: dict[str, Any], prefix: str, count: int, say: Calla
                       timeout_s: float = 30.0) -> None:
     """Until every system's worker group has ``count`` members: runs submitted before
     the group settles are handed out twice (once per rebalance)."""
-    admin = AdminClient(kafka)
+    admin = kafka_clients.admin(kafka)
     groups = [f"{prefix}.workers.{system}" for system in SERVES]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -195,7 +195,7 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
         say(f"kafka {bootstrap}, postgres {database.split('@')[-1]}")
         kafka = settings.kafka_config(bootstrap, {"log_level": 3})  # librdkafka: errors only
         topics = Topics(prefix)
-        report = ensure_topics(AdminClient(kafka), topics, catalog())
+        report = ensure_topics(kafka_clients.admin(kafka), topics, catalog())
         say(f"topics: {len(report.created)} created under prefix [bold]{prefix}[/]")
 
         systems = demo_systems()

@@ -18,6 +18,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from psycopg import sql
 
+from taskplane.streams import kafka_clients
 from taskplane.streams.topics import Topics
 
 COMPONENTS = ("orchestrator", "breaker", "projector", "worker")
@@ -68,7 +69,7 @@ class Progress:
     def _group_position(self, group: str, topic: str, timeout_s: float) -> int:
         reader = self._readers.get(group)
         if reader is None:  # never subscribes: reading a group's offsets does not join it
-            reader = self._readers[group] = Consumer({**self._kafka, "group.id": group, "enable.auto.commit": False})
+            reader = self._readers[group] = kafka_clients.consumer(self._kafka, group, committed_only=False)
         try:
             if topic not in self._partitions:
                 self._partitions[topic] = list(reader.list_topics(topic, timeout=timeout_s).topics[topic].partitions)

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from taskplane.contract.plan import SystemDefinition, SystemPlan
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.serde import Meta, Serde
 from taskplane.streams.topics import Topics
@@ -237,8 +238,7 @@ class EventLog:
         self._next: dict[int, int] = {}  # partition -> offset after the last record read
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._consumer = Consumer({**kafka_config, "group.id": f"eventlog-{topic}-{os.getpid()}",
-                                   "enable.auto.commit": False, "isolation.level": "read_committed"})
+        self._consumer = kafka_clients.consumer(kafka_config, f"eventlog-{topic}-{os.getpid()}")
         # Through the consumer: the leader cached, the first offset query is not put on a 500 ms timer.
         metadata = self._consumer.list_topics(topic, timeout=30).topics[topic]
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.counter.app import counter_serde, counter_spec, counter_topics
 from bench.counter.decider import Add, Added, AddRejected, Counter, CounterDecider
+from taskplane.streams import kafka_clients
 from taskplane.streams import runtime as runtime_module
 from taskplane.streams.runtime import ProcessorRuntime, state_meta
 from taskplane.streams.runtime_observer import RuntimeObserver
@@ -414,7 +415,7 @@ def test_a_consumer_that_cannot_read_its_offsets_is_replaced(
     flaky = type("Flaky", (FailingCommits,), {"every": 10, "calls": 0, "failures": 0})
     stuck = type("Stuck", (StuckOffsets,), {"made": 0})
     monkeypatch.setattr(runtime_module, "TransactionalProducer", flaky)
-    monkeypatch.setattr(runtime_module, "Consumer", stuck)
+    monkeypatch.setattr(kafka_clients, "Consumer", stuck)
     run_exactly_once(kafka, topics, "stuck", adds(600), per_second=600.0)
     assert stuck.made >= 2 and flaky.failures >= 1, (stuck.made, flaky.failures)
 
@@ -470,7 +471,7 @@ def test_an_idle_processor_whose_offsets_stay_pending_repairs_them(
                 pending.wedged = False
                 type(self).repairs += 1
 
-    monkeypatch.setattr(runtime_module, "Consumer", pending)
+    monkeypatch.setattr(kafka_clients, "Consumer", pending)
     monkeypatch.setattr(runtime_module, "TransactionalProducer", Repairing)
     settings = RuntimeSettings(instance_id="pending", group_id=f"{topics.prefix}-pending", max_batch_records=50)
     runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
