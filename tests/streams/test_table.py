@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from taskplane.contract.breaker import BreakerState, BreakerStatus
-from taskplane.streams import table as table_module
+from taskplane.streams import kafka_clients
 from taskplane.streams.runtime import state_meta
 from taskplane.streams.serde import Serde
 from taskplane.streams.table import GlobalTable
@@ -101,7 +101,7 @@ def test_a_partition_whose_end_is_unknown_is_caught_up_at_its_eof(
     producer.begin_transaction()
     producer.produce(topic, _state("tool", 7), "tool", partition=1)
     producer.commit_transaction(30)
-    monkeypatch.setattr(table_module, "Consumer", NoLeaderYet)
+    monkeypatch.setattr(kafka_clients, "Consumer", NoLeaderYet)
     with GlobalTable(kafka_config, topic) as table:
         table.wait_until_caught_up(10)
         assert _failures(table, "tool") == 7
