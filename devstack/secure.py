@@ -137,13 +137,14 @@ def create_principals(admin_config: dict[str, Any], files: SecureFiles, topics: 
     """A SCRAM user per role and the role's ACLs under ``topics``' prefix (idempotent:
     both calls upsert)."""
     from confluent_kafka.admin import (  # type: ignore[attr-defined]
-        AdminClient,
         ScramCredentialInfo,
         ScramMechanism,
         UserScramCredentialUpsertion,
     )
 
-    admin = AdminClient(admin_config)
+    from taskplane.streams import kafka_clients
+
+    admin = kafka_clients.admin(admin_config)
     passwords = files.passwords()
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
     upserts = [UserScramCredentialUpsertion(role, info, passwords[role].encode()) for role in ROLES]
@@ -159,11 +160,11 @@ def create_principals(admin_config: dict[str, Any], files: SecureFiles, topics: 
 def _await_login(admin_config: dict[str, Any], files: SecureFiles, user: str, timeout_s: float) -> None:
     """Wait until ``user`` can log in: a new SCRAM credential reaches the brokers
     through the metadata log, a moment after the upsert returned."""
-    from confluent_kafka.admin import AdminClient
+    from taskplane.streams import kafka_clients
 
     deadline = time.monotonic() + timeout_s
     while True:
-        probe = AdminClient({**admin_config, **client_config(files, user), "log_level": 0})
+        probe = kafka_clients.admin({**admin_config, **client_config(files, user), "log_level": 0})
         try:
             probe.list_topics(timeout=2.0)
             return

@@ -187,11 +187,11 @@ def up(
 
 def _principals(settings: StackSettings, files: SecureFiles, bootstrap: str) -> None:
     """The catalog's topics, a user per role with its ACLs, and the env files."""
-    from confluent_kafka.admin import AdminClient
+    from taskplane.streams import kafka_clients
 
     admin = {"bootstrap.servers": bootstrap, **client_config(files, ADMIN), "log_level": 0}
     topics = Topics(settings.topic_prefix)
-    ensure_topics(AdminClient(admin), topics, catalog())
+    ensure_topics(kafka_clients.admin(admin), topics, catalog())
     create_principals(admin, files, topics)
     write_env_files(files, files.credentials.parent)
 

@@ -37,10 +37,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from taskplane.contract.messages import Event, RunSubmitted
 from taskplane.processors.tracer.export import OtlpSink
 from taskplane.processors.tracer.spans import SpanRecord, TraceFold
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import KafkaIOError, SerdeError
 from taskplane.streams.plan_source import SystemsPlans
 from taskplane.streams.serde import Serde
-from taskplane.streams.settings import with_reconnect_backoff
 from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -105,15 +105,10 @@ class Tracer:
     def run(self) -> None:
         plans = SystemsPlans(self._kafka, self._topics.systems)
         plans.start()
-        consumer = Consumer({
-            **with_reconnect_backoff(self._kafka),
-            "group.id": group_id(self._topics, self._settings),
-            "isolation.level": "read_committed",  # aborted decisions are no spans
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "group.instance.id": self._settings.instance_id,
-            "session.timeout.ms": self._settings.session_timeout_ms,
-        })
+        consumer = kafka_clients.consumer(  # read_committed: aborted decisions are no spans
+            self._kafka, group_id(self._topics, self._settings), start="earliest",
+            tuning={"group.instance.id": self._settings.instance_id,
+                    "session.timeout.ms": self._settings.session_timeout_ms})
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
             for tp in c.committed(partitions, timeout=30):

@@ -15,10 +15,11 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from taskplane.contract.messages import RunRecord
 from taskplane.exceptions import ClientError
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError
 from taskplane.streams.log_reader import TO_THE_END
 from taskplane.streams.partitioning import partition_for
@@ -30,9 +31,8 @@ _TIMEOUT_S = 30.0
 class RunIndex:
     def __init__(self, kafka_config: dict[str, Any], topic: str, partitions: int, serde: Serde) -> None:
         self._topic, self._partitions, self._serde = topic, partitions, serde
-        self._consumer = Consumer({**kafka_config, "group.id": f"taskplane-client-index-{uuid.uuid4().hex[:12]}",
-                                   "enable.auto.commit": False, "enable.partition.eof": True,
-                                   "isolation.level": "read_committed", **TO_THE_END})
+        self._consumer = kafka_clients.consumer(kafka_config, f"taskplane-client-index-{uuid.uuid4().hex[:12]}",
+                                                eof=True, tuning=TO_THE_END)
         self._values: dict[bytes, bytes] = {}
         self._assigned: set[int] = set()
         self._lock = threading.Lock()  # one reader of the consumer at a time
