@@ -11,9 +11,12 @@ import gc
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from importlib.abc import MetaPathFinder
+from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,6 +29,27 @@ from taskplane.devstack.cluster import LocalKafkaCluster
 from taskplane.devstack.kafka import LocalKafka, LocalStackError
 from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams.settings import StackSettings
+
+
+class _CheckoutFolders(MetaPathFinder):
+    """``bench``, ``examples``, ``scripts`` and ``tests`` import from the checkout's root,
+    which pytest does not put on sys.path: the root also holds ``contract/``, ``streams/``,
+    ... whose one import name is ``taskplane.contract``, ... (docs/layers.md). Those bare
+    names fail here even when the root is on sys.path (``python -m pytest``): a second
+    import path would give every class a second identity, and an ``except`` would miss it."""
+
+    NAMES = ("bench", "examples", "scripts", "tests")
+    BARE = ("contract", "streams", "processors", "workers", "devstack", "schemas")
+    ROOT = str(Path(__file__).resolve().parent.parent)
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if fullname in self.BARE:
+            raise ModuleNotFoundError(f"import taskplane.{fullname}, not {fullname} (one import path: docs/layers.md)",
+                                      name=fullname)
+        return PathFinder.find_spec(fullname, [self.ROOT]) if fullname in self.NAMES else None
+
+
+sys.meta_path.insert(0, _CheckoutFolders())
 
 
 def _unavailable(what: str, error: Exception) -> None:

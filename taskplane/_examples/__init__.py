@@ -1,7 +1,8 @@
 """The example systems ``taskplane demo`` runs, shipped in the wheel.
 
-examples/document-pipeline and examples/payment-processor are links to the packages
-here (one copy of the code); examples/fakepay/server.py starts :mod:`.fakepay`.
+The systems' code is in examples/document-pipeline and examples/payment-processor,
+packaged here (setup.py ``FOLDERS``; in a checkout the folders here are links to them,
+one copy); examples/fakepay/server.py starts :mod:`.fakepay`.
 A system's folder holds its manifest (``system.yaml``) and its agents and tools
 (``tools.py``, importable as ``taskplane._examples.<system with _>.tools``).
 """

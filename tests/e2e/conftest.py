@@ -1,5 +1,5 @@
 """Fixtures of the end-to-end tests (defined in ``e2e_pipeline``; tests import helpers as
-the ``tests`` package, from the repo root that pytest's ``pythonpath`` puts on sys.path)."""
+the ``tests`` package, through tests/conftest.py's finder)."""
 
 from tests.e2e.e2e_pipeline import fakepay, pipeline
 

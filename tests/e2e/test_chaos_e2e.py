@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.chaos import run  # the repo root is on sys.path (pyproject pythonpath)
+from bench.chaos import run  # importable through tests/conftest.py's finder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -13,8 +13,11 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from taskplane.client import Client
+from taskplane.contract.messages import CancelRun, ReplayTask, SubmitRun
 from taskplane.contract.plan import ExecutionPolicy, SystemDefinition, SystemPlan
+from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.publisher import Publisher
+from taskplane.streams.serde import Serde
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.testing import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 
@@ -87,3 +90,11 @@ def plane_fixture(kafka_config: dict[str, Any], tmp_path_factory: pytest.TempPat
         worker.stop(10)
         if plane.processors is not None:
             plane.processors.stop()
+
+
+def client_commands(plane: Plane) -> int:
+    """How many commands a client writes (SubmitRun, CancelRun, ReplayTask) are on
+    ``commands``: workers write there too, so the topic's size says nothing."""
+    serde = Serde()
+    return sum(1 for _p, _key, value in read_to_end(plane.kafka, plane.topics.commands)
+               if value is not None and isinstance(serde.decode(value)[1], SubmitRun | CancelRun | ReplayTask))

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from client_plane import Plane, plane_fixture  # noqa: F401  (the fixture)
-from test_client import client_commands
 from typer.testing import CliRunner
 
 from taskplane.cli import app
+from tests.taskplane.client_plane import Plane, client_commands, plane_fixture  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.kafka
 

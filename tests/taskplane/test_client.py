@@ -8,7 +8,6 @@ import threading
 from typing import Any
 
 import pytest
-from client_plane import Plane, plane_fixture  # noqa: F401  (the fixture)
 
 from taskplane import (
     AsyncClient,
@@ -19,24 +18,14 @@ from taskplane import (
     UnknownSystem,
     UserInputError,
 )
-from taskplane.contract.messages import CancelRun, ReplayTask, SubmitRun
 from taskplane.exceptions import InputTooLarge
-from taskplane.streams.log_reader import read_to_end
-from taskplane.streams.serde import Serde
+from tests.taskplane.client_plane import Plane, client_commands, plane_fixture  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.kafka
 
 
 def kinds(events: Any) -> list[str]:
     return [type(event).__name__ for event in events]
-
-
-def client_commands(plane: Plane) -> int:
-    """How many commands a client writes (SubmitRun, CancelRun, ReplayTask) are on
-    ``commands``: workers write there too, so the topic's size says nothing."""
-    serde = Serde()
-    return sum(1 for _p, _key, value in read_to_end(plane.kafka, plane.topics.commands)
-               if value is not None and isinstance(serde.decode(value)[1], SubmitRun | CancelRun | ReplayTask))
 
 
 def test_result_is_the_final_tasks_outputs(plane: Plane) -> None:

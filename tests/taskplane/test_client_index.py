@@ -8,7 +8,6 @@ import threading
 from typing import Any
 
 import pytest
-from client_plane import Plane, plane_fixture  # noqa: F401  (the fixture)
 from typer.testing import CliRunner
 
 from taskplane import Client, RunFailed, UnknownRun
@@ -17,6 +16,7 @@ from taskplane.contract.messages import CommandRejected, RunRecord, RunSubmitted
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.serde import Serde
 from taskplane.testing import ProcessorThreads
+from tests.taskplane.client_plane import Plane, plane_fixture  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.kafka
 

@@ -8,8 +8,6 @@ import json
 import threading
 from typing import Any
 
-import sample_tools
-
 from taskplane.contract.breaker import BreakerState, BreakerStatus
 from taskplane.contract.messages import (
     Assignment,
@@ -25,6 +23,7 @@ from taskplane.workers.attempt import Attempt, breaker_wait_ms
 from taskplane.workers.journal import canonical_json, idempotency_key
 from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
+from tests.workers import sample_tools
 
 REGISTRY = Registry.from_module(sample_tools)
 

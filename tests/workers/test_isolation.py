@@ -6,12 +6,12 @@ import os
 import time
 
 import pytest
-import sample_tools
 
 from taskplane.contract.plan import Isolation
 from taskplane.workers.exceptions import ToolError, ToolResourceExceeded, ToolTimeout
 from taskplane.workers.isolation import Limits, bwrap_available, run_tool
 from taskplane.workers.sdk import Registry
+from tests.workers import sample_tools
 
 REGISTRY = Registry.from_module(sample_tools)
 _BWRAP_OK, _BWRAP_WHY = bwrap_available()

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-import sample_tools
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
@@ -35,6 +34,7 @@ from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
 from taskplane.workers.worker import Worker
+from tests.workers import sample_tools
 
 PLAN = SystemPlan("echo-system", "1", (AgentPlan("echoer", "m1", (ToolPlan("test.echo", 5_000, 0, Isolation.PROCESS,
                                                                          3, 1_000),), ()),), ExecutionPolicy())
