@@ -14,7 +14,7 @@ SYSTEM_PACKAGES := bubblewrap:bwrap prometheus:promtool chromium:chromium podman
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := .tools/kustomize
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c contract/*.c native/*.h)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard streams/*.c native/*.h)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair#*:} >/dev/null || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -49,9 +49,9 @@ test: $(VENV)/.installed $(KUSTOMIZE) jaeger
 	$(BIN)/pytest -q
 	$(MAKE) codecs
 
-# The C extensions' other two checks: the pure-Python fallbacks (no extension) and an
-# AddressSanitizer/UBSan build, each running their tests (docs/dependencies.md).
-CODEC_TESTS := tests/streams/test_avro_codegen.py tests/streams/test_serde.py tests/contract/test_records.py
+# The C extension's other two checks: the pure-Python fallback (no extension) and an
+# AddressSanitizer/UBSan build, each running its tests (docs/dependencies.md).
+CODEC_TESTS := tests/streams/test_avro_codegen.py tests/streams/test_serde.py
 codecs: $(VENV)/.installed
 	$(BIN)/python scripts/without_native.py -q $(CODEC_TESTS)
 	sh scripts/asan_codecs.sh $(BIN)/python

@@ -1,9 +1,8 @@
-"""The C part of taskplane (the native Avro codecs, streams/_avro_native.c, and the
-deciders' record copy, contract/_records_native.c) and the package layout.
+"""The C part of taskplane (the native Avro codecs, streams/_avro_native.c) and the
+package layout.
 
 Everything else is in pyproject.toml. ``optional=True``: without a C compiler the
-install still succeeds; taskplane.streams.serde then runs generated Python codecs and
-taskplane.contract.records to a generated Python copy.
+install still succeeds; taskplane.streams.serde then runs generated Python codecs.
 
 One import namespace, ``taskplane``, over the checkout's folders (ARCHITECTURE.md
 "Layout"): ``FOLDERS`` maps each part to its folder, and every folder with an
@@ -49,8 +48,7 @@ if __name__ == "__main__":  # as setuptools runs it; tests/test_layout.py import
         packages=packages(),
         package_dir=FOLDERS,
         ext_modules=[
-            Extension(module, [f"{module.removeprefix('taskplane.').replace('.', '/')}.c"], include_dirs=["native"],
-                      depends=["native/slots.h"], extra_compile_args=FLAGS, optional=True)
-            for module in ("taskplane.streams._avro_native", "taskplane.contract._records_native")
+            Extension("taskplane.streams._avro_native", ["streams/_avro_native.c"], include_dirs=["native"],
+                      depends=["native/slots.h"], extra_compile_args=FLAGS, optional=True),
         ],
     )

@@ -3,13 +3,11 @@ Avro codecs when a class is nothing but its fields.
 
 ``replace`` is ``dataclasses.replace`` for a plain class (``plain_fields``) without
 ``__init__``: such an instance is nothing but its fields, so a copy of them with the
-changes swapped in is the object ``__init__`` would build. ``_records_native.c`` copies
-the slots in C (0.18 us for a TaskState, against 2.8 for ``dataclasses.replace``); without
-the extension a function generated once per class sets the fields as the generated
-``__init__`` would (1.5 us). Other classes keep ``dataclasses.replace`` (their
-``__init__``/``__post_init__`` must run). Copies were a third of the orchestrator's time at
-saturation (py-spy, docs/benchmarks.md): the C copy, removed at issue 12 when it moved a
-run through the broker by +6 %, is back now that the orchestrator's CPU is what a run costs.
+changes swapped in is the object ``__init__`` would build: a function generated once per
+class sets the fields as the generated ``__init__`` would (1.5 us for a TaskState, against
+2.8 for ``dataclasses.replace``). Other classes keep ``dataclasses.replace`` (their
+``__init__``/``__post_init__`` must run). A C copy of the slots came and went twice; it
+moved no end-to-end figure beyond the noise (docs/dependencies.md, "Native code").
 """
 
 from __future__ import annotations
@@ -17,11 +15,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
-
-try:
-    from taskplane.contract import _records_native
-except ImportError:  # installed without a C compiler
-    _records_native = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -79,13 +72,6 @@ def _replace(obj: T, /, **changes: Any) -> T:
     return function(obj, **changes)  # type: ignore[no-any-return]
 
 
-python_replace: Replace = _replace
-"""The copy without the extension (tests hold it to ``dataclasses.replace`` too)."""
-
-replace: Replace = (
-    _replace
-    if _records_native is None
-    else _records_native.Replacer(layout=plain_fields, fallback=dataclasses.replace)
-)
+replace: Replace = _replace
 """``replace(obj, /, **changes)``: a copy of dataclass ``obj`` with ``changes``, equal to
 ``dataclasses.replace(obj, **changes)``."""

@@ -1,6 +1,5 @@
-"""Run pytest as a machine without a C compiler would: the native Avro codec and record
-copy cannot be imported, so taskplane.streams.serde falls back to its generated Python
-codecs and taskplane.contract.records to its generated Python copy.
+"""Run pytest as a machine without a C compiler would: the native Avro codec cannot be
+imported, so taskplane.streams.serde falls back to its generated Python codecs.
 
     python scripts/without_native.py tests/streams/test_serde.py ...
 """
@@ -11,13 +10,10 @@ import sys
 import pytest
 
 sys.modules["taskplane.streams._avro_native"] = None  # type: ignore[assignment]  # import -> ImportError
-sys.modules["taskplane.contract._records_native"] = None  # type: ignore[assignment]
 
-from taskplane.contract import records  # noqa: E402
 from taskplane.streams._avro_codegen import native_available  # noqa: E402
 
 assert not native_available(), "the native codec was still importable"
-assert records._records_native is None, "the native record copy was still importable"
 # "CI must build the extension" is checked by the normal run; here it is absent on purpose.
 os.environ.pop("CI", None)
 sys.exit(pytest.main(["-p", "no:cacheprovider", *sys.argv[1:]]))

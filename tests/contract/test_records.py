@@ -1,32 +1,21 @@
-"""``replace`` (the C copy where it built, else the generated Python one) equals
-``dataclasses.replace`` for every domain record, and goes to ``dataclasses.replace`` for
-classes it cannot copy field by field. ``plain_fields`` tells which classes the Avro
-codecs and the copies may build by setting their fields directly.
-
-Run by ``make codecs`` twice more: without the extension (scripts/without_native.py)
-and under AddressSanitizer/UBSan (scripts/asan_codecs.sh)."""
+"""``replace`` (a copy generated per class) equals ``dataclasses.replace`` for every
+domain record, and goes to ``dataclasses.replace`` for classes it cannot copy field by
+field. ``plain_fields`` tells which classes the Avro codecs and the copy may build by
+setting their fields directly."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskplane.contract import records
-from taskplane.contract.records import Replace, plain_fields, python_replace, replace
+from taskplane.contract.records import plain_fields, replace
 from taskplane.streams.serde import domain_classes
 
 DOMAIN = {name: cls for name, cls in domain_classes().items()}
-COPIES = {"active": replace, "python": python_replace}
-
-
-def test_the_c_copy_is_built_where_ci_runs() -> None:
-    if os.environ.get("CI"):
-        assert records._records_native is not None
 
 
 def test_every_domain_record_is_plain() -> None:
@@ -35,19 +24,17 @@ def test_every_domain_record_is_plain() -> None:
     assert {name for name, cls in DOMAIN.items() if plain_fields(cls) is None} == set()
 
 
-@pytest.mark.parametrize("copy_name", sorted(COPIES))
 @pytest.mark.parametrize("name", sorted(DOMAIN))
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
-def test_replace_equals_dataclasses_replace(copy_name: str, name: str, data: st.DataObject) -> None:
-    copy_of: Replace = COPIES[copy_name]
+def test_replace_equals_dataclasses_replace(name: str, data: st.DataObject) -> None:
     cls = DOMAIN[name]
     original = data.draw(st.from_type(cls))
     donor = data.draw(st.from_type(cls))
     fields = [f.name for f in dataclasses.fields(cls)]
     changed = data.draw(st.lists(st.sampled_from(fields), unique=True)) if fields else []
     changes = {field: getattr(donor, field) for field in changed}
-    copy = copy_of(original, **changes)
+    copy = replace(original, **changes)
     assert type(copy) is cls
     assert copy == dataclasses.replace(original, **changes)
     assert copy is not original
@@ -59,16 +46,15 @@ def test_replace_equals_dataclasses_replace(copy_name: str, name: str, data: st.
             setattr(copy, fields[0], getattr(copy, fields[0]))
 
 
-@pytest.mark.parametrize("copy_name", sorted(COPIES))
-def test_an_unknown_field_is_a_type_error_as_dataclasses_says_it(copy_name: str) -> None:
+def test_an_unknown_field_is_a_type_error_as_dataclasses_says_it() -> None:
     from taskplane.contract.messages import Tick
 
     with pytest.raises(TypeError, match="__init__\\(\\) got an unexpected keyword argument 'now'"):
         dataclasses.replace(Tick(1), now=2)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="__init__\\(\\) got an unexpected keyword argument 'now'"):
-        COPIES[copy_name](Tick(1), now=2)
+        replace(Tick(1), now=2)
     with pytest.raises(TypeError):
-        COPIES[copy_name](Tick(1), "positional")  # type: ignore[call-arg]
+        replace(Tick(1), "positional")  # type: ignore[call-arg]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,7 +90,6 @@ class _Derived(_Base):
     note: str
 
 
-@pytest.mark.parametrize("copy_name", sorted(COPIES))
 @pytest.mark.parametrize(
     ("value", "changes", "expected"),
     [
@@ -113,14 +98,13 @@ class _Derived(_Base):
     ],
 )
 def test_other_dataclasses_are_copied_as_dataclasses_replace_does(
-        copy_name: str, value: Any, changes: dict[str, Any], expected: Any) -> None:
-    assert COPIES[copy_name](value, **changes) == expected
+        value: Any, changes: dict[str, Any], expected: Any) -> None:
+    assert replace(value, **changes) == expected
 
 
-@pytest.mark.parametrize("copy_name", sorted(COPIES))
-def test_a_post_init_or_a_hand_written_init_still_runs(copy_name: str) -> None:
+def test_a_post_init_or_a_hand_written_init_still_runs() -> None:
     assert plain_fields(_Checked) is None
     assert plain_fields(_WithoutInit) is None
     with pytest.raises(ValueError, match="negative"):
-        COPIES[copy_name](_Checked(1), amount=-1)
-    assert COPIES[copy_name](_WithoutInit(1), amount=-5) == _WithoutInit(5)
+        replace(_Checked(1), amount=-1)
+    assert replace(_WithoutInit(1), amount=-5) == _WithoutInit(5)
