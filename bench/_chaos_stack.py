@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from taskplane.devstack.cluster import LocalKafkaCluster
 from taskplane.devstack.kafka import LocalKafka
 from taskplane.devstack.postgres import LocalPostgres
 from taskplane.streams import kafka_clients
@@ -40,12 +41,13 @@ class Component:
     """One processor process (``taskplane processor run NAME``); ``start`` waits for its
     "NAME running" line."""
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
-        self.name = name
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path,
+                 label: str | None = None) -> None:
+        self.name = label or name  # orchestrator-1: one of several instances of a processor
         self._ready = f"{name} running\n".encode()
         self._argv = argv
         self._env = {**os.environ, **env}
-        self.log = log_dir / f"{name}.log"
+        self.log = log_dir / f"{self.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> Component:
@@ -81,7 +83,7 @@ class Component:
 
 class ChaosStack:
     def __init__(self, workdir: Path, systems: Mapping[str, str], workers: int = 3, concurrency: int = 4,
-                 extra_env: Mapping[str, str] | None = None) -> None:
+                 extra_env: Mapping[str, str] | None = None, brokers: int = 1, orchestrators: int = 1) -> None:
         self.workdir = workdir
         self.systems = dict(systems)
         self.worker_count = workers
@@ -90,25 +92,36 @@ class ChaosStack:
         self.topics = Topics(f"chaos{uuid.uuid4().hex[:6]}")
         # A shared, overloaded machine took over 90 s (the default) to restart a broker.
         self.broker = LocalKafka(workdir / "kafka", cache_dir=StackSettings().cache_dir, start_timeout=300)
+        # brokers > 1: a KRaft cluster (bench/_chaos_cluster.py kills its nodes).
+        self.cluster = LocalKafkaCluster(workdir / "kafka-cluster", nodes=brokers, start_timeout=300) \
+            if brokers > 1 else None
+        self.orchestrators = orchestrators
         self.postgres = LocalPostgres(workdir / "postgres")
         self.components: dict[str, Component] = {}
         self.workers: list[WorkerProcess] = []
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def bootstrap_servers(self) -> str:
+        return (self.cluster or self.broker).bootstrap_servers
+
     def __enter__(self) -> ChaosStack:
-        self.broker.start()
+        (self.cluster or self.broker).start()
         self.postgres.start()
         self.database_url = self.postgres.url
-        self.kafka: dict[str, Any] = StackSettings().kafka_config(self.broker.bootstrap_servers, {"log_level": 0})
+        self.kafka: dict[str, Any] = StackSettings().kafka_config(self.bootstrap_servers, {"log_level": 0})
         ensure_topics(kafka_clients.admin(self.kafka), self.topics, catalog())
         self.publisher = Publisher({**self.kafka, "message.timeout.ms": 300_000}, self.topics)
-        self.env = {**worker_env(self.broker.bootstrap_servers, self.database_url, self.topics.prefix),
+        self.env = {**worker_env(self.bootstrap_servers, self.database_url, self.topics.prefix),
                     "TASKPLANE_METRICS_PORT": "0", **self.extra_env}
         env = {**self.env, "TASKPLANE_RUNTIME_TICK_INTERVAL_MS": "100", "TASKPLANE_RUNTIME_MAX_BATCH_MS": "50"}
         for name in PROCESSORS:  # endpoints and prefix from the environment, like a pod
-            argv = [sys.executable, "-m", "taskplane.cli", "processor", "run", name, "--instance", f"{name}-0"]
-            self.components[name] = Component(name, argv, env, self.workdir).start()
+            for index in range(self.orchestrators if name == "orchestrator" else 1):
+                label = name if index == 0 else f"{name}-{index}"
+                argv = [sys.executable, "-m", "taskplane.cli", "processor", "run", name, "--instance",
+                        f"{name}-{index}"]
+                self.components[label] = Component(name, argv, env, self.workdir, label).start()
         self.log = EventLog(self.kafka, self.topics.events)
         self.progress = Progress(self.kafka, self.topics, self.database_url, "readmodel", list(self.systems))
         return self
@@ -127,10 +140,14 @@ class ChaosStack:
         with contextlib.suppress(Exception):
             self.log.close()
             self.progress.close()
-        self.broker.stop()
+        (self.cluster or self.broker).stop()
         self.postgres.stop()
 
     # ------------------------------------------------------------ chaos
+
+    def instances(self, kind: str) -> list[str]:
+        """The components of one kind: ``orchestrator``, ``orchestrator-1``, ..."""
+        return [label for label in self.components if label == kind or label.startswith(f"{kind}-")]
 
     def kill(self, name: str) -> None:
         self.components[name].kill()

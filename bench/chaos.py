@@ -4,13 +4,20 @@ breaker, the projector, workers and the Kafka broker are SIGKILLed at seeded ran
 moments and come back like pods (the broker on its data dir and port).
 
     python -m bench.chaos [--runs 2000] [--seed 7] [--quick]
+    python -m bench.chaos --brokers 3 [--orchestrators 2] [--rate 5] [--only rolling]
+
+With ``--brokers 3`` the broker is a 3-node KRaft cluster (replication 3, min ISR 2) and
+the broker kill becomes four (bench/_chaos_cluster.py): ``leader`` (twice at least),
+``controller``, ``rolling`` and ``isr``; two orchestrator instances share the partitions
+and one of them is killed; the load runs until the last kill recovered.
 
 Checked at the end from sources independent of taskplane's bookkeeping: every run
 succeeded or is dead-lettered with a real cause; fakepay holds exactly one charge per
 succeeded run and the ledger matches; the read model equals a fresh fold of
 ``events``; nothing landed on ``poison``; each killed component moved again within its
 bound (a worker: every lease it held taken from it, within leaseTimeout + 1 s); no
-lease of a live worker expired. Last line JSON: runs, succeeded, dead_lettered, lost,
+lease of a live worker expired. Last line JSON: brokers, orchestrators, rate, runs,
+succeeded, dead_lettered, lost,
 duplicated, stuck (never moved again), kills, recover_s (worst per kind), plus slow
 (moved again past its bound), failures (the checks that failed) and
 worker_regranted_s (worst kill → the dead worker's tasks held by a worker again or
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import random
 import sys
@@ -32,8 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from bench._chaos_checks import Verdict, check_all
+from bench._chaos_cluster import BOUND_S as CLUSTER_BOUND_S
+from bench._chaos_cluster import CLUSTER_KINDS, Served, kill_node_kind
 from bench._chaos_stack import ChaosStack, past_the_killed
 from taskplane.contract.messages import (
+    AttemptFailed,
     LeaseExpired,
     LeaseGranted,
     LeaseReleased,
@@ -68,23 +79,32 @@ GIVE_UP_S = 120.0  # a component not moving by then is stuck
 class Submitter:
     """Submits ``runs`` payment runs at ``per_second``; run i charges customer c<i>."""
 
-    def __init__(self, stack: ChaosStack, plan: Any, runs: int, per_second: float) -> None:
+    def __init__(self, stack: ChaosStack, plan: Any, runs: int | None, per_second: float) -> None:
+        """``runs`` None: until ``stop()`` (a cluster's kills take as long as they take)."""
         self._stack, self._plan, self._runs, self._pause = stack, plan, runs, 1 / per_second
         self.run_ids: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> Submitter:
         self._thread.start()
         return self
 
+    def stop(self) -> None:
+        self._stopped.set()
+
     def join(self) -> None:
         self._thread.join()
 
     def _run(self) -> None:
-        for index in range(self._runs):
+        started = time.monotonic()
+        for index in itertools.count():
+            if (self._runs is not None and index >= self._runs) or self._stopped.is_set():
+                break
             self._submit(f"c{index}", 100 + index, f"chaos-{index}")
-            time.sleep(self._pause)
+            # Paced by the clock: a submit stalled by an outage is followed by a catch-up.
+            time.sleep(max(0.0, started + (index + 1) * self._pause - time.monotonic()))
         self._stack.publisher.flush(300)
 
     def nudge(self) -> None:
@@ -106,6 +126,14 @@ def schedule(rng: random.Random, kills_per_kind: int, duration_s: float) -> list
     return sorted(moments)
 
 
+def cluster_kills(rng: random.Random, kills_per_kind: int) -> list[str]:
+    """A cluster's kills in a seeded order: at least two leader kills, a controller kill,
+    a rolling restart and an isr outage, with the processes' kills between them."""
+    kinds = [*KINDS[:-1], "controller"] * kills_per_kind + ["leader"] * max(2, kills_per_kind) + ["rolling", "isr"]
+    rng.shuffle(kinds)
+    return kinds
+
+
 def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: list[tuple[str, float]],
                      outages: list[tuple[float, float]], regranted: list[float], nudge: Any) -> float | None:
     """One kill of ``kind``, restarted like a pod; seconds until it made progress again."""
@@ -123,12 +151,30 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
         stack.restart_worker(worker)
         try:
             stack.log.wait_for(lambda log: all(handed_back(log, lease) for lease in held), GIVE_UP_S)
-            took = time.monotonic() - started
-            stack.log.wait_for(lambda log: all(moved_on(log, lease) for lease in held), GIVE_UP_S)
         except TimeoutError:
             return None
+        took = time.monotonic() - started
+        with contextlib.suppress(TimeoutError):  # behind a backlog the wait for a slot is unbounded
+            stack.log.wait_for(lambda log: all(moved_on(log, lease) for lease in held), GIVE_UP_S)
         regranted.append(time.monotonic() - started)
         return took
+    if kind in CLUSTER_KINDS:
+        return kill_node_kind(stack, kind, rng, outages)
+    if kind == "orchestrator" and stack.orchestrators > 1:
+        # Served again: the killed instance's partitions, taken over by another
+        # instance or by its own restart, each committed past where it was.
+        served = Served(stack.kafka, f"{stack.topics.prefix}.orchestrator", stack.topics.commands)
+        try:
+            before_offsets = served.baseline()
+            started = time.monotonic()
+            victim = rng.choice(stack.instances("orchestrator"))
+            stack.kill(victim)
+            stack.start(victim)
+            nudge()
+            served_after = served.wait_moved(before_offsets, GIVE_UP_S)
+            return None if served_after is None else time.monotonic() - started
+        finally:
+            served.close()
     before = stack.progress.baseline()
     if kind == "broker":
         down = time.time()
@@ -149,6 +195,24 @@ def kill_and_recover(stack: ChaosStack, kind: str, rng: random.Random, killed: l
     return None if moved_after is None else time.monotonic() - started
 
 
+def drain(stack: ChaosStack, wanted: set[str], quiet_s: float = 120.0) -> float:
+    """Wait until every run finished, as long as runs keep finishing (a backlog left by
+    outages drains at the host's pace); what did not finish is counted as lost."""
+    started = time.monotonic()
+
+    def finished(log: Any) -> set[str]:
+        return wanted & ({e.run_id for e in log.events(RunSucceeded)} | {e.run_id for e in log.events(TaskDeadLettered)})
+
+    done, last = 0, started
+    while len(now := finished(stack.log)) < len(wanted):
+        if len(now) == done and time.monotonic() - last > quiet_s:
+            break
+        if len(now) > done:
+            done, last = len(now), time.monotonic()
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
 def held_leases(stack: ChaosStack, worker_ids: set[str]) -> list[tuple[str, str, int]]:
     """(run, task, epoch) of the leases ``worker_ids`` hold now, as far as the log says."""
     held: dict[tuple[str, str], int] = {}
@@ -158,7 +222,7 @@ def held_leases(stack: ChaosStack, worker_ids: set[str]) -> list[tuple[str, str,
                 held[(event.run_id, event.task)] = event.epoch
             else:
                 held.pop((event.run_id, event.task), None)
-        elif isinstance(event, TaskSucceeded | LeaseReleased | LeaseExpired):
+        elif isinstance(event, TaskSucceeded | LeaseReleased | LeaseExpired | AttemptFailed | TaskDeadLettered):
             held.pop((event.run_id, event.task), None)
     return [(run, task, epoch) for (run, task), epoch in held.items()]
 
@@ -175,11 +239,13 @@ def moved_on(log: Any, lease: tuple[str, str, int]) -> bool:
         e.task == task for e in log.events(TaskSucceeded, run))
 
 
-def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[dict[str, Any], Verdict]:
+def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: int = 1,
+        orchestrators: int = 1, only: tuple[str, ...] = ()) -> tuple[dict[str, Any], Verdict]:
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="taskplane-bench-chaos-"))
     definition = compile_manifest(MANIFEST)
-    with ChaosStack(workdir, {definition.name: TOOLS}, workers=3, concurrency=4) as stack:
+    with ChaosStack(workdir, {definition.name: TOOLS}, workers=3, concurrency=4, brokers=brokers,
+                    orchestrators=orchestrators) as stack:
         from taskplane._examples.fakepay import serve
 
         fakepay = serve(0, stack.database_url)
@@ -189,17 +255,25 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
         stack.publisher.define_system(definition)
         stack.publisher.flush()
         stack.start_workers()
-        submitter = Submitter(stack, definition.plan, runs, per_second).start()
+        clustered = brokers > 1
+        submitter = Submitter(stack, definition.plan, None if clustered else runs, per_second).start()
         started = time.monotonic()
-        kills: dict[str, int] = dict.fromkeys(KINDS, 0)
-        recover: dict[str, float] = dict.fromkeys(KINDS, 0.0)
+        if clustered:  # one after another, a few seconds apart, under load all along
+            plan = [(0.0, kind) for kind in cluster_kills(rng, kills_per_kind)]
+        else:
+            plan = schedule(rng, kills_per_kind, runs / per_second)
+        if only:
+            plan = [(at_s, kind) for at_s, kind in plan if kind in only]
+        kinds = sorted({kind for _at, kind in plan}, key=[*KINDS, *CLUSTER_KINDS].index)
+        kills: dict[str, int] = dict.fromkeys(kinds, 0)
+        recover: dict[str, float] = dict.fromkeys(kinds, 0.0)
         stuck: list[str] = []  # never moved again within GIVE_UP_S
         slow: list[str] = []  # moved again, later than its bound
         killed_workers: list[tuple[str, float]] = []
         outages: list[tuple[float, float]] = []  # broker down → back, wall clock
         regranted: list[float] = []  # per worker kill: until its tasks held a lease again (or finished)
-        for at_s, kind in schedule(rng, kills_per_kind, runs / per_second):
-            time.sleep(max(0.0, at_s - (time.monotonic() - started)))
+        for at_s, kind in plan:
+            time.sleep(rng.uniform(2, 5) if clustered else max(0.0, at_s - (time.monotonic() - started)))
             took = kill_and_recover(stack, kind, rng, killed_workers, outages, regranted, submitter.nudge)
             kills[kind] += 1
             print(f"{time.monotonic() - started:6.1f}s kill {kind}: moved again after "
@@ -208,17 +282,18 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float) -> tuple[d
                   flush=True)
             if took is None:
                 stuck.append(kind)
-            elif took > BOUND_S[kind]:
-                slow.append(f"{kind} ({took:.1f}s > {BOUND_S[kind]:.0f}s)")
+            elif took > {**BOUND_S, **CLUSTER_BOUND_S}[kind]:
+                slow.append(f"{kind} ({took:.1f}s > {({**BOUND_S, **CLUSTER_BOUND_S})[kind]:.0f}s)")
             recover[kind] = max(recover[kind], float("inf") if took is None else took)
+        submitter.stop()
         submitter.join()
         wanted = set(submitter.run_ids)
-        with contextlib.suppress(TimeoutError):  # what did not finish is counted as lost below
-            stack.log.wait_for(lambda log: wanted <= ({e.run_id for e in log.events(RunSucceeded)}
-                                                     | {e.run_id for e in log.events(TaskDeadLettered)}), 600)
+        drained = drain(stack, wanted)
+        print(f"{time.monotonic() - started:6.1f}s load over; every run finished after {drained:.0f}s more", flush=True)
         verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms)
         fakepay.shutdown()
     result = {
+        "brokers": brokers, "orchestrators": orchestrators, "rate": per_second,
         "runs": len(wanted), "succeeded": verdict.succeeded, "dead_lettered": verdict.dead_lettered,
         "lost": verdict.lost, "duplicated": verdict.duplicated, "stuck": len(stuck),
         "kills": kills, "recover_s": {k: round(v, 2) for k, v in recover.items()},
@@ -243,11 +318,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--kills-per-kind", type=int, default=2)
     parser.add_argument("--rate", type=float, default=10.0, help="runs submitted per second")
+    parser.add_argument("--brokers", type=int, default=1, choices=(1, 3),
+                        help="3: a KRaft cluster, with the leader, controller, rolling and isr kills")
+    parser.add_argument("--orchestrators", type=int, default=None,
+                        help="orchestrator instances (default 1; 2 with --brokers 3)")
+    parser.add_argument("--only", default="", help="comma-separated kill kinds to keep (e.g. rolling)")
     parser.add_argument("--quick", action="store_true", help="200 runs, one kill of each kind")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.kills_per_kind, args.rate = 200, 1, 2.5
-    result, _verdict = run(args.runs, args.seed, args.kills_per_kind, args.rate)
+    orchestrators = args.orchestrators or (2 if args.brokers > 1 else 1)
+    only = tuple(kind for kind in args.only.split(",") if kind)
+    result, _verdict = run(args.runs, args.seed, args.kills_per_kind, args.rate, args.brokers, orchestrators, only)
     print(json.dumps(result))
     failed = result["failures"] or result["slow"] or result["lost"] or result["duplicated"] or result["stuck"]
     sys.exit(1 if failed else 0)

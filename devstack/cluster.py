@@ -39,6 +39,10 @@ from taskplane.streams.topics import replication_for
 # Three JVMs share the host: each gets a smaller heap than a lone dev broker's 512 MB
 # (a node's live set under bench.chaos stays under 100 MB) and one GC thread.
 CLUSTER_HEAP = "384m"
+# A SIGKILLed node keeps leading its partitions until the controller fences it, at the
+# broker session timeout: 9 s by default, longer than "progress within 5 s of a leader
+# kill". 3 s with heartbeats every 750 ms (Strimzi users set the same in spec.kafka.config).
+FAILOVER = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "750"}
 CLUSTER_JVM_OPTIONS = ("-XX:+UseParallelGC", "-XX:ParallelGCThreads=1", "-XX:TieredStopAtLevel=1")
 
 
@@ -68,7 +72,7 @@ class LocalKafkaCluster:
         cluster_id = _random_cluster_id()
         self.nodes: dict[int, LocalKafka] = {}
         for node_id, (port, controller) in ports.items():
-            spec = ClusterNode(node_id, controller, voters, cluster_id, replicas, min_isr)
+            spec = ClusterNode(node_id, controller, voters, cluster_id, replicas, min_isr, FAILOVER)
             if customize is not None:  # listeners and security of a secured cluster
                 spec = customize(spec, port)
             self.nodes[node_id] = LocalKafka(

@@ -9,6 +9,7 @@ group offsets are committed after that, for information only (lag dashboards).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -55,6 +56,10 @@ class ProjectorSettings(BaseSettings):
         default=None, ge=0, description="Delete finished runs this long after they finished (None: keep all).")
     prune_interval_ms: int = Field(default=600_000, ge=1_000, description="How often the pruning runs.")
     prune_batch_size: int = Field(default=500, ge=1, description="Runs deleted per short transaction.")
+
+
+class _ConsumerLost(Exception):
+    """The consumer hit a fatal error (it is unusable); the projector opens a new one."""
 
 
 def group_id(topics: Topics) -> str:
@@ -115,10 +120,6 @@ class Projector:
             migrate(conn, schema)
             store = ReadModelStore(conn, self._topics.name("breakers"), plans=plans.resolve)
             metrics = _ProjectorMetrics(self._registry)
-            consumer = kafka_clients.consumer(
-                self._kafka, group_id(self._topics), start="earliest", error_cb=self._on_client_error,
-                tuning={"group.instance.id": self._settings.instance_id,  # static: docs/failover.md
-                        "session.timeout.ms": self._settings.session_timeout_ms})
 
             def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
                 stored = store.stored_offsets(self._sources)
@@ -129,12 +130,30 @@ class Projector:
                 c.assign(partitions)
                 log.info("projector: assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
 
-            consumer.subscribe(self._sources, on_assign=on_assign)
+            def open_consumer() -> Consumer:
+                consumer = kafka_clients.consumer(
+                    self._kafka, group_id(self._topics), start="earliest", error_cb=self._on_client_error,
+                    tuning={"group.instance.id": self._settings.instance_id,  # static: docs/failover.md
+                            "session.timeout.ms": self._settings.session_timeout_ms})
+                consumer.subscribe(self._sources, on_assign=on_assign)
+                return consumer
+
+            consumer = open_consumer()
             self._ready.set()
             pruned_at = 0.0
             try:
                 while not self._stop.is_set():
-                    self._step(consumer, store, metrics)
+                    try:
+                        self._step(consumer, store, metrics)
+                    except _ConsumerLost as lost:
+                        # Offsets live in Postgres: a new consumer resumes exactly there.
+                        # (A static member was fenced when its group's coordinator moved
+                        # to another broker of a cluster: bench.chaos --brokers 3.)
+                        log.warning("projector: %s; a new consumer takes over", lost)
+                        with contextlib.suppress(KafkaException):
+                            consumer.close()
+                        consumer = open_consumer()
+                        continue
                     if time.monotonic() - pruned_at >= self._settings.prune_interval_ms / 1000:
                         pruned_at = time.monotonic()
                         self._prune(conn)
@@ -162,8 +181,8 @@ class Projector:
             error = record.error()
             if error is None:
                 good.append(record)
-            elif error.fatal():
-                raise KafkaIOError.wrap(error, "projector: consume")
+            elif error.code() == KafkaError._FATAL or error.fatal():
+                raise _ConsumerLost(str(error))
             elif error.code() != KafkaError._PARTITION_EOF:  # the broker is away: librdkafka reconnects
                 log.warning("projector: %s", error)
                 self._ready.clear()
