@@ -20,10 +20,10 @@ import random
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException, TopicPartition
 
 from taskplane.devstack.cluster import LocalKafkaCluster, partition_leader
+from taskplane.streams import kafka_clients
 
 CLUSTER_KINDS = ("leader", "controller", "rolling", "isr")
 # isr: from the first node's return, which must first catch up to rejoin the ISR.
@@ -36,7 +36,8 @@ class Served:
     the partitions' ends: which partitions moved since a baseline."""
 
     def __init__(self, kafka: dict[str, Any], group: str, topic: str) -> None:
-        self._reader = Consumer({**kafka, "group.id": group, "enable.auto.commit": False, "log_level": 0})
+        # Never subscribes: reading a group's committed offsets does not join it.
+        self._reader = kafka_clients.consumer({**kafka, "log_level": 0}, group)
         self._topic = topic
         self._partitions = list(self._reader.list_topics(topic, timeout=30).topics[topic].partitions)
 
@@ -82,7 +83,7 @@ class Served:
 def wait_in_sync(kafka: dict[str, Any], timeout_s: float = IN_SYNC_S) -> float:
     """Seconds until every partition of every topic (the internal ones too) has all its
     replicas in sync: a node that came back has caught up."""
-    admin = AdminClient({**kafka, "log_level": 0})
+    admin = kafka_clients.admin({**kafka, "log_level": 0})
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         try:
@@ -107,7 +108,7 @@ def kill_node_kind(stack: Any, kind: str, rng: random.Random, outages: list[tupl
         if kind in ("leader", "controller"):
             if kind == "leader":
                 topic = rng.choice([stack.topics.commands, stack.topics.events])
-                node = partition_leader(AdminClient({**stack.kafka, "log_level": 0}), topic, rng.randrange(4))
+                node = partition_leader(kafka_clients.admin({**stack.kafka, "log_level": 0}), topic, rng.randrange(4))
             else:
                 node = cluster.active_controller() or rng.choice(cluster.running())
             down = time.time()

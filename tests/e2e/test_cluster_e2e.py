@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from taskplane.contract.messages import RunSucceeded
 from taskplane.devstack.cluster import LocalKafkaCluster, partition_leader
+from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.settings import StackSettings
 from taskplane.streams.topics import Topics, catalog, ensure_topics
@@ -63,7 +63,7 @@ def submit(publisher: Publisher, plan: Any, count: int) -> list[str]:
 def test_runs_complete_while_the_leader_of_a_busy_partition_is_killed(
         cluster: LocalKafkaCluster, fresh_database: str, unique_prefix: str, tmp_path: Path) -> None:
     kafka = StackSettings().kafka_config(cluster.bootstrap_servers, {"log_level": 3})
-    admin = AdminClient(kafka)
+    admin = kafka_clients.admin(kafka)
     topics = Topics(unique_prefix)
     ensure_topics(admin, topics, catalog(2, 1))
     replicas = {len(p.replicas) for p in admin.list_topics(topics.events, timeout=10).topics[topics.events]

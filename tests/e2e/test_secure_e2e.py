@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from taskplane.contract.messages import CancelRun
 from taskplane.devstack.cluster import LocalKafkaCluster
@@ -23,6 +22,7 @@ from taskplane.devstack.secure import (
     secure_files,
     secured,
 )
+from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import NotAuthorized
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.publisher import Publisher
@@ -56,7 +56,7 @@ def test_a_worker_cannot_write_events_nor_read_another_installations_topics(
     admin = as_user(cluster, files, "admin")
     ours, theirs = Topics(unique_prefix), Topics(f"{unique_prefix}-other")
     for topics in (ours, theirs):  # theirs: another installation, with principals of its own
-        ensure_topics(AdminClient(admin), topics, catalog(2, 1))
+        ensure_topics(kafka_clients.admin(admin), topics, catalog(2, 1))
     create_principals(admin, files, ours)
     with Publisher(admin, theirs) as publisher:
         publisher.publish(CancelRun("run-0", "their record"))
