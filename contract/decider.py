@@ -10,11 +10,18 @@ index without knowing what the timers mean: when the log's time (a ``Tick``) pas
 key's deadline, the runtime decides that key's ``Tick`` command. ``retire_at`` does the
 same for a finished key's retirement, in a separate index, so timers hold live keys only.
 ``snapshot`` and ``restored`` map a state to what the changelog stores and back.
+
+**Recorded inputs.** A decision is a function of (state, command, ``given``). ``given``
+is what a decider may use beyond its state and command (a worker's free slot, later a
+rate-limit permit or a tenant's deficit): live it comes from the wiring's ``Hints``, one
+source per partition; the decider records it in the events it produces, and
+``recorded`` reads it back from them, so a replay (``taskplane verify``) decides with
+the same input. A decider that takes none ignores ``given`` and records ``None``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -39,8 +46,14 @@ class Output:
 
 
 class Decider(Protocol[S, C, E]):
-    def decide(self, state: S | None, command: C, at_ms: int) -> Sequence[E]:
-        """Events that ``command`` causes in ``state``; raise DecisionError to reject."""
+    def decide(self, state: S | None, command: C, at_ms: int, given: Any = None) -> Sequence[E]:
+        """Events that ``command`` causes in ``state`` with the input ``given`` (None: no
+        input); raise DecisionError to reject. ``given`` must be recorded in the events."""
+        ...
+
+    def recorded(self, command: C, events: Sequence[E]) -> Any:
+        """The ``given`` that the decision of ``command`` which produced ``events`` used,
+        read back from them (what a replay passes to ``decide``); None for none."""
         ...
 
     def evolve(self, state: S | None, event: E) -> S | None:
@@ -77,6 +90,38 @@ class Decider(Protocol[S, C, E]):
         ...
 
 
+class Hints(Protocol[S, C, E]):
+    """The live source of recorded inputs: process-held knowledge that may shape a
+    decision (a worker's free slots). Scoped to one partition: the runtime makes one
+    when it is assigned and drops it when it is revoked. ``commit`` and ``roll_back``
+    bracket the transaction: what an aborted batch learnt or used is put back. Hints are
+    only hints: a decision depends on them only through ``given``, which is recorded."""
+
+    def given(self, state: S | None, command: C, at_ms: int) -> Any:
+        """The input for deciding ``command`` in ``state`` now; None for none."""
+        ...
+
+    def decided(self, state: S | None, command: C, events: Sequence[E], at_ms: int) -> Iterable[Output]:
+        """Learn from a decision just made (``state`` after it); derived records that the
+        hints' own bookkeeping needs written with it (e.g. a plan pin)."""
+        ...
+
+    def commit(self) -> None:
+        """The open batch committed: what it learnt is kept."""
+        ...
+
+    def roll_back(self) -> None:
+        """The open batch aborted: as it was after the last commit."""
+        ...
+
+
+class NoInputs:
+    """``recorded`` for a decider that takes no inputs."""
+
+    def recorded(self, command: object, events: Sequence[object]) -> Any:
+        return None
+
+
 class DecisionError(TaskplaneError):
     """A command that cannot be applied in the current state. Not retryable: the same
     command in the same state is refused the same way; the runtime records it as the
@@ -95,9 +140,10 @@ class Step(NamedTuple, Generic[S, E]):
     failure: Exception | None
 
 
-def step(decider: Decider[S, C, E], state: S | None, command: C, at_ms: int) -> Step[S, E]:
-    """Decide ``command`` in ``state`` and evolve its events: the one semantics that
-    ``InMemoryRunner`` and the Kafka runtime share.
+def step(decider: Decider[S, C, E], state: S | None, command: C, at_ms: int,
+         hints: Hints[S, C, E] | None = None) -> Step[S, E]:
+    """Decide ``command`` in ``state`` (with what ``hints`` give) and evolve its events:
+    the one semantics that ``InMemoryRunner``, the Kafka runtime and the replayer share.
 
     A ``DecisionError`` becomes the decider's rejection event, evolved like any event.
     Any other exception of ``decide`` (a decider bug) becomes a rejection too, so one bad
@@ -105,8 +151,9 @@ def step(decider: Decider[S, C, E], state: S | None, command: C, at_ms: int) -> 
     the command's events is kept: the state stays as it was and the rejection is
     recorded without being evolved (evolve is what broke)."""
     failure: Exception | None = None
+    given = None if hints is None else hints.given(state, command, at_ms)
     try:
-        events = list(decider.decide(state, command, at_ms))
+        events = list(decider.decide(state, command, at_ms, given))
     except DecisionError as error:
         events = [decider.rejection(command, str(error))]
     except Exception as error:  # a decider bug: recorded, the partition keeps going
@@ -120,7 +167,9 @@ def step(decider: Decider[S, C, E], state: S | None, command: C, at_ms: int) -> 
             outputs.extend(decider.outputs(evolved, event))
     except Exception as error:
         rejected = decider.rejection(command, f"internal error: {error!r}")
-        return Step(state, [rejected], list(decider.outputs(state, rejected)), error)
+        events, evolved, outputs, failure = [rejected], state, list(decider.outputs(state, rejected)), error
+    if hints is not None:
+        outputs.extend(hints.decided(evolved, command, events, at_ms))
     return Step(evolved, events, outputs, failure)
 
 
@@ -143,20 +192,36 @@ class InMemoryRunner(Generic[S, C, E]):
     runtime must reproduce (both apply ``step``; ``tests/contract/test_runner_contract.py``
     runs the same command logs through both), and the harness for unit and property
     tests. ``failures`` collects unexpected decider exceptions, which ``step`` turned
-    into rejections, so a test can assert there were none."""
+    into rejections, so a test can assert there were none.
+
+    ``hints`` makes the hint source of one scope, as the runtime makes one per partition;
+    ``scope`` says which scope a key is in (the runtime's partition of it; default: one
+    scope). Each command is its own batch: the hints commit after it."""
 
     decider: Decider[S, C, E]
     states: dict[str, S | None]
     log: list[tuple[str, E]]
     outputs: list[Output]
     failures: list[Exception] = field(default_factory=list)
+    hints: Callable[[], Hints[S, C, E]] | None = None
+    scope: Callable[[str], int] = field(default=lambda key: 0)
+    sources: dict[int, Hints[S, C, E]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, decider: Decider[S, C, E]) -> InMemoryRunner[S, C, E]:
-        return cls(decider, {}, [], [])
+    def of(cls, decider: Decider[S, C, E], hints: Callable[[], Hints[S, C, E]] | None = None,
+           scope: Callable[[str], int] | None = None) -> InMemoryRunner[S, C, E]:
+        return cls(decider, {}, [], [], hints=hints, scope=scope or (lambda key: 0))
 
     def handle(self, key: str, command: C, at_ms: int) -> list[E]:
-        result = step(self.decider, self.states.get(key), command, at_ms)
+        source: Hints[S, C, E] | None = None
+        if self.hints is not None:
+            scope = self.scope(key)
+            source = self.sources.get(scope)
+            if source is None:
+                source = self.sources[scope] = self.hints()
+        result = step(self.decider, self.states.get(key), command, at_ms, source)
+        if source is not None:
+            source.commit()
         self.log.extend((key, event) for event in result.events)
         self.outputs.extend(result.outputs)
         if result.failure is not None:
@@ -180,7 +245,8 @@ class InMemoryRunner(Generic[S, C, E]):
 
     def restart(self, decider: Decider[S, C, E] | None = None) -> None:
         """As a restarted processor: every state through ``snapshot`` and ``restored``
-        (of ``decider``, a fresh instance, when given)."""
+        (of ``decider``, a fresh instance, when given), and no hints held."""
+        self.sources.clear()
         if decider is not None:
             self.decider = decider
         snapshots = {key: self.decider.snapshot(state) for key, state in self.states.items() if state is not None}

@@ -133,6 +133,9 @@ class RunSubmitted:
     input: str
     submitted_ms: int
     idempotency_key: str | None = None
+    # Recorded input: the free worker slots the hints gave this submit (one entry per
+    # slot, freshest first); root task i was granted to free_slots[i].
+    free_slots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

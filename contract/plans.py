@@ -36,13 +36,12 @@ class PlanConflict(TaskplaneError):
 class PlanBook:
     """``(name, version) -> SystemPlan``; an entry, once added, never changes."""
 
-    __slots__ = ("_plans", "_references", "_lookup", "_announced")
+    __slots__ = ("_plans", "_references", "_lookup")
 
     def __init__(self, lookup: Lookup | None = None) -> None:
         self._plans: dict[tuple[str, str], SystemPlan] = {}
         self._references: dict[tuple[str, str], SystemPlan] = {}
         self._lookup = lookup
-        self._announced: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return len(self._plans)
@@ -80,12 +79,9 @@ class PlanBook:
             ref = self._references[key] = reference(plan)
         return ref
 
-    def needs_pin(self, plan: SystemPlan) -> bool:
-        """True once per version that ``lookup`` does not know: the caller then writes it
-        where ``lookup`` will find it, so a restart resolves what it references. Without
-        a ``lookup`` (in-process runs) there is nowhere to write it: always False."""
-        key = (plan.name, plan.version)
-        if self._lookup is None or key in self._announced:
-            return False
-        self._announced.add(key)
-        return self._lookup(plan.name, plan.version) is None
+    def needs_pin(self, name: str, version: str) -> bool:
+        """True when ``lookup`` does not know this version: the caller then writes it
+        where ``lookup`` will find it, so a restart resolves what it references (the
+        orchestrator's hints do, once per partition and batch). Without a ``lookup``
+        (in-process runs) there is nowhere to write it: always False."""
+        return self._lookup is not None and self._lookup(name, version) is None

@@ -32,7 +32,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from taskplane.contract.decider import Decider, step
+from taskplane.contract.decider import Decider, Hints, step
 from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import KafkaIOError, SerdeError, StreamsError
 from taskplane.streams.log_reader import read_to_end
@@ -137,6 +137,7 @@ class _Partition(Generic[S]):
     # A failed batch puts them back instead of re-reading the changelog (docs/failover.md).
     undo: dict[str, tuple[Any, int | None, int | None]] = field(default_factory=dict)
     first_offset: int | None = None  # the open batch's first input record here
+    hints: Hints[S, Any, Any] | None = None  # this partition's, kept and undone with its state
 
     def remember(self, key: str) -> None:
         if key not in self.undo:
@@ -153,10 +154,14 @@ class _Partition(Generic[S]):
             self.retiring.set(key, retire_at)
         self.undo.clear()
         self.dirty.clear()
+        if self.hints is not None:
+            self.hints.roll_back()
 
     def committed(self) -> None:
         self.undo.clear()
         self.first_offset = None
+        if self.hints is not None:
+            self.hints.commit()
 
     def earliest(self) -> int | None:
         times = [t for t in (self.timers.earliest(), self.retiring.earliest()) if t is not None]
@@ -181,8 +186,10 @@ class ProcessorRuntime(Generic[S, C, E]):
         serde: Serde | None = None,
         observer: RuntimeObserver | None = None,
         companions: Sequence[Companion] = (),
+        hints: Callable[[], Hints[S, C, E]] | None = None,
     ) -> None:
         self._decider = decider
+        self._hints = hints  # makes an assigned partition's hint source
         self._companions = tuple(companions)
         self._spec = spec
         self._kafka = dict(kafka_config)
@@ -384,7 +391,7 @@ class ProcessorRuntime(Generic[S, C, E]):
 
     def _apply(self, owned: _Partition[S], partition: int, key: str, command: Any, at_ms: int, meta: Meta) -> None:
         decider = self._decider
-        state, events, outputs, failure = step(decider, owned.states.get(key), command, at_ms)
+        state, events, outputs, failure = step(decider, owned.states.get(key), command, at_ms, owned.hints)
         if failure is not None:  # a decider bug must not crash-loop the partition: a rejection
             log.error("%s: decider failed on %s", self._spec.name, type(command).__name__, exc_info=failure)
         if not events:
@@ -752,7 +759,8 @@ class ProcessorRuntime(Generic[S, C, E]):
         if not partitions:
             return
         started = time.perf_counter()
-        restored = {p: _Partition[S]() for p in partitions}
+        hints = self._hints
+        restored = {p: _Partition[S](hints=None if hints is None else hints()) for p in partitions}
         decider = self._decider
         if self._changelog_exists():
             stored: dict[int, dict[str, bytes]] = {p: {} for p in partitions}

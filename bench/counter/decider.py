@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Any, assert_never
 
-from taskplane.contract.decider import DecisionError, Output, PlainState
+from taskplane.contract.decider import DecisionError, NoInputs, Output, PlainState
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +52,10 @@ CounterCommand = Add | CounterTick
 CounterEvent = Added | AddRejected
 
 
-class CounterDecider(PlainState):
+class CounterDecider(PlainState, NoInputs):
     # Class patterns without positional sub-patterns: each is one isinstance check
     # (destructuring through __match_args__ cost a third of this decider's time).
-    def decide(self, state: Counter | None, command: CounterCommand, at_ms: int) -> Sequence[CounterEvent]:
+    def decide(self, state: Counter | None, command: CounterCommand, at_ms: int, given: Any = None) -> Sequence[CounterEvent]:
         match command:
             case Add():
                 if command.amount < 0:

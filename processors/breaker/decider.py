@@ -6,7 +6,7 @@ outcome, so the latest declaration of a tool wins."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import assert_never
+from typing import Any, assert_never
 
 from taskplane.contract.breaker import (
     BreakerClosed,
@@ -20,17 +20,17 @@ from taskplane.contract.breaker import (
     FailureCounted,
     FailuresReset,
 )
-from taskplane.contract.decider import Output, PlainState
+from taskplane.contract.decider import NoInputs, Output, PlainState
 from taskplane.contract.messages import ToolOutcome
 from taskplane.contract.records import replace
 
 BreakerCommand = ToolOutcome | BreakerTick
 
 
-class BreakerDecider(PlainState):
+class BreakerDecider(PlainState, NoInputs):
     """``Decider[BreakerState, ToolOutcome | BreakerTick, BreakerEvent]``."""
 
-    def decide(self, state: BreakerState | None, command: BreakerCommand, at_ms: int) -> Sequence[BreakerEvent]:
+    def decide(self, state: BreakerState | None, command: BreakerCommand, at_ms: int, given: Any = None) -> Sequence[BreakerEvent]:
         match command:
             case BreakerTick(now_ms=now):
                 if (state is not None and state.status is BreakerStatus.OPEN

@@ -6,6 +6,7 @@ one way to start a processor; tests and benchmarks build the runtime here direct
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, get_args
 
 from pydantic import Field
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from taskplane.contract.messages import Command
 from taskplane.contract.plans import PlanBook
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.retention import DAY_MS, HOUR_MS, Retention
 from taskplane.processors.orchestrator.spare import DEFAULT_WINDOW_MS, SpareSlots
 from taskplane.streams.plan_source import SystemsPlans
@@ -49,6 +51,18 @@ class OrchestratorSettings(BaseSettings):
                          max(self.final_record_retention_ms, self.finished_run_retention_ms))
 
 
+def orchestrator_decider(plans: PlanBook, orchestrator: OrchestratorSettings) -> OrchestratorDecider:
+    """The decider as production runs it (``taskplane verify`` re-decides with this)."""
+    return OrchestratorDecider(plans, orchestrator.retention())
+
+
+def orchestrator_hints(plans: PlanBook, orchestrator: OrchestratorSettings) -> Callable[[], OrchestratorHints]:
+    """The hint source of one partition, as production makes it: free slots (unless the
+    window is 0) and plan pins."""
+    window = orchestrator.root_grant_window_ms
+    return lambda: OrchestratorHints(plans, SpareSlots(window) if window else None)
+
+
 def orchestrator_runtime(
     kafka_config: dict[str, Any],
     topics: Topics,
@@ -56,9 +70,9 @@ def orchestrator_runtime(
     observer: RuntimeObserver | None = None,
     orchestrator: OrchestratorSettings | None = None,
 ) -> ProcessorRuntime[Any, Any, Any]:
-    plans = SystemsPlans(kafka_config, topics.systems)
+    table = SystemsPlans(kafka_config, topics.systems)
+    plans = PlanBook(table)
     orchestrator = orchestrator or OrchestratorSettings()
-    spare = SpareSlots(orchestrator.root_grant_window_ms) if orchestrator.root_grant_window_ms else None
-    decider = OrchestratorDecider(PlanBook(plans), orchestrator.retention(), spare)
-    return ProcessorRuntime(decider, ORCHESTRATOR.under(topics), kafka_config, topics,
-                            settings, observer=observer, companions=[plans])
+    return ProcessorRuntime(orchestrator_decider(plans, orchestrator), ORCHESTRATOR.under(topics), kafka_config,
+                            topics, settings, observer=observer, companions=[table],
+                            hints=orchestrator_hints(plans, orchestrator))

@@ -46,8 +46,8 @@ from taskplane.contract.messages import (
     ToolCallFailed,
     ToolCallSucceeded,
 )
-from taskplane.contract.plan import SystemDefinition, SystemPlan
-from taskplane.contract.plans import PlanBook, PlanConflict, pinned_key
+from taskplane.contract.plan import SystemPlan
+from taskplane.contract.plans import PlanBook, PlanConflict
 from taskplane.contract.records import replace
 from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
 from taskplane.processors.orchestrator.backoff import backoff_ms
@@ -55,7 +55,6 @@ from taskplane.processors.orchestrator.evolve import downstream, evolve
 from taskplane.processors.orchestrator.outputs import outputs
 from taskplane.processors.orchestrator.retention import Retention, retirement
 from taskplane.processors.orchestrator.retention import retire_at as _retire_at
-from taskplane.processors.orchestrator.spare import SpareSlots
 
 LEASE_EXPIRED = "lease expired"
 
@@ -70,33 +69,40 @@ class OrchestratorDecider:
     """``Decider[RunState, Command, Event]``, keyed by run id.
 
     ``plans`` holds each plan once (events and snapshots reference it, ``plans.py``);
-    ``retention`` says when finished runs shrink to a final record and go; ``spare``,
-    when given, is the workers' free slots their completions reported, from which a new
-    run's root tasks are granted at once (``spare.py``); without it they are offered.
+    ``retention`` says when finished runs shrink to a final record and go. The one
+    recorded input is a ``SubmitRun``'s ``given``: free worker slots (``hints.py``), one
+    per slot; root task ``i`` is granted to ``given[i]`` at once, the rest are offered.
+    It is recorded as ``RunSubmitted.free_slots``.
     """
 
-    __slots__ = ("_trail", "plans", "retention", "spare")
+    __slots__ = ("_trail", "plans", "retention")
 
-    def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None,
-                 spare: SpareSlots | None = None) -> None:
+    def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None) -> None:
         self.plans = plans if plans is not None else PlanBook()
         self.retention = retention or Retention()
-        self.spare = spare
         # The folds the last decision made while deciding (state, event, state after),
         # in order: ``evolve`` of the same state and event returns the same state after.
         self._trail: list[tuple[RunState | None, Event, RunState]] = []
 
-    def decide(self, state: RunState | None, command: Command, at_ms: int) -> Sequence[Event]:
+    def decide(self, state: RunState | None, command: Command, at_ms: int,
+               given: tuple[str, ...] | None = None) -> Sequence[Event]:
         self._trail = []
-        batch = self._decision(state, command, at_ms)
+        batch = self._decision(state, command, at_ms, given)
         if isinstance(batch, list):
             return batch
         self._trail = batch.trail
         return batch.events
 
-    def _decision(self, state: RunState | None, command: Command, at_ms: int) -> _Batch | list[Event]:
+    def recorded(self, command: Command, events: Sequence[Event]) -> tuple[str, ...] | None:
+        """A submit's free slots, from its ``RunSubmitted``; nothing else takes inputs."""
+        if type(command) is SubmitRun and events and type(first := events[0]) is RunSubmitted:
+            return first.free_slots or None
+        return None
+
+    def _decision(self, state: RunState | None, command: Command, at_ms: int,
+                  given: tuple[str, ...] | None) -> _Batch | list[Event]:
         if isinstance(command, SubmitRun):
-            return _submit(state, command, at_ms, self.plans, self.spare)
+            return _submit(state, command, at_ms, self.plans, given or ())
         if isinstance(command, Tick):
             # The clock is never rejected: a tick for no run is a no-op, for a finished
             # run it may retire it.
@@ -122,9 +128,7 @@ class OrchestratorDecider:
             case RecordToolCall():
                 _record(batch, command)
             case CompleteTask():
-                left = _complete(batch, command, at_ms)
-                if self.spare is not None:
-                    self.spare.note(state.plan.name, command.worker_id, left, at_ms)
+                _complete(batch, command, at_ms)
             case FailTask():
                 _fail(batch, command, at_ms)
             case ReplayTask():
@@ -193,11 +197,6 @@ class OrchestratorDecider:
         return Tick(now_ms)
 
     def outputs(self, state: RunState | None, event: Event) -> Iterable[Output]:
-        if isinstance(event, RunSubmitted) and state is not None and self.plans.needs_pin(state.plan):
-            plan = state.plan
-            pin = Output("systems", pinned_key(plan.name, plan.version),
-                         SystemDefinition(plan.name, plan.version, plan, ""))
-            return [pin, *outputs(state, event)]
         return outputs(state, event)
 
     def rejection(self, command: Command, reason: str) -> Event:
@@ -241,7 +240,7 @@ class _Batch:
 
 
 def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanBook,
-            spare: SpareSlots | None) -> _Batch:
+            free_slots: tuple[str, ...]) -> _Batch:
     if state is not None:
         raise DecisionError("duplicate: run already submitted")
     problem = _plan_problem(command.plan)
@@ -253,12 +252,15 @@ def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanB
         raise DecisionError(f"invalid plan: {conflict}") from None
     initial = evolve(None, RunSubmitted(command.run_id, plan, command.input, at_ms, command.idempotency_key))
     assert initial is not None
-    submitted = RunSubmitted(command.run_id, plans.reference(plan), command.input, at_ms, command.idempotency_key)
+    submitted = RunSubmitted(command.run_id, plans.reference(plan), command.input, at_ms, command.idempotency_key,
+                             free_slots)
     batch = _Batch(initial, [submitted], folded=1, trail=[(None, submitted, initial)])
+    roots = 0
     for agent in plan.agents:
         if agent.dependencies:
             continue
-        worker = spare.take(plan.name, at_ms) if spare is not None else None
+        worker = free_slots[roots] if roots < len(free_slots) else None
+        roots += 1
         if worker is None:
             batch.add(TaskReady(command.run_id, agent.name, 1))
         else:  # a worker reported a free slot a moment ago: granted as a claim of it would be
@@ -383,8 +385,7 @@ def _record(batch: _Batch, command: RecordToolCall) -> None:
 # ---------------------------------------------------------------- completion
 
 
-def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> int:
-    """Returns what is left of the completer's free slots (``follow_on``) after its grants."""
+def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
     task = _holder(batch.state, command.task, command.worker_id, command.epoch)
     run_id = batch.state.run_id
     batch.add(TaskSucceeded(run_id, task.name, task.attempt, task.epoch, command.output))
@@ -402,7 +403,6 @@ def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> int:
                 batch.add(TaskReady(run_id, child, 1))
     if all(t.status is TaskStatus.SUCCEEDED for t in tasks.values()):
         batch.add(RunSucceeded(run_id, at_ms))
-    return follow_on
 
 
 # ---------------------------------------------------------------- failures

@@ -6,8 +6,9 @@
 
 The offset tools themselves live in the log layer (``streams/offsets.py``), the state
 fold in ``processors/orchestrator/rebuild.py``. ``replay`` moves a stopped consumer
-group's committed offsets; its consumers then reprocess from there (the orchestrator rejects or re-decides identically what it
-already applied; the projector ignores Kafka offsets: use ``rebuild projections``).
+group's committed offsets; its consumers then reprocess from there (the orchestrator rejects
+what it already applied, as duplicates or stale; the projector ignores Kafka offsets: use
+``rebuild projections``). Re-deciding the log without writing: ``taskplane verify``.
 """
 
 from __future__ import annotations

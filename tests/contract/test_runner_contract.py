@@ -1,7 +1,10 @@
 """The runner contract: ``ProcessorRuntime`` on the real broker reproduces
 ``InMemoryRunner``, the reference semantics, on the same command logs. Equal events per
 key, equal states byte for byte (the changelog against the reference state encoded the
-same way), and every event id unique. Run for the orchestrator and the breaker.
+same way), and every event id unique. Run for the orchestrator and the breaker. The
+orchestrator runs as production wires it (``app.orchestrator_decider`` and
+``app.orchestrator_hints``): its hint source is deterministic (free slots as of log
+time), and scoped per partition on both sides, so root grants from hints reproduce too.
 
 Each scenario builds its command log by driving ``InMemoryRunner`` and asserting the
 facts it is about (two leases expired by one Tick, a dead letter replayed, a decider
@@ -26,17 +29,25 @@ from taskplane.contract.messages import (
     CancelRun,
     ClaimTask,
     CommandRejected,
+    CompleteTask,
     LeaseExpired,
+    LeaseGranted,
     RunSucceeded,
     TaskDeadLettered,
     ToolOutcome,
 )
 from taskplane.contract.plan import ExecutionPolicy
+from taskplane.contract.plans import PlanBook
 from taskplane.processors.breaker.app import BREAKER
 from taskplane.processors.breaker.decider import BreakerDecider
-from taskplane.processors.orchestrator.app import ORCHESTRATOR
-from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.app import (
+    ORCHESTRATOR,
+    OrchestratorSettings,
+    orchestrator_decider,
+    orchestrator_hints,
+)
 from taskplane.streams.offsets import read_all
+from taskplane.streams.partitioning import partition_for
 from taskplane.streams.runtime import ProcessorRuntime, state_meta
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import Serde, new_meta
@@ -47,6 +58,17 @@ from tests.processors._decider_helpers import Driver, document_pipeline
 # older than retention.ms may be deleted before the runtime reads it).
 BASE_MS = (int(time.time()) // 60) * 60_000 - 3_600_000
 NO_WALL_CLOCK_TICKS = 10**9  # the runtime ticks only on the logs' own Tick commands
+RUN_PARTITIONS = 3
+
+
+def partition_of(key: str) -> int:
+    return partition_for(key, RUN_PARTITIONS)
+
+
+def production() -> tuple[Decider[Any, Any, Any], Any]:
+    """The orchestrator's decider and hint source as ``app.orchestrator_runtime`` wires them."""
+    settings, plans = OrchestratorSettings(), PlanBook()
+    return orchestrator_decider(plans, settings), orchestrator_hints(plans, settings)
 
 
 # ---------------------------------------------------------------- command logs
@@ -64,9 +86,9 @@ class CommandLog:
 class Recording:
     """Stands in for a Driver's runner and records what is sent as a CommandLog."""
 
-    def __init__(self, log: CommandLog, decider: Any) -> None:
+    def __init__(self, log: CommandLog, decider: Any, hints: Any = None) -> None:
         self.log = log
-        self.runner: InMemoryRunner[Any, Any, Any] = InMemoryRunner.of(decider)
+        self.runner: InMemoryRunner[Any, Any, Any] = InMemoryRunner.of(decider, hints, partition_of)
         self.states = self.runner.states
 
     def handle(self, key: str, command: Any, at_ms: int) -> list[Any]:
@@ -83,12 +105,12 @@ class CrashOnCancel:
     the path where a decider bug becomes a rejection and the partition goes on."""
 
     def __init__(self) -> None:
-        self._inner = OrchestratorDecider()
+        self._inner, self.hints = production()
 
-    def decide(self, state: Any, command: Any, at_ms: int) -> Any:
+    def decide(self, state: Any, command: Any, at_ms: int, given: Any = None) -> Any:
         if isinstance(command, CancelRun) and command.reason == "crash":
             raise RuntimeError("decider bug")
-        return self._inner.decide(state, command, at_ms)
+        return self._inner.decide(state, command, at_ms, given)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -98,7 +120,7 @@ def orchestrator_log() -> CommandLog:
     """Four runs on one clock: one succeeds, two lose their leases to one Tick, one
     dead-letters and is replayed; stale and unknown commands are rejected."""
     log = CommandLog("orchestrator", "orchestrator")
-    recording = Recording(log, OrchestratorDecider())
+    recording = Recording(log, *production())
     plan = document_pipeline(ExecutionPolicy(lease_timeout_ms=10_000, max_retries=2, initial_backoff_ms=1_000))
     runs = {name: Driver(plan=plan, run_id=name, now=BASE_MS, runner=recording)  # type: ignore[arg-type]
             for name in ("run-ok", "run-a", "run-b", "run-dl")}
@@ -141,7 +163,8 @@ def crash_log() -> CommandLog:
     """A decider bug on one run's command becomes a rejection; that run and another on
     the same clock go on (a completed task, a lease expired by a Tick)."""
     log = CommandLog("orchestrator-crash", "orchestrator")
-    recording = Recording(log, CrashOnCancel())
+    crash = CrashOnCancel()
+    recording = Recording(log, crash, crash.hints)
     driver = Driver(run_id="run-crash", now=BASE_MS, runner=recording)  # type: ignore[arg-type]
     other = Driver(run_id="run-other", now=BASE_MS, runner=recording)  # type: ignore[arg-type]
     driver.submit()
@@ -176,13 +199,47 @@ def breaker_log() -> CommandLog:
     return log
 
 
-LOGS = {"orchestrator": orchestrator_log, "orchestrator-crash": crash_log, "breaker": breaker_log}
+def root_grants_log() -> CommandLog:
+    """Completions with free slots, then submits on the same partition within the
+    window: roots granted from the hints (and one submit on another partition, and one
+    after the window, offered). The grants are recorded as the submits' input."""
+    log = CommandLog("orchestrator-root-grants", "orchestrator")
+    recording = Recording(log, *production())
+    home = partition_of("grants-0")
+    same = [name for name in (f"grants-{i}" for i in range(1, 60)) if partition_of(name) == home][:3]
+    elsewhere = next(name for name in (f"grants-x{i}" for i in range(60)) if partition_of(name) != home)
+    first = Driver(run_id="grants-0", now=BASE_MS, runner=recording)  # type: ignore[arg-type]
+    first.submit()
+    for task in ("parser", "validator", "summarizer", "publisher"):
+        first.now += 5
+        if first.task(task).status.value == "ready":
+            first.claim(task, "w1")
+        slots = 2 if task == "publisher" else 0
+        first.send(CompleteTask(first.run_id, task, "w1", first.task(task).epoch, '"ok"', slots))
+    granted = Driver(run_id=same[0], now=first.now + 20, runner=recording)  # type: ignore[arg-type]
+    events = granted.submit()
+    assert [type(e) for e in events][-1] is LeaseGranted and events[0].free_slots == ("w1",)
+    assert type(Driver(run_id=elsewhere, now=first.now + 30, runner=recording).submit()[-1]) is not LeaseGranted  # type: ignore[arg-type]
+    assert type(Driver(run_id=same[1], now=first.now + 40, runner=recording).submit()[-1]) is LeaseGranted  # type: ignore[arg-type]
+    late = Driver(run_id=same[2], now=first.now + 40 + 10_000, runner=recording)  # type: ignore[arg-type]
+    assert type(late.submit()[-1]) is not LeaseGranted  # both slots used
+    assert any(type(e).__name__ == "LeaseExpired" for e in late.advance(60_000))  # granted roots expire
+    assert not recording.runner.failures
+    return log
 
 
-def decider_of(log: CommandLog) -> Decider[Any, Any, Any]:
+LOGS = {"orchestrator": orchestrator_log, "orchestrator-crash": crash_log, "breaker": breaker_log,
+        "orchestrator-root-grants": root_grants_log}
+
+
+def decider_of(log: CommandLog) -> tuple[Decider[Any, Any, Any], Any]:
+    """The decider and its hint source (a factory, per partition), fresh."""
     if log.name == "orchestrator-crash":
-        return CrashOnCancel()
-    return OrchestratorDecider() if log.processor == "orchestrator" else BreakerDecider()  # type: ignore[return-value]
+        crash = CrashOnCancel()
+        return crash, crash.hints  # type: ignore[return-value]
+    if log.processor == "orchestrator":
+        return production()
+    return BreakerDecider(), None
 
 
 # ---------------------------------------------------------------- outcomes
@@ -196,7 +253,7 @@ class Outcome:
 
 
 def reference(log: CommandLog, serde: Serde) -> Outcome:
-    runner: InMemoryRunner[Any, Any, Any] = InMemoryRunner.of(decider_of(log))
+    runner: InMemoryRunner[Any, Any, Any] = InMemoryRunner.of(*decider_of(log), partition_of)
     for key, command, at_ms in log.entries:
         if key is None:
             runner.advance(at_ms)
@@ -237,13 +294,14 @@ def test_the_runtime_reproduces_the_in_memory_runner(name: str, serde: Serde, ka
 
 def run_on_broker(kafka: dict[str, Any], log: CommandLog, serde: Serde) -> Outcome:
     topics = Topics(f"contract-{log.name}-{uuid.uuid4().hex[:8]}")
-    ensure_topics(AdminClient(kafka), topics, catalog(run_partitions=3, tool_partitions=2))
+    ensure_topics(AdminClient(kafka), topics, catalog(run_partitions=RUN_PARTITIONS, tool_partitions=2))
     spec = (ORCHESTRATOR if log.processor == "orchestrator" else BREAKER).under(topics)
     produce_log(kafka, topics.name(spec.input), log, serde)
     expected_events = sum(len(events) for events in reference(log, serde).events.values())
     settings = RuntimeSettings(instance_id=f"{topics.prefix}-0", max_batch_ms=50, session_timeout_ms=6_000,
                                tick_interval_ms=NO_WALL_CLOCK_TICKS)
-    runtime = ProcessorRuntime(decider_of(log), spec, kafka, topics, settings)
+    decider, hints = decider_of(log)
+    runtime = ProcessorRuntime(decider, spec, kafka, topics, settings, hints=hints)
     failures: list[BaseException] = []
 
     def run_runtime() -> None:
@@ -279,7 +337,7 @@ def produce_log(kafka: dict[str, Any], topic: str, log: CommandLog, serde: Serde
     """The log's commands at their log times; a Tick goes to every partition, so every
     key sees it after the commands before it, as in the reference."""
     partitions = len(AdminClient(kafka).list_topics(topic, timeout=30).topics[topic].partitions)
-    producer = Producer({**kafka, "acks": "all", "enable.idempotence": True})
+    producer = Producer({**kafka, "acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random"})
     for key, command, at_ms in log.entries:
         meta = new_meta(key or "", type(command).__name__, at_ms)
         value = serde.encode(command, meta)

@@ -16,6 +16,7 @@ from taskplane.contract.plan import ExecutionPolicy, SystemPlan
 from taskplane.contract.plans import PlanBook, pinned_key, reference
 from taskplane.contract.state import RunStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider, UnknownPlan
+from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.retention import DAY_MS, HOUR_MS, Retention
 from taskplane.streams.runtime import state_meta
 from taskplane.streams.serde import Serde
@@ -152,7 +153,8 @@ def test_one_version_names_one_plan() -> None:
 
 def test_the_plan_is_pinned_on_systems_once_when_the_table_lacks_it() -> None:
     table: dict[str, SystemPlan] = {}
-    runner = InMemoryRunner.of(OrchestratorDecider(PlanBook(lambda n, v: table.get(pinned_key(n, v)))))
+    decider = OrchestratorDecider(PlanBook(lambda n, v: table.get(pinned_key(n, v))))
+    runner = InMemoryRunner.of(decider, hints=lambda: OrchestratorHints(decider.plans))  # pins are the hints' job
     plan = document_pipeline()
     runner.handle("r1", SubmitRun("r1", plan, "{}"), 1)
     runner.handle("r2", SubmitRun("r2", plan, "{}"), 2)

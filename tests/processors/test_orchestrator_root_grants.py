@@ -1,5 +1,6 @@
 """Root grants: a new run's root tasks granted at submit to a worker whose completion
-reported a free slot a moment before (``spare.py``), instead of offered on ``work``."""
+reported a free slot a moment before (``spare.py``, ``hints.py``), instead of offered on
+``work``. The slots are the submit's recorded input (``RunSubmitted.free_slots``)."""
 
 from __future__ import annotations
 
@@ -8,50 +9,77 @@ import pytest
 from taskplane.contract.decider import InMemoryRunner
 from taskplane.contract.messages import Assignment, CompleteTask, LeaseGranted, SubmitRun, TaskReady
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.contract.plans import PlanBook
 from taskplane.contract.state import TaskStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.outputs import outputs
 from taskplane.processors.orchestrator.spare import SpareSlots
 from tests.processors._decider_helpers import Driver, document_pipeline, types
 
 
-def test_the_freshest_report_with_a_slot_is_used_and_each_slot_once() -> None:
+def take(spare: SpareSlots, system: str, at_ms: int) -> str | None:
+    offered = spare.offer(system, at_ms, 1)
+    if offered:
+        spare.use(system, offered[0])
+    return offered[0] if offered else None
+
+
+def test_the_freshest_report_with_a_slot_is_offered_first_and_each_slot_once() -> None:
     spare = SpareSlots(window_ms=100)
     spare.note("s", "w1", 1, 1_000)
     spare.note("s", "w2", 2, 1_010)
-    assert [spare.take("s", 1_020) for _ in range(4)] == ["w2", "w2", "w1", None]
+    assert spare.offer("s", 1_020, 5) == ("w2", "w2", "w1")
+    assert spare.offer("s", 1_020, 2) == ("w2", "w2")  # offering uses nothing
+    assert [take(spare, "s", 1_020) for _ in range(4)] == ["w2", "w2", "w1", None]
 
 
-def test_a_report_replaces_the_workers_earlier_one() -> None:
+def test_a_new_report_replaces_the_old_one() -> None:
     spare = SpareSlots(window_ms=100)
     spare.note("s", "w1", 3, 1_000)
     spare.note("s", "w1", 0, 1_005)  # busy now: nothing left of the 3
-    assert spare.take("s", 1_010) is None
+    assert take(spare, "s", 1_010) is None
     spare.note("s", "w1", 1, 1_020)
-    assert spare.take("s", 1_030) == "w1"
+    assert take(spare, "s", 1_030) == "w1"
 
 
 def test_only_fresh_reports_of_the_same_system_count() -> None:
     spare = SpareSlots(window_ms=100)
     spare.note("other", "w9", 4, 1_000)
     spare.note("s", "w1", 4, 1_000)
-    assert spare.take("s", 1_101) is None  # 101 ms old
-    assert spare.take("s", 1_050) is None  # dropped once found stale: it never gets fresh again
+    assert take(spare, "s", 1_101) is None  # 101 ms old
+    assert take(spare, "s", 1_050) is None  # dropped once found stale: it never gets fresh again
     spare.note("s", "w2", 1, 2_000)
-    assert spare.take("s", 1_950) == "w2"  # the submitter's clock a little behind the worker's
-    assert spare.take("s", 2_000) is None
-    # A submit that waited in a backlog: reports written long after it are fresh.
+    assert take(spare, "s", 1_950) == "w2"  # the submitter's clock a little behind the worker's
+    assert take(spare, "s", 2_000) is None
+    # A report younger than the submit is fresh however much younger: the submit waited.
     spare.note("s", "w3", 1, 9_000)
-    assert spare.take("s", 2_500) == "w3"
+    assert take(spare, "s", 2_500) == "w3"
+
+
+def test_an_aborted_batch_puts_the_slots_back_as_they_were() -> None:
+    spare = SpareSlots(window_ms=100)
+    spare.note("s", "w1", 2, 1_000)
+    spare.note("s", "w2", 1, 1_001)
+    spare.commit()
+    spare.use("s", "w2")
+    spare.note("s", "w3", 4, 1_002)
+    spare.note("t", "w1", 1, 1_002)
+    assert spare.offer("s", 1_010, 9) == ("w3",) * 4 + ("w1",) * 2
+    spare.roll_back()
+    assert spare.offer("s", 1_010, 9) == ("w2", "w1", "w1")
+    assert spare.offer("t", 1_010, 9) == ()
 
 
 def test_a_negative_window_is_refused() -> None:
-    with pytest.raises(ValueError, match="window_ms"):
+    with pytest.raises(ValueError):
         SpareSlots(-1)
 
 
 def with_spare(window_ms: int = 250) -> Driver:
-    return Driver(runner=InMemoryRunner.of(OrchestratorDecider(spare=SpareSlots(window_ms))))
+    decider = OrchestratorDecider()
+    return Driver(runner=InMemoryRunner.of(decider, hints=lambda: OrchestratorHints(decider.plans,
+                                                                                      SpareSlots(window_ms))))
 
 
 def finish_a_run(driver: Driver, worker: str, follow_on: int) -> None:
@@ -72,6 +100,7 @@ def test_a_run_submitted_after_a_completion_with_free_slots_has_its_root_granted
     second = Driver(run_id="run-2", now=first.now + 40, runner=first.runner)
     events = second.submit()
     assert types(events) == ["RunSubmitted", "TaskReady", "LeaseGranted"]
+    assert events[0].free_slots == ("w1",)  # type: ignore[attr-defined]  # the input, recorded
     assert events[1] == TaskReady("run-2", "parser", 1, offered=False)
     assert events[2] == LeaseGranted("run-2", "parser", 1, "w1", 1,
                                      second.now + second.plan.execution.lease_timeout_ms)
@@ -87,7 +116,7 @@ def test_without_a_fresh_report_roots_are_offered_as_before() -> None:
     late = Driver(run_id="run-2", now=first.now + 251, runner=first.runner)
     assert types(late.submit()) == ["RunSubmitted", "TaskReady"]
     assert [o.topic for o in first.runner.outputs[-1:]] == ["work"]
-    unwired = Driver()  # no spare slots given: the default decider never grants at submit
+    unwired = Driver()  # no hints: the decider alone never grants at submit
     finish_a_run(unwired, "w1", follow_on=4)
     again = Driver(run_id="run-2", now=unwired.now, runner=unwired.runner)
     assert types(again.submit()) == ["RunSubmitted", "TaskReady"]
@@ -117,3 +146,45 @@ def test_a_root_granted_at_submit_is_an_ordinary_lease() -> None:
     second.now += second.plan.execution.lease_timeout_ms
     assert "LeaseExpired" in types(second.runner.advance(second.now))  # a dead holder's lease expires
     assert second.task("parser").status is TaskStatus.BACKOFF
+
+
+def test_a_submit_re_decided_with_its_recorded_input_decides_the_same() -> None:
+    first = with_spare()
+    finish_a_run(first, "w1", follow_on=1)
+    second = Driver(run_id="run-2", now=first.now + 1, runner=first.runner)
+    command = SubmitRun("run-2", second.plan, '{"path": "docs/"}')
+    events = second.runner.handle("run-2", command, second.now)
+    fresh = OrchestratorDecider()  # another process: no hints, only the log
+    given = fresh.recorded(command, events)
+    assert given == ("w1",)
+    assert list(fresh.decide(None, command, second.now, given)) == events
+    assert types(fresh.decide(None, command, second.now)) == ["RunSubmitted", "TaskReady"]  # the input mattered
+
+
+class Table:
+    """A ``systems`` table lookup that knows nothing: every version needs a pin."""
+
+    def __call__(self, name: str, version: str) -> SystemPlan | None:
+        return None
+
+
+def test_a_version_is_pinned_once_per_partition_and_again_after_an_aborted_batch() -> None:
+    decider = OrchestratorDecider(PlanBook(Table()))
+    command = SubmitRun("run-1", document_pipeline(), "{}")
+    events = list(decider.decide(None, command, 1_000))
+    state = None
+    for event in events:
+        state = decider.evolve(state, event)
+
+    def pins(hints: OrchestratorHints) -> list[str]:
+        return [o.key for o in hints.decided(state, command, events, 1_000) if o.topic == "systems"]
+
+    hints = OrchestratorHints(decider.plans)
+    assert pins(hints) == ["document-pipeline@v1"]
+    assert pins(hints) == []  # the same batch: written once
+    hints.roll_back()  # the batch aborted, its pin with it: the retried batch writes it again
+    assert pins(hints) == ["document-pipeline@v1"]
+    hints.commit()
+    hints.roll_back()
+    assert pins(hints) == []  # committed: kept
+    assert pins(OrchestratorHints(decider.plans)) == ["document-pipeline@v1"]  # another partition's own

@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from taskplane.contract.decider import InMemoryRunner
+from taskplane.contract.decider import InMemoryRunner, step
 from taskplane.contract.messages import (
     AttemptFailed,
     CancelRun,
@@ -38,8 +38,10 @@ from taskplane.contract.messages import (
     ToolCallSucceeded,
 )
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
+from taskplane.contract.replay import Given
 from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.spare import SpareSlots
 from tests.processors._decider_helpers import TOOLS, document_pipeline
 
@@ -56,8 +58,12 @@ class OrchestratorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         # With spare slots: completions that offer follow-on slots get later runs' roots too.
-        decider = OrchestratorDecider(spare=SpareSlots())
-        self.runner: InMemoryRunner[RunState, Command, Event] = InMemoryRunner.of(decider)
+        decider = OrchestratorDecider()
+        self.runner: InMemoryRunner[RunState, Command, Event] = InMemoryRunner.of(
+            decider, hints=lambda: OrchestratorHints(decider.plans, SpareSlots()))
+        # Re-decides every command from the state before it with the input its events
+        # recorded (what ``taskplane verify`` does): it must decide the same.
+        self.replayer = OrchestratorDecider(decider.plans)
         # Decides nothing, so it folds every event itself: the states deciding folded
         # and the runner kept must be the ones the log alone gives.
         self.refold = OrchestratorDecider(decider.plans)
@@ -83,7 +89,10 @@ class OrchestratorMachine(RuleBasedStateMachine):
         return state.tasks[name] if state is not None else TaskState(name)
 
     def send(self, run: str, command: Command) -> list[Event]:
+        before = self.state(run)
         events = self.runner.handle(run, command, self.now)
+        given = Given(self.replayer.recorded(command, events))
+        assert step(self.replayer, before, command, self.now, given).events == events
         self.check_log()
         folded: RunState | None = None
         for logged, event in self.runner.log:
