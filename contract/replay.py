@@ -138,7 +138,7 @@ def replay_partition(
                 continue
             seen.add(key)
             group = recorded.get((logged.message_id, key), deque())
-            given = decider.recorded(command, group) if group else None  # type: ignore[arg-type]
+            given = decider.recorded(command, [entry.event for entry in group]) if group else None
             result = step(decider, states.get(key), command, at_ms, Given(given))
             report.decisions += 1
             actual = result.events

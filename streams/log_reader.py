@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import AUTHORIZATION_FAILED, KafkaIOError, principal_of
@@ -24,6 +24,15 @@ def read_to_end(
     unless given), in offset order per partition, up to each partition's end at the
     time it is reached (the last stable offset: open transactions are not waited for).
     The group id is only a label: nothing is committed."""
+    for record in read_messages_to_end(kafka_config, topic, partitions, group_id):
+        key = record.key()
+        yield record.partition(), (key.decode() if key else ""), record.value()
+
+
+def read_messages_to_end(
+    kafka_config: dict[str, Any], topic: str, partitions: Iterable[int] | None = None, group_id: str = "taskplane-reader"
+) -> Iterator[Message]:
+    """``read_to_end``'s records whole (offset and timestamp too)."""
     reader = kafka_clients.consumer(kafka_config, group_id, start="earliest", eof=True, tuning=TO_THE_END)
     try:
         if partitions is None:
@@ -50,7 +59,6 @@ def read_to_end(
                         raise KafkaIOError.wrap(error, f"reading {topic} as {principal_of(kafka_config)}")
                     pending.discard(record.partition())
                     continue
-                key = record.key()
-                yield record.partition(), (key.decode() if key else ""), record.value()
+                yield record
     finally:
         reader.close()

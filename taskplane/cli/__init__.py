@@ -21,6 +21,7 @@ from taskplane.cli import (
     submit,
     systems,
     ui,
+    verify,
     worker,
 )
 from taskplane.contract.errors import TaskplaneError
@@ -63,6 +64,7 @@ worker.register(app)
 systems.register(app)
 ui.register(app)
 simulate.register(app)
+verify.register(app)
 
 def main() -> None:
     """The console script. A deliberate error (any ``TaskplaneError``) ends as one line

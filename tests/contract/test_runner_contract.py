@@ -46,6 +46,7 @@ from taskplane.processors.orchestrator.app import (
     orchestrator_decider,
     orchestrator_hints,
 )
+from taskplane.processors.orchestrator.verify import read_cluster, verify_log
 from taskplane.streams.offsets import read_all
 from taskplane.streams.partitioning import partition_for
 from taskplane.streams.runtime import ProcessorRuntime, state_meta
@@ -250,6 +251,7 @@ class Outcome:
     events: dict[str, list[Any]]  # per key, in log order
     states: dict[str, bytes]  # per key, encoded as the changelog holds it
     event_ids: list[str]
+    topics: Topics | None = None
 
 
 def reference(log: CommandLog, serde: Serde) -> Outcome:
@@ -290,6 +292,14 @@ def test_the_runtime_reproduces_the_in_memory_runner(name: str, serde: Serde, ka
     assert outcome.events == expected.events
     assert outcome.states == expected.states
     assert len(set(outcome.event_ids)) == len(outcome.event_ids), "event ids repeat"
+    if log.processor == "orchestrator":  # taskplane verify on the live topics: the same decisions
+        assert outcome.topics is not None
+        first = verify_log(read_cluster(dict(kafka_config), outcome.topics)).first
+        if log.name == "orchestrator-crash":  # production's decider does not crash on that cancel
+            assert first is not None and isinstance(first.command.command, CancelRun)  # type: ignore[union-attr]
+            assert "internal error" in first.expected.reason
+        else:
+            assert first is None, first
 
 
 def run_on_broker(kafka: dict[str, Any], log: CommandLog, serde: Serde) -> Outcome:
@@ -330,7 +340,7 @@ def run_on_broker(kafka: dict[str, Any], log: CommandLog, serde: Serde) -> Outco
             states.pop(key, None)
         else:
             states[key] = value
-    return Outcome(dict(events), states, ids)
+    return Outcome(dict(events), states, ids, topics)
 
 
 def produce_log(kafka: dict[str, Any], topic: str, log: CommandLog, serde: Serde) -> None:
