@@ -14,6 +14,7 @@ from taskplane.contract.messages import CompleteTask, Event, FailureKind
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 from taskplane.contract.state import RunState
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.spare import SpareSlots
 from tests.processors._decider_helpers import Driver, document_pipeline
 
@@ -140,7 +141,8 @@ def run_failed_without_dead_letters() -> Driver:
 def root_and_follow_on_grants() -> Driver:
     """Tasks granted in the decision that readied them (``TaskReady(offered=False)``
     then ``LeaseGranted``): a run's root at submit, and downstream at a completion."""
-    first = Driver(runner=InMemoryRunner.of(OrchestratorDecider(spare=SpareSlots())))
+    decider = OrchestratorDecider()
+    first = Driver(runner=InMemoryRunner.of(decider, hints=lambda: OrchestratorHints(decider.plans, SpareSlots())))
     first.submit()
     _finish(first, "parser", "validator", "summarizer")
     first.send(CompleteTask(first.run_id, "publisher", "w1", 0, '"ok"', 0))  # rejected: not leased
