@@ -58,8 +58,10 @@ class ProjectorSettings(BaseSettings):
     prune_batch_size: int = Field(default=500, ge=1, description="Runs deleted per short transaction.")
 
 
-class _ConsumerLost(Exception):
+class _ConsumerLost(StreamsError):
     """The consumer hit a fatal error (it is unusable); the projector opens a new one."""
+
+    retryable = True
 
 
 def group_id(topics: Topics) -> str:

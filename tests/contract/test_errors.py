@@ -24,7 +24,9 @@ def taskplane_exceptions() -> list[type[BaseException]]:
             continue
         module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
-            if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == info.name:
+            # Exception only: a bare BaseException is control flow (the simulator's
+            # SimCrash unwinds agent code that catches Exception), not an error.
+            if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == info.name:
                 found[f"{info.name}.{name}"] = obj
     return [found[name] for name in sorted(found)]
 
