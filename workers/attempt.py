@@ -20,7 +20,7 @@ from taskplane.contract.messages import (
     RecordToolCall,
     ReleaseLease,
 )
-from taskplane.contract.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.contract.plan import AgentPlan, Isolation, SystemPlan, ToolPlan
 from taskplane.contract.trace_ids import header, tool_span_id
 from taskplane.streams.exceptions import StreamsError
 from taskplane.workers.exceptions import (
@@ -62,6 +62,18 @@ class Host:
 
 
 REAL_HOST = Host()
+
+
+def granted_agent(plan: SystemPlan, assignment: Assignment) -> AgentPlan:
+    """The task's agent with the tool policy of the run's own plan (carried by the grant);
+    older grants without it fall back to the system's latest plan."""
+    try:
+        latest = plan.agent(assignment.task)
+    except KeyError:
+        latest = AgentPlan(assignment.task, None, (), ())
+    if not assignment.tools:
+        return latest
+    return AgentPlan(latest.name, assignment.model, assignment.tools, latest.dependencies)
 
 
 def breaker_wait_ms(state: BreakerState | None, now_ms: int) -> int | None:

@@ -42,7 +42,7 @@ from taskplane.streams.topics import Topics
 from taskplane.workers._agent_loop import AgentLoop
 from taskplane.workers._kafka import CommandSender, Inbox, OffsetTracker
 from taskplane.workers._slots import Slots
-from taskplane.workers.attempt import Attempt
+from taskplane.workers.attempt import Attempt, granted_agent
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
 from taskplane.workers.isolation import bwrap_available, wasm_available
 from taskplane.workers.leases import Renewals
@@ -337,15 +337,7 @@ class Worker:
     # ------------------------------------------------------------ helpers
 
     def _agent(self, assignment: Assignment) -> AgentPlan:
-        """The task's agent with the tool policy of the run's own plan (carried by the
-        grant); older grants without it fall back to the system's latest plan."""
-        try:
-            latest = self._plan.agent(assignment.task)
-        except KeyError:
-            latest = AgentPlan(assignment.task, None, (), ())
-        if not assignment.tools:
-            return latest
-        return AgentPlan(latest.name, assignment.model, assignment.tools, latest.dependencies)
+        return granted_agent(self._plan, assignment)
 
     def _breaker(self, tool: str) -> BreakerState | None:
         state = self._breakers.get(tool)

@@ -31,11 +31,11 @@ from taskplane.contract.messages import (
     RenewLease,
     WorkItem,
 )
-from taskplane.contract.plan import AgentPlan, Isolation, SystemPlan
+from taskplane.contract.plan import Isolation, SystemPlan
 from taskplane.testing.simulation.faults import unit
 from taskplane.testing.simulation.result import ToolExecution
 from taskplane.testing.simulation.world import HOP_MS, World
-from taskplane.workers.attempt import Attempt, Host
+from taskplane.workers.attempt import Attempt, Host, granted_agent
 from taskplane.workers.exceptions import ToolError, ToolTimeout
 from taskplane.workers.isolation import Limits, run_inline
 from taskplane.workers.sdk import Registry, ToolSpec
@@ -70,13 +70,9 @@ class Pool:
         self.plan = plan
         self.settings = WorkerSettings(concurrency=concurrency, worker_id="sim")
         self.stopping = threading.Event()  # never set: a simulated worker is killed, not stopped
-        self._agents = {agent.name: agent for agent in plan.agents}
         self.workers = [SimWorker(self, index) for index in range(workers)]
         world.offer = self.offer
         world.assign = self.assign
-
-    def agent(self, name: str) -> AgentPlan:
-        return self._agents[name]
 
     def offer(self, item: WorkItem, decided_ms: int) -> None:
         """A ``work`` record: the partition's owner takes it (another member while the
@@ -228,7 +224,7 @@ class _SimAttempt:
         pool = self.worker.pool
         a = self.assignment
         host = Host(self._now, self._tool, self._sleep)
-        attempt = Attempt(a, _agent(pool, a), pool.registry, pool.settings, self._send, self.world.breakers.get,
+        attempt = Attempt(a, granted_agent(pool.plan, a), pool.registry, pool.settings, self._send, self.world.breakers.get,
                           pool.stopping, frozenset(), self._follow_on, None, host=host)
         crashed = False
         try:
@@ -349,12 +345,3 @@ class _SimAttempt:
         self.world.executions.append(ToolExecution(a.run_id, a.task, a.epoch, spec.name, key, self.loop.now,
                                                    a.worker_id))
         return run_inline(spec, args, key)
-
-
-def _agent(pool: Pool, assignment: Assignment) -> AgentPlan:
-    """The task's agent with the run's own tool policy, as ``Worker._agent`` builds it."""
-    latest = pool.agent(assignment.task)
-    if not assignment.tools:
-        return latest
-    return AgentPlan(latest.name, assignment.model, assignment.tools, latest.dependencies)
-
