@@ -33,6 +33,8 @@ from taskplane.contract.plan import SystemPlan
 from taskplane.contract.state import RunState, RunStatus, TaskStatus
 from taskplane.processors.breaker.decider import BreakerDecider
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
+from taskplane.processors.orchestrator.hints import OrchestratorHints
+from taskplane.processors.orchestrator.spare import DEFAULT_WINDOW_MS, SpareSlots
 from taskplane.testing.simulation.faults import Faults, unit
 from taskplane.testing.simulation.result import SimEvent, SimRun, ToolExecution
 
@@ -135,8 +137,7 @@ class Processor:
         self.decided += 1
         decider = self.decider
         hints = self.hints
-        given: tuple[Any, ...] = () if hints is None else (hints,)
-        state, events, outputs, _failure = step(decider, self.states.get(key), command, at_ms, *given)
+        state, events, outputs, _failure = step(decider, self.states.get(key), command, at_ms, hints)
         if hints is not None:  # one command, one transaction: what the hints learnt is kept
             hints.commit()
         self.states[key] = state
@@ -292,16 +293,11 @@ class World:
         return found
 
 
-def _hints(decider: OrchestratorDecider, faults: Faults) -> Any:
+def _hints(decider: OrchestratorDecider, faults: Faults) -> OrchestratorHints:
     """The orchestrator's recorded inputs as production makes them (free worker slots from
-    completions, granted to new runs' roots), on for half the seeds: the seed decides
-    whether roots are granted from spare slots or offered and claimed. None where the
-    deciders take no inputs yet."""
-    try:
-        from taskplane.processors.orchestrator.hints import OrchestratorHints
-        from taskplane.processors.orchestrator.spare import DEFAULT_WINDOW_MS, SpareSlots
-    except ImportError:
-        return None
+    completions, granted to new runs' roots, recorded as ``RunSubmitted.free_slots``), on
+    for half the seeds: the seed decides whether roots are granted from spare slots or
+    offered and claimed."""
     spare = SpareSlots(DEFAULT_WINDOW_MS) if unit(faults.seed, "hints:free-slots") < 0.5 else None
     return OrchestratorHints(decider.plans, spare)
 
