@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {"taskplane.streams", "taskplane.workers", "taskplane.devstack", "confluent_kafka", "fastavro",
              "psycopg", "time", "random", "datetime", "os", "socket", "logging", "uuid"}
-WIRING = {"app.py", "rebuild.py", "verify.py"}  # a processor's wiring to the log runtime, above the deciders
+WIRING = {"app.py", "rebuild.py", "verify.py", "export.py"}  # a processor's wiring to the log runtime or an exporter, above the deciders
 
 
 def decider_modules() -> list[Path]:
