@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint codecs test-pythons dev-up dev-down clean screenshots jaeger
+.PHONY: demo test check lint codecs test-pythons dev-up dev-down clean screenshots jaeger
 
 # Debian packages the tests use: bwrap (container isolation of tools), promtool (alert
 # rules), chromium (the console's browser tests, driven by Playwright), podman with runc
@@ -48,6 +48,17 @@ test: $(VENV)/.installed $(KUSTOMIZE) jaeger
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 	$(MAKE) codecs
+
+# The inner loop (at most 3 minutes): lint, types, import contracts, and the tests that need
+# no broker, Postgres, image or wheel (unit, contract, replay/verify: tests/conftest.py marks
+# any test that reaches the broker or Postgres through a fixture), each property on a fifth
+# of its examples (make test runs them all).
+CHECK_MARKERS := not kafka and not postgres and not image and not install
+check: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	TASKPLANE_QUICK_PROPERTIES=1 $(BIN)/pytest -q -m "$(CHECK_MARKERS)"
 
 # The C extension's other two checks: the pure-Python fallback (no extension) and an
 # AddressSanitizer/UBSan build, each running its tests (docs/dependencies.md).

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from hypothesis import settings
 
 from taskplane.devstack.cluster import LocalKafkaCluster
 from taskplane.devstack.kafka import LocalKafka, LocalStackError
@@ -159,3 +160,36 @@ def fresh_database(database_url: str, unique_prefix: str) -> Iterator[str]:
     yield urlunsplit(parts._replace(path=f"/{name}"))
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ``make check`` runs every property on a fifth of its examples (at least 5); ``make test``
+# runs them all. The properties are the same, so the fast lane can still fail on them.
+QUICK_PROPERTIES = os.environ.get("TASKPLANE_QUICK_PROPERTIES") == "1"
+
+
+def _fewer_examples(item: pytest.Item, done: set[int]) -> None:
+    test = getattr(item, "obj", None)
+    for holder, name in ((getattr(test, "__func__", test), "_hypothesis_internal_use_settings"),  # a method's function
+                         (getattr(item, "cls", None), "settings")):  # @given, then a state machine's TestCase
+        current = getattr(holder, name, None)
+        if isinstance(current, settings) and id(holder) not in done:
+            done.add(id(holder))  # parametrized items share one function: scale it once
+            fewer = {"max_examples": max(5, current.max_examples // 5)}
+            if name == "settings":
+                fewer["stateful_step_count"] = max(10, current.stateful_step_count // 2)
+            setattr(holder, name, settings(current, **fewer))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reaches the session's broker or Postgres through any fixture carries
+    the marker, so ``make check`` (``-m "not kafka and not postgres ..."``) never starts
+    one even where a module forgot its ``pytestmark``."""
+    done: set[int] = set()
+    for item in items:
+        if QUICK_PROPERTIES:
+            _fewer_examples(item, done)
+        needs = set(getattr(item, "fixturenames", ()))
+        if "kafka_bootstrap" in needs and item.get_closest_marker("kafka") is None:
+            item.add_marker(pytest.mark.kafka)
+        if "database_url" in needs and item.get_closest_marker("postgres") is None:
+            item.add_marker(pytest.mark.postgres)
