@@ -289,7 +289,8 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         submitter.join()
         wanted = set(submitter.run_ids)
         drained = drain(stack, wanted)
-        print(f"{time.monotonic() - started:6.1f}s load over; every run finished after {drained:.0f}s more", flush=True)
+        print(f"{time.monotonic() - started:6.1f}s load over; {len(wanted)} runs submitted, drained for "
+              f"{drained:.0f}s more (unfinished ones count as lost)", flush=True)
         verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms)
         fakepay.shutdown()
     result = {
