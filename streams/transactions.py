@@ -155,6 +155,9 @@ class TransactionalProducer:
         self._init_patience_s = init_patience_s
         self._stop = stop
         self._calls = DeadlineCaller(name)
+        # The broker went away since this producer was made: the next batch starts on a
+        # new one (its coordinator state is stale; see ``renew``). Set from error callbacks.
+        self.stale = False
         self.producer: Producer = self._initialised()
 
     def begin(self) -> None:
@@ -192,8 +195,13 @@ class TransactionalProducer:
         """A new producer between transactions: after an outage the idle one's coordinator
         state is stale (measured: its first send_offsets_to_transaction after the broker's
         return hung past its deadline, 6 s lost; a fresh producer's init took < 0.3 s)."""
+        self.stale = False
         discard(self.producer)
         self.producer = self._initialised()
+
+    def renew_if_stale(self) -> None:
+        if self.stale:
+            self.renew()
 
     def close(self) -> None:
         try:

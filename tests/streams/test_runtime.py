@@ -21,8 +21,8 @@ from confluent_kafka.admin import AdminClient
 
 from bench.counter.app import counter_serde, counter_spec, counter_topics
 from bench.counter.decider import Add, Added, AddRejected, Counter, CounterDecider
-from taskplane.streams import kafka_clients
-from taskplane.streams import runtime as runtime_module
+from taskplane.streams import kafka_clients, runtime_clients
+from taskplane.streams import restore as restore_module
 from taskplane.streams.runtime import ProcessorRuntime, state_meta
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
@@ -364,7 +364,7 @@ def test_a_failed_commit_puts_back_exactly_what_did_not_commit(
     command is applied once and the totals continue from what the log holds."""
     kafka, topics = counter["kafka"], counter["topics"]
     flaky = type("Flaky", (FailingCommits,), {"lost_reply": lost_reply, "calls": 0, "failures": 0})
-    monkeypatch.setattr(runtime_module, "TransactionalProducer", flaky)
+    monkeypatch.setattr(runtime_clients, "TransactionalProducer", flaky)
     commands = adds(1_500)
     run_exactly_once(kafka, topics, "flaky", commands, per_second=1_000.0)
     assert flaky.failures >= 3, flaky.failures
@@ -414,7 +414,7 @@ def test_a_consumer_that_cannot_read_its_offsets_is_replaced(
     kafka, topics = counter["kafka"], counter["topics"]
     flaky = type("Flaky", (FailingCommits,), {"every": 10, "calls": 0, "failures": 0})
     stuck = type("Stuck", (StuckOffsets,), {"made": 0})
-    monkeypatch.setattr(runtime_module, "TransactionalProducer", flaky)
+    monkeypatch.setattr(runtime_clients, "TransactionalProducer", flaky)
     monkeypatch.setattr(kafka_clients, "Consumer", stuck)
     run_exactly_once(kafka, topics, "stuck", adds(600), per_second=600.0)
     assert stuck.made >= 2 and flaky.failures >= 1, (stuck.made, flaky.failures)
@@ -472,7 +472,7 @@ def test_an_idle_processor_whose_offsets_stay_pending_repairs_them(
                 type(self).repairs += 1
 
     monkeypatch.setattr(kafka_clients, "Consumer", pending)
-    monkeypatch.setattr(runtime_module, "TransactionalProducer", Repairing)
+    monkeypatch.setattr(runtime_clients, "TransactionalProducer", Repairing)
     settings = RuntimeSettings(instance_id="pending", group_id=f"{topics.prefix}-pending", max_batch_records=50)
     runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
     thread = threading.Thread(target=runtime.run, daemon=True)
@@ -497,7 +497,7 @@ def test_a_restore_that_fails_on_assignment_is_retried_not_fatal(
     (seen in a chaos run: the orchestrator exited). The runtime keeps running, restores
     before its next batch and applies every command once."""
     kafka, topics = counter["kafka"], counter["topics"]
-    real = runtime_module.read_to_end
+    real = restore_module.read_to_end
     calls = {"n": 0}
 
     def broker_gone_once(*args: Any, **kwargs: Any) -> Any:
@@ -506,6 +506,6 @@ def test_a_restore_that_fails_on_assignment_is_retried_not_fatal(
             raise KafkaException(KafkaError(KafkaError._TRANSPORT, "injected: broker went away mid-restore"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runtime_module, "read_to_end", broker_gone_once)
+    monkeypatch.setattr(restore_module, "read_to_end", broker_gone_once)
     run_exactly_once(kafka, topics, "restore", adds(300), per_second=300.0)
     assert calls["n"] >= 2, calls

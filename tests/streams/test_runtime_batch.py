@@ -1,4 +1,5 @@
-"""A batch's records, in process (no broker): what the runtime applies and commits."""
+"""A batch's records and its undo log, in process (no broker): what the runtime
+applies, commits and puts back."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ from typing import Any
 
 from bench.counter.app import counter_serde, counter_spec
 from bench.counter.decider import CounterDecider
-from taskplane.streams.runtime import ProcessorRuntime, _Partition
-from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.apply import Applier
+from taskplane.streams.batch import Batch, Fate
+from taskplane.streams.partition_state import PartitionState
+from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.topics import Topics
 
 
 class _Record:
-    """What ``_process`` reads of a confluent_kafka.Message."""
+    """What ``Applier.records`` reads of a confluent_kafka.Message."""
 
     def __init__(self, partition: int, offset: int) -> None:
         self._partition, self._offset = partition, offset
@@ -35,11 +38,53 @@ def test_records_of_a_partition_revoked_while_the_batch_was_polled_are_left_to_i
     of them: records fetched before a revocation arrive for a partition whose state is
     gone. They are not applied and their offsets are not committed (bench.failover's
     breaker died on 'partition 0 of ... is not assigned' before)."""
-    runtime: ProcessorRuntime[Any, Any, Any] = ProcessorRuntime(
-        CounterDecider(), counter_spec(), {"bootstrap.servers": "127.0.0.1:1"}, Topics("unit"),
-        RuntimeSettings(instance_id="unit"), serde=counter_serde())
-    runtime._partitions = {1: _Partition()}
-    offsets: dict[int, int] = {}
-    runtime._process([_Record(0, 7), _Record(0, 8)], offsets)  # type: ignore[list-item]
-    assert offsets == {}
-    assert runtime._partitions[1].first_offset is None
+    spec = counter_spec()
+    applier = Applier[Any](spec.name, CounterDecider(), Topics("unit"), "unit.events", counter_serde(),
+                           RuntimeObserver())
+    batch = Batch[Any]()
+    applier.records([_Record(0, 7), _Record(0, 8)], batch, {1: PartitionState()}, producer=None)  # type: ignore[list-item,arg-type]
+    assert batch.ends == {}
+    assert batch.settle(1, PartitionState(), 0) is Fate.NOT_COMMITTED
+
+
+def _owned() -> PartitionState[Any]:
+    owned: PartitionState[Any] = PartitionState()
+    owned.states["a"] = "a0"
+    owned.timers.set("a", 100)
+    return owned
+
+
+def _changed(batch: Batch[Any], owned: PartitionState[Any]) -> None:
+    batch.read(3, 10)
+    batch.read(3, 11)
+    batch.changing(3, owned, "a")
+    owned.states["a"] = "a1"
+    owned.timers.set("a", 200)
+    batch.changing(3, owned, "b")
+    owned.states["b"] = "b1"
+    batch.changing(3, owned, "a")  # a second change: the undo log keeps the first entry
+    owned.states["a"] = "a2"
+
+
+def test_a_batch_that_did_not_commit_is_undone_in_memory() -> None:
+    owned, batch = _owned(), Batch[Any]()
+    _changed(batch, owned)
+    assert batch.settle(3, owned, 10) is Fate.NOT_COMMITTED
+    assert owned.states == {"a": "a0"} and owned.timers.at == {"a": 100}
+
+
+def test_a_batch_whose_commit_reply_was_lost_is_kept() -> None:
+    owned, batch = _owned(), Batch[Any]()
+    _changed(batch, owned)
+    assert batch.settle(3, owned, 12) is Fate.COMMITTED
+    assert owned.states == {"a": "a2", "b": "b1"}
+
+
+def test_a_partition_that_moved_on_elsewhere_is_unknown_and_one_restored_since_is_not_undone() -> None:
+    owned, batch = _owned(), Batch[Any]()
+    _changed(batch, owned)
+    assert batch.settle(3, owned, 11) is Fate.UNKNOWN
+    again, restored = Batch[Any](), _owned()
+    _changed(again, owned)
+    assert again.settle(3, restored, 10) is Fate.NOT_COMMITTED  # a new state object: its undo is void
+    assert restored.states == {"a": "a0"}

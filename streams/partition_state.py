@@ -1,0 +1,81 @@
+"""What a processor keeps per owned input partition: each key's state, its timer and
+its retirement (a finished key's), as of the last commit plus the open batch's changes
+(which the batch's undo log can put back: ``streams/batch.py``)."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from taskplane.contract.decider import Hints
+
+S = TypeVar("S")
+
+# What the undo log keeps of a key: (state or ABSENT, timer, retirement).
+Entry = tuple[Any, "int | None", "int | None"]
+ABSENT: Any = object()  # a key the undo log saw without state
+
+
+@dataclass(slots=True)
+class Deadlines:
+    """Keys by the log time they are due at: a dict plus a lazily invalidated heap."""
+
+    at: dict[str, int] = field(default_factory=dict)
+    heap: list[tuple[int, str]] = field(default_factory=list)
+
+    def set(self, key: str, deadline: int | None) -> None:
+        if deadline is None:
+            self.at.pop(key, None)
+        elif self.at.get(key) != deadline:
+            self.at[key] = deadline
+            heapq.heappush(self.heap, (deadline, key))
+
+    def earliest(self) -> int | None:
+        while self.heap:
+            deadline, key = self.heap[0]
+            if self.at.get(key) == deadline:
+                return deadline
+            heapq.heappop(self.heap)
+        return None
+
+    def due(self, now_ms: int) -> list[str]:
+        keys: list[str] = []
+        while (deadline := self.earliest()) is not None and deadline <= now_ms:
+            _, key = heapq.heappop(self.heap)
+            del self.at[key]
+            keys.append(key)
+        return keys
+
+
+@dataclass(slots=True)
+class PartitionState(Generic[S]):
+    states: dict[str, S | None] = field(default_factory=dict)
+    timers: Deadlines = field(default_factory=Deadlines)  # live keys' timers
+    retiring: Deadlines = field(default_factory=Deadlines)  # finished keys' retirement
+    # Keys the changelog lacks (restored by folding events when it was missing): the
+    # next commit writes them, with whatever the batch changed.
+    unsaved: set[str] = field(default_factory=set)
+    hints: Hints[S, Any, Any] | None = None  # this partition's, kept and undone with its state
+
+    def entry(self, key: str) -> Entry:
+        """The key as it is now, for the undo log."""
+        return self.states.get(key, ABSENT), self.timers.at.get(key), self.retiring.at.get(key)
+
+    def put_back(self, key: str, entry: Entry) -> None:
+        state, timer, retire_at = entry
+        if state is ABSENT:
+            self.states.pop(key, None)
+        else:
+            self.states[key] = state
+        self.timers.set(key, timer)
+        self.retiring.set(key, retire_at)
+
+    def earliest(self) -> int | None:
+        times = [t for t in (self.timers.earliest(), self.retiring.earliest()) if t is not None]
+        return min(times, default=None)
+
+    def due(self, now_ms: int) -> list[str]:
+        keys = self.timers.due(now_ms)
+        retiring = [key for key in self.retiring.due(now_ms) if key not in self.timers.at]
+        return sorted({*keys, *retiring}) if retiring else keys

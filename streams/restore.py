@@ -1,0 +1,93 @@
+"""State of newly assigned partitions, read back from the changelog (or, when the
+changelog topic is gone, folded from the events and written again with the next commit).
+
+The changelog partition is read to its end (EOF at the last stable offset) and only
+each key's last value is decoded: a tombstoned or superseded record costs its bytes,
+not a decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from taskplane.contract.decider import Decider, Hints
+from taskplane.streams import kafka_clients
+from taskplane.streams.log_reader import read_to_end
+from taskplane.streams.partition_state import PartitionState
+from taskplane.streams.runtime_observer import RuntimeObserver
+from taskplane.streams.serde import Serde
+from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+
+class Restorer(Generic[S]):
+    def __init__(self, name: str, decider: Decider[S, Any, Any], kafka_config: dict[str, Any], topics: Topics,
+                 changelog: str, events: str, changelog_spec: TopicSpec | None, serde: Serde,
+                 observer: RuntimeObserver, call_timeout_s: float,
+                 hints: Callable[[], Hints[S, Any, Any]] | None = None) -> None:
+        self._name = name
+        self._hints = hints  # makes an assigned partition's hint source
+        self._decider = decider
+        self._kafka = kafka_config
+        self._topics = topics
+        self._changelog = changelog
+        self._events = events
+        self._changelog_spec = changelog_spec  # recreated from this when it was deleted
+        self._serde = serde
+        self._observer = observer
+        self._timeout_s = call_timeout_s
+        self._group = f"{name}-restore"  # a label only: nothing is committed
+
+    def restore(self, partitions: list[int]) -> dict[int, PartitionState[S]]:
+        """Each partition's state, timers and retirements. Raises ``KafkaException`` or
+        ``StreamsError`` when the broker goes away meanwhile (the caller retries)."""
+        started = time.perf_counter()
+        hints = self._hints
+        restored = {p: PartitionState[S](hints=None if hints is None else hints()) for p in partitions}
+        if not partitions:
+            return restored
+        decider = self._decider
+        if self._changelog_exists():
+            stored: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+            for partition, key, value in read_to_end(self._kafka, self._changelog, partitions, self._group):
+                if value is None:
+                    stored[partition].pop(key, None)
+                else:
+                    stored[partition][key] = value
+            for partition, values in stored.items():  # decoded once per key, not per write
+                restored[partition].states = {
+                    key: decider.restored(self._serde.decode(value)[1]) for key, value in values.items()
+                }
+        else:
+            log.warning("%s: changelog %s missing; folding %s", self._name, self._changelog, self._events)
+            if self._changelog_spec is not None:
+                ensure_topics(kafka_clients.admin(self._kafka), self._topics, [self._changelog_spec])
+            for partition, key, value in read_to_end(self._kafka, self._events, partitions, self._group):
+                if value is None:
+                    continue
+                states = restored[partition].states
+                state = decider.evolve(states.get(key), self._serde.decode(value)[1])  # type: ignore[arg-type]
+                if state is None:
+                    states.pop(key, None)
+                else:
+                    states[key] = state
+            for owned in restored.values():  # re-seed the new changelog with the next commit
+                owned.unsaved.update(owned.states)
+        for owned in restored.values():
+            for key, state in owned.states.items():
+                owned.timers.set(key, decider.next_deadline(state))  # type: ignore[arg-type]
+                owned.retiring.set(key, decider.retire_at(state))  # type: ignore[arg-type]
+        count = sum(len(p.states) for p in restored.values())
+        self._observer.restored(self._name, count, time.perf_counter() - started)
+        log.info("%s: restored %d keys on %s in %.3fs", self._name, count, partitions, time.perf_counter() - started)
+        return restored
+
+    def _changelog_exists(self) -> bool:
+        topics = kafka_clients.admin(self._kafka).list_topics(self._changelog, timeout=self._timeout_s).topics
+        return self._changelog in topics and not topics[self._changelog].error

@@ -1,0 +1,158 @@
+"""A processor's Kafka handles: its group consumer and its transactional producer, with
+the processor's settings, replaced when a failure demands it (docs/failover.md)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from taskplane.streams import kafka_clients
+from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.transactions import TransactionalProducer
+
+log = logging.getLogger(__name__)
+
+Rebalance = Callable[[Consumer, list[TopicPartition]], None]
+
+
+class ProcessorClients:
+    """``consumer`` and ``transactions`` of one processor instance. A replaced consumer's
+    callbacks are ignored from the moment it is replaced (its generation is over)."""
+
+    def __init__(self, name: str, kafka_config: dict[str, Any], settings: RuntimeSettings, input_topic: str) -> None:
+        self._name = name
+        self._kafka = kafka_config
+        self._settings = settings
+        self._input = input_topic
+        self._timeout_s = settings.call_timeout_ms / 1000
+        self.group_id = settings.group_id or name
+        self.consumer: Consumer | None = None
+        self.transactions: TransactionalProducer | None = None
+        self._generation = 0
+        self._stale_early = False  # the broker went away before the producer was made
+        self._callbacks: tuple[Rebalance, Rebalance, Callable[[KafkaError], None]] | None = None
+
+    def subscribe(self, on_assign: Rebalance, on_revoke: Rebalance, on_error: Callable[[KafkaError], None]) -> None:
+        """The group consumer, subscribed to the input (partitions come at a poll)."""
+        self._callbacks = (on_assign, on_revoke, on_error)
+        generation = self._generation
+
+        def current(callback: Callable[..., None]) -> Callable[..., None]:
+            return lambda *args: callback(*args) if generation == self._generation else None
+
+        consumer = self._new_consumer(current(on_error))
+        consumer.subscribe([self._input], on_assign=current(on_assign), on_revoke=current(on_revoke))
+        self.consumer = consumer
+
+    def renew_consumer(self) -> None:
+        """A new consumer in the group; the old one closed (with a deadline) and its
+        callbacks ignored from now on."""
+        assert self._callbacks is not None
+        old, self.consumer = self.consumer, None
+        self._generation += 1  # before anything: the old one's callbacks go quiet
+        # Closed, not just dropped: a live handle keeps heartbeating and holds the
+        # partitions. Its close may hang, so it gets a deadline on a thread of its own.
+        closing = threading.Thread(target=close_quietly, args=(old, self._name), daemon=True)
+        closing.start()
+        closing.join(self._timeout_s)
+        if closing.is_alive():
+            log.warning("%s: the old consumer did not close in time; its partitions move at its session's end",
+                        self._name)
+        self.subscribe(*self._callbacks)
+
+    def start_transactions(self, stop: threading.Event, on_error: Callable[[KafkaError], None]) -> None:
+        """The transactional producer, initialised (aborts what a predecessor left open)."""
+        self.transactions = TransactionalProducer(self._name, lambda: self._new_producer(on_error), self._timeout_s,
+                                                  stop, init_patience_s=self._settings.transaction_timeout_ms / 1000)
+        self.transactions.stale |= self._stale_early
+
+    def producer_stale(self) -> None:
+        """The broker went away: the next batch starts on a new producer (after an outage
+        the old one's coordinator state is stale: ``TransactionalProducer.renew``)."""
+        if self.transactions is None:
+            self._stale_early = True
+        else:
+            self.transactions.stale = True
+
+    @property
+    def producer(self) -> Producer:
+        assert self.transactions is not None
+        return self.transactions.producer
+
+    def stable_offsets(self, partitions: list[int]) -> list[TopicPartition]:
+        """The group's committed input offsets, pending transactional ones ignored."""
+        reader = kafka_clients.consumer(self._kafka, self.group_id, committed_only=False)
+        try:
+            return list(reader.committed([TopicPartition(self._input, p) for p in partitions], self._timeout_s))
+        finally:
+            close_quietly(reader, self._name)
+
+    def broker_answers(self) -> bool:
+        """A metadata round trip on a fresh client."""
+        try:
+            kafka_clients.admin(self._kafka).list_topics(self._input, timeout=self._timeout_s)
+        except KafkaException:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()  # leaves the group; revocation runs first
+            except KafkaException as error:
+                log.warning("consumer close: %s", error)
+        if self.transactions is not None:
+            self.transactions.close()
+
+    def _new_producer(self, on_error: Callable[[KafkaError], None]) -> Producer:
+        return kafka_clients.transactional_producer(
+            self._kafka, f"{self._name}-{self._settings.instance_id}",
+            transaction_timeout_ms=self._settings.transaction_timeout_ms, linger_ms=5,
+            partitioner="murmur2_random", error_cb=on_error,
+            tuning={
+                # Back-to-back transactions meet CONCURRENT_TRANSACTIONS while the previous
+                # commit markers are written; the default 100 ms retry backoff added that to
+                # every hop of a run (measured: 130-200 ms per DAG level).
+                "retry.backoff.ms": 5,
+                "retry.backoff.max.ms": 100,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+            })
+
+    def _new_consumer(self, on_error: Callable[[KafkaError], None]) -> Consumer:
+        session = ({"session.timeout.ms": self._settings.session_timeout_ms}
+                   if self._settings.group_protocol == "classic" else {})
+        return kafka_clients.consumer(
+            self._kafka, self.group_id, start="earliest", protocol=self._settings.group_protocol, error_cb=on_error,
+            tuning={
+                **session,
+                # A busy processor fetches again once it has taken what it fetched. With
+                # librdkafka's default (keep 100,000 records queued) its fetch sat at the log's
+                # end and every record produced answered it: at saturation a fetch per
+                # submitted run, a third of the broker's requests. Past 50 queued records the
+                # partitions' fetches back off (1 ms, a local check) and the records wait on
+                # the broker for one fetch. 50, not 1: the threshold is the consumer's whole
+                # queue but is checked per partition, and a partition left out of a fetch
+                # waits for that fetch's answer; at light load the queue stays below 50, so
+                # no partition is left out (with 1, one run in 200-400 waited 0.5 s).
+                "queued.min.messages": 50,
+                "fetch.queue.backoff.ms": 1,
+                # How long the broker holds a fetch that finds nothing. A record (or the commit
+                # marker that makes it readable) answers a held fetch at once, so this costs no
+                # latency, except to a busy partition left out of it (above): that waits at
+                # most this long. Shorter only multiplies idle fetches (50 ms: 20 a second).
+                "fetch.wait.max.ms": 100,
+            })
+
+
+def close_quietly(consumer: Consumer | None, name: str) -> None:
+    if consumer is not None:
+        try:
+            consumer.close()
+        except (KafkaException, RuntimeError) as error:
+            log.warning("%s: closing the old consumer: %s", name, error)
