@@ -22,17 +22,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from taskplane.client._run_view import RunView, from_record
-from taskplane.contract.messages import RunForgotten, RunRecord, RunSubmitted
+from taskplane.contract.messages import Event, RunForgotten, RunRecord, RunSubmitted, SubmitRun
 from taskplane.contract.state import RunState, TaskStatus
 from taskplane.contract.status import statuses_of
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.run_index import run_record
+from taskplane.processors.orchestrator.verify import _serde
+from taskplane.processors.orchestrator.verify import read_fixture as read_recorded
 from taskplane.processors.projector.project import statements
 from taskplane.processors.projector.schema import connect, migrate
 from tests.contract._status_logs import SCENARIOS, Log, random_logs, recorded
 from tests.processors._decider_codec import read_fixture
 
 FIXTURES = [*(Path(__file__).parents[1] / "processors" / "fixtures").glob("*_log*.json")]
+# The frozen logs ``taskplane verify`` re-decides: each example recorded on the real stack.
+RECORDED = sorted((Path(__file__).parents[1] / "processors" / "fixtures" / "logs").glob("*.jsonl"))
 
 
 class Folded(NamedTuple):
@@ -58,6 +62,30 @@ def fixture_logs() -> Iterator[Log]:
             forgotten = [i for i, event in enumerate(events) if isinstance(event, RunForgotten)]
             start = forgotten[-1] + 1 if forgotten else 0
             yield Log(f"{path.name}:{key}", state.plan, tuple(events[start:]), state)
+
+
+def recorded_logs() -> Iterator[Log]:
+    """The examples' frozen logs (``tests/processors/fixtures/logs``): each run's events as
+    the orchestrator wrote them on the broker, folded by the decider for the expectation."""
+    for path in RECORDED:
+        recorded_log = read_recorded(path)
+        serde = _serde(recorded_log.schemas)
+        decider = OrchestratorDecider()
+        events: dict[str, list[Any]] = {}
+        for record in sorted(recorded_log.records, key=lambda r: (r.topic, r.partition, r.offset)):
+            meta, value = serde.decode(record.value)
+            if record.topic == "commands":
+                if isinstance(value, SubmitRun):
+                    decider.plans.add(value.plan)
+            elif isinstance(value, Event):
+                events.setdefault(record.key or meta.key, []).append(value)
+        for key, run_events in events.items():
+            state: RunState | None = None
+            for event in run_events:
+                state = decider.evolve(state, event)
+            if state is None or state.retired_ms is not None or not state.plan.agents:
+                continue
+            yield Log(f"{path.name}:{key}", state.plan, tuple(run_events), state)
 
 
 class StatusFoldContract:
@@ -91,6 +119,10 @@ class StatusFoldContract:
 
     @pytest.mark.parametrize("log", list(fixture_logs()), ids=lambda log: log.name)
     def test_stored_fixture_logs(self, log: Log) -> None:
+        self.check(log)
+
+    @pytest.mark.parametrize("log", list(recorded_logs()), ids=lambda log: log.name)
+    def test_recorded_example_logs(self, log: Log) -> None:
         self.check(log)
 
     # One method, one executor per fold (subclass): each is deterministic, so the
