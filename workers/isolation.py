@@ -146,7 +146,10 @@ def _bwrap_prefix(limits: Limits) -> list[str]:
 def _code_under_tmp() -> list[str]:
     """Read-only binds for the interpreter and the import path where they live under
     /tmp, which the sandbox's own tmpfs would otherwise hide (a checkout in /tmp)."""
-    paths = {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *(p for p in sys.path if p)}
+    # The folder taskplane's own code is read from: site-packages for an install, the
+    # checkout for an editable one (whose finder maps the package there, off sys.path).
+    source = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), source, *(p for p in sys.path if p)}
     under = sorted(p for p in paths if (p == "/tmp" or p.startswith("/tmp/")) and os.path.exists(p))
     binds: list[str] = []
     for path in under:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,8 +67,15 @@ def test_runs_complete_while_the_leader_of_a_busy_partition_is_killed(
     admin = kafka_clients.admin(kafka)
     topics = Topics(unique_prefix)
     ensure_topics(admin, topics, catalog(2, 1))
-    replicas = {len(p.replicas) for p in admin.list_topics(topics.events, timeout=10).topics[topics.events]
-                .partitions.values()}
+    # A created topic reaches every node's metadata a moment later: the node that answers
+    # may not know its partitions yet.
+    deadline = time.monotonic() + 30
+    while True:
+        replicas = {len(p.replicas) for p in admin.list_topics(topics.events, timeout=10).topics[topics.events]
+                    .partitions.values()}
+        if replicas or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert replicas == {3}, f"events replicated on {replicas} brokers, the cluster has 3"
     publisher = Publisher({**kafka, "message.timeout.ms": 120_000}, topics)
     definition = compile_manifest(SLEEPER)
