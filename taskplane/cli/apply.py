@@ -34,3 +34,7 @@ def apply(
         publisher.define_system(SystemDefinition(plan.name, version, plan, manifest.canonical_json()))
     typer.echo(render_plan_summary(manifest))
     typer.echo(f"applied {plan.name} version {version} to {topics.systems}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply")(apply)

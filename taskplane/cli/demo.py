@@ -27,3 +27,7 @@ def demo(
         raise typer.Exit(1) from None
     if not report.ok:
         raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -12,6 +12,10 @@ from taskplane.streams.settings import StackSettings
 
 dev_app = typer.Typer(help="Run a local Kafka broker and Postgres for development.")
 
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dev_app, name="dev")
+
 EXIT_MISSING_TOOL = 2
 
 

@@ -109,3 +109,7 @@ def dlq_replay(
     for run_id, name in targets:
         typer.echo(f"{verb} {run_id}/{name}")
     typer.echo(f"{len(targets)} task(s) {verb.split()[-1]}{' (dry run)' if dry_run else ''}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dlq_app, name="dlq")

@@ -75,3 +75,7 @@ def processor_run(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(topics_app, name="topics")
+    app.add_typer(processor_app, name="processor")

@@ -151,3 +151,8 @@ def rebuild_state(
             typer.echo(f"  differs: {key}")
     if result.differing and not write:
         raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)
+    app.add_typer(rebuild_app, name="rebuild")

@@ -161,3 +161,10 @@ def runs_prune(
         print_json({"runs": report.runs, "batches": report.batches, "finished_before_ms": cutoff})
     else:
         typer.echo(f"pruned {report.runs} finished runs (finished before {when(cutoff)}) in {report.batches} batches")
+
+
+def register(app: typer.Typer) -> None:
+    from taskplane.cli.submit import watch  # the log, not the read model: the client follows it
+
+    runs_app.command("watch")(watch)
+    app.add_typer(runs_app, name="runs")

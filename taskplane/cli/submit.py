@@ -147,3 +147,8 @@ def _fail(error: TaskplaneError) -> NoReturn:
 def _bad(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)
+    app.command("result")(result)
