@@ -58,9 +58,13 @@ def orchestrator_decider(plans: PlanBook, orchestrator: OrchestratorSettings) ->
 
 def orchestrator_hints(plans: PlanBook, orchestrator: OrchestratorSettings) -> Callable[[], OrchestratorHints]:
     """The hint source of one partition, as production makes it: free slots (unless the
-    window is 0) and plan pins."""
+    window is 0) and plan pins. The free slots are one store for all the process's
+    partitions: a completion on one partition frees a slot a submit on any other may be
+    granted (a store per partition gave a root grant to about 1/P of the runs at light
+    load). A transaction spans all of them, so its commit or roll back is the store's."""
     window = orchestrator.root_grant_window_ms
-    return lambda: OrchestratorHints(plans, SpareSlots(window) if window else None)
+    spare = SpareSlots(window) if window else None
+    return lambda: OrchestratorHints(plans, spare)
 
 
 def orchestrator_runtime(

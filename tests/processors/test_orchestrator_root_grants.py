@@ -11,6 +11,7 @@ from taskplane.contract.messages import Assignment, CompleteTask, LeaseGranted, 
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 from taskplane.contract.plans import PlanBook
 from taskplane.contract.state import TaskStatus
+from taskplane.processors.orchestrator.app import OrchestratorSettings, orchestrator_hints
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.outputs import outputs
@@ -188,3 +189,17 @@ def test_a_version_is_pinned_once_per_partition_and_again_after_an_aborted_batch
     hints.roll_back()
     assert pins(hints) == []  # committed: kept
     assert pins(OrchestratorHints(decider.plans)) == ["document-pipeline@v1"]  # another partition's own
+
+
+def test_a_completion_on_one_partition_frees_a_slot_for_a_submit_on_another() -> None:
+    decider = OrchestratorDecider()
+    partition = {"run-1": 0, "run-2": 1}
+    runner = InMemoryRunner.of(decider, hints=orchestrator_hints(decider.plans, OrchestratorSettings()),
+                               scope=lambda key: partition[key])
+    first = Driver(runner=runner)
+    finish_a_run(first, "w1", follow_on=1)
+    second = Driver(run_id="run-2", now=first.now + 40, runner=runner)
+    events = second.submit()
+    assert len(runner.sources) == 2  # two partitions' hint sources, one store of free slots
+    assert types(events) == ["RunSubmitted", "TaskReady", "LeaseGranted"]
+    assert events[0].free_slots == ("w1",)  # type: ignore[attr-defined]
