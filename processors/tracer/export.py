@@ -12,9 +12,10 @@ exporter as ``ReadableSpan``s. The exporter reads the standard variables:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from taskplane.processors.tracer.otlp_wire import WireEncoder
 from taskplane.processors.tracer.spans import SpanRecord
 from taskplane.streams.exceptions import StreamsError
 
@@ -48,6 +49,8 @@ class OtlpSink:
         self._scope = InstrumentationScope("taskplane.tracer")
         self._exporter = exporter if exporter is not None else _otlp_exporter()
         self._success = SpanExportResult.SUCCESS
+        self._wire = WireEncoder(dict(self._resource.attributes), self._scope.name)
+        self._send_bytes = _byte_sender(self._exporter)
         self._types = (ReadableSpan, Event, SpanContext, SpanKind.INTERNAL, Status, StatusCode, TraceFlags(1))
 
     def readable(self, spans: Sequence[SpanRecord]) -> list[Any]:
@@ -71,6 +74,8 @@ class OtlpSink:
     def export(self, spans: Sequence[SpanRecord]) -> bool:
         if not spans:
             return True
+        if self._send_bytes is not None:  # the request encoded here (otlp_wire.py), sent by the SDK's client
+            return self._send_bytes(self._wire.request(spans))
         return bool(self._exporter.export(self.readable(spans)) == self._success)
 
     def close(self) -> None:
@@ -99,6 +104,23 @@ def _deterministic(resource: Any, resource_type: Any) -> Any:
             return self is other or bool(super().__eq__(other))
 
     return _Fixed(attributes, resource.schema_url)
+
+
+def _byte_sender(exporter: Any) -> Callable[[bytes], bool] | None:
+    """How to send an encoded request through ``exporter``'s own HTTP client (its endpoint,
+    headers, TLS, compression, timeout and retries, all from the standard variables), or
+    None: then spans go through ``exporter.export`` as ReadableSpans. The client is the
+    OTLP/HTTP exporter's private ``_client`` (opentelemetry-exporter-otlp-proto-http
+    1.4x); another exporter (gRPC, a test's, an older SDK's) takes the SDK's path, and
+    receivers get the same spans either way (tests/processors/tracer/test_otlp_wire.py)."""
+    client = getattr(exporter, "_client", None)
+    send = getattr(client, "export", None)
+    if type(exporter).__module__ != _HTTP_EXPORTER or not callable(send):
+        return None
+    return lambda data: bool(send(data).success)
+
+
+_HTTP_EXPORTER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
 
 
 def _otlp_exporter() -> Any:
