@@ -90,7 +90,7 @@ class WireEncoder:
     def _attributes(self, tag: bytes, attributes: Mapping[str, Value]) -> list[bytes]:
         """Each pair as a field ``tag`` (Span.attributes and Event.attributes differ only there)."""
         pairs = self._pairs
-        out = []
+        out: list[bytes] = []
         for key, value in attributes.items():
             known = (key, value, type(value))  # True == 1: the type tells a bool from an int
             body = pairs.get(known)
