@@ -110,6 +110,36 @@ class Tick:
     now_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class RequestApproval:
+    """From the lease holder: its call ``key`` (the approval's id) to an approval-required
+    tool waits for a person. The attempt gives its lease back with it."""
+
+    run_id: str
+    task: str
+    worker_id: str
+    epoch: int
+    key: str
+    tool: str
+    call_index: int
+    input_preview: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecideApproval:
+    """A person's decision, signed: ``signature`` is the HMAC-SHA256 of (approval id,
+    verdict, who, decided_ms) under TASKPLANE_APPROVAL_KEY (``contract/approvals.py``)."""
+
+    run_id: str
+    approval_id: str
+    granted: bool
+    who: str
+    decided_ms: int
+    reason: str
+    signature: str
+
+
 Command = (
     SubmitRun
     | ClaimTask
@@ -121,6 +151,8 @@ Command = (
     | ReplayTask
     | CancelRun
     | Tick
+    | RequestApproval
+    | DecideApproval
 )
 
 # ---------------------------------------------------------------- events
@@ -300,6 +332,52 @@ class CommandRejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    run_id: str
+    task: str
+    approval_id: str  # the call's idempotency key
+    tool: str
+    call_index: int
+    input_preview: str
+    reason: str
+    ttl_ms: int
+    requested_ms: int
+    expires_ms: int
+    attempt: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalGranted:
+    run_id: str
+    task: str
+    approval_id: str
+    who: str
+    decided_ms: int
+    reason: str
+    at_ms: int  # when the orchestrator recorded it
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDenied:
+    run_id: str
+    task: str
+    approval_id: str
+    who: str
+    decided_ms: int
+    reason: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalExpired:
+    run_id: str
+    task: str
+    approval_id: str
+    at_ms: int
+
+
 Event = (
     RunSubmitted
     | TaskReady
@@ -321,6 +399,10 @@ Event = (
     | RunRetired
     | RunForgotten
     | CommandRejected
+    | ApprovalRequested
+    | ApprovalGranted
+    | ApprovalDenied
+    | ApprovalExpired
 )
 
 # ---------------------------------------------------------------- derived records
@@ -364,6 +446,7 @@ class Assignment:
     dependency_outputs: dict[str, str]
     journal: tuple[JournalEntry, ...]
     tools: tuple[ToolPlan, ...] = ()  # the run's own tool policy for this task
+    granted_approvals: tuple[str, ...] = ()  # call keys a person granted that have not run yet
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,10 @@ class ToolPlan:
     cooldown_ms: int
     fallback: str | None = None
     network: bool = False  # the operator's grant (manifest tools[].network); container isolation only
+    # Governance (docs/governance.md, "Approvals"): a call waits for a person's grant first.
+    approval_required: bool = False
+    approval_ttl_ms: int = 600_000  # how long a request waits before it expires (approval_timeout)
+    operation: str = ""  # read | write | delete | admin ("" when the manifest does not say)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ class TaskStatus(str, Enum):
     BLOCKED = "blocked"  # a dependency is dead-lettered
     FAILED = "failed"  # the run failed (no dead-letter transition)
     CANCELLED = "cancelled"
+    AWAITING_APPROVAL = "awaiting_approval"  # a tool call waits for a person; no lease, no worker
 
 
 class RunStatus(str, Enum):
@@ -37,6 +38,24 @@ class ToolCallRecord:
     result: str | None
     error: str | None
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """One approval of a run, by id (the call's idempotency key)."""
+
+    approval_id: str
+    task: str
+    tool: str
+    call_index: int
+    status: str  # pending | granted | denied | expired
+    requested_ms: int
+    expires_ms: int
+    input_preview: str = ""
+    reason: str = ""
+    who: str | None = None
+    decided_ms: int | None = None
+    decision_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +88,4 @@ class RunState:
     tasks: dict[str, TaskState] = field(default_factory=dict)  # copy-on-write
     journal: dict[str, ToolCallRecord] = field(default_factory=dict)  # by idempotency key
     retired_ms: int | None = None  # set by RunRetired: tasks, journal and input are gone
+    approvals: dict[str, ApprovalRecord] = field(default_factory=dict)  # by approval id (call key)

@@ -56,6 +56,9 @@ def move(event: object) -> Move:
             return Move(task, TaskStatus.BLOCKED, blocked_by=blocker)
         case m.TaskReplayed(task=task):
             return Move(task, TaskStatus.PENDING, unblock=True)
+        case m.ApprovalRequested(task=task):
+            # Follows the attempt's LeaseReleased: the task waits for a person, holding no worker.
+            return Move(task, TaskStatus.AWAITING_APPROVAL)
         case m.RunSucceeded():
             return Move(run=RunStatus.SUCCEEDED)
         case m.RunFailed():

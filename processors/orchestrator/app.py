@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, get_args
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskplane.contract.messages import Command
@@ -46,6 +46,11 @@ class OrchestratorSettings(BaseSettings):
         description="A root task is granted at submit to a worker that reported a free slot at most this "
                     "long before (0: roots are always offered on `work` and claimed).")
 
+    approval_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TASKPLANE_APPROVAL_KEY", "approval_key"),
+        description="The key a person's approval decisions are signed with (TASKPLANE_APPROVAL_KEY); "
+                    "unset: every decision is refused (approvals fail closed). Never give it to workers.")
+
     def retention(self) -> Retention:
         return Retention(self.finished_run_retention_ms,
                          max(self.final_record_retention_ms, self.finished_run_retention_ms))
@@ -53,7 +58,9 @@ class OrchestratorSettings(BaseSettings):
 
 def orchestrator_decider(plans: PlanBook, orchestrator: OrchestratorSettings) -> OrchestratorDecider:
     """The decider as production runs it (``taskplane verify`` re-decides with this)."""
-    return OrchestratorDecider(plans, orchestrator.retention())
+    key = orchestrator.approval_key
+    return OrchestratorDecider(plans, orchestrator.retention(),
+                               key.get_secret_value().encode() if key is not None else None)
 
 
 def orchestrator_hints(plans: PlanBook, orchestrator: OrchestratorSettings) -> Callable[[], OrchestratorHints]:

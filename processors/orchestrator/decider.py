@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
+from taskplane.contract.approvals import signature_problem
 from taskplane.contract.decider import DecisionError, Output
 from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.messages import (
@@ -20,6 +21,7 @@ from taskplane.contract.messages import (
     Command,
     CommandRejected,
     CompleteTask,
+    DecideApproval,
     Event,
     FailTask,
     FailureKind,
@@ -31,6 +33,7 @@ from taskplane.contract.messages import (
     ReleaseLease,
     RenewLease,
     ReplayTask,
+    RequestApproval,
     RetryScheduled,
     RunCancelled,
     RunFailed,
@@ -50,6 +53,7 @@ from taskplane.contract.plan import SystemPlan
 from taskplane.contract.plans import PlanBook, PlanConflict
 from taskplane.contract.records import replace
 from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
+from taskplane.processors.orchestrator import approvals
 from taskplane.processors.orchestrator.backoff import backoff_ms
 from taskplane.processors.orchestrator.evolve import downstream, evolve
 from taskplane.processors.orchestrator.outputs import outputs
@@ -72,14 +76,17 @@ class OrchestratorDecider:
     ``retention`` says when finished runs shrink to a final record and go. The one
     recorded input is a ``SubmitRun``'s ``given``: free worker slots (``hints.py``), one
     per slot; root task ``i`` is granted to ``given[i]`` at once, the rest are offered.
-    It is recorded as ``RunSubmitted.free_slots``.
+    It is recorded as ``RunSubmitted.free_slots``. ``approval_key`` checks that a
+    ``DecideApproval`` is a person's (``contract/approvals.py``); without it, none is.
     """
 
-    __slots__ = ("_trail", "plans", "retention")
+    __slots__ = ("_trail", "approval_key", "plans", "retention")
 
-    def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None) -> None:
+    def __init__(self, plans: PlanBook | None = None, retention: Retention | None = None,
+                 approval_key: bytes | None = None) -> None:
         self.plans = plans if plans is not None else PlanBook()
         self.retention = retention or Retention()
+        self.approval_key = approval_key
         # The folds the last decision made while deciding (state, event, state after),
         # in order: ``evolve`` of the same state and event returns the same state after.
         self._trail: list[tuple[RunState | None, Event, RunState]] = []
@@ -115,6 +122,11 @@ class OrchestratorDecider:
             raise DecisionError("unknown run")
         if state.status is not RunStatus.RUNNING:
             raise DecisionError(f"run already {state.status.value}")
+        if isinstance(command, DecideApproval):  # only a person's signed decision is decided at all
+            problem = signature_problem(self.approval_key, command.approval_id, command.granted, command.who,
+                                        command.decided_ms, command.signature)
+            if problem:
+                raise DecisionError(problem)
         batch = _Batch(state)
         match command:
             case ClaimTask():
@@ -135,6 +147,10 @@ class OrchestratorDecider:
                 _replay(batch, command)
             case CancelRun():
                 batch.add(RunCancelled(state.run_id, command.reason, at_ms))
+            case RequestApproval():
+                approvals.request(batch, command, at_ms, _holder)
+            case DecideApproval():
+                approvals.decide(batch, command, at_ms, _after_failure)
             case _:
                 assert_never(command)
         return batch
@@ -191,6 +207,8 @@ class OrchestratorDecider:
                   if t.status is TaskStatus.LEASED and t.lease_expires_ms is not None]
         timers += [t.retry_due_ms for t in state.tasks.values()
                    if t.status is TaskStatus.BACKOFF and t.retry_due_ms is not None]
+        if state.approvals and (expiry := approvals.next_expiry(state)) is not None:
+            timers.append(expiry)
         return min(timers, default=None)
 
     def tick(self, now_ms: int) -> Command:
@@ -206,6 +224,8 @@ class OrchestratorDecider:
                 return CommandRejected("", name, None, None, reason)
             case SubmitRun() | CancelRun():
                 return CommandRejected(command.run_id, name, None, None, reason)
+            case DecideApproval():  # the approval's id where a task would be: what the decider answers
+                return CommandRejected(command.run_id, name, command.approval_id, None, reason)
             case ReplayTask():
                 return CommandRejected(command.run_id, name, command.task, None, reason)
             case _:
@@ -359,6 +379,8 @@ def _tick(state: RunState, now_ms: int, at_ms: int) -> _Batch:
         elif (task.status is TaskStatus.BACKOFF and task.retry_due_ms is not None
                 and task.retry_due_ms <= now_ms):
             batch.add(TaskReady(state.run_id, name, task.attempt))
+        elif task.status is TaskStatus.AWAITING_APPROVAL:
+            approvals.expire_due(batch, name, now_ms, at_ms, _after_failure)
     return batch
 
 
@@ -416,7 +438,7 @@ def _fail(batch: _Batch, command: FailTask, at_ms: int) -> None:
     _after_failure(batch, task.name, command.kind, command.retry_after_ms, at_ms)
 
 
-def _after_failure(batch: _Batch, name: str, kind: FailureKind, retry_after_ms: int, at_ms: int) -> None:
+def _after_failure(batch: approvals.Batch, name: str, kind: FailureKind, retry_after_ms: int, at_ms: int) -> None:
     """The retry rule, applied after AttemptFailed was folded (``failures`` counts it)."""
     state = batch.state
     task = state.tasks[name]

@@ -7,6 +7,10 @@ from typing import assert_never
 
 from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.messages import (
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
     AttemptFailed,
     AttemptRecord,
     CommandRejected,
@@ -40,6 +44,7 @@ from taskplane.contract.state import (
     ToolCallRecord,
 )
 from taskplane.contract.status import KEPT_AT_RUN_END, blocker
+from taskplane.processors.orchestrator.approvals import evolved as approvals_after
 
 
 class InconsistentLog(TaskplaneError, ValueError):
@@ -145,7 +150,14 @@ def _evolve_run(state: RunState, event: Event) -> RunState:
             return _finished(state, RunStatus.CANCELLED, TaskStatus.CANCELLED, reason, finished)
         case RunRetired(at_ms=at):
             # The final record: what a duplicate submit or a late command is answered from.
-            return replace(state, input="", tasks={}, journal={}, retired_ms=at)
+            return replace(state, input="", tasks={}, journal={}, retired_ms=at, approvals={})
+        case ApprovalRequested(task=name):
+            # The lease went back with the request (LeaseReleased before it): no holder, no timer.
+            task = replace(_task(state, name), status=TaskStatus.AWAITING_APPROVAL, holder=None,
+                           lease_expires_ms=None)
+            return replace(_with_task(state, task), approvals=approvals_after(state, event))
+        case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
+            return replace(state, approvals=approvals_after(state, event))
         case RunSubmitted() | RunForgotten() | CommandRejected():
             return state
         case _:

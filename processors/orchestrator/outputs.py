@@ -24,6 +24,7 @@ from taskplane.contract.messages import (
     WorkItem,
 )
 from taskplane.contract.state import RunState
+from taskplane.processors.orchestrator.approvals import granted_not_run
 from taskplane.processors.orchestrator.run_index import rejected_submit, run_record
 
 DEFAULT_FAILURE_THRESHOLD = 5
@@ -76,7 +77,8 @@ def _assignment(state: RunState, event: LeaseGranted) -> Assignment:
     journal = journal_entries(state) if policy.idempotency_tracking else ()
     return Assignment(event.worker_id, event.run_id, event.task, event.attempt, True, None, event.epoch,
                       event.expires_ms, policy.lease_timeout_ms, state.plan.name, agent.model,
-                      state.input, inputs, journal, agent.tools)
+                      state.input, inputs, journal, agent.tools,
+                      granted_not_run(state, event.task) if state.approvals else ())
 
 
 def _refusal(state: RunState | None, event: CommandRejected) -> Assignment:
