@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from taskplane._manifest_approvals import ApprovalField, OperationField, approval_plan, drop_unset
 from taskplane._manifest_graph import graph_problems, topological_order
 from taskplane._manifest_yaml import MAX_BYTES, ROOT, parse_yaml
 from taskplane.contract.plan import (
@@ -121,6 +122,8 @@ class ToolSpec(_Spec):
     failure_threshold: Count | None = Field(default=None, ge=1)
     cooldown: PositiveDuration | None = None
     network: bool = False
+    approval: ApprovalField = None  # a person grants each call first (_manifest_approvals.py)
+    operation: OperationField = None
 
     @model_validator(mode="before")
     @classmethod
@@ -284,6 +287,7 @@ class AgentSystemManifest(_Spec):
         execution = data["spec"]["execution"]
         if execution.get("finishedRunRetention") is None:  # unset: versions applied before it existed stay
             execution.pop("finishedRunRetention", None)
+        drop_unset(data)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def version(self) -> str:
@@ -307,6 +311,7 @@ class AgentSystemManifest(_Spec):
                         cooldown_ms=tool.cooldown or breakers.cooldown,
                         fallback=tool.fallback,
                         network=tool.network,
+                        **approval_plan(tool.approval, tool.operation),
                     )
                     for tool in agent.tools
                 ),
