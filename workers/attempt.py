@@ -19,10 +19,12 @@ from taskplane.contract.messages import (
     FailureKind,
     RecordToolCall,
     ReleaseLease,
+    RequestApproval,
 )
 from taskplane.contract.plan import AgentPlan, Isolation, SystemPlan, ToolPlan
 from taskplane.contract.trace_ids import header, tool_span_id
 from taskplane.streams.exceptions import StreamsError
+from taskplane.workers.approvals import ApprovalPending, preview
 from taskplane.workers.exceptions import (
     BreakerOpenError,
     RegistryError,
@@ -107,7 +109,8 @@ class Attempt:
         self._send_later = send_later
         self._host = host
         self._unconfirmed: list[Any] = []  # tool-call records written but not yet confirmed
-        self._journal = Journal(assignment.journal)
+        self._journal = Journal(assignment.journal, assignment.granted_approvals)
+        self._approval: RequestApproval | None = None  # the call this attempt ended on, waiting for a person
         self._call_index = 0
         self._turn: asyncio.Lock | None = None  # async agents: their tool calls take turns
         self.tool_runs = 0  # tools actually executed (not answered by the journal)
@@ -118,9 +121,10 @@ class Attempt:
         contexts = self._contexts
         token = None if contexts is None else contexts.enter(self.assignment)
         try:
-            command = self._completion(self._registry.agent(self.assignment.task).function(self._context()))
-        except Exception as error:
+            command: Any = self._completion(self._registry.agent(self.assignment.task).function(self._context()))
+        except (Exception, ApprovalPending) as error:
             command = self._failure(error)
+        command = self._approval or command  # whatever the agent did after asking
         if contexts is not None:
             contexts.leave(token)
         self._send(command)
@@ -134,9 +138,10 @@ class Attempt:
         token = None if contexts is None else contexts.enter(self.assignment)  # this asyncio task's
         try:
             output = await self._registry.agent(self.assignment.task).function(self._context())
-            command = self._completion(output)
-        except Exception as error:
+            command: Any = self._completion(output)
+        except (Exception, ApprovalPending) as error:
             command = self._failure(error)
+        command = self._approval or command
         if contexts is not None:
             contexts.leave(token)
         await send(command)
@@ -153,9 +158,11 @@ class Attempt:
         a = self.assignment
         return CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, canonical_json(output), self._follow_on())
 
-    def _failure(self, error: Exception) -> Any:
+    def _failure(self, error: BaseException) -> Any:
         """The command that reports what the agent raised (or a non-JSON output)."""
         a = self.assignment
+        if isinstance(error, ApprovalPending):
+            return error.request
         if isinstance(error, WorkerStopping):
             return ReleaseLease(a.run_id, a.task, a.worker_id, a.epoch)
         if isinstance(error, BreakerOpenError):
@@ -200,6 +207,8 @@ class Attempt:
     def _next_index(self) -> int:
         if self._stopping.is_set():
             raise WorkerStopping("worker is shutting down")
+        if self._approval is not None:  # the attempt ended on a call waiting for a person
+            raise ApprovalPending(self._approval)
         index = self._call_index
         self._call_index += 1
         return index
@@ -211,6 +220,8 @@ class Attempt:
         recorded = self._journal.lookup(key)
         if recorded is not None:
             return decode_json(recorded)
+        if plan.approval_required and not self._journal.granted(key):
+            self._ask(name, index, key, args)
         wait_ms = breaker_wait_ms(self._breaker(name), self._host.now_ms())
         if wait_ms is not None:
             if allow_fallback and plan.fallback:
@@ -247,6 +258,15 @@ class Attempt:
             self._journal.record(key, text)
             return result
         raise AssertionError("unreachable")
+
+    def _ask(self, name: str, index: int, key: str, args: dict[str, Any]) -> None:
+        """End the attempt on this call: it waits for a person (the lease goes back)."""
+        a = self.assignment
+        self._confirm_records()  # the request follows every record this attempt wrote
+        self._approval = RequestApproval(a.run_id, a.task, a.worker_id, a.epoch, key, name, index,
+                                         preview(canonical_json(args)), f"{self._agent.name} calls {name}")
+        log.info("attempt %s/%s#%s: %s waits for approval %s", a.run_id[:8], a.task, a.attempt, name, key)
+        raise ApprovalPending(self._approval)
 
     def _tool_header(self, key: str, attempt_try: int) -> str:
         """The traceparent of this try's execute_tool span (the tracer derives the same id)."""

@@ -39,10 +39,16 @@ def task_key(run_id: str, task: str) -> str:
 
 class Journal:
     """Succeeded calls of a run as the Assignment carried them, plus the calls this
-    attempt recorded since (so a repeated call inside one attempt is answered too)."""
+    attempt recorded since (so a repeated call inside one attempt is answered too), and
+    the calls a person granted that have not run yet."""
 
-    def __init__(self, entries: Iterable[JournalEntry] = ()) -> None:
+    def __init__(self, entries: Iterable[JournalEntry] = (), granted: Iterable[str] = ()) -> None:
         self._results: dict[str, str] = {entry.key: entry.result for entry in entries}
+        self._granted = frozenset(granted)
+
+    def granted(self, key: str) -> bool:
+        """A person granted this call and it has not run yet."""
+        return key in self._granted and key not in self._results
 
     def lookup(self, key: str) -> str | None:
         """The recorded JSON result of a succeeded call, or None."""

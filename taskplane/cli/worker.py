@@ -33,8 +33,10 @@ def worker_run(
 ) -> None:
     """Consume the system's work, claim, run and report tasks. SIGTERM releases leases."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from taskplane.workers.approvals import drop_approval_key
     from taskplane.workers.worker import Worker
 
+    drop_approval_key()  # before the user's module is imported: its code never sees the key
     kafka, topics = kafka_endpoints()
     overrides: dict[str, object] = {}
     if concurrency is not None:

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(name)s %(message)s")
 
+    from taskplane.workers.approvals import drop_approval_key
+
+    drop_approval_key()  # workers never hold the key people sign decisions with
     stack = StackSettings()
     extra: dict[str, object] = {"log_level": 3}  # errors only
     kafka = stack.kafka_config(None, extra)
