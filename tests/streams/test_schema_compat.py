@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
-from hypothesis import given, settings
+from fastavro.read import SchemaResolutionError
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from taskplane.contract.messages import ClaimTask
@@ -78,8 +79,13 @@ def test_old_writer_new_reader_and_new_writer_old_reader(
     meta = data.draw(META)
     written_now = serde().encode(value, meta)
 
-    # A released reader resolves what the current writer wrote.
-    as_old = schemaless_reader(BytesIO(written_now[HEADER_SIZE:]), new.parsed, old.parsed)
+    # A released reader resolves what the current writer wrote, unless it meets an enum
+    # symbol added since (docs/wire-format.md: readers are deployed before writers emit it).
+    try:
+        as_old = schemaless_reader(BytesIO(written_now[HEADER_SIZE:]), new.parsed, old.parsed)
+    except SchemaResolutionError as error:
+        assume("not found in reader symbol list" not in str(error))
+        raise
 
     # The current reader decodes what a released writer wrote (that same record)...
     out = BytesIO()

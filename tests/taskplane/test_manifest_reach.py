@@ -26,6 +26,8 @@ REACHES: dict[type[BaseModel], dict[str, str]] = {
         "isolation": "ToolPlan.isolation", "fallback": "ToolPlan.fallback",
         "failure_threshold": "ToolPlan.failure_threshold", "cooldown": "ToolPlan.cooldown_ms",
         "network": "ToolPlan.network (the worker's container sandbox)",
+        "approval": "ToolPlan.approval_required / approval_ttl_ms (test_manifest_approvals.py)",
+        "operation": "ToolPlan.operation (test_manifest_approvals.py)",
     },
     AgentSpec: {"name": "AgentPlan.name", "model": "AgentPlan.model", "tools": "AgentPlan.tools",
                 "dependencies": "AgentPlan.dependencies"},
