@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "processor": ("processors", "Run stateful processors."),
     "runs": ("runs", "Runs and their task DAGs (list, show: the read model; watch: the log)."),
     "dlq": ("dlq", "Dead-lettered tasks: inspect and replay."),
+    "approvals": ("approvals", "Approvals: tool calls waiting for a person (list, approve, deny)."),
     "rebuild": ("replay", "Rebuild derived state from the log."),
     "worker": ("worker", "Workers: run agents and their tools."),
 }

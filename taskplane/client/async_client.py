@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from taskplane.client._approvals import ApprovalInfo
 from taskplane.client._run_follower import Watch
 from taskplane.client._run_view import TERMINAL, RunInfo, RunStatus, RunView
 from taskplane.client.client import Client, RunHandle, outcome
@@ -53,6 +54,15 @@ class AsyncClient:
 
     async def replay(self, run_id: str, task: str, requested_by: str = "client") -> AsyncRunHandle:
         return AsyncRunHandle(self, await asyncio.to_thread(self.sync.replay, run_id, task, requested_by))
+
+    async def approvals(self, status: str | None = "pending") -> list[ApprovalInfo]:
+        return await asyncio.to_thread(self.sync.approvals, status)
+
+    async def approve(self, approval_id: str, **options: Any) -> ApprovalInfo:
+        return await asyncio.to_thread(lambda: self.sync.approve(approval_id, **options))
+
+    async def deny(self, approval_id: str, reason: str, **options: Any) -> ApprovalInfo:
+        return await asyncio.to_thread(lambda: self.sync.deny(approval_id, reason, **options))
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sync.close)

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from taskplane.client import _approvals
+from taskplane.client._approvals import ApprovalInfo
 from taskplane.client._parts import ClientParts
 from taskplane.client._run_follower import Watch
 from taskplane.client._run_view import RunInfo, RunStatus, RunView
@@ -125,6 +127,25 @@ class Client:
                                  field="task")
         self._ready().publish([m.ReplayTask(run_id, task, requested_by)])
         return handle
+
+    # ------------------------------------------------------------ approvals
+
+    def approvals(self, status: str | None = "pending") -> list[ApprovalInfo]:
+        """Approvals on the log (``pending`` by default; None: all), oldest first."""
+        return _approvals.list_approvals(self, status)
+
+    def approve(self, approval_id: str, *, who: str | None = None, reason: str = "", run_id: str | None = None,
+                key: str | bytes | None = None, timeout: float = 30.0) -> ApprovalInfo:
+        """Grant a pending approval as ``who`` (default: the login user), signed with
+        ``key`` (default: TASKPLANE_APPROVAL_KEY); returns it as the orchestrator recorded it."""
+        return _approvals.decide(self, approval_id, True, who=who, reason=reason, run_id=run_id, key=key,
+                                 timeout=timeout)
+
+    def deny(self, approval_id: str, reason: str, *, who: str | None = None, run_id: str | None = None,
+             key: str | bytes | None = None, timeout: float = 30.0) -> ApprovalInfo:
+        """Deny a pending approval, saying why: its task fails ``approval_denied``."""
+        return _approvals.decide(self, approval_id, False, who=who, reason=reason, run_id=run_id, key=key,
+                                 timeout=timeout)
 
     # ------------------------------------------------------------ lifecycle
 
