@@ -80,6 +80,10 @@ class Publisher:
         key: str = command.run_id
         self._produce(self._topics.commands, key, command, correlation_id or key, message_id)
 
+    def to_cron(self, command: Any) -> None:
+        """A command to the cron processor (``contract/cron.py``), keyed by its system."""
+        self._produce(self._topics.schedules, command.system, command, None)
+
     def define_system(self, definition: SystemDefinition) -> None:
         """The system's current definition (key: its name), and the version for good
         (key ``name@version``: what runs of it reference, ``contract/plans.py``)."""

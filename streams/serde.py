@@ -23,7 +23,7 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from taskplane.contract import breaker, messages, plan, state
+from taskplane.contract import breaker, cron, messages, plan, state
 from taskplane.streams._avro_codegen import compile_message, native_dispatch
 from taskplane.streams._avro_mapping import RecordMapping, record_mapping
 from taskplane.streams.exceptions import SerdeError
@@ -39,6 +39,7 @@ META_NAME = "taskplane.Meta"
 DOMAIN_MODULES: Mapping[str, tuple[ModuleType, ...]] = {
     "taskplane.orchestrator": (plan, messages, state),
     "taskplane.breaker": (breaker,),
+    "taskplane.cron": (cron,),
 }
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})

@@ -53,6 +53,9 @@ def catalog(run_partitions: int = 4, tool_partitions: int = 2) -> tuple[TopicSpe
         TopicSpec("breaker-events", tool_partitions, retained, "tool", "breaker transitions"),
         TopicSpec("breakers", tool_partitions, COMPACT, "tool", "current breaker state per tool"),
         TopicSpec("systems", 1, COMPACT, "system name", "AgentSystem definitions"),
+        TopicSpec("schedules", 1, retained, "system name", "requests to the cron processor, and its Ticks"),
+        TopicSpec("schedule-events", 1, retained, "system name", "cron facts: slots fired and skipped"),
+        TopicSpec("cron-changelog", 1, COMPACT, "system name", "cron state snapshots"),
         TopicSpec("poison", 1, retained, "-", "records that could not be decoded or validated"),
     )
 
@@ -127,6 +130,14 @@ class Topics:
     @property
     def systems(self) -> str:
         return self.name("systems")
+
+    @property
+    def schedules(self) -> str:
+        return self.name("schedules")
+
+    @property
+    def schedule_events(self) -> str:
+        return self.name("schedule-events")
 
     @property
     def poison(self) -> str:

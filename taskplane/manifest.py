@@ -34,6 +34,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from taskplane._manifest_approvals import ApprovalField, OperationField, approval_plan, drop_unset
 from taskplane._manifest_graph import graph_problems, topological_order
+from taskplane._manifest_schedules import ScheduleManifest, schedule_problems
 from taskplane._manifest_yaml import MAX_BYTES, ROOT, parse_yaml
 from taskplane.contract.plan import (
     AgentPlan,
@@ -231,6 +232,7 @@ class SystemSpec(_Spec):
     breakers: BreakersSpec = Field(default_factory=BreakersSpec)
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
     persistence: PersistenceSpec = Field(default_factory=PersistenceSpec)
+    schedules: tuple[ScheduleManifest, ...] = ()  # cron schedules (_manifest_schedules.py)
 
     @field_validator("agents")
     @classmethod
@@ -288,6 +290,8 @@ class AgentSystemManifest(_Spec):
         if execution.get("finishedRunRetention") is None:  # unset: versions applied before it existed stay
             execution.pop("finishedRunRetention", None)
         drop_unset(data)
+        if not data["spec"].get("schedules"):  # none: versions applied before schedules existed stay
+            data["spec"].pop("schedules", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def version(self) -> str:
@@ -391,6 +395,8 @@ def validate_manifest(data: object) -> AgentSystemManifest:
     agents = spec.get("agents") if isinstance(spec, Mapping) else None
     if isinstance(agents, list):
         problems.extend(p for p in graph_problems(agents) if p not in problems)
+    if manifest is not None:
+        problems.extend(Problem(path, reason) for path, reason in schedule_problems(manifest.spec.schedules))
     if problems or manifest is None:
         raise ManifestError(problems)
     return manifest
@@ -407,6 +413,7 @@ def _known_keys() -> list[str]:
         BreakersSpec,
         ObservabilitySpec,
         PersistenceSpec,
+        ScheduleManifest,
     ]
     return sorted({field.alias or name for m in models for name, field in m.model_fields.items()})
 

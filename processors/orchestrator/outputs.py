@@ -3,6 +3,7 @@ tool outcomes for the breaker processor, and the ``runs`` index (``run_index.py`
 
 from __future__ import annotations
 
+from taskplane.contract.cron import ScheduledRunEnded, schedule_of
 from taskplane.contract.decider import Output
 from taskplane.contract.messages import (
     Assignment,
@@ -54,12 +55,24 @@ def outputs(state: RunState | None, event: Event) -> list[Output]:
                     Output("runs", event.run_id, run_record(state))]
         case RunSubmitted():
             return [Output("runs", event.run_id, run_record(state, with_tasks=False))]
-        case RunSucceeded() | RunFailed() | RunCancelled() | TaskReplayed():
+        case RunSucceeded() | RunFailed() | RunCancelled():
+            return [Output("runs", event.run_id, run_record(state)), *_schedule_notice(state)]
+        case TaskReplayed():
             return [Output("runs", event.run_id, run_record(state))]
         case ToolCallSucceeded() | ToolCallFailed():
             return [Output("tool-outcomes", event.tool, _tool_outcome(state, event))]
         case _:
             return []
+
+
+def _schedule_notice(state: RunState) -> list[Output]:
+    """A run a schedule started tells the cron processor it ended (its concurrencyPolicy
+    learns from the log whether the previous run still runs)."""
+    schedule = schedule_of(state.idempotency_key)
+    if schedule is None:
+        return []
+    system = state.plan.name
+    return [Output("schedules", system, ScheduledRunEnded(system, schedule, state.run_id, state.status.value))]
 
 
 def journal_entries(state: RunState) -> tuple[JournalEntry, ...]:

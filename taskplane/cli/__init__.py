@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approvals": ("approvals", "Approvals: tool calls waiting for a person (list, approve, deny)."),
     "rebuild": ("replay", "Rebuild derived state from the log."),
     "worker": ("worker", "Workers: run agents and their tools."),
+    "schedules": ("schedules", "Cron schedules: list, pause, resume."),
 }
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from taskplane.cli.processors import kafka_endpoints
+from taskplane.contract.cron import ApplySchedules
 from taskplane.contract.plan import SystemDefinition
 from taskplane.exceptions import UserInputError
 from taskplane.manifest import load_manifest, manifest_version
@@ -32,6 +33,9 @@ def apply(
     ensure_topics(kafka_clients.admin(kafka), topics, catalog())
     with Publisher(kafka, topics) as publisher:  # canonical JSON: the connection string is masked
         publisher.define_system(SystemDefinition(plan.name, version, plan, manifest.canonical_json()))
+        # Always, so an apply without schedules removes the ones a previous version had.
+        publisher.to_cron(ApplySchedules(plan.name, version, plan,
+                                         tuple(s.to_spec() for s in manifest.spec.schedules)))
     typer.echo(render_plan_summary(manifest))
     typer.echo(f"applied {plan.name} version {version} to {topics.systems}")
 

@@ -13,11 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {"taskplane.streams", "taskplane.workers", "taskplane.devstack", "confluent_kafka", "fastavro",
              "psycopg", "time", "random", "datetime", "os", "socket", "logging", "uuid"}
 WIRING = {"app.py", "rebuild.py", "verify.py", "export.py"}  # a processor's wiring to the log runtime or an exporter, above the deciders
+# The cron calendar reads the tz database (datetime, zoneinfo): the cron wiring's hints
+# ask it, and the decider records its answers (SlotsDue), so it is an input, not a decider.
+INPUT_SOURCES = {"processors/cron/calendar.py"}
 
 
 def decider_modules() -> list[Path]:
     processors = (path for path in (ROOT / "processors").rglob("*.py")
-                  if "projector" not in path.relative_to(ROOT).parts and path.name not in WIRING)
+                  if "projector" not in path.relative_to(ROOT).parts and path.name not in WIRING
+                  and str(path.relative_to(ROOT)) not in INPUT_SOURCES)
     return sorted([*processors, *(ROOT / "contract").rglob("*.py")])
 
 
@@ -39,7 +43,8 @@ def imported(path: Path) -> set[str]:
 
 def test_the_walk_finds_the_deciders_and_the_contract() -> None:
     names = {str(p.relative_to(ROOT)) for p in decider_modules()}
-    assert {"contract/decider.py", "processors/orchestrator/decider.py", "processors/breaker/decider.py"} <= names
+    assert {"contract/decider.py", "processors/orchestrator/decider.py", "processors/breaker/decider.py",
+            "processors/cron/decider.py", "contract/cron.py"} <= names
 
 
 @pytest.mark.parametrize("path", decider_modules(), ids=lambda p: str(p.relative_to(ROOT)))
