@@ -5,8 +5,9 @@ Not a decider: it reads the tz database (``zoneinfo``), whose rules change betwe
 releases, so what it answers reaches the decider as a recorded input (``SlotsDue``,
 ``SchedulesApplied``, ``ScheduleResumed``) and a replay decides with the same slots.
 
-Five fields (minute hour day-of-month month day-of-week) with ``*``, lists, ranges,
-steps, month and day names, and the macros ``@hourly @daily @midnight @weekly
+Five fields (minute hour day-of-month month day-of-week), or six with seconds first
+(as Quartz and robfig/cron spell it), with ``*``, lists, ranges, steps, month and day
+names, and the macros ``@hourly @daily @midnight @weekly
 @monthly @yearly @annually``. When both day fields are restricted a day matching
 either fires (Vixie cron). Slots are local wall times: one the zone skips (spring
 forward) does not fire, one it repeats (fall back) fires once, at its first occurrence.
@@ -35,6 +36,7 @@ class CronError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CronExpr:
+    seconds: tuple[int, ...]
     minutes: tuple[int, ...]
     hours: tuple[int, ...]
     days: frozenset[int]
@@ -59,12 +61,13 @@ def parse_cron(text: str) -> CronExpr:
         raise CronError(f"a cron expression is a string, got {type(text).__name__}")
     spelled = MACROS.get(text.strip().lower(), text)
     parts = spelled.split()
-    if len(parts) != 5:
-        raise CronError(f"{text!r}: expected 5 fields (minute hour day-of-month month day-of-week) or a macro "
-                        f"({', '.join(sorted(MACROS))}), got {len(parts)}")
+    if len(parts) not in (5, 6):
+        raise CronError(f"{text!r}: expected 5 fields (minute hour day-of-month month day-of-week), 6 with "
+                        f"seconds first, or a macro ({', '.join(sorted(MACROS))}); got {len(parts)}")
+    seconds = _field(parts.pop(0), "second", 0, 59, {}) if len(parts) == 6 else {0}
     values = [_field(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
     weekdays = frozenset(d % 7 for d in values[4])  # 7 is Sunday too
-    expr = CronExpr(tuple(sorted(values[0])), tuple(sorted(values[1])), frozenset(values[2]),
+    expr = CronExpr(tuple(sorted(seconds)), tuple(sorted(values[0])), tuple(sorted(values[1])), frozenset(values[2]),
                     frozenset(values[3]), weekdays, not parts[2].startswith("*"), not parts[4].startswith("*"))
     return expr
 
@@ -89,8 +92,11 @@ def slots_after(expr: CronExpr, tz: ZoneInfo, after_ms: int) -> Iterator[int]:
             for hour in expr.hours:
                 for minute in expr.minutes:
                     at = _instant_ms(day, hour, minute, tz)
-                    if at is not None and at > after_ms:
-                        yield at
+                    if at is None or at + 59_000 <= after_ms:
+                        continue
+                    for second in expr.seconds:
+                        if at + second * 1000 > after_ms:
+                            yield at + second * 1000
         day += timedelta(days=1)
 
 
