@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from taskplane.streams.topics import Topics
 
-ROLES = ("orchestrator", "breaker", "projector", "worker", "client", "console")
+ROLES = ("orchestrator", "breaker", "cron", "projector", "worker", "client", "console")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +35,19 @@ _TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "orchestrator": (
         ("commands", "events", "orchestrator-changelog", "systems", "breakers"),
         ("commands", "events", "orchestrator-changelog", "work", "inbox", "deadletter",
-         "tool-outcomes", "runs", "poison"),
+         "tool-outcomes", "runs", "schedules", "poison"),
     ),  # fmt: skip
     "breaker": (("tool-outcomes", "breakers"), ("breaker-events", "breakers", "poison")),
+    # Ticks come from itself; a fired slot is a SubmitRun (and a replace a CancelRun) on commands.
+    "cron": (("schedules", "schedule-events", "cron-changelog"),
+             ("schedules", "schedule-events", "cron-changelog", "commands", "poison")),
     "projector": (("events", "systems"), ("poison",)),
     # Workers ask (claims, renewals, outcomes on commands); they never write a fact.
     "worker": (("work", "inbox", "breakers", "systems"), ("commands", "poison")),
     # runs: the index a client looks runs up in, and where a duplicate submit is answered
-    "client": (("events", "systems", "deadletter", "runs"), ("commands", "systems")),
-    "console": (("events", "systems", "deadletter", "breakers", "runs"), ("commands",)),
+    # schedules: apply's ApplySchedules and `schedules pause|resume`; cron-changelog: `schedules list`
+    "client": (("events", "systems", "deadletter", "runs", "cron-changelog"), ("commands", "systems", "schedules")),
+    "console": (("events", "systems", "deadletter", "breakers", "runs", "cron-changelog"), ("commands",)),
 }
 
 
@@ -53,10 +57,11 @@ def role_grants(role: str, topics: Topics) -> list[Grant]:
     grants = [Grant("topic", topics.name(t), READ) for t in reads]
     grants += [Grant("topic", topics.name(t), WRITE) for t in writes]
     stem = f"{topics.prefix}."
-    if role in ("orchestrator", "breaker"):
+    if role in ("orchestrator", "breaker", "cron"):
         # Transactional processors: group and transactional ids carry the prefix
         # (ProcessorSpec.under); a lost changelog is recreated and its config checked.
-        changelog = topics.name("orchestrator-changelog" if role == "orchestrator" else "breakers")
+        changelog = topics.name({"orchestrator": "orchestrator-changelog", "breaker": "breakers",
+                                 "cron": "cron-changelog"}[role])
         grants += [
             Grant("topic", changelog, ("Create", "DescribeConfigs")),
             Grant("group", f"{stem}{role}", READ, prefixed=True),

@@ -140,6 +140,10 @@ class Topics:
         return self.name("schedule-events")
 
     @property
+    def cron_changelog(self) -> str:
+        return self.name("cron-changelog")
+
+    @property
     def poison(self) -> str:
         return self.name("poison")
 

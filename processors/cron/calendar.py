@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from taskplane.contract.errors import TaskplaneError
+
 MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 _MONTHS = {n: i + 1 for i, n in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
@@ -30,8 +32,10 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (("minute", 0, 59, {
 _HORIZON_DAYS = 366 * 8 + 2  # a Feb 29 on a Monday recurs within 28 years; 8 covers any Feb 29
 
 
-class CronError(ValueError):
+class CronError(TaskplaneError, ValueError):
     """A cron expression or time zone that cannot be used; the message says why."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ COMMON: tuple[type[BaseSettings], ...] = (StackSettings, MetricsSettings)
 ROLE_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
     "orchestrator": (*COMMON, RuntimeSettings),
     "breaker": (*COMMON, RuntimeSettings),
+    "cron": (*COMMON, RuntimeSettings),
     "projector": (*COMMON, ProjectorSettings),
     "tracer": (*COMMON, TracerSettings),
     "worker": (*COMMON, WorkerSettings),
