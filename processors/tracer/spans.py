@@ -17,6 +17,8 @@ same spans, byte for byte, however often it is folded.
   index is below one this attempt recorded, or any such call when the attempt succeeded.
 - ``backoff {task}``: a retry's wait, from the failure to the due time.
 - ``dead_letter {task}``: a zero-length error span where a task was dead-lettered.
+- ``approval {tool}``: a call's wait for a person, from ``ApprovalRequested`` to its
+  grant, denial or expiry (who decided, and why, as attributes).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskplane.contract.messages import (
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
     AttemptFailed,
     CommandRejected,
     Event,
@@ -116,6 +122,7 @@ class _Run:
     models: dict[str, str]
     tasks: dict[str, _Task] = field(default_factory=dict)
     events: list[SpanEvent] = field(default_factory=list)
+    approvals: dict[str, ApprovalRequested] = field(default_factory=dict)  # pending, by approval id
 
 
 class TraceFold:
@@ -194,6 +201,12 @@ class TraceFold:
             case TaskReplayed():
                 run.events.append(SpanEvent("replay", at_ms, {"taskplane.task": event.task,
                                                               "taskplane.requested_by": event.requested_by}))
+            case ApprovalRequested():
+                run.approvals[event.approval_id] = event
+            case ApprovalGranted() | ApprovalDenied() | ApprovalExpired():
+                requested = run.approvals.pop(event.approval_id, None)
+                if requested is not None:
+                    return [_approval_span(event.run_id, run, requested, event, at_ms)]
             case RunSucceeded() | RunFailed() | RunCancelled():
                 del self._runs[event.run_id]
                 return [_run_span(event.run_id, run, event, at_ms)]
@@ -312,6 +325,30 @@ def _run_span(run_id: str, run: _Run, event: RunSucceeded | RunFailed | RunCance
     return SpanRecord(run.trace, run_span_id(run_id), None, f"invoke_workflow {run.workflow}",
                       run.submitted_ms, max(event.finished_ms, run.submitted_ms), attributes,
                       tuple(run.events), ok=error is None, error=error)
+
+
+def _approval_span(run_id: str, run: _Run, requested: ApprovalRequested,
+                   decided: ApprovalGranted | ApprovalDenied | ApprovalExpired, at_ms: int) -> SpanRecord:
+    verdict = {ApprovalGranted: "granted", ApprovalDenied: "denied", ApprovalExpired: "expired"}[type(decided)]
+    attributes: Attributes = {
+        "taskplane.task": requested.task, "gen_ai.tool.name": requested.tool,
+        "gen_ai.tool.call.id": requested.approval_id, "taskplane.approval.verdict": verdict,
+        "taskplane.approval.ttl_ms": requested.ttl_ms,
+    }
+    error = None
+    if isinstance(decided, ApprovalExpired):
+        attributes["error.type"] = "approval_timeout"
+        error = "approval_timeout"
+    else:
+        attributes["taskplane.approval.who"] = decided.who
+        if decided.reason:
+            attributes["taskplane.approval.reason"] = decided.reason[:ERROR_TEXT_LIMIT]
+        if isinstance(decided, ApprovalDenied):
+            attributes["error.type"] = "approval_denied"
+            error = decided.reason[:ERROR_TEXT_LIMIT] or "approval_denied"
+    return SpanRecord(run.trace, span_id(run_id, requested.task, "approval", requested.approval_id),
+                      run_span_id(run_id), f"approval {requested.tool}", requested.requested_ms,
+                      max(at_ms, requested.requested_ms), attributes, ok=error is None, error=error)
 
 
 def usage_attributes(event: Any) -> Attributes:

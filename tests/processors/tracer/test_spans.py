@@ -115,3 +115,40 @@ def test_traceparent_names_the_attempt_span() -> None:
     version, trace, span, flags = header.split("-")
     assert (version, flags) == ("00", "01")
     assert int(trace, 16) == trace_id(RUN) and int(span, 16) == attempt_span_id(RUN, "parser", 2, 2)
+
+
+def test_an_approval_wait_is_a_span_with_its_verdict() -> None:
+    from taskplane.contract.messages import (
+        ApprovalDenied,
+        ApprovalExpired,
+        ApprovalGranted,
+        ApprovalRequested,
+        RunFailed,
+    )
+    from taskplane.contract.trace_ids import span_id
+
+    plan = Driver().plan
+    fold = TraceFold()
+    fold.apply(RunSubmitted(RUN, plan, "{}", 1_000), 1_000)
+
+    def asked(key: str, at_ms: int) -> ApprovalRequested:
+        return ApprovalRequested(RUN, "publisher", key, "mail.send", 0, '{"to": "x"}', "", 600_000,
+                                 at_ms, at_ms + 600_000, 1, 1)
+
+    spans = []
+    for key, decided in (("k1", ApprovalGranted(RUN, "publisher", "k1", "ana", 1_400, "looks right", 1_500)),
+                         ("k2", ApprovalDenied(RUN, "publisher", "k2", "bo", 2_400, "wrong customer", 2_500)),
+                         ("k3", ApprovalExpired(RUN, "publisher", "k3", 3_500))):
+        start = {"k1": 1_100, "k2": 2_100, "k3": 3_100}[key]
+        assert fold.apply(asked(key, start), start) == []
+        spans += fold.apply(decided, decided.at_ms)
+    assert fold.apply(ApprovalGranted(RUN, "publisher", "k1", "ana", 1, "", 4_000), 4_000) == []  # decided once
+    spans += fold.apply(RunFailed(RUN, "approval_timeout", 3_600), 3_600)
+    granted, denied, expired, root = spans
+    assert [s.name for s in (granted, denied, expired)] == ["approval mail.send"] * 3
+    assert all(s.parent_id == root.span_id == run_span_id(RUN) for s in (granted, denied, expired))
+    assert (granted.start_ms, granted.end_ms, granted.ok) == (1_100, 1_500, True)
+    assert granted.attributes["taskplane.approval.who"] == "ana"
+    assert granted.span_id == span_id(RUN, "publisher", "approval", "k1")
+    assert (denied.ok, denied.error, denied.attributes["error.type"]) == (False, "wrong customer", "approval_denied")
+    assert (expired.error, expired.attributes["taskplane.approval.verdict"]) == ("approval_timeout", "expired")
