@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from taskplane.contract.permits import PermitHolder, PermitRequest
+
 
 class BreakerStatus(str, Enum):
     CLOSED = "closed"
@@ -24,6 +26,16 @@ class BreakerState:
     opened_ms: int | None = None
     half_open_due_ms: int | None = None
     transitions: int = 0
+    # The tool's permits (contract/permits.py); all zero for a tool without limits.
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+    concurrency: int = 0
+    hold_ms: int = 0
+    tokens: int = 0  # the bucket, in units of 1/rate_period_ms of a call (exact integer refill)
+    refilled_ms: int = 0  # log time the bucket was last refilled to
+    holders: tuple[PermitHolder, ...] = ()
+    waiting: tuple[PermitRequest, ...] = ()
+    permits_granted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -480,6 +480,7 @@ class ToolOutcome:
     cooldown_ms: int
     run_id: str
     error: str | None = None
+    key: str | None = None  # the call's idempotency key: releases its permit (contract/permits.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,14 @@ class ToolPlan:
     approval_required: bool = False
     approval_ttl_ms: int = 600_000  # how long a request waits before it expires (approval_timeout)
     operation: str = ""  # read | write | delete | admin ("" when the manifest does not say)
+    # Fleet-wide limits (manifest tools[].rateLimit/concurrency), decided by the tool governor; 0 = none.
+    rate_limit: int = 0  # calls per rate_period_ms
+    rate_period_ms: int = 0
+    concurrency: int = 0
+
+    @property
+    def limited(self) -> bool:
+        return self.rate_limit > 0 or self.concurrency > 0
 
 
 @dataclass(frozen=True, slots=True)

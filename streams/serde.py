@@ -23,7 +23,7 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from taskplane.contract import breaker, cron, messages, plan, state
+from taskplane.contract import breaker, cron, messages, permits, plan, state
 from taskplane.streams._avro_codegen import compile_message, native_dispatch
 from taskplane.streams._avro_mapping import RecordMapping, record_mapping
 from taskplane.streams.exceptions import SerdeError
@@ -38,7 +38,7 @@ META_NAME = "taskplane.Meta"
 # contract layer's modules. Test and bench deciders bring their own (``domain_classes``).
 DOMAIN_MODULES: Mapping[str, tuple[ModuleType, ...]] = {
     "taskplane.orchestrator": (plan, messages, state),
-    "taskplane.breaker": (breaker,),
+    "taskplane.breaker": (breaker, permits),
     "taskplane.cron": (cron,),
 }
 

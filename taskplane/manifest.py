@@ -45,6 +45,7 @@ from taskplane.contract.plan import (
 )
 from taskplane.durations import DurationError, format_duration, parse_duration_ms
 from taskplane.exceptions import ManifestError, Problem, UserInputError
+from taskplane.rates import RateError, format_rate, parse_rate
 
 API_VERSIONS = ("taskplane.dev/v1", "orloj.dev/v1")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -82,6 +83,17 @@ def _name_validator(pattern: re.Pattern[str], rule: str) -> BeforeValidator:
 
 
 _AS_TEXT = PlainSerializer(format_duration, return_type=str)
+
+
+def _rate(value: object) -> tuple[int, int]:
+    try:
+        return parse_rate(value)
+    except RateError as exc:
+        raise _refuse("rate", str(exc)) from None
+
+
+Rate = Annotated[tuple[int, int], BeforeValidator(_rate),
+                 PlainSerializer(lambda rate: format_rate(*rate), return_type=str)]
 PositiveDuration = Annotated[int, _duration_validator(1, "must be positive"), _AS_TEXT]
 NonNegativeDuration = Annotated[int, _duration_validator(0, "must not be negative"), _AS_TEXT]
 LeaseDuration = Annotated[int, _duration_validator(1_000, "must be at least 1s"), _AS_TEXT]
@@ -125,6 +137,8 @@ class ToolSpec(_Spec):
     network: bool = False
     approval: ApprovalField = None  # a person grants each call first (_manifest_approvals.py)
     operation: OperationField = None
+    rate_limit: Rate | None = None  # fleet-wide, decided by the tool governor (docs/scheduling.md)
+    concurrency: Count | None = Field(default=None, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -292,6 +306,10 @@ class AgentSystemManifest(_Spec):
         drop_unset(data)
         if not data["spec"].get("schedules"):  # none: versions applied before schedules existed stay
             data["spec"].pop("schedules", None)
+        for agent in data["spec"]["agents"]:
+            for tool in agent["tools"]:
+                for unset in [name for name in ("rateLimit", "concurrency") if tool.get(name) is None]:
+                    tool.pop(unset)  # unset: versions applied before the tool governor stay
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def version(self) -> str:
@@ -316,6 +334,9 @@ class AgentSystemManifest(_Spec):
                         fallback=tool.fallback,
                         network=tool.network,
                         **approval_plan(tool.approval, tool.operation),
+                        rate_limit=tool.rate_limit[0] if tool.rate_limit else 0,
+                        rate_period_ms=tool.rate_limit[1] if tool.rate_limit else 0,
+                        concurrency=tool.concurrency or 0,
                     )
                     for tool in agent.tools
                 ),

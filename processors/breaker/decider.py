@@ -1,7 +1,11 @@
 """The breaker decider, keyed by tool: closed → open after ``failure_threshold``
 consecutive failures → half-open when the cooldown has passed → closed on a success
 (or open again on a failure). The policy (threshold, cooldown) travels with each
-outcome, so the latest declaration of a tool wins."""
+outcome, so the latest declaration of a tool wins.
+
+It is also the tool governor: ``AcquirePermit`` is granted by the tool's rate limit and
+concurrency (``permits.py``), an outcome releases its call's permit, and an open breaker
+grants none, in the same decision as the breaker's."""
 
 from __future__ import annotations
 
@@ -22,30 +26,50 @@ from taskplane.contract.breaker import (
 )
 from taskplane.contract.decider import NoInputs, Output, PlainState
 from taskplane.contract.messages import ToolOutcome
+from taskplane.contract.permits import AcquirePermit, PermitDenied, PermitEvent, PermitGranted
 from taskplane.contract.records import replace
+from taskplane.processors.breaker import permits
 
-BreakerCommand = ToolOutcome | BreakerTick
+BreakerCommand = ToolOutcome | BreakerTick | AcquirePermit
+GovernorEvent = BreakerEvent | PermitEvent
+_BREAKER_EVENTS = (FailureCounted, FailuresReset, BreakerOpened, BreakerHalfOpened, BreakerClosed)
 
 
 class BreakerDecider(PlainState, NoInputs):
-    """``Decider[BreakerState, ToolOutcome | BreakerTick, BreakerEvent]``."""
+    """``Decider[BreakerState, ToolOutcome | BreakerTick | AcquirePermit, GovernorEvent]``."""
 
-    def decide(self, state: BreakerState | None, command: BreakerCommand, at_ms: int, given: Any = None) -> Sequence[BreakerEvent]:
+    def decide(self, state: BreakerState | None, command: BreakerCommand, at_ms: int,
+               given: Any = None) -> Sequence[GovernorEvent]:
         match command:
             case BreakerTick(now_ms=now):
-                if (state is not None and state.status is BreakerStatus.OPEN
+                if state is None:
+                    return []
+                events: list[GovernorEvent] = []
+                if (state.status is BreakerStatus.OPEN
                         and state.half_open_due_ms is not None and now >= state.half_open_due_ms):
-                    return [BreakerHalfOpened(state.tool)]
-                return []
+                    events.append(BreakerHalfOpened(state.tool))
+                events += permits.expire(state, now)
+                return events + permits.serve(self._after(state, events), now)
             case ToolOutcome():
-                return _outcome(state or BreakerState(command.tool), command, at_ms)
+                current = state or BreakerState(command.tool)
+                events = [*permits.release(current, command.key), *_outcome(current, command, at_ms)]
+                return events + permits.serve(self._after(current, events), at_ms)
+            case AcquirePermit():
+                return permits.acquire(state or BreakerState(command.tool), command, at_ms)
             case _:
                 assert_never(command)
 
-    def evolve(self, state: BreakerState | None, event: BreakerEvent) -> BreakerState | None:
+    def _after(self, state: BreakerState, events: Sequence[GovernorEvent]) -> BreakerState:
+        for event in events:
+            state = self.evolve(state, event) or state
+        return state
+
+    def evolve(self, state: BreakerState | None, event: GovernorEvent) -> BreakerState | None:
         if isinstance(event, BreakerCommandRejected):
             return state
         current = state or BreakerState(event.tool)
+        if not isinstance(event, _BREAKER_EVENTS):
+            return permits.evolve(current, event)
         match event:
             case FailureCounted(consecutive_failures=count, failure_threshold=threshold, cooldown_ms=cooldown):
                 return replace(current, consecutive_failures=count, failure_threshold=threshold,
@@ -65,20 +89,27 @@ class BreakerDecider(PlainState, NoInputs):
                 assert_never(event)
 
     def next_deadline(self, state: BreakerState | None) -> int | None:
-        if state is None or state.status is not BreakerStatus.OPEN:
+        if state is None:
             return None
-        return state.half_open_due_ms
+        times = [t for t in (permits.next_deadline(state),
+                             state.half_open_due_ms if state.status is BreakerStatus.OPEN else None)
+                 if t is not None]
+        return min(times) if times else None
 
     def tick(self, now_ms: int) -> BreakerCommand:
         return BreakerTick(now_ms)
 
-    def outputs(self, state: BreakerState | None, event: BreakerEvent) -> Iterable[Output]:
-        if state is None or isinstance(event, BreakerCommandRejected):
+    def outputs(self, state: BreakerState | None, event: GovernorEvent) -> Iterable[Output]:
+        if isinstance(event, PermitGranted | PermitDenied):  # the answer the waiting worker reads
+            return [Output("inbox", event.worker_id, event)]
+        if state is None or not isinstance(event, _BREAKER_EVENTS):
             return []
-        return [Output("breakers", state.tool, state)]
+        # The table every worker reads: the breaker, without the permit queue and holders.
+        return [Output("breakers", state.tool, replace(state, holders=(), waiting=()))]
 
-    def rejection(self, command: BreakerCommand, reason: str) -> BreakerEvent:
-        return BreakerCommandRejected(command.tool if isinstance(command, ToolOutcome) else "", reason)
+    def rejection(self, command: BreakerCommand, reason: str) -> GovernorEvent:
+        tool = command.tool if isinstance(command, ToolOutcome | AcquirePermit) else ""
+        return BreakerCommandRejected(tool, reason)
 
 
 def _outcome(state: BreakerState, outcome: ToolOutcome, at_ms: int) -> list[BreakerEvent]:

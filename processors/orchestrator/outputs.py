@@ -113,4 +113,4 @@ def _tool_outcome(state: RunState, event: ToolCallSucceeded | ToolCallFailed) ->
             threshold, cooldown = tool.failure_threshold, tool.cooldown_ms
     ok = isinstance(event, ToolCallSucceeded)
     error = None if isinstance(event, ToolCallSucceeded) else event.error
-    return ToolOutcome(event.tool, ok, threshold, cooldown, event.run_id, error)
+    return ToolOutcome(event.tool, ok, threshold, cooldown, event.run_id, error, event.key)

@@ -28,6 +28,8 @@ REACHES: dict[type[BaseModel], dict[str, str]] = {
         "network": "ToolPlan.network (the worker's container sandbox)",
         "approval": "ToolPlan.approval_required / approval_ttl_ms (test_manifest_approvals.py)",
         "operation": "ToolPlan.operation (test_manifest_approvals.py)",
+        "rate_limit": "ToolPlan.rate_limit/rate_period_ms (the tool governor)",
+        "concurrency": "ToolPlan.concurrency (the tool governor)",
     },
     AgentSpec: {"name": "AgentPlan.name", "model": "AgentPlan.model", "tools": "AgentPlan.tools",
                 "dependencies": "AgentPlan.dependencies"},
