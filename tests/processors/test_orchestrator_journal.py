@@ -126,15 +126,19 @@ def test_ready_task_is_offered_on_work() -> None:
 
 
 def test_tool_outcomes_carry_the_tool_breaker_policy() -> None:
+    """... and the call's key, which releases its permit in the tool governor."""
     run = started()
     run.claim("parser")
     run.record("parser", 0)
     run.record("parser", 1, ok=False)
     outcomes = [o for o in run.runner.outputs if o.topic == "tool-outcomes"]
+    keys = [e.key for _, e in run.runner.log if type(e).__name__ in ("ToolCallSucceeded", "ToolCallFailed")]
+    assert len(keys) == 2 and all(keys)
     assert outcomes == [
-        Output("tool-outcomes", "document.extract", ToolOutcome("document.extract", True, 3, 30_000, RUN)),
         Output("tool-outcomes", "document.extract",
-               ToolOutcome("document.extract", False, 3, 30_000, RUN, "boom")),
+               ToolOutcome("document.extract", True, 3, 30_000, RUN, None, keys[0])),
+        Output("tool-outcomes", "document.extract",
+               ToolOutcome("document.extract", False, 3, 30_000, RUN, "boom", keys[1])),
     ]
 
 

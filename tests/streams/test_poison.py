@@ -23,6 +23,7 @@ from taskplane.contract.messages import (
     ToolOutcome,
     WorkItem,
 )
+from taskplane.contract.permits import AcquirePermit
 from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
 from taskplane.processors.breaker.app import BREAKER
 from taskplane.processors.orchestrator.app import ORCHESTRATOR
@@ -88,7 +89,7 @@ def test_any_record_on_an_input_topic_is_its_input_or_a_serde_error(topic: str, 
 
 def test_the_inputs_are_the_deciders_commands() -> None:
     assert set(ORCHESTRATOR.inputs) == set(typing.get_args(Command))
-    assert set(BREAKER.inputs) == {ToolOutcome, BreakerTick}
+    assert set(BREAKER.inputs) == {ToolOutcome, BreakerTick, AcquirePermit}
 
 
 @pytest.mark.parametrize(("value", "key", "reason"), [
