@@ -6,6 +6,8 @@ module-level metrics):
   counting what their events say (dead-letter transitions, lease renewals and
   expirations, retries by agent and tool, time to completion, breaker transitions).
 - ``WorkerMetrics``: counters the worker runtime increments (lease renewal failures).
+- ``PermitCollector``: a worker's tool calls waiting for a permit and permits received,
+  by tool (``workers/permits.py``), read at scrape time.
 - ``ReadModelCollector``: gauges computed at scrape time from the Postgres read model
   (tasks by status, dead letters, blocked tasks, pending-task age, breaker state) and
   consumer lag per group. State-derived gauges come from the read model, not the
@@ -22,13 +24,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskplane.contract import breaker as b
 from taskplane.contract import messages as m
+from taskplane.contract import permits as p
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.topics import Topics
 
@@ -58,6 +61,32 @@ class WorkerMetrics:
             ["agent", "reason"],
             registry=registry,
         )
+
+
+class PermitCollector(Collector):
+    """A worker's side of the tool governor: ``source()`` gives the worker's ``Permits``
+    (its ``waiting`` and ``granted`` counters by tool), or None before it exists."""
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        permits = self._source()
+        waiting = GaugeMetricFamily("taskplane_tool_calls_waiting_for_permit",
+                                    "Tool calls of this worker waiting for a permit (rate limit or concurrency).",
+                                    labels=["tool"])
+        granted = CounterMetricFamily("taskplane_tool_permits_received",
+                                      "Permits this worker received from the tool governor.", labels=["tool"])
+        if permits is not None:
+            for tool, count in sorted(dict(permits.waiting).items()):
+                waiting.add_metric([tool], count)
+            for tool, count in sorted(dict(permits.granted).items()):
+                granted.add_metric([tool], count)
+        yield waiting
+        yield granted
 
 
 class PrometheusObserver(RuntimeObserver):
@@ -94,6 +123,12 @@ class PrometheusObserver(RuntimeObserver):
         self.commands_rejected = counter("taskplane_commands_rejected", "Commands rejected.", ["command"])
         self.breaker_transitions = counter("taskplane_breaker_transitions", "Breaker transitions.",
                                            ["tool", "to"])
+        self.permits_granted = counter("taskplane_permits_granted",
+                                       "Tool permits the governor granted (new ones, not hand-overs).", ["tool"])
+        self.permits_queued = counter("taskplane_permits_queued",
+                                      "Permit requests that had to wait (rate limit or concurrency).", ["tool"])
+        self.permits_expired = counter("taskplane_permits_expired",
+                                       "Permits released by expiry: their holder never reported.", ["tool"])
         self.task_completion = Histogram(
             "taskplane_task_completion_seconds",
             "From a task's first readiness to its success, as observed by the orchestrator.",
@@ -184,6 +219,12 @@ class PrometheusObserver(RuntimeObserver):
                 self._labelled(self.breaker_transitions, tool, "half_open").inc()
             case b.BreakerClosed(tool=tool):
                 self._labelled(self.breaker_transitions, tool, "closed").inc()
+            case p.PermitGranted(tool=tool, token=True):
+                self._labelled(self.permits_granted, tool).inc()
+            case p.PermitQueued(tool=tool):
+                self._labelled(self.permits_queued, tool).inc()
+            case p.PermitReleased(tool=tool, reason="expired"):
+                self._labelled(self.permits_expired, tool).inc()
 
     def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         table[key] = value

@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from taskplane.contract.messages import Assignment
+from taskplane.contract.permits import PermitDenied, PermitGranted
 from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import SerdeError, StreamsError
 from taskplane.streams.partitioning import partition_for
@@ -87,9 +88,10 @@ class CommandSender:
     waiter (each waiter polling the producer itself was a quarter of a busy worker's
     Python time: py-spy, docs/benchmarks.md)."""
 
-    def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde) -> None:
+    def __init__(self, kafka_config: dict[str, Any], topic: str, serde: Serde, key_of: Any = None) -> None:
         self._topic = topic
         self._serde = serde
+        self._key_of = key_of  # the record key of a command (default: its run id)
         # One request in flight: what is produced meanwhile goes in the next request, so a
         # busy worker sends few, full requests (each one costs the broker and the
         # orchestrator's consumer) while an idle one sends at once. A millisecond of linger:
@@ -111,7 +113,7 @@ class CommandSender:
         """Produce ``command``; from a coroutine, pass its running loop to await
         ``Delivery.confirmed``."""
         now_ms = int(time.time() * 1000)
-        key: str = command.run_id
+        key: str = command.run_id if self._key_of is None else self._key_of(command)
         name = type(command).__name__
         payload = self._serde.encode(command, new_meta(key, name, now_ms, correlation_id=key))
         delivery = Delivery(name, loop, None if loop is None else self._settled)
@@ -151,7 +153,7 @@ class Inbox:
     Assignment addressed to this worker to the claim waiting for it."""
 
     def __init__(self, kafka_config: dict[str, Any], topic: str, worker_id: str, serde: Serde,
-                 on_unclaimed: Any = None) -> None:
+                 on_unclaimed: Any = None, on_permit: Any = None) -> None:
         self._worker_id = worker_id
         self._worker_key = worker_id.encode()
         self._serde = serde
@@ -159,6 +161,7 @@ class Inbox:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._on_unclaimed = on_unclaimed
+        self._on_permit = on_permit  # the tool governor's answers (workers/permits.py)
         self._topic = topic
         self.broker_away = threading.Event()  # librdkafka said all brokers are down; cleared by a probe
         self._last_probe = 0.0
@@ -241,6 +244,8 @@ class Inbox:
             return
         if isinstance(value, Assignment) and value.worker_id == self._worker_id:
             self._route(value)
+        elif isinstance(value, PermitGranted | PermitDenied) and self._on_permit is not None:
+            self._on_permit(value)
 
     def _route(self, assignment: Assignment) -> None:
         with self._lock:

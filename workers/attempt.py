@@ -38,6 +38,7 @@ from taskplane.workers.sdk import AgentContext, Registry, decode_json
 from taskplane.workers.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    from taskplane.workers.permits import Permits
     from taskplane.workers.tracing import AttemptContexts
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class Attempt:
                  send: Send, breaker: BreakerLookup, stopping: threading.Event,
                  isolation_fallback: frozenset[Isolation] = frozenset(),
                  follow_on: Callable[[], int] = lambda: 0, send_later: SendLater | None = None,
-                 host: Host = REAL_HOST, contexts: AttemptContexts | None = None) -> None:
+                 host: Host = REAL_HOST, contexts: AttemptContexts | None = None,
+                 permits: Permits | None = None) -> None:
         self.assignment = assignment
         self._contexts = contexts  # TASKPLANE_WORKER_TRACING: the attempt's span is current
         self._agent = agent
@@ -108,6 +110,7 @@ class Attempt:
         self._follow_on = follow_on  # downstream tasks this worker takes at once when done
         self._send_later = send_later
         self._host = host
+        self._permits = permits  # the tool governor; None: limits are not enforced (simulate)
         self._unconfirmed: list[Any] = []  # tool-call records written but not yet confirmed
         self._journal = Journal(assignment.journal, assignment.granted_approvals)
         self._approval: RequestApproval | None = None  # the call this attempt ended on, waiting for a person
@@ -243,6 +246,8 @@ class Attempt:
         tries = 1 + max(plan.retries, 0)
         self._confirm_records()  # no side effect runs while an earlier one may be unrecorded
         for attempt in range(tries):
+            if plan.limited and self._permits is not None:  # waits; no retry burned, the lease renewed
+                self._permits.acquire(self.assignment, plan, key, attempt, self._stopping)
             try:
                 self.tool_runs += 1
                 call_args = args if not spec.traceparent else {**args, "traceparent": self._tool_header(key, attempt)}

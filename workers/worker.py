@@ -46,6 +46,7 @@ from taskplane.workers.attempt import Attempt, granted_agent
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
 from taskplane.workers.isolation import bwrap_available, wasm_available
 from taskplane.workers.leases import Renewals
+from taskplane.workers.permits import Permits
 from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
 
@@ -104,7 +105,12 @@ class Worker:
         # Renewals get a producer of their own: never queued behind tool-call records.
         self._renewals = CommandSender(kafka_config, topics.commands, self._serde)
         self._leases = Renewals(self._renewals.send_later)
-        self._inbox = Inbox(kafka_config, topics.inbox, self.worker_id, self._serde, self._late_assignment)
+        # Tool permits: the producer to the governor is made on the first limited call only.
+        self._kafka_config = kafka_config
+        self._permit_sender: CommandSender | None = None
+        self.permits = Permits(self._ask_permit)
+        self._inbox = Inbox(kafka_config, topics.inbox, self.worker_id, self._serde, self._late_assignment,
+                            self.permits.deliver)
         self._consumer = kafka_clients.consumer(
             _group_options(kafka_config, self.settings.group_protocol), f"{topics.prefix}.workers.{system}",
             start="earliest", protocol=self.settings.group_protocol, tuning={"client.id": self.worker_id})
@@ -172,6 +178,8 @@ class Worker:
         if self._systems is not None:
             self._systems.close()
         self._sender.close()
+        if self._permit_sender is not None:
+            self._permit_sender.close()
         self._leases.close()
         self._renewals.close()
         if self._contexts is not None:  # the agents' spans still buffered
@@ -270,7 +278,15 @@ class Worker:
     def _attempt(self, assignment: Assignment) -> Attempt:
         return Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                        self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
-                       self._follow_on, self._sender.send_later, contexts=self._contexts)
+                       self._follow_on, self._sender.send_later, contexts=self._contexts, permits=self.permits)
+
+    def _ask_permit(self, request: Any) -> None:
+        with self._lock:
+            if self._permit_sender is None:
+                self._permit_sender = CommandSender(self._kafka_config, self._topics.tool_outcomes, self._serde,
+                                                    key_of=lambda command: command.tool)
+            sender = self._permit_sender
+        sender.send(request)
 
     def _run_attempt(self, assignment: Assignment) -> None:
         outcome = "lost"  # unless reported: the lease expires and the orchestrator retries

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -47,10 +48,13 @@ def worker_run(
         overrides["worker_id"] = worker_id
     settings = WorkerSettings(**overrides)  # type: ignore[arg-type]
     serving = threading.Event()
-    state = _serve_probes(lambda: None if serving.is_set() else "loading the system's definition")
+    holder: list[Any] = []  # the worker, once made: its permit metrics
+    state = _serve_probes(lambda: None if serving.is_set() else "loading the system's definition",
+                          lambda: holder[0].permits if holder else None)
     try:
         registry = Registry.from_module(load_user_module(module, system))
         worker = Worker(kafka, topics, system, registry, settings)
+        holder.append(worker)
     except IsolationUnavailable as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -74,16 +78,18 @@ def worker_run(
     worker.run()
 
 
-def _serve_probes(serving: ReadinessCheck) -> ProcessState:
+def _serve_probes(serving: ReadinessCheck, permits: Callable[[], Any]) -> ProcessState:
     """/metrics (process metrics), /healthz and /readyz of a worker, served before it
     connects: ready once its system's definition is loaded and its consumers subscribed
     (``serving``), until SIGTERM."""
     from prometheus_client import CollectorRegistry, ProcessCollector
 
+    from taskplane.metrics import PermitCollector
     from taskplane.probes import PortInUse, serve_endpoints
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    registry.register(PermitCollector(permits))
     state = ProcessState([serving])
     try:
         serve_endpoints("worker", registry, state)

@@ -32,3 +32,17 @@ def sleeper(ctx: AgentContext) -> dict[str, Any]:
 def doomed(ctx: AgentContext) -> dict[str, Any]:
     result: dict[str, Any] = ctx.call_tool("always.fail", what=ctx.run_input.get("what", "call"))
     return result
+
+
+@tool("limited.work")
+def limited_work(seconds: float, n: int = 0) -> dict[str, Any]:
+    start = time.time()
+    time.sleep(seconds)
+    return {"start": start, "end": time.time()}
+
+
+@agent("limited")
+def limited(ctx: AgentContext) -> dict[str, Any]:
+    result: dict[str, Any] = ctx.call_tool("limited.work", seconds=float(ctx.run_input["seconds"]),
+                                           n=int(ctx.run_input.get("n", 0)))
+    return result

@@ -1,0 +1,127 @@
+"""The worker's side of the tool governor: a limited call asks for a permit and waits;
+an unlimited one never asks. The governor here is a plain callable that answers as the
+breaker processor would (its decisions are tested in tests/processors/test_permits.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import pytest
+
+from taskplane.contract.messages import (
+    Assignment,
+    CompleteTask,
+    FailTask,
+    FailureKind,
+    RecordToolCall,
+)
+from taskplane.contract.permits import AcquirePermit, PermitDenied, PermitGranted
+from taskplane.contract.plan import AgentPlan, Isolation, ToolPlan
+from taskplane.metrics import PermitCollector
+from taskplane.workers.attempt import Attempt
+from taskplane.workers.exceptions import WorkerStopping
+from taskplane.workers.permits import Permits
+from taskplane.workers.sdk import Registry
+from taskplane.workers.settings import WorkerSettings
+from tests.workers import sample_tools
+
+REGISTRY = Registry.from_module(sample_tools)
+ASSIGNMENT = Assignment("w1", "run-1", "echoer", 2, True, None, 7, 0, 3_000, "sys", "gpt-x", '{"n": 1}',
+                        {"parser": '{"text": "hi"}'}, ())
+LIMITED = ToolPlan("test.echo", 2_000, 0, Isolation.NONE, 3, 1_000, rate_limit=100, rate_period_ms=60_000,
+                   concurrency=20)
+
+
+def grant(request: AcquirePermit) -> PermitGranted:
+    return PermitGranted(request.tool, request.key, request.try_no, request.worker_id, request.run_id,
+                         request.task, request.epoch, 1, 2, True)
+
+
+class Governor:
+    """Answers each request on another thread, after ``hold`` requests were seen."""
+
+    def __init__(self, answer: Any = grant, hold: int = 1) -> None:
+        self.requests: list[AcquirePermit] = []
+        self.permits = Permits(self.send, resend_s=0.3)
+        self._answer = answer
+        self._hold = hold
+
+    def send(self, request: AcquirePermit) -> None:
+        self.requests.append(request)
+        if len(self.requests) >= self._hold and self._answer is not None:
+            answer = self._answer(request)
+            threading.Timer(0.05, self.permits.deliver, (answer,)).start()
+
+
+def attempt(agent_tools: tuple[ToolPlan, ...], governor: Governor) -> tuple[list[Any], Attempt]:
+    sent: list[Any] = []
+    agent = AgentPlan("echoer", "gpt-x", (*agent_tools, ToolPlan("test.fallback", 2_000, 0, Isolation.NONE, 3, 1)),
+                      ("parser",))
+    run = Attempt(ASSIGNMENT, agent, REGISTRY, WorkerSettings(worker_id="w1"), sent.append, {}.get,
+                  threading.Event(), permits=governor.permits)
+    run.run()
+    return sent, run
+
+
+def test_a_limited_call_waits_for_its_permit_then_runs() -> None:
+    governor = Governor(hold=2)  # the first request goes unanswered: the worker asks again
+    sent, run = attempt((LIMITED,), governor)
+    assert isinstance(sent[-1], CompleteTask) and run.tool_runs == 2
+    first = governor.requests[0]
+    assert (first.tool, first.worker_id, first.epoch, first.rate_limit, first.rate_period_ms, first.concurrency,
+            first.hold_ms) == ("test.echo", "w1", 7, 100, 60_000, 20, 2_000)
+    records = [c for c in sent if isinstance(c, RecordToolCall)]
+    assert {r.key for r in records} == {r.key for r in governor.requests}  # the outcome names the permit
+    assert governor.permits.granted["test.echo"] == 2 and governor.permits.waiting["test.echo"] == 0
+
+
+def test_a_tool_without_limits_never_asks() -> None:
+    governor = Governor()
+    sent, _ = attempt((dataclasses.replace(LIMITED, rate_limit=0, rate_period_ms=0, concurrency=0),), governor)
+    assert isinstance(sent[-1], CompleteTask) and governor.requests == []
+
+
+def test_an_open_breaker_fails_the_call_as_the_breaker_does_burning_no_retry() -> None:
+    def deny(request: AcquirePermit) -> PermitDenied:
+        return PermitDenied(request.tool, request.key, request.try_no, request.worker_id, request.run_id,
+                            request.task, request.epoch, "breaker open", 4_000)
+
+    sent, run = attempt((LIMITED,), Governor(deny))
+    failure = sent[-1]
+    assert isinstance(failure, FailTask) and failure.kind is FailureKind.BREAKER_OPEN
+    assert failure.retry_after_ms == 4_000 and run.tool_runs == 0
+
+
+def test_waiting_counts_and_ends_on_shutdown() -> None:
+    governor = Governor(answer=None)
+    stopping = threading.Event()
+    collector = PermitCollector(lambda: governor.permits)
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            governor.permits.acquire(ASSIGNMENT, LIMITED, "k", 0, stopping)
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    while not governor.requests:
+        threading.Event().wait(0.01)
+    families = {f.name: f for f in collector.collect()}
+    assert [s.value for s in families["taskplane_tool_calls_waiting_for_permit"].samples] == [1]
+    stopping.set()
+    waiter.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], WorkerStopping)
+    assert governor.permits.waiting["test.echo"] == 0
+
+
+def test_an_answer_for_another_attempt_is_not_taken() -> None:
+    stale = Governor(lambda r: dataclasses.replace(grant(r), epoch=r.epoch - 1), hold=1)
+    stopping = threading.Event()
+    threading.Timer(1.0, stopping.set).start()
+    with pytest.raises(WorkerStopping):
+        stale.permits.acquire(ASSIGNMENT, LIMITED, "k", 0, stopping)
+    assert len(stale.requests) >= 2  # it kept asking for its own

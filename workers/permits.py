@@ -1,0 +1,90 @@
+"""The worker's side of the tool governor (``processors/breaker/permits.py``): before a
+call to a tool with a rate limit or a concurrency cap, ask for a permit and wait for it.
+
+Waiting is not failing: it burns no retry, and the attempt's lease keeps being renewed
+meanwhile (``leases.Renewals`` renews every held attempt until it ends). The request is
+written again every ``resend_s`` while nothing comes back; the governor ignores a
+request it already queued and answers again one it already granted. Tools without
+limits never get here (``ToolPlan.limited``), so they pay nothing."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from taskplane.contract.messages import Assignment
+from taskplane.contract.permits import AcquirePermit, PermitDenied, PermitGranted
+from taskplane.contract.plan import ToolPlan
+from taskplane.workers.exceptions import BreakerOpenError, WorkerError, WorkerStopping
+
+log = logging.getLogger(__name__)
+
+PermitKey = tuple[str, int]  # the call's idempotency key, the try within the attempt
+Answer = PermitGranted | PermitDenied
+
+
+class PermitRefused(WorkerError):
+    """The governor will not grant this call's permit (a newer attempt holds it): this
+    attempt's lease is gone, so its result would be rejected anyway."""
+
+
+class Permits:
+    def __init__(self, send: Callable[[AcquirePermit], Any], resend_s: float = 15.0) -> None:
+        self._send = send
+        self._resend_s = resend_s
+        self._lock = threading.Lock()
+        self._boxes: dict[PermitKey, queue.Queue[Answer]] = {}
+        self.waiting: Counter[str] = Counter()  # calls waiting for a permit, by tool
+        self.granted: Counter[str] = Counter()  # permits received, by tool
+
+    def deliver(self, answer: Answer) -> None:
+        """From the inbox reader: the answer to a request this worker is waiting on."""
+        with self._lock:
+            box = self._boxes.get((answer.key, answer.try_no))
+        if box is not None:
+            box.put(answer)
+
+    def acquire(self, assignment: Assignment, plan: ToolPlan, key: str, try_no: int,
+                stopping: threading.Event) -> None:
+        """Return once the permit is granted. Raises ``BreakerOpenError`` when the tool's
+        breaker opened meanwhile, ``WorkerStopping`` on shutdown, ``PermitRefused``."""
+        a = assignment
+        request = AcquirePermit(plan.name, key, try_no, a.worker_id, a.run_id, a.task, a.epoch, plan.rate_limit,
+                                plan.rate_period_ms, plan.concurrency, plan.timeout_ms)
+        box: queue.Queue[Answer] = queue.Queue()
+        with self._lock:
+            self._boxes[(key, try_no)] = box
+            self.waiting[plan.name] += 1
+        try:
+            answer = self._wait(request, box, stopping)
+        finally:
+            with self._lock:
+                self._boxes.pop((key, try_no), None)
+                self.waiting[plan.name] -= 1
+        if isinstance(answer, PermitGranted):
+            with self._lock:
+                self.granted[plan.name] += 1
+            return
+        if answer.reason == "breaker open":
+            raise BreakerOpenError(plan.name, answer.retry_after_ms)
+        raise PermitRefused(f"permit for {plan.name} refused: {answer.reason}")
+
+    def _wait(self, request: AcquirePermit, box: queue.Queue[Answer], stopping: threading.Event) -> Answer:
+        while True:
+            self._send(request)
+            resend_at = time.monotonic() + self._resend_s
+            while time.monotonic() < resend_at:
+                try:
+                    answer = box.get(timeout=0.25)
+                except queue.Empty:
+                    if stopping.is_set():
+                        raise WorkerStopping("worker is shutting down") from None
+                    continue
+                if answer.epoch == request.epoch and answer.worker_id == request.worker_id:
+                    return answer
+            log.info("no permit for %s after %.0fs: asking again", request.tool, self._resend_s)
