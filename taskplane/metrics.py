@@ -274,12 +274,15 @@ class ReadModelCollector(Collector):
                 " percentile_cont(0.99) WITHIN GROUP (ORDER BY %s - waiting_since_ms)"
                 " FROM tasks WHERE status IN ('ready', 'backoff') AND waiting_since_ms IS NOT NULL",
                 (now_ms, now_ms, now_ms)).fetchone()
+            approvals: Any = conn.execute(
+                "SELECT count(*), max(%s - waiting_since_ms) FROM tasks WHERE status = 'awaiting_approval'",
+                (now_ms,)).fetchone()
             breakers: list[Any] = conn.execute("SELECT tool, status, consecutive_failures FROM breakers").fetchall()
             stored: list[Any] = conn.execute("SELECT topic, partition, next_offset FROM projector_offsets").fetchall()
         tasks = GaugeMetricFamily("taskplane_tasks", "Tasks in the read model by status.", labels=["status"])
         counts = {str(status): int(n) for status, n in by_status}
         for status in ("pending", "ready", "leased", "backoff", "succeeded", "dead_lettered", "blocked",
-                       "failed", "cancelled"):
+                       "failed", "cancelled", "awaiting_approval"):
             tasks.add_metric([status], counts.get(status, 0))
         yield tasks
         yield GaugeMetricFamily("taskplane_tasks_in_progress", "Tasks holding a live lease.",
@@ -304,6 +307,11 @@ class ReadModelCollector(Collector):
         yield GaugeMetricFamily("taskplane_oldest_pending_task_age_seconds", "Oldest waiting task's age.",
                                 value=float(oldest or 0) / 1000)
         yield GaugeMetricFamily("taskplane_pending_tasks", "Tasks waiting for a worker.", value=int(waiting or 0))
+        asking, longest = approvals if approvals is not None else (0, None)
+        yield GaugeMetricFamily("taskplane_pending_approvals", "Tool calls waiting for a person's decision.",
+                                value=int(asking or 0))
+        yield GaugeMetricFamily("taskplane_oldest_pending_approval_age_seconds",
+                                "How long the oldest pending approval has waited.", value=float(longest or 0) / 1000)
         state = GaugeMetricFamily("taskplane_breaker_state", "Breaker per tool: 0 closed, 1 half-open, 2 open.",
                                   labels=["tool"])
         failures = GaugeMetricFamily("taskplane_breaker_consecutive_failures", "Consecutive failures per tool.",

@@ -164,6 +164,13 @@ def statements(event: object, at_ms: int) -> list[Statement]:
             return _run_finished(run, change.run, reason, finished, at_ms, change.leftover)
         case m.RunCancelled(run_id=run, reason=reason, finished_ms=finished):
             return _run_finished(run, change.run, reason, finished, at_ms, change.leftover)
+        case m.ApprovalRequested(run_id=run, task=task):
+            # Waiting for a person since now (the lease went back with LeaseReleased before).
+            return [(
+                "UPDATE tasks SET status = %s, holder = NULL, lease_expires_ms = NULL,"
+                " waiting_since_ms = %s, updated_ms = %s WHERE run_id = %s AND task = %s",
+                (to, at_ms, at_ms, run, task),
+            )]
         case m.CommandRejected(run_id=run):
             return [(
                 "UPDATE runs SET rejections = rejections + 1 WHERE run_id = %s",

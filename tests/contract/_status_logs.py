@@ -16,7 +16,12 @@ from taskplane.contract.state import RunState
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.spare import SpareSlots
-from tests.processors._approval_helpers import approval_denied, approval_expired, approval_granted
+from tests.processors._approval_helpers import (
+    approval_denied,
+    approval_expired,
+    approval_granted,
+    approval_pending,
+)
 from tests.processors._decider_helpers import Driver, document_pipeline
 
 
@@ -166,6 +171,7 @@ SCENARIOS: dict[str, Callable[[], Driver]] = {
     "cancel while leased": cancel_while_leased,
     "run failed without dead letters": run_failed_without_dead_letters,
     "root and follow-on grants": root_and_follow_on_grants,
+    "approval pending": approval_pending,
     "approval granted": approval_granted,
     "approval denied": approval_denied,
     "approval expired": approval_expired,

@@ -51,6 +51,13 @@ def decide(run: Driver, granted: bool, *, who: str = "ada", key: bytes | None = 
     return run.send(DecideApproval(run.run_id, approval_id, granted, who, decided, reason, signature))
 
 
+def approval_pending() -> Driver:
+    run = approval_driver()
+    ask(run)
+    run.advance(1_000)
+    return run
+
+
 def approval_granted() -> Driver:
     run = approval_driver()
     ask(run)

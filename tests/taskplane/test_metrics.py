@@ -74,8 +74,11 @@ def test_read_model_gauges_and_lag_after_a_dead_letter(
     ensure_topics(AdminClient(dict(kafka_config)), topics, catalog())
     events = run_events("stuck", 0, dead_letter=True)
     cut = next(i for i, e in enumerate(events) if isinstance(e, m.TaskReplayed))
-    produce_runs(kafka_config, topics.events, [("ok", run_events("ok", 0)), ("stuck", events[:cut])],
-                 breakers_topic=topics.breakers)
+    asking = run_events("asking", 0)[:3]  # submitted, the parser ready and leased; then it asks a person
+    asking += [m.LeaseReleased("asking", "parser", 1, "w-parser"),
+               m.ApprovalRequested("asking", "parser", "k-1", "document.extract", 0, "{}", "", 60_000, 0, 60_000, 1, 1)]
+    produce_runs(kafka_config, topics.events, [("ok", run_events("ok", 0)), ("stuck", events[:cut]),
+                                               ("asking", asking)], breakers_topic=topics.breakers)
     projector = Projector(kafka_config, topics, fresh_database)
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
@@ -93,6 +96,9 @@ def test_read_model_gauges_and_lag_after_a_dead_letter(
     assert samples[("taskplane_blocked_tasks", system)] == 1
     assert samples[("taskplane_tasks", (("status", "succeeded"),))] == 4
     assert samples[("taskplane_tasks_in_progress", ())] == 0
+    assert samples[("taskplane_pending_approvals", ())] == 1
+    assert samples[("taskplane_tasks", (("status", "awaiting_approval"),))] == 1
+    assert samples[("taskplane_oldest_pending_approval_age_seconds", ())] > 0
     assert samples[("taskplane_breaker_state", (("tool", "text.summarize"),))] == 2
     assert samples[("taskplane_breaker_state", (("tool", "document.extract"),))] == 0
     # caught up: what is left are transaction markers (at most one per partition), not records
