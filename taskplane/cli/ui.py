@@ -29,6 +29,7 @@ def ui(
 
     from taskplane.cli.processors import kafka_endpoints
     from taskplane.console.app import build_app
+    from taskplane.console.approvals import ClientDesk
     from taskplane.console.commands import PublisherCommands
     from taskplane.console.settings import ConsoleSettings
     from taskplane.console.systems import SystemCatalog
@@ -41,7 +42,8 @@ def ui(
         fail(f"TASKPLANE_UI_{str(first['loc'][0]).upper()}: {first['msg']}")
     kafka, topics = kafka_endpoints()
     app = build_app(settings, database_url(), PublisherCommands(kafka, topics, settings.outcome_timeout_s),
-                    SystemCatalog(kafka, topics, settings.database_timeout_s))
+                    SystemCatalog(kafka, topics, settings.database_timeout_s),
+                    ClientDesk(kafka, topics, settings.outcome_timeout_s))
     typer.echo(f"taskplane console on http://{settings.host}:{settings.port}/ "
                f"({'replay and cancel need the token' if settings.writable() else 'read-only'})")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)

@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from taskplane.console import api, pages
+from taskplane.console import api, approvals, pages
+from taskplane.console.approvals import ApprovalDesk
 from taskplane.console.commands import CommandWriter
 from taskplane.console.context import Console
 from taskplane.console.errors import ConsoleError, ReadModelUnavailable
@@ -30,7 +31,7 @@ from taskplane.console.systems import SystemCatalog
 
 
 def build_app(settings: ConsoleSettings, database_url: str, commands: CommandWriter,
-              systems: SystemCatalog | None) -> Starlette:
+              systems: SystemCatalog | None, desk: ApprovalDesk | None = None) -> Starlette:
     guard = Guard(settings.token)
     console = Console(
         settings=settings,
@@ -50,6 +51,8 @@ def build_app(settings: ConsoleSettings, database_url: str, commands: CommandWri
             console.commands.close()
             if console.systems is not None:
                 console.systems.close()
+            if desk is not None:
+                desk.close()
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -61,10 +64,11 @@ def build_app(settings: ConsoleSettings, database_url: str, commands: CommandWri
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz),
               Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-              *api.routes(), *pages.routes()]
+              *approvals.routes(), *api.routes(), *pages.routes()]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={ConsoleError: _console_error, HTTPException: _http_error})
     app.state.console = console
+    app.state.approvals = desk
 
     return app
 

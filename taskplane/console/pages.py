@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from taskplane.console import dag, waterfall
+from taskplane.console.approvals import WHO_COOKIE, who_cookie
 from taskplane.console.context import Console, console_of
 from taskplane.console.errors import BadRequest, ConsoleError, Forbidden
 from taskplane.console.filters import parse_dead_letter_filter, parse_run_filter
@@ -204,8 +205,14 @@ async def login(request: Request) -> Response:
     if not console.guard.token_matches(_text(form.get("token"))):
         return console.render.page(request, "login.html", status=403, error="wrong token", next=_next(request))
     response = RedirectResponse(_next(request, _text(form.get("next"))), status_code=303)
-    response.set_cookie(SESSION_COOKIE, console.guard.new_session(), max_age=SESSION_MAX_AGE_S, httponly=True,
+    session = console.guard.new_session()
+    response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_MAX_AGE_S, httponly=True,
                         samesite="strict", secure=console.settings.secure_cookies, path="/")
+    name = _text(form.get("name")).strip()
+    if name and console.settings.token is not None:  # who decides approvals (console/approvals.py)
+        response.set_cookie(WHO_COOKIE, who_cookie(console.settings.token.get_secret_value(), session, name[:80]),
+                            max_age=SESSION_MAX_AGE_S, httponly=True, samesite="strict",
+                            secure=console.settings.secure_cookies, path="/")
     return response
 
 
@@ -214,6 +221,7 @@ async def logout(request: Request) -> Response:
     check_csrf(request, _text(form.get("csrf")))
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(WHO_COOKIE, path="/")
     return response
 
 

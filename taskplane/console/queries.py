@@ -147,6 +147,9 @@ class ConsoleQueries:
                 "SELECT status, count(*) AS n FROM attempts WHERE status IN ('expired', 'failed')"
                 " AND ended_ms >= %s GROUP BY status", (window,)).fetchall()
             breakers = conn.execute("SELECT * FROM breakers ORDER BY tool").fetchall()
+            asking = conn.execute(
+                "SELECT count(*) AS n, max(%s - waiting_since_ms) AS oldest FROM tasks"
+                " WHERE status = 'awaiting_approval'", (now_ms,)).fetchone()
         counted = {r["status"]: r["n"] for r in rates}
         minutes = RATE_WINDOW_MS / MINUTE_MS
         return {
@@ -159,6 +162,8 @@ class ConsoleQueries:
             "lease_expirations_per_minute": round(counted.get("expired", 0) / minutes, 2),
             "retries_per_minute": round(counted.get("failed", 0) / minutes, 2),
             "breakers": breakers,
+            "pending_approvals": asking["n"] if asking else 0,
+            "oldest_approval_ms": asking["oldest"] if asking else None,
         }
 
     # ------------------------------------------------------------ dead letters
