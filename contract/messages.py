@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from taskplane.contract.governance import PolicyPlan, Usage
 from taskplane.contract.plan import SystemPlan, ToolPlan
 
 # ---------------------------------------------------------------- commands
@@ -61,6 +62,7 @@ class RecordToolCall:
     ok: bool
     result: str | None = None
     error: str | None = None
+    usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class CompleteTask:
     # How many of the downstream tasks this completion readies the completing worker
     # takes at once (its free slots): granted in the same transaction, no claim.
     follow_on: int = 0
+    usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
 
 
 class FailureKind(str, Enum):
@@ -90,6 +93,7 @@ class FailTask:
     error: str
     kind: FailureKind = FailureKind.ERROR
     retry_after_ms: int = 0
+    usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +225,7 @@ class ToolCallSucceeded:
     tool: str
     call_index: int
     result: str
+    usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +237,7 @@ class ToolCallFailed:
     tool: str
     call_index: int
     error: str
+    usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +247,7 @@ class TaskSucceeded:
     attempt: int
     epoch: int
     output: str
+    usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +259,7 @@ class AttemptFailed:
     error: str
     kind: FailureKind
     counted: bool  # False when the failure does not burn the retry budget
+    usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +306,11 @@ class RunFailed:
     run_id: str
     reason: str
     finished_ms: int
+    # The run's usage when it ended, and for budget_exceeded the workers that held a
+    # lease then (each is told on its inbox: its attempt stops at its next tool call).
+    tokens: int = 0
+    cost_micros: int = 0
+    holders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +460,11 @@ class Assignment:
     journal: tuple[JournalEntry, ...]
     tools: tuple[ToolPlan, ...] = ()  # the run's own tool policy for this task
     granted_approvals: tuple[str, ...] = ()  # call keys a person granted that have not run yet
+    # The run's governance, and its usage when the lease was granted: the worker
+    # refuses a call once its own usage since would exhaust what was left.
+    policy: PolicyPlan | None = None
+    run_tokens: int = 0
+    run_cost_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,3 +532,5 @@ class RunRecord:
     finished_ms: int | None = None
     tasks: tuple[TaskSummary, ...] = ()
     retired: bool = False  # the orchestrator no longer holds the tasks: outputs are not here
+    tokens: int = 0  # the run's usage so far (docs/governance.md)
+    cost_micros: int = 0

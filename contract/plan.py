@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from taskplane.contract.governance import PolicyPlan
+
 
 class Isolation(str, Enum):
     NONE = "none"
@@ -70,6 +72,7 @@ class SystemPlan:
     version: str
     agents: tuple[AgentPlan, ...]
     execution: ExecutionPolicy
+    policy: PolicyPlan | None = None  # governance (contract/governance.py); None: none
 
     def agent(self, name: str) -> AgentPlan:
         for agent in self.agents:

@@ -73,6 +73,8 @@ class TaskState:
     last_failure_kind: FailureKind | None = None
     blocked_by: str | None = None
     history: tuple[AttemptRecord, ...] = ()
+    tokens: int = 0  # usage of every attempt of the task (docs/governance.md)
+    cost_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +91,5 @@ class RunState:
     journal: dict[str, ToolCallRecord] = field(default_factory=dict)  # by idempotency key
     retired_ms: int | None = None  # set by RunRetired: tasks, journal and input are gone
     approvals: dict[str, ApprovalRecord] = field(default_factory=dict)  # by approval id (call key)
+    tokens: int = 0  # usage folded over the run's outcomes (docs/governance.md)
+    cost_micros: int = 0

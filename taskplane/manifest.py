@@ -35,6 +35,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from taskplane._manifest_approvals import ApprovalField, OperationField, approval_plan, drop_unset
 from taskplane._manifest_graph import graph_problems, topological_order
 from taskplane._manifest_schedules import ScheduleManifest, schedule_problems
+from taskplane._manifest_policy import PolicySpec
 from taskplane._manifest_yaml import MAX_BYTES, ROOT, parse_yaml
 from taskplane.contract.plan import (
     AgentPlan,
@@ -247,6 +248,7 @@ class SystemSpec(_Spec):
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
     persistence: PersistenceSpec = Field(default_factory=PersistenceSpec)
     schedules: tuple[ScheduleManifest, ...] = ()  # cron schedules (_manifest_schedules.py)
+    policy: PolicySpec | None = None  # governance: taskplane/_manifest_policy.py
 
     @field_validator("agents")
     @classmethod
@@ -310,6 +312,8 @@ class AgentSystemManifest(_Spec):
             for tool in agent["tools"]:
                 for unset in [name for name in ("rateLimit", "concurrency") if tool.get(name) is None]:
                     tool.pop(unset)  # unset: versions applied before the tool governor stay
+        if data["spec"].get("policy") is None:  # unset: versions applied before it existed stay
+            data["spec"].pop("policy", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def version(self) -> str:
@@ -355,7 +359,8 @@ class AgentSystemManifest(_Spec):
             idempotency_tracking=execution.idempotency_tracking,
             finished_run_retention_ms=execution.finished_run_retention,
         )
-        return SystemPlan(name=self.name, version=version, agents=agents, execution=policy)
+        governance = self.spec.policy.plan() if self.spec.policy is not None else None
+        return SystemPlan(name=self.name, version=version, agents=agents, execution=policy, policy=governance)
 
 
 def load_manifest(source: str | Path) -> AgentSystemManifest:
@@ -435,6 +440,7 @@ def _known_keys() -> list[str]:
         ObservabilitySpec,
         PersistenceSpec,
         ScheduleManifest,
+        PolicySpec,
     ]
     return sorted({field.alias or name for m in models for name, field in m.model_fields.items()})
 

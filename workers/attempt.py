@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskplane.contract.breaker import BreakerState, BreakerStatus
+from taskplane.contract.governance import Usage, budgeted
 from taskplane.contract.messages import (
     Assignment,
     CompleteTask,
@@ -32,6 +33,7 @@ from taskplane.workers.exceptions import (
     WorkerError,
     WorkerStopping,
 )
+from taskplane.workers.governance import Governor, UsageAnswers, split_result, usage
 from taskplane.workers.isolation import Limits, run_tool
 from taskplane.workers.journal import Journal, canonical_json, idempotency_key
 from taskplane.workers.sdk import AgentContext, Registry, decode_json
@@ -97,7 +99,8 @@ class Attempt:
                  isolation_fallback: frozenset[Isolation] = frozenset(),
                  follow_on: Callable[[], int] = lambda: 0, send_later: SendLater | None = None,
                  host: Host = REAL_HOST, contexts: AttemptContexts | None = None,
-                 permits: Permits | None = None) -> None:
+                 permits: Permits | None = None, run_stopped: Callable[[str], bool] = lambda _run_id: False,
+                 answers: UsageAnswers | None = None) -> None:
         self.assignment = assignment
         self._contexts = contexts  # TASKPLANE_WORKER_TRACING: the attempt's span is current
         self._agent = agent
@@ -117,6 +120,14 @@ class Attempt:
         self._call_index = 0
         self._turn: asyncio.Lock | None = None  # async agents: their tool calls take turns
         self.tool_runs = 0  # tools actually executed (not answered by the journal)
+        # Usage reported since the last record: it rides on the next one (workers/governance.py).
+        self._usage: list[Usage] = []
+        self._run_stopped = run_stopped  # the orchestrator's notice that the run stopped
+        self._governor = None if assignment.policy is None else Governor(
+            assignment.policy, assignment.run_tokens, assignment.run_cost_micros, assignment.model)
+        # A run with a budget answers each record with its usage; the next call waits for it.
+        self._answers = answers if budgeted(assignment.policy) else None
+        self._records = 0
 
     def run(self) -> str:
         """Run a plain ``def`` agent on this thread and report the outcome; returns the
@@ -152,14 +163,33 @@ class Attempt:
 
     def _context(self) -> AgentContext:
         a = self.assignment
+        if self._governor is not None:  # a model not allowed never runs the agent
+            self._governor.check_model(a.model)
         return AgentContext(a.run_id, a.task, a.attempt, a.model, decode_json(a.input),
                             {name: decode_json(out) for name, out in a.dependency_outputs.items()},
                             self._call_tool,
-                            self._call_tool_async if self._turn is not None else None, a.epoch)
+                            self._call_tool_async if self._turn is not None else None, a.epoch,
+                            self._report_usage)
+
+    def _report_usage(self, tokens: int, cost: object, model: str | None) -> None:
+        """``ctx.report_usage``: kept for the next record; counted against the budget now."""
+        report = usage(tokens, cost, model if model is not None else self.assignment.model)
+        self._usage.append(report)
+        if self._governor is not None:
+            self._governor.add(report)
+            if model is not None:
+                self._governor.check_model(model)
+
+    def _take_usage(self, extra: Usage | None = None) -> tuple[Usage, ...]:
+        taken, self._usage = self._usage, []
+        if extra is not None:
+            taken.append(extra)
+        return tuple(taken)
 
     def _completion(self, output: Any) -> CompleteTask:
         a = self.assignment
-        return CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, canonical_json(output), self._follow_on())
+        return CompleteTask(a.run_id, a.task, a.worker_id, a.epoch, canonical_json(output), self._follow_on(),
+                            self._take_usage())
 
     def _failure(self, error: BaseException) -> Any:
         """The command that reports what the agent raised (or a non-JSON output)."""
@@ -180,7 +210,7 @@ class Attempt:
     def _failed(self, error: str, kind: FailureKind, retry_after_ms: int = 0) -> FailTask:
         a = self.assignment
         log.info("attempt %s/%s#%s failed (%s): %s", a.run_id[:8], a.task, a.attempt, kind.value, error)
-        return FailTask(a.run_id, a.task, a.worker_id, a.epoch, error[:4000], kind, retry_after_ms)
+        return FailTask(a.run_id, a.task, a.worker_id, a.epoch, error[:4000], kind, retry_after_ms, self._take_usage())
 
     def _reported(self, command: Any) -> str:
         """After the outcome's write: tool-call records written before it are on the log
@@ -223,6 +253,9 @@ class Attempt:
         recorded = self._journal.lookup(key)
         if recorded is not None:
             return decode_json(recorded)
+        if self._governor is not None:  # before the call, never after (invariant 8)
+            self._governed_wait()
+            self._governor.before_call(name, self._run_stopped(self.assignment.run_id))
         if plan.approval_required and not self._journal.granted(key):
             self._ask(name, index, key, args)
         wait_ms = breaker_wait_ms(self._breaker(name), self._host.now_ms())
@@ -258,8 +291,11 @@ class Attempt:
                     raise
                 self._host.sleep(self._settings.tool_retry_backoff_ms * 2**attempt / 1000)
                 continue
+            result, reported = split_result(result)
+            if reported is not None and self._governor is not None:
+                self._governor.add(reported)
             text = canonical_json(result)
-            self._record(name, index, key, ok=True, result=text)
+            self._record(name, index, key, ok=True, result=text, usage=reported)
             self._journal.record(key, text)
             return result
         raise AssertionError("unreachable")
@@ -272,6 +308,17 @@ class Attempt:
                                          preview(canonical_json(args)), f"{self._agent.name} calls {name}")
         log.info("attempt %s/%s#%s: %s waits for approval %s", a.run_id[:8], a.task, a.attempt, name, key)
         raise ApprovalPending(self._approval)
+    def _governed_wait(self) -> None:
+        """Wait for the orchestrator's answer to this attempt's last record: the run's
+        usage, other attempts' included. Without an answer in time, the attempt's own
+        view decides (its lease outlives the wait)."""
+        if self._answers is None or self._records == 0 or self._governor is None:
+            return
+        a = self.assignment
+        answer = self._answers.wait((a.run_id, a.task, a.epoch), self._records, a.lease_timeout_ms / 3000,
+                                    lambda: self._run_stopped(a.run_id))
+        if answer is not None:
+            self._governor.seen(*answer)
 
     def _tool_header(self, key: str, attempt_try: int) -> str:
         """The traceparent of this try's execute_tool span (the tracer derives the same id)."""
@@ -279,10 +326,12 @@ class Attempt:
         return header(a.run_id, tool_span_id(a.run_id, a.task, a.epoch, key, attempt_try + 1))
 
     def _record(self, tool: str, index: int, key: str, *, ok: bool, result: str | None = None,
-                error: str | None = None) -> None:
+                error: str | None = None, usage: Usage | None = None) -> None:
         a = self.assignment
         record = RecordToolCall(a.run_id, a.task, a.worker_id, a.epoch, key, tool, index, ok, result,
-                                None if error is None else error[:4000])
+                                None if error is None else error[:4000], self._take_usage(usage))
+        if self._answers is not None:
+            self._records += 1
         if self._send_later is None:
             self._send(record)
         else:  # confirmed before the next tool runs, or by the outcome written behind it

@@ -198,6 +198,15 @@ class AgentContext:
     _call: ToolCaller = field(repr=False)
     _call_async: AsyncToolCaller | None = field(default=None, repr=False)
     epoch: int = 0  # the lease's fencing epoch: names the attempt's span
+    _report: Callable[[int, object, str | None], None] | None = field(default=None, repr=False)
+
+    def report_usage(self, tokens: int = 0, cost: object = 0, model: str | None = None) -> None:
+        """Record what the agent's own model calls used: ``tokens``, ``cost`` as a decimal
+        string (``"0.0031"``), ``model`` (default: the agent's). It goes to the log with
+        the next tool call or the attempt's outcome, and counts against the run's budget
+        at once (docs/governance.md). A model the policy does not allow fails the task."""
+        if self._report is not None:
+            self._report(tokens, cost, model)
 
     @property
     def traceparent(self) -> str:

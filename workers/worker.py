@@ -26,6 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from taskplane.contract.breaker import BreakerState
+from taskplane.contract.governance import STOPPED_NOTICE, USAGE_NOTICE
 from taskplane.contract.messages import Assignment, ClaimTask, ReleaseLease, WorkItem
 from taskplane.contract.plan import (
     AgentPlan,
@@ -44,6 +45,7 @@ from taskplane.workers._kafka import CommandSender, Inbox, OffsetTracker
 from taskplane.workers._slots import Slots
 from taskplane.workers.attempt import Attempt, granted_agent
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
+from taskplane.workers.governance import UsageAnswers
 from taskplane.workers.isolation import bwrap_available, wasm_available
 from taskplane.workers.leases import Renewals
 from taskplane.workers.permits import Permits
@@ -86,6 +88,10 @@ class Worker:
         self._stopping = threading.Event()  # attempts stop at their next tool call
         self._tracker = OffsetTracker()
         self._active: dict[tuple[str, str], Assignment] = {}
+        # Runs the orchestrator told us stopped (budget): their attempts stop at the next
+        # tool call. Bounded: a notice only matters while an attempt of the run runs here.
+        self._stopped_runs: deque[str] = deque(maxlen=1_000)
+        self._answers = UsageAnswers()  # the run's usage, answering records of runs with a budget
         self._lock = threading.Lock()
         self._slots = Slots(self.settings.concurrency)
         self._claiming = threading.BoundedSemaphore(self.settings.claims_in_flight or self.settings.concurrency)
@@ -278,7 +284,8 @@ class Worker:
     def _attempt(self, assignment: Assignment) -> Attempt:
         return Attempt(assignment, self._agent(assignment), self._registry, self.settings,
                        self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
-                       self._follow_on, self._sender.send_later, contexts=self._contexts, permits=self.permits)
+                       self._follow_on, self._sender.send_later, contexts=self._contexts, permits=self.permits,
+                       run_stopped=self._stopped_runs.__contains__, answers=self._answers)
 
     def _ask_permit(self, request: Any) -> None:
         with self._lock:
@@ -322,6 +329,8 @@ class Worker:
     def _ended(self, assignment: Assignment, outcome: str, release: bool = True) -> None:
         with self._lock:
             self._active.pop((assignment.run_id, assignment.task), None)
+        if assignment.policy is not None:
+            self._answers.forget((assignment.run_id, assignment.task, assignment.epoch))
         if release:
             self._slots.release()
         self.outcomes.append((assignment.run_id, assignment.task, outcome))
@@ -336,6 +345,11 @@ class Worker:
         """A grant no claim waits for: a follow-on grant, or the answer to a claim we
         stopped waiting for. The lease is ours either way: run it, or give it back."""
         if not assignment.granted:
+            if assignment.reason == USAGE_NOTICE:
+                self._answers.post((assignment.run_id, assignment.task, assignment.epoch),
+                                   assignment.run_tokens, assignment.run_cost_micros)
+            elif (assignment.reason or "").startswith(STOPPED_NOTICE):
+                self._stopped_runs.append(assignment.run_id)
             return
         if self._pool is None or self._stop.is_set():
             self._release(assignment)

@@ -55,6 +55,7 @@ from taskplane.contract.records import replace
 from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
 from taskplane.processors.orchestrator import approvals
 from taskplane.processors.orchestrator.backoff import backoff_ms
+from taskplane.processors.orchestrator.budget import budget_stop, governed
 from taskplane.processors.orchestrator.evolve import downstream, evolve
 from taskplane.processors.orchestrator.outputs import outputs
 from taskplane.processors.orchestrator.retention import Retention, retirement
@@ -139,6 +140,8 @@ class OrchestratorDecider:
                 batch.add(TaskReady(state.run_id, task.name, task.attempt))
             case RecordToolCall():
                 _record(batch, command)
+                if governed(state):
+                    _stop_over_budget(batch, at_ms)
             case CompleteTask():
                 _complete(batch, command, at_ms)
             case FailTask():
@@ -398,10 +401,18 @@ def _record(batch: _Batch, command: RecordToolCall) -> None:
         if state.plan.execution.idempotency_tracking and known is not None and known.ok:
             raise DecisionError("duplicate tool call")
         batch.add(ToolCallSucceeded(state.run_id, task.name, command.epoch, command.key, command.tool,
-                                    command.call_index, command.result or ""))
+                                    command.call_index, command.result or "", command.usage))
     else:
         batch.add(ToolCallFailed(state.run_id, task.name, command.epoch, command.key, command.tool,
-                                 command.call_index, command.error or ""))
+                                 command.call_index, command.error or "", command.usage))
+
+
+def _stop_over_budget(batch: _Batch, at_ms: int) -> bool:
+    """The budget rule (``budget.py``), after the usage was folded: whether it stopped the run."""
+    stop = budget_stop(batch.state, at_ms)
+    if stop is not None:
+        batch.add(stop)
+    return stop is not None
 
 
 # ---------------------------------------------------------------- completion
@@ -410,8 +421,11 @@ def _record(batch: _Batch, command: RecordToolCall) -> None:
 def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
     task = _holder(batch.state, command.task, command.worker_id, command.epoch)
     run_id = batch.state.run_id
-    batch.add(TaskSucceeded(run_id, task.name, task.attempt, task.epoch, command.output))
+    batch.add(TaskSucceeded(run_id, task.name, task.attempt, task.epoch, command.output, command.usage))
     after = batch.state
+    if governed(after) and not all(t.status is TaskStatus.SUCCEEDED for t in after.tasks.values()) \
+            and _stop_over_budget(batch, at_ms):
+        return  # nothing more runs: the run is out of budget
     tasks, plan = after.tasks, after.plan
     follow_on = command.follow_on
     for child in plan.downstream(task.name):
@@ -434,7 +448,9 @@ def _fail(batch: _Batch, command: FailTask, at_ms: int) -> None:
     task = _holder(batch.state, command.task, command.worker_id, command.epoch)
     counted = command.kind is not FailureKind.BREAKER_OPEN
     batch.add(AttemptFailed(batch.state.run_id, task.name, task.attempt, task.epoch, command.error,
-                            command.kind, counted))
+                            command.kind, counted, command.usage))
+    if governed(batch.state) and _stop_over_budget(batch, at_ms):
+        return  # no retry and no dead letter: the run is out of budget
     _after_failure(batch, task.name, command.kind, command.retry_after_ms, at_ms)
 
 

@@ -45,6 +45,7 @@ from taskplane.contract.state import (
 )
 from taskplane.contract.status import KEPT_AT_RUN_END, blocker
 from taskplane.processors.orchestrator.approvals import evolved as approvals_after
+from taskplane.processors.orchestrator.budget import fold_usage
 
 
 class InconsistentLog(TaskplaneError, ValueError):
@@ -115,18 +116,22 @@ def _evolve_run(state: RunState, event: Event) -> RunState:
             return _with_task(state, task)
         case ToolCallSucceeded(key=key, tool=tool, call_index=index, result=result, epoch=epoch):
             record = ToolCallRecord(key, tool, index, True, result, None, epoch)
+            state = fold_usage(state, event.task, event.usage) if event.usage else state
             return replace(state, journal={**state.journal, key: record})
         case ToolCallFailed(key=key, tool=tool, call_index=index, error=error, epoch=epoch):
+            state = fold_usage(state, event.task, event.usage) if event.usage else state
             known = state.journal.get(key)
             if known is not None and known.ok:
                 return state  # a success is never overwritten: the side effect happened
             record = ToolCallRecord(key, tool, index, False, None, error, epoch)
             return replace(state, journal={**state.journal, key: record})
         case TaskSucceeded(task=name, output=output):
+            state = fold_usage(state, name, event.usage) if event.usage else state
             task = replace(_task(state, name), status=TaskStatus.SUCCEEDED, output=output, holder=None,
                            lease_expires_ms=None)
             return _with_task(state, task)
         case AttemptFailed():
+            state = fold_usage(state, event.task, event.usage) if event.usage else state
             return _with_task(state, _failed(_task(state, event.task), event))
         case RetryScheduled(task=name, attempt=attempt, due_ms=due):
             task = replace(_task(state, name), status=TaskStatus.BACKOFF, attempt=attempt, retry_due_ms=due)

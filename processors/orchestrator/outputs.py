@@ -26,6 +26,7 @@ from taskplane.contract.messages import (
 )
 from taskplane.contract.state import RunState
 from taskplane.processors.orchestrator.approvals import granted_not_run
+from taskplane.processors.orchestrator.budget import stopped_answer, stopped_notice, usage_answer
 from taskplane.processors.orchestrator.run_index import rejected_submit, run_record
 
 DEFAULT_FAILURE_THRESHOLD = 5
@@ -38,6 +39,8 @@ def outputs(state: RunState | None, event: Event) -> list[Output]:
         if event.command == "SubmitRun":  # the answer a duplicate's submitter reads
             answer = rejected_submit(event.run_id, event.reason) if state is None else run_record(state)
             return [Output("runs", event.run_id, answer)]
+        if event.command == "RecordToolCall" and state is not None and state.plan.policy is not None:
+            return stopped_answer(state, event)  # budget.py: a governed attempt waits for an answer
         if event.command != "ClaimTask" or event.worker_id is None:
             return []
         return [Output("inbox", event.worker_id, _refusal(state, event))]
@@ -55,12 +58,19 @@ def outputs(state: RunState | None, event: Event) -> list[Output]:
                     Output("runs", event.run_id, run_record(state))]
         case RunSubmitted():
             return [Output("runs", event.run_id, run_record(state, with_tasks=False))]
+        case RunFailed(holders=holders) if holders:  # budget_exceeded: the holders are told
+            return [Output("runs", event.run_id, run_record(state)), *_schedule_notice(state),
+                    *(Output("inbox", worker, stopped_notice(state, worker, event.reason)) for worker in holders)]
         case RunSucceeded() | RunFailed() | RunCancelled():
             return [Output("runs", event.run_id, run_record(state)), *_schedule_notice(state)]
         case TaskReplayed():
             return [Output("runs", event.run_id, run_record(state))]
         case ToolCallSucceeded() | ToolCallFailed():
-            return [Output("tool-outcomes", event.tool, _tool_outcome(state, event))]
+            outcome = Output("tool-outcomes", event.tool, _tool_outcome(state, event))
+            if state.plan.policy is None:
+                return [outcome]
+            reply = usage_answer(state, event)  # budget.py: a governed run's holder waits for it
+            return [outcome] if reply is None else [outcome, reply]
         case _:
             return []
 
@@ -91,7 +101,8 @@ def _assignment(state: RunState, event: LeaseGranted) -> Assignment:
     return Assignment(event.worker_id, event.run_id, event.task, event.attempt, True, None, event.epoch,
                       event.expires_ms, policy.lease_timeout_ms, state.plan.name, agent.model,
                       state.input, inputs, journal, agent.tools,
-                      granted_not_run(state, event.task) if state.approvals else ())
+                      granted_not_run(state, event.task) if state.approvals else (), state.plan.policy,
+                      state.tokens, state.cost_micros)
 
 
 def _refusal(state: RunState | None, event: CommandRejected) -> Assignment:

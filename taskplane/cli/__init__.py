@@ -22,7 +22,7 @@ from taskplane.contract.errors import TaskplaneError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "The whole pipeline: a batch of runs, a worker SIGKILLed mid-payment, a dead letter "
                      "fixed and replayed, and a summary. Exit 0 only if every run ended as expected."),
-    "apply": ("apply", "Validate a manifest and publish it to the compacted `systems` topic."),
+    "apply": ("apply", "Validate manifests and publish each AgentSystem to the compacted `systems` topic."),
     "submit": ("submit", "Submit one run of an applied system; prints the run id (with --wait: the result)."),
     "result": ("submit", "Wait for a run (submitted by anyone) and print its result; exit codes as submit --wait."),
     "replay": ("replay", "Reset a consumer group's offsets on TOPIC, printing old and new per partition."),
