@@ -34,8 +34,8 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from taskplane._manifest_approvals import ApprovalField, OperationField, approval_plan, drop_unset
 from taskplane._manifest_graph import graph_problems, topological_order
-from taskplane._manifest_schedules import ScheduleManifest, schedule_problems
 from taskplane._manifest_policy import PolicySpec
+from taskplane._manifest_schedules import ScheduleManifest, schedule_problems
 from taskplane._manifest_yaml import MAX_BYTES, ROOT, parse_yaml
 from taskplane.contract.plan import (
     AgentPlan,
