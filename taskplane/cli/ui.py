@@ -33,6 +33,7 @@ def ui(
     from taskplane.console.commands import PublisherCommands
     from taskplane.console.settings import ConsoleSettings
     from taskplane.console.systems import SystemCatalog
+    from taskplane.console.webhooks import HookSubmitter
 
     try:
         overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -43,7 +44,8 @@ def ui(
     kafka, topics = kafka_endpoints()
     app = build_app(settings, database_url(), PublisherCommands(kafka, topics, settings.outcome_timeout_s),
                     SystemCatalog(kafka, topics, settings.database_timeout_s),
-                    ClientDesk(kafka, topics, settings.outcome_timeout_s))
+                    ClientDesk(kafka, topics, settings.outcome_timeout_s),
+                    HookSubmitter(kafka, topics, settings.outcome_timeout_s))
     typer.echo(f"taskplane console on http://{settings.host}:{settings.port}/ "
                f"({'replay and cancel need the token' if settings.writable() else 'read-only'})")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)

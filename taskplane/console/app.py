@@ -28,10 +28,13 @@ from taskplane.console.rendering import HERE, SECURITY_HEADERS, Renderer
 from taskplane.console.security import Guard
 from taskplane.console.settings import ConsoleSettings
 from taskplane.console.systems import SystemCatalog
+from taskplane.console.webhooks import HookSubmitter
+from taskplane.console.webhooks import routes as hook_routes
 
 
 def build_app(settings: ConsoleSettings, database_url: str, commands: CommandWriter,
-              systems: SystemCatalog | None, desk: ApprovalDesk | None = None) -> Starlette:
+              systems: SystemCatalog | None, desk: ApprovalDesk | None = None,
+              hooks: HookSubmitter | None = None) -> Starlette:
     guard = Guard(settings.token)
     console = Console(
         settings=settings,
@@ -53,6 +56,8 @@ def build_app(settings: ConsoleSettings, database_url: str, commands: CommandWri
                 console.systems.close()
             if desk is not None:
                 desk.close()
+            if hooks is not None:
+                hooks.close()
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -64,7 +69,7 @@ def build_app(settings: ConsoleSettings, database_url: str, commands: CommandWri
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz),
               Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-              *approvals.routes(), *api.routes(), *pages.routes()]
+              *approvals.routes(), *api.routes(), *pages.routes(), *hook_routes(hooks)]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={ConsoleError: _console_error, HTTPException: _http_error})
     app.state.console = console
