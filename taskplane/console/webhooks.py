@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from taskplane.console.errors import ConsoleError
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition
 from taskplane.streams.exceptions import StreamsError
@@ -58,9 +59,11 @@ class WebhookSettings(BaseSettings):
     skew_s: int = Field(default=300, ge=1, description="Generic profile: how far the timestamp may be off.")
 
 
-class Refused(Exception):
+class Refused(ConsoleError):
+    """A hook not taken; ``status`` is its HTTP answer (503, Kafka away, may be retried)."""
+
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, retryable=status == 503)
         self.status = status
 
 
