@@ -125,6 +125,8 @@ def manifests(draw: st.DrawFn) -> object:
                                 "spec": {"agents": agents, "execution": draw(VALUES), "breakers": draw(VALUES)}}
     for _ in range(draw(st.integers(0, 3))):  # overwrite something with anything
         target: Any = draw(st.sampled_from([document, document["spec"], *agents]))
+        if not isinstance(target, dict):  # spec itself overwritten with a scalar by an earlier round
+            continue
         target[draw(st.sampled_from([*target.keys(), "extra"]))] = draw(VALUES)
     return document
 
