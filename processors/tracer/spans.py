@@ -24,8 +24,8 @@ same spans, byte for byte, however often it is folded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from taskplane.contract.governance import Usage, format_cost, usage_totals
 from taskplane.contract.messages import (
     ApprovalDenied,
     ApprovalExpired,
@@ -123,6 +123,7 @@ class _Run:
     tasks: dict[str, _Task] = field(default_factory=dict)
     events: list[SpanEvent] = field(default_factory=list)
     approvals: dict[str, ApprovalRequested] = field(default_factory=dict)  # pending, by approval id
+    usage: list[Usage] = field(default_factory=list)  # every report of the run, for its span
 
 
 class TraceFold:
@@ -168,13 +169,16 @@ class TraceFold:
             case ToolCallSucceeded() | ToolCallFailed():
                 return self._tool_call(event.run_id, run, event, at_ms)
             case TaskSucceeded():
-                return self._attempt_closed(event.run_id, run, event.task, event.epoch, at_ms, "succeeded", None)
+                run.usage += event.usage
+                return self._attempt_closed(event.run_id, run, event.task, event.epoch, at_ms, "succeeded", None,
+                                            event.usage)
             case AttemptFailed():
+                run.usage += event.usage
                 current = _task(run, event.task).current
                 expired = current is not None and current.expired
                 kind = "lease_expired" if expired else event.kind.value
                 return self._attempt_closed(event.run_id, run, event.task, event.epoch, at_ms, "failed",
-                                            (kind, event.error))
+                                            (kind, event.error), event.usage)
             case LeaseExpired():
                 current = _task(run, event.task).current
                 if current is not None and current.epoch == event.epoch:
@@ -236,7 +240,8 @@ class TraceFold:
             "gen_ai.tool.call.id": event.key, "taskplane.tool.call_index": event.call_index,
             "taskplane.tool.try": tries, "taskplane.tool.journal_hit": False,
         }
-        attributes.update(usage_attributes(event))
+        attributes.update(usage_attributes(event.usage))
+        run.usage += event.usage
         error = None
         if isinstance(event, ToolCallSucceeded):
             task.journal.setdefault(event.key, (event.tool, event.call_index, event.epoch))
@@ -269,7 +274,7 @@ class TraceFold:
         return spans
 
     def _attempt_closed(self, run_id: str, run: _Run, name: str, epoch: int, at_ms: int, status: str,
-                        failure: tuple[str, str] | None) -> list[SpanRecord]:
+                        failure: tuple[str, str] | None, usage: tuple[Usage, ...] = ()) -> list[SpanRecord]:
         task = _task(run, name)
         current = task.current
         if current is None or current.epoch != epoch:
@@ -292,6 +297,7 @@ class TraceFold:
             attributes["gen_ai.request.model"] = model
         if current.queue_ms is not None:
             attributes["taskplane.queue_ms"] = current.queue_ms
+        attributes.update(usage_attributes(usage))
         events: tuple[SpanEvent, ...] = ()
         error = None
         if failure is not None:
@@ -318,6 +324,7 @@ def _run_span(run_id: str, run: _Run, event: RunSucceeded | RunFailed | RunCance
         "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": run.workflow,
         "taskplane.run_id": run_id, "taskplane.system.version": run.version, "taskplane.run.status": status,
     }
+    attributes.update(usage_attributes(tuple(run.usage)))
     error = None
     if not isinstance(event, RunSucceeded):
         attributes["error.type"] = status
@@ -351,19 +358,16 @@ def _approval_span(run_id: str, run: _Run, requested: ApprovalRequested,
                       max(at_ms, requested.requested_ms), attributes, ok=error is None, error=error)
 
 
-def usage_attributes(event: Any) -> Attributes:
-    """``gen_ai.usage.*`` of a tool outcome that reports usage. The hook for governance:
-    today's events carry none; an event with a ``usage`` field (``input_tokens``,
-    ``output_tokens``, optionally ``model``) is read here, nothing else changes."""
-    usage = getattr(event, "usage", None)
-    if usage is None:
+def usage_attributes(usage: tuple[Usage, ...]) -> Attributes:
+    """What a call or an attempt reported (``ctx.report_usage``, docs/governance.md):
+    ``taskplane.usage.tokens`` and ``taskplane.usage.cost`` (a decimal string), and
+    ``gen_ai.response.model`` when one model was named. A report is a total, with no
+    input/output split, so ``gen_ai.usage.input_tokens``/``output_tokens`` are not set."""
+    if not usage:
         return {}
-    attributes: Attributes = {}
-    for name in ("input_tokens", "output_tokens"):
-        value = getattr(usage, name, None)
-        if isinstance(value, int):
-            attributes[f"gen_ai.usage.{name}"] = value
-    model = getattr(usage, "model", None)
-    if isinstance(model, str):
-        attributes["gen_ai.response.model"] = model
+    tokens, cost = usage_totals(usage)
+    attributes: Attributes = {"taskplane.usage.tokens": tokens, "taskplane.usage.cost": format_cost(cost)}
+    models = {report.model for report in usage if report.model}
+    if len(models) == 1:
+        attributes["gen_ai.response.model"] = models.pop()
     return attributes

@@ -152,3 +152,21 @@ def test_an_approval_wait_is_a_span_with_its_verdict() -> None:
     assert granted.span_id == span_id(RUN, "publisher", "approval", "k1")
     assert (denied.ok, denied.error, denied.attributes["error.type"]) == (False, "wrong customer", "approval_denied")
     assert (expired.error, expired.attributes["taskplane.approval.verdict"]) == ("approval_timeout", "expired")
+
+
+def test_reported_usage_is_on_the_tool_the_attempt_and_the_run() -> None:
+    from taskplane.contract.governance import Usage
+    from taskplane.contract.messages import LeaseGranted, RunSucceeded, TaskSucceeded, ToolCallSucceeded
+
+    fold = TraceFold()
+    fold.apply(RunSubmitted(RUN, Driver().plan, "{}", 1_000), 1_000)
+    fold.apply(LeaseGranted(RUN, "parser", 1, "w1", 1, 9_000), 1_010)
+    tool = fold.apply(ToolCallSucceeded(RUN, "parser", 1, "k", "llm.chat", 0, "{}",
+                                        (Usage("gpt-4", 120, 1_500),)), 1_020)[0]
+    attempt = fold.apply(TaskSucceeded(RUN, "parser", 1, 1, "{}", (Usage("", 30, 0), Usage("gpt-4", 0, 250_000))),
+                         1_030)[-1]
+    run = fold.apply(RunSucceeded(RUN, 1_040), 1_040)[0]
+    assert (tool.attributes["taskplane.usage.tokens"], tool.attributes["taskplane.usage.cost"]) == (120, "0.0015")
+    assert tool.attributes["gen_ai.response.model"] == "gpt-4"
+    assert (attempt.attributes["taskplane.usage.tokens"], attempt.attributes["taskplane.usage.cost"]) == (30, "0.25")
+    assert (run.attributes["taskplane.usage.tokens"], run.attributes["taskplane.usage.cost"]) == (150, "0.2515")
