@@ -24,6 +24,8 @@ class SubmitRun:
     plan: SystemPlan
     input: str
     idempotency_key: str | None = None
+    tenant: str = ""  # "" : none (issue 27, docs/scheduling.md)
+    priority: int = 0  # 1..5, 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,8 @@ class RunSubmitted:
     # Recorded input: the free worker slots the hints gave this submit (one entry per
     # slot, freshest first); root task i was granted to free_slots[i].
     free_slots: tuple[str, ...] = ()
+    tenant: str = ""
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,3 +538,5 @@ class RunRecord:
     retired: bool = False  # the orchestrator no longer holds the tasks: outputs are not here
     tokens: int = 0  # the run's usage so far (docs/governance.md)
     cost_micros: int = 0
+    tenant: str = ""
+    priority: int = 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from taskplane.contract.governance import PolicyPlan
+from taskplane.contract.scheduling import SchedulingPolicy
 
 
 class Isolation(str, Enum):
@@ -73,6 +74,7 @@ class SystemPlan:
     agents: tuple[AgentPlan, ...]
     execution: ExecutionPolicy
     policy: PolicyPlan | None = None  # governance (contract/governance.py); None: none
+    scheduling: SchedulingPolicy | None = None  # spec.scheduling; None: runs without a tenant go straight to work
 
     def agent(self, name: str) -> AgentPlan:
         for agent in self.agents:

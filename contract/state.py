@@ -93,3 +93,5 @@ class RunState:
     approvals: dict[str, ApprovalRecord] = field(default_factory=dict)  # by approval id (call key)
     tokens: int = 0  # usage folded over the run's outcomes (docs/governance.md)
     cost_micros: int = 0
+    tenant: str = ""  # "": none; with a priority or the plan's scheduling, the run is dispatched
+    priority: int = 0  # 1..5, 0: none

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from taskplane.streams.topics import Topics
 
-ROLES = ("orchestrator", "breaker", "cron", "projector", "worker", "client", "console")
+ROLES = ("orchestrator", "breaker", "cron", "dispatcher", "projector", "worker", "client", "console")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +35,15 @@ _TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "orchestrator": (
         ("commands", "events", "orchestrator-changelog", "systems", "breakers"),
         ("commands", "events", "orchestrator-changelog", "work", "inbox", "deadletter",
-         "tool-outcomes", "runs", "schedules", "poison"),
+         "tool-outcomes", "runs", "schedules", "poison", "dispatch"),
     ),  # fmt: skip
     "breaker": (("tool-outcomes", "breakers"), ("breaker-events", "breakers", "poison")),
     # Ticks come from itself; a fired slot is a SubmitRun (and a replace a CancelRun) on commands.
     "cron": (("schedules", "schedule-events", "cron-changelog"),
              ("schedules", "schedule-events", "cron-changelog", "commands", "poison")),
+    # Offers and notices in, work items out; its ticks go to its own input.
+    "dispatcher": (("dispatch", "dispatch-events", "dispatcher-changelog"),
+                   ("dispatch", "dispatch-events", "dispatcher-changelog", "work", "poison")),
     "projector": (("events", "systems"), ("poison",)),
     # Workers ask (claims, renewals, outcomes on commands); they never write a fact.
     "worker": (("work", "inbox", "breakers", "systems"), ("commands", "poison")),
@@ -57,11 +60,11 @@ def role_grants(role: str, topics: Topics) -> list[Grant]:
     grants = [Grant("topic", topics.name(t), READ) for t in reads]
     grants += [Grant("topic", topics.name(t), WRITE) for t in writes]
     stem = f"{topics.prefix}."
-    if role in ("orchestrator", "breaker", "cron"):
+    if role in ("orchestrator", "breaker", "cron", "dispatcher"):
         # Transactional processors: group and transactional ids carry the prefix
         # (ProcessorSpec.under); a lost changelog is recreated and its config checked.
         changelog = topics.name({"orchestrator": "orchestrator-changelog", "breaker": "breakers",
-                                 "cron": "cron-changelog"}[role])
+                                 "cron": "cron-changelog", "dispatcher": "dispatcher-changelog"}[role])
         grants += [
             Grant("topic", changelog, ("Create", "DescribeConfigs")),
             Grant("group", f"{stem}{role}", READ, prefixed=True),

@@ -23,7 +23,7 @@ from typing import Any, cast
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from taskplane.contract import breaker, cron, governance, messages, permits, plan, state
+from taskplane.contract import breaker, cron, governance, messages, permits, plan, scheduling, state
 from taskplane.streams._avro_codegen import compile_message, native_dispatch
 from taskplane.streams._avro_mapping import RecordMapping, record_mapping
 from taskplane.streams.exceptions import SerdeError
@@ -40,6 +40,7 @@ DOMAIN_MODULES: Mapping[str, tuple[ModuleType, ...]] = {
     "taskplane.orchestrator": (plan, messages, state, governance),
     "taskplane.breaker": (breaker, permits),
     "taskplane.cron": (cron,),
+    "taskplane.dispatch": (scheduling,),
 }
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})

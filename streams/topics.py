@@ -52,6 +52,9 @@ def catalog(run_partitions: int = 4, tool_partitions: int = 2) -> tuple[TopicSpe
         TopicSpec("tool-outcomes", tool_partitions, retained, "tool", "tool call results for breakers"),
         TopicSpec("breaker-events", tool_partitions, retained, "tool", "breaker transitions"),
         TopicSpec("breakers", tool_partitions, COMPACT, "tool", "current breaker state per tool"),
+        TopicSpec("dispatch", tool_partitions, retained, "system", "offers and notices for the dispatcher"),
+        TopicSpec("dispatch-events", tool_partitions, retained, "system", "dispatcher decisions"),
+        TopicSpec("dispatcher-changelog", tool_partitions, COMPACT, "system", "dispatcher state per system"),
         TopicSpec("systems", 1, COMPACT, "system name", "AgentSystem definitions"),
         TopicSpec("schedules", 1, retained, "system name", "requests to the cron processor, and its Ticks"),
         TopicSpec("schedule-events", 1, retained, "system name", "cron facts: slots fired and skipped"),
@@ -126,6 +129,18 @@ class Topics:
     @property
     def breakers(self) -> str:
         return self.name("breakers")
+
+    @property
+    def dispatch(self) -> str:
+        return self.name("dispatch")
+
+    @property
+    def dispatch_events(self) -> str:
+        return self.name("dispatch-events")
+
+    @property
+    def dispatcher_changelog(self) -> str:
+        return self.name("dispatcher-changelog")
 
     @property
     def systems(self) -> str:

@@ -36,6 +36,7 @@ from taskplane._manifest_approvals import ApprovalField, OperationField, approva
 from taskplane._manifest_graph import graph_problems, topological_order
 from taskplane._manifest_policy import PolicySpec
 from taskplane._manifest_schedules import ScheduleManifest, schedule_problems
+from taskplane._manifest_scheduling import SchedulingSpec, TenantSpec
 from taskplane._manifest_yaml import MAX_BYTES, ROOT, parse_yaml
 from taskplane.contract.plan import (
     AgentPlan,
@@ -249,6 +250,7 @@ class SystemSpec(_Spec):
     persistence: PersistenceSpec = Field(default_factory=PersistenceSpec)
     schedules: tuple[ScheduleManifest, ...] = ()  # cron schedules (_manifest_schedules.py)
     policy: PolicySpec | None = None  # governance: taskplane/_manifest_policy.py
+    scheduling: SchedulingSpec | None = None  # docs/scheduling.md; None: no dispatcher unless a run has a tenant
 
     @field_validator("agents")
     @classmethod
@@ -314,6 +316,8 @@ class AgentSystemManifest(_Spec):
                     tool.pop(unset)  # unset: versions applied before the tool governor stay
         if data["spec"].get("policy") is None:  # unset: versions applied before it existed stay
             data["spec"].pop("policy", None)
+        if data["spec"].get("scheduling") is None:  # unset: versions applied before it existed stay
+            data["spec"].pop("scheduling", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def version(self) -> str:
@@ -360,7 +364,9 @@ class AgentSystemManifest(_Spec):
             finished_run_retention_ms=execution.finished_run_retention,
         )
         governance = self.spec.policy.plan() if self.spec.policy is not None else None
-        return SystemPlan(name=self.name, version=version, agents=agents, execution=policy, policy=governance)
+        scheduling = self.spec.scheduling.to_policy() if self.spec.scheduling is not None else None
+        return SystemPlan(name=self.name, version=version, agents=agents, execution=policy, policy=governance,
+                          scheduling=scheduling)
 
 
 def load_manifest(source: str | Path) -> AgentSystemManifest:
@@ -441,6 +447,8 @@ def _known_keys() -> list[str]:
         PersistenceSpec,
         ScheduleManifest,
         PolicySpec,
+        SchedulingSpec,
+        TenantSpec,
     ]
     return sorted({field.alias or name for m in models for name, field in m.model_fields.items()})
 

@@ -22,7 +22,7 @@ from taskplane.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-PROCESSORS = ("orchestrator", "breaker", "projector", "tracer", "cron")
+PROCESSORS = ("orchestrator", "breaker", "dispatcher", "projector", "tracer", "cron")
 
 
 def run_processor(
@@ -45,10 +45,12 @@ def run_processor(
     from taskplane.metrics import PrometheusObserver
     from taskplane.processors.breaker.app import breaker_runtime
     from taskplane.processors.cron.app import cron_runtime
+    from taskplane.processors.dispatch.app import dispatcher_runtime
     from taskplane.processors.orchestrator.app import orchestrator_runtime
 
     settings = RuntimeSettings(instance_id=instance) if instance else RuntimeSettings()
-    build = {"orchestrator": orchestrator_runtime, "breaker": breaker_runtime, "cron": cron_runtime}[name]
+    build = {"orchestrator": orchestrator_runtime, "breaker": breaker_runtime, "cron": cron_runtime,
+             "dispatcher": dispatcher_runtime}[name]
     registry = CollectorRegistry()
     readiness = ProcessorReadiness(PrometheusObserver(registry))  # metrics and readiness, one observer
     state = ProcessState([readiness.check])

@@ -56,6 +56,7 @@ from taskplane.contract.state import RunState, RunStatus, TaskState, TaskStatus
 from taskplane.processors.orchestrator import approvals
 from taskplane.processors.orchestrator.backoff import backoff_ms
 from taskplane.processors.orchestrator.budget import budget_stop, governed
+from taskplane.processors.orchestrator.dispatching import dispatched
 from taskplane.processors.orchestrator.evolve import downstream, evolve
 from taskplane.processors.orchestrator.outputs import outputs
 from taskplane.processors.orchestrator.retention import Retention, retirement
@@ -174,7 +175,8 @@ class OrchestratorDecider:
             if plan is None and event.plan.agents == ():
                 plan = event.plan  # a plan with no agents, or one no source knows
             if plan is not None and plan is not event.plan:
-                event = RunSubmitted(event.run_id, plan, event.input, event.submitted_ms, event.idempotency_key)
+                event = RunSubmitted(event.run_id, plan, event.input, event.submitted_ms, event.idempotency_key,
+                                     tenant=event.tenant, priority=event.priority)
         return evolve(state, event)
 
     def retire_at(self, state: RunState | None) -> int | None:
@@ -273,10 +275,13 @@ def _submit(state: RunState | None, command: SubmitRun, at_ms: int, plans: PlanB
         plan = plans.add(command.plan)  # content-addressed: adding never changes a decision
     except PlanConflict as conflict:
         raise DecisionError(f"invalid plan: {conflict}") from None
-    initial = evolve(None, RunSubmitted(command.run_id, plan, command.input, at_ms, command.idempotency_key))
+    if dispatched(plan, command.tenant, command.priority):
+        free_slots = ()  # no root grants: the dispatcher admits a dispatched run's roots (docs/scheduling.md)
+    initial = evolve(None, RunSubmitted(command.run_id, plan, command.input, at_ms, command.idempotency_key,
+                                        tenant=command.tenant, priority=command.priority))
     assert initial is not None
     submitted = RunSubmitted(command.run_id, plans.reference(plan), command.input, at_ms, command.idempotency_key,
-                             free_slots)
+                             free_slots, command.tenant, command.priority)
     batch = _Batch(initial, [submitted], folded=1, trail=[(None, submitted, initial)])
     roots = 0
     for agent in plan.agents:

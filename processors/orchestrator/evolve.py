@@ -76,7 +76,7 @@ def evolve(state: RunState | None, event: Event) -> RunState | None:
             return state
         tasks = {agent.name: TaskState(agent.name) for agent in event.plan.agents}
         return RunState(event.run_id, event.plan, event.input, event.submitted_ms,
-                        event.idempotency_key, tasks=tasks)
+                        event.idempotency_key, tasks=tasks, tenant=event.tenant, priority=event.priority)
     if state is None:
         raise InconsistentLog(f"{type(event).__name__} for run {event.run_id} before RunSubmitted")
     if isinstance(event, RunForgotten):

@@ -27,6 +27,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import SystemDefinition
 from taskplane.contract.plans import PlanBook, pinned_key
 from taskplane.contract.state import RunState
+from taskplane.processors.orchestrator.dispatching import dispatched
 from taskplane.processors.orchestrator.spare import SpareSlots
 
 _NO_OUTPUTS: tuple[Output, ...] = ()
@@ -47,6 +48,8 @@ class OrchestratorHints:
         if self.spare is None or state is not None or type(command) is not SubmitRun:
             return None
         plan = command.plan
+        if dispatched(plan, command.tenant, command.priority):
+            return None  # admitted by the dispatcher, not by a root grant
         roots = sum(1 for agent in plan.agents if not agent.dependencies)
         return self.spare.offer(plan.name, at_ms, roots) or None
 

@@ -27,6 +27,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.state import RunState
 from taskplane.processors.orchestrator.approvals import granted_not_run
 from taskplane.processors.orchestrator.budget import stopped_answer, stopped_notice, usage_answer
+from taskplane.processors.orchestrator.dispatching import dispatch_outputs, dispatched
 from taskplane.processors.orchestrator.run_index import rejected_submit, run_record
 
 DEFAULT_FAILURE_THRESHOLD = 5
@@ -46,6 +47,16 @@ def outputs(state: RunState | None, event: Event) -> list[Output]:
         return [Output("inbox", event.worker_id, _refusal(state, event))]
     if state is None:
         return []
+    if dispatched(state.plan, state.tenant, state.priority):  # docs/scheduling.md
+        if type(event) is TaskReady:
+            return dispatch_outputs(state, event)  # an offer to the dispatcher instead of a WorkItem
+        found = _run_outputs(state, event)
+        extra = dispatch_outputs(state, event)
+        return found + extra if extra else found
+    return _run_outputs(state, event)
+
+
+def _run_outputs(state: RunState, event: Event) -> list[Output]:
     match event:
         case TaskReady(offered=False):
             return []  # granted in the same decision: the LeaseGranted's Assignment carries it

@@ -32,7 +32,7 @@ def run_record(state: RunState, with_tasks: bool = True) -> RunRecord:
         tasks = tuple(summaries)
     return RunRecord(state.run_id, state.plan.name, state.plan.version, state.status.value, state.idempotency_key,
                      state.reason, state.submitted_ms, state.finished_ms, tasks, state.retired_ms is not None,
-                     state.tokens, state.cost_micros)
+                     state.tokens, state.cost_micros, state.tenant, state.priority)
 
 
 def rejected_submit(run_id: str, reason: str) -> RunRecord:

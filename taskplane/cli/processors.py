@@ -54,7 +54,7 @@ def topics_create(
 
 @processor_app.command("run")
 def processor_run(
-    name: Annotated[str, typer.Argument(help="orchestrator | breaker | projector | tracer | cron")],
+    name: Annotated[str, typer.Argument(help="orchestrator | breaker | dispatcher | projector | tracer | cron")],
     instance: Annotated[str | None, typer.Option(help="Stable instance id (pod name).")] = None,
 ) -> None:
     """Run one processor until SIGTERM (which ends with a final commit)."""

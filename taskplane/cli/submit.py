@@ -21,6 +21,7 @@ import typer
 
 from taskplane.client.client import Client, RunHandle
 from taskplane.contract.errors import TaskplaneError
+from taskplane.contract.scheduling import priority_problem, tenant_problem
 from taskplane.exceptions import RunFailed, RunTimeout, UserInputError
 
 EXIT_FAILED, EXIT_TIMEOUT = 1, 124
@@ -35,11 +36,17 @@ def submit(
     idempotency_key: Annotated[str | None, typer.Option(help="Same key, same run.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run and print its result.")] = False,
     timeout: TimeoutOption = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant whose fair share the run takes.")] = None,
+    priority: Annotated[int | None, typer.Option(help="1..5, 5 first within the tenant's share.")] = None,
 ) -> None:
     """Submit one run of an applied system; prints the run id (with --wait: the result)."""
     value = _parse_input(run_input)
+    if tenant is not None and (problem := tenant_problem(tenant)) is not None:
+        _bad(f"--tenant: {problem}")
+    if priority is not None and (problem := priority_problem(priority)) is not None:
+        _bad(f"--priority: {problem}")
     with _client() as client:
-        handle = _answer(lambda: client.submit(system, value, idempotency_key))
+        handle = _answer(lambda: client.submit(system, value, idempotency_key, tenant=tenant, priority=priority))
         if not wait:
             typer.echo(handle.run_id)
             return

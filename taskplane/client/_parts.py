@@ -16,6 +16,7 @@ from taskplane.client._run_follower import RunFollower
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.contract.plans import pinned_key
+from taskplane.contract.scheduling import priority_problem, tenant_problem
 from taskplane.exceptions import ClientError, InputTooLarge, UnknownSystem, UserInputError
 from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher, PublishError, run_id_for
@@ -41,15 +42,22 @@ class ClientParts:
         self._lock = threading.Lock()
 
     def submissions(self, system: str, inputs: Sequence[Any],
-                    idempotency_keys: Sequence[str | None]) -> list[SubmitRun]:
+                    idempotency_keys: Sequence[str | None], tenant: str | None = None,
+                    priority: int | None = None) -> list[SubmitRun]:
         """The SubmitRun commands for ``inputs``, each checked: the system was applied,
-        the input is JSON and fits in a record the broker takes."""
+        the input is JSON and fits in a record the broker takes, the tenant and priority
+        are well formed (ValueError naming the field)."""
         if len(idempotency_keys) != len(inputs):
             raise ValueError("one idempotency key (or None) per input")
+        if (problem := tenant_problem(tenant or "")) is not None:
+            raise ValueError(f"tenant: {problem}")
+        if priority is not None and (problem := priority_problem(priority)) is not None:
+            raise ValueError(f"priority: {problem}")
         definition = self._definition(system)
         commands = []
         for value, key in zip(inputs, idempotency_keys, strict=True):
-            command = SubmitRun(run_id_for(system, key), definition.plan, encode_input(value), key)
+            command = SubmitRun(run_id_for(system, key), definition.plan, encode_input(value), key,
+                                tenant or "", priority or 0)
             self._check_size(command)
             commands.append(command)
         return commands

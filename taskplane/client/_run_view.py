@@ -50,6 +50,8 @@ class RunInfo:
     reason: str | None = None
     submitted_ms: int | None = None
     finished_ms: int | None = None
+    tenant: str = ""  # "": none (docs/scheduling.md)
+    priority: int = 0  # 1..5, 0: none
 
     @property
     def done(self) -> bool:
@@ -74,6 +76,8 @@ class RunView:
     plan_reference: SystemPlan | None = None  # RunSubmitted named its plan without the body
     outputs_known: bool = True  # False when made from a retired run's record
     seed: Statuses | None = None  # from a record: what the unresolved events fold on
+    tenant: str = ""
+    priority: int = 0
 
     def use_plan(self, plan: SystemPlan) -> None:
         """The body of a referenced plan: the run's tasks and which of them are final."""
@@ -112,6 +116,7 @@ class RunView:
         match event:
             case m.RunSubmitted(plan=plan, submitted_ms=submitted_ms):
                 self.system, self.submitted_ms = plan.name, submitted_ms
+                self.tenant, self.priority = event.tenant, event.priority
                 if plan.agents:
                     self.use_plan(plan)
                 else:  # referenced (since plans are held once): the client resolves it
@@ -161,7 +166,8 @@ class RunView:
 
     def info(self) -> RunInfo:
         return RunInfo(self.run_id, self.system, self.status, dict(self.tasks),
-                       tuple(self.dead_letters.values()), self.reason, self.submitted_ms, self.finished_ms)
+                       tuple(self.dead_letters.values()), self.reason, self.submitted_ms, self.finished_ms,
+                       self.tenant, self.priority)
 
 
 def from_record(record: m.RunRecord, next_offset: int = 0) -> RunView:
@@ -173,6 +179,7 @@ def from_record(record: m.RunRecord, next_offset: int = 0) -> RunView:
         return view
     view.system, view.reason = record.system, record.reason
     view.submitted_ms, view.finished_ms = record.submitted_ms, record.finished_ms
+    view.tenant, view.priority = record.tenant, record.priority
     reference = SystemPlan(record.system, record.plan_version, (), ExecutionPolicy())
     view.plan_reference = reference  # resolved by the client, as a RunSubmitted's
     view.statuses = view.seed = Statuses(reference, FoldedStatus(record.status),

@@ -34,13 +34,17 @@ class AsyncClient:
         self.sync = Client(bootstrap_servers, topic_prefix=topic_prefix, settings=settings,
                            kafka_options=kafka_options)
 
-    async def submit(self, system: str, input: Any = None, idempotency_key: str | None = None) -> AsyncRunHandle:
-        handle = await asyncio.to_thread(self.sync.submit, system, input, idempotency_key)
+    async def submit(self, system: str, input: Any = None, idempotency_key: str | None = None, *,
+                     tenant: str | None = None, priority: int | None = None) -> AsyncRunHandle:
+        handle = await asyncio.to_thread(lambda: self.sync.submit(system, input, idempotency_key,
+                                                                  tenant=tenant, priority=priority))
         return AsyncRunHandle(self, handle)
 
     async def submit_many(self, system: str, inputs: list[Any],
-                          idempotency_keys: list[str | None] | None = None) -> list[AsyncRunHandle]:
-        handles = await asyncio.to_thread(self.sync.submit_many, system, inputs, idempotency_keys)
+                          idempotency_keys: list[str | None] | None = None, *,
+                          tenant: str | None = None, priority: int | None = None) -> list[AsyncRunHandle]:
+        handles = await asyncio.to_thread(lambda: self.sync.submit_many(system, inputs, idempotency_keys,
+                                                                        tenant=tenant, priority=priority))
         return [AsyncRunHandle(self, handle) for handle in handles]
 
     async def run(self, run_id: str) -> AsyncRunHandle:

@@ -63,16 +63,20 @@ class Client:
 
     # ------------------------------------------------------------ runs
 
-    def submit(self, system: str, input: Any = None, idempotency_key: str | None = None) -> RunHandle:
+    def submit(self, system: str, input: Any = None, idempotency_key: str | None = None, *,
+               tenant: str | None = None, priority: int | None = None) -> RunHandle:
         """Start a run of an applied system with ``input`` (any JSON value). The same
-        ``idempotency_key`` gives the same run (a repeated submit starts nothing)."""
-        return self.submit_many(system, [input], [idempotency_key])[0]
+        ``idempotency_key`` gives the same run (a repeated submit starts nothing).
+        ``tenant`` and ``priority`` (1..5, 5 first) put it in the system's fair share
+        (docs/scheduling.md); a bad one is a ValueError."""
+        return self.submit_many(system, [input], [idempotency_key], tenant=tenant, priority=priority)[0]
 
     def submit_many(self, system: str, inputs: list[Any],
-                    idempotency_keys: list[str | None] | None = None) -> list[RunHandle]:
+                    idempotency_keys: list[str | None] | None = None, *,
+                    tenant: str | None = None, priority: int | None = None) -> list[RunHandle]:
         """Several runs of one system, delivered together (one flush)."""
         parts = self._ready()
-        commands = parts.submissions(system, inputs, idempotency_keys or [None] * len(inputs))
+        commands = parts.submissions(system, inputs, idempotency_keys or [None] * len(inputs), tenant, priority)
         # A keyed submit reads nothing first: the orchestrator answers it (a new run, or
         # the run the key already stands for), and the handle follows the answer.
         ids = [None if c.idempotency_key is None else uuid.uuid4().hex for c in commands]

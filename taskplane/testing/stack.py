@@ -79,7 +79,7 @@ def example_manifest(name: str) -> Path:
 
 
 class ProcessorThreads:
-    """The orchestrator, the breaker, the cron processor and the projector, each in a thread of this process.
+    """The orchestrator, the breaker, the cron processor, the dispatcher and the projector, each in a thread of this process.
     ``failures`` holds any exception a processor loop died of."""
 
     def __init__(self, kafka_config: dict[str, Any], topics: Topics, database_url: str | None,
@@ -87,6 +87,7 @@ class ProcessorThreads:
                  tick_interval_ms: int = 100) -> None:
         from taskplane.processors.breaker.app import breaker_runtime
         from taskplane.processors.cron.app import cron_runtime
+        from taskplane.processors.dispatch.app import dispatcher_runtime
         from taskplane.processors.orchestrator.app import orchestrator_runtime
         from taskplane.streams.runtime_settings import RuntimeSettings
 
@@ -101,6 +102,7 @@ class ProcessorThreads:
             ("orchestrator", orchestrator_runtime(kafka_config, topics, settings, observer)),
             ("breaker", breaker_runtime(kafka_config, topics, settings, observer)),
             ("cron", cron_runtime(kafka_config, topics, settings, observer)),
+            ("dispatcher", dispatcher_runtime(kafka_config, topics, settings, observer)),
         ]
         if database_url is not None:
             from taskplane.processors.projector.app import Projector, ProjectorSettings

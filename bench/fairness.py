@@ -1,0 +1,212 @@
+"""Fair share and priority on the real broker, with the orchestrator, the dispatcher and
+worker processes (docs/scheduling.md):
+
+- ``small_tenant_p99_ms_solo``: tenant B's run latency p99 (RunSubmitted to RunSucceeded,
+  log time) at 5 runs/s, alone;
+- ``small_tenant_p99_ms_flooded``: the same while tenant A's flood (5,000 runs submitted
+  at once) waits in the dispatcher; B's runs start once the orchestrator has taken A's
+  submits (``flood_ingest_ms``: how long that took, the orchestrator's own queue, which
+  no scheduler reorders); ``..._flooded_with_ingest`` includes B's runs submitted during
+  the ingest too;
+- ``priority_p50_ms_high`` / ``priority_p50_ms_low``: a backlog of priority-1 runs, then
+  priority-5 runs of the same tenant arriving at 5/s.
+
+Targets: flooded / solo p99 <= 2; high p50 <= low p50 / 5. When ``bench/_fairness_limits.py``
+exists (the tool rate-limit part of issue 27), its ``measure(...)`` keys are merged in.
+
+    python -m bench.fairness [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench._chaos_stack import Component
+from bench._stack import bench_stack
+from taskplane.contract.messages import RunSubmitted, RunSucceeded, SubmitRun
+from taskplane.contract.plan import SystemPlan
+from taskplane.streams import kafka_clients
+from taskplane.streams.publisher import Publisher
+from taskplane.streams.topics import Topics, catalog, ensure_topics
+from taskplane.testing import EventLog, WorkerProcess, compile_manifest, worker_env
+
+TOOLS = str(Path(__file__).resolve().parent / "_fairness_tools.py")
+MANIFEST = """
+apiVersion: taskplane.dev/v1
+kind: AgentSystem
+metadata: {{name: {name}}}
+spec:
+  agents:
+    - name: step
+      tools: [{{bench.work: {{timeout: 30s}}}}]
+  execution: {{leaseTimeout: 20s}}
+  scheduling:
+    tenants: {{a: {{weight: 1}}, b: {{weight: 1}}, p: {{weight: 1}}}}
+    priorityAging: 120s
+    window: {window}
+"""
+TASK_S = 0.05
+WORKERS, CONCURRENCY = 2, 4
+
+
+def percentile(values: list[int], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+class Bench:
+    def __init__(self, kafka: dict[str, Any], workdir: Path) -> None:
+        self.kafka, self.workdir = kafka, workdir
+        self.topics = Topics(f"fair{uuid.uuid4().hex[:6]}")
+        ensure_topics(kafka_clients.admin(kafka), self.topics, catalog())
+        self.publisher = Publisher({**kafka, "message.timeout.ms": 300_000, "linger.ms": 5}, self.topics)
+        self.plans: dict[str, SystemPlan] = {}
+        for name in ("fair", "prio"):
+            definition = compile_manifest(MANIFEST.format(name=name, window=WORKERS * CONCURRENCY))
+            self.publisher.define_system(definition)
+            self.plans[name] = definition.plan
+        self.publisher.flush()
+        bootstrap = kafka["bootstrap.servers"]
+        self.env = {**worker_env(bootstrap, "", self.topics.prefix), "TASKPLANE_METRICS_PORT": "0",
+                    "TASKPLANE_RUNTIME_TICK_INTERVAL_MS": "100", "TASKPLANE_RUNTIME_MAX_BATCH_MS": "50"}
+        self.components = [Component(name, [sys.executable, "-m", "taskplane.cli", "processor", "run", name,
+                                            "--instance", f"{name}-0"], self.env, workdir)
+                           for name in ("orchestrator", "dispatcher")]
+        self.workers = [WorkerProcess(f"w{i}", {"fair": TOOLS, "prio": TOOLS}, self.env, workdir, CONCURRENCY)
+                        for i in range(WORKERS)]
+        self.log: EventLog | None = None
+
+    def __enter__(self) -> Bench:
+        for component in self.components:
+            component.start()
+        for worker in self.workers:
+            worker.start()
+        self.log = EventLog(self.kafka, self.topics.events)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for worker in self.workers:
+            worker.stop(5)
+        for component in self.components:
+            component.stop()
+        if self.log is not None:
+            self.log.close()
+
+    def submit(self, system: str, tenant: str, priority: int = 0) -> str:
+        run_id = uuid.uuid4().hex
+        self.publisher.publish(SubmitRun(run_id, self.plans[system], json.dumps({"seconds": TASK_S}), None,
+                                         tenant, priority))
+        return run_id
+
+    def trickle(self, system: str, tenant: str, per_second: float, seconds: float, priority: int = 0) -> list[str]:
+        ids, start = [], time.monotonic()
+        for index in range(int(per_second * seconds)):
+            time.sleep(max(0.0, start + index / per_second - time.monotonic()))
+            ids.append(self.submit(system, tenant, priority))
+            self.publisher.flush()
+        return ids
+
+    def finished(self, ids: list[str], timeout_s: float) -> dict[str, int]:
+        """Latency (ms, log time) of each run of ``ids``, once all have succeeded."""
+        assert self.log is not None
+        wanted, deadline = set(ids), time.monotonic() + timeout_s
+        while True:
+            done = {e.run_id: e.finished_ms for e in self.log.events(RunSucceeded) if e.run_id in wanted}
+            if len(done) == len(wanted) or time.monotonic() > deadline:
+                break
+            for component in self.components:
+                if not component.alive():
+                    raise RuntimeError(f"{component.name} died: {component.log.read_text()[-1500:]}")
+            time.sleep(0.25)
+        submitted = {e.run_id: e.submitted_ms for e in self.log.events(RunSubmitted) if e.run_id in wanted}
+        if len(done) < len(wanted):
+            print(f"  {len(wanted) - len(done)} of {len(wanted)} runs unfinished after {timeout_s:.0f} s",
+                  file=sys.stderr)
+        return {run: done[run] - submitted[run] for run in done if run in submitted}
+
+    def accepted(self, ids: list[str], timeout_s: float) -> None:
+        assert self.log is not None
+        wanted, deadline = set(ids), time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if sum(1 for e in self.log.events(RunSubmitted) if e.run_id in wanted) >= len(wanted):
+                return
+            time.sleep(0.25)
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    seconds = 6.0 if quick else 20.0
+    flood = 5_000
+    backlog = 150 if quick else 600
+    out: dict[str, Any] = {"quick": quick, "flood_runs": flood, "task_ms": int(TASK_S * 1000),
+                           "worker_slots": WORKERS * CONCURRENCY}
+    with bench_stack() as kafka, tempfile.TemporaryDirectory(prefix="taskplane-fair-") as tmp, \
+            Bench(kafka, Path(tmp)) as bench:
+        bench.finished(bench.trickle("fair", "b", 5, 2), 60)  # warm-up: every process serving
+        # priority: a backlog of priority-1 runs, then priority-5 runs arrive
+        low = [bench.submit("prio", "p", 1) for _ in range(backlog)]
+        bench.publisher.flush()
+        high = bench.trickle("prio", "p", 5, min(seconds, 4.0), priority=5)
+        high_ms = list(bench.finished(high, 120).values())
+        low_ms = list(bench.finished(low, 300).values())
+        out.update(priority_backlog_runs=backlog, priority_p50_ms_high=percentile(high_ms, 0.5),
+                   priority_p50_ms_low=percentile(low_ms, 0.5))
+        print(f"priority: high p50 {out['priority_p50_ms_high']} ms, low p50 {out['priority_p50_ms_low']} ms",
+              file=sys.stderr)
+        solo = bench.finished(bench.trickle("fair", "b", 5, seconds), 120)
+        out["small_tenant_p99_ms_solo"] = percentile(list(solo.values()), 0.99)
+        out["small_tenant_p50_ms_solo"] = percentile(list(solo.values()), 0.5)
+        print(f"solo: p99 {out['small_tenant_p99_ms_solo']} ms", file=sys.stderr)
+        started = time.monotonic()
+        flood_ids = [bench.submit("fair", "a") for _ in range(flood)]
+        during = bench.trickle("fair", "b", 5, 1.0)  # B keeps submitting while A's flood is taken in
+        bench.accepted(flood_ids, 300)
+        out["flood_ingest_ms"] = int((time.monotonic() - started) * 1000)
+        flooded = bench.finished(bench.trickle("fair", "b", 5, seconds), 180)
+        early = bench.finished(during, 180)
+        out["small_tenant_p99_ms_flooded"] = percentile(list(flooded.values()), 0.99)
+        out["small_tenant_p50_ms_flooded"] = percentile(list(flooded.values()), 0.5)
+        out["small_tenant_p99_ms_flooded_with_ingest"] = percentile([*flooded.values(), *early.values()], 0.99)
+        a_done = sum(1 for e in bench.log.events(RunSucceeded) if e.run_id in set(flood_ids)) if bench.log else 0
+        out["flood_runs_done_meanwhile"] = a_done
+        print(f"flooded: p99 {out['small_tenant_p99_ms_flooded']} ms ({a_done} of A's runs done meanwhile)",
+              file=sys.stderr)
+    solo_p99, flooded_p99 = out["small_tenant_p99_ms_solo"], out["small_tenant_p99_ms_flooded"]
+    out["flooded_over_solo"] = round(flooded_p99 / solo_p99, 2) if solo_p99 and flooded_p99 else None
+    high_p50, low_p50 = out["priority_p50_ms_high"], out["priority_p50_ms_low"]
+    out["high_over_low"] = round(high_p50 / low_p50, 3) if high_p50 and low_p50 else None
+    return out
+
+
+def limits(quick: bool) -> dict[str, Any]:
+    """The rate-limit part's figures (``bench/_fairness_limits.py``), when it exists."""
+    if importlib.util.find_spec("bench._fairness_limits") is None:
+        return {}
+    from bench import _fairness_limits  # type: ignore[attr-defined]
+
+    accepted = inspect.signature(_fairness_limits.measure).parameters
+    found: dict[str, Any] = _fairness_limits.measure(**({"quick": quick} if "quick" in accepted else {}))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short phases (under a minute)")
+    args = parser.parse_args()
+    result = measure(args.quick)
+    result.update(limits(args.quick))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
