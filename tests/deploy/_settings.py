@@ -20,6 +20,7 @@ ROLE_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
     "orchestrator": (*COMMON, RuntimeSettings),
     "breaker": (*COMMON, RuntimeSettings),
     "cron": (*COMMON, RuntimeSettings),
+    "dispatcher": (*COMMON, RuntimeSettings),
     "projector": (*COMMON, ProjectorSettings),
     "tracer": (*COMMON, TracerSettings),
     "worker": (*COMMON, WorkerSettings),
