@@ -32,7 +32,7 @@ spec:
     tenants: {{a: {{weight: 1}}, b: {{weight: 1}}}}
     window: {WINDOW}
 """
-FLOOD = 30
+FLOOD = 40
 
 
 def test_a_flood_of_one_tenant_does_not_hold_back_another(pipeline: Pipeline) -> None:
@@ -42,7 +42,7 @@ def test_a_flood_of_one_tenant_does_not_hold_back_another(pipeline: Pipeline) ->
     try:
         flood = [uuid.uuid4().hex for _ in range(FLOOD)]
         for run_id in flood:
-            pipeline.publisher.publish(SubmitRun(run_id, plan, json.dumps({"seconds": 0.3}), None, "a", 0))
+            pipeline.publisher.publish(SubmitRun(run_id, plan, json.dumps({"seconds": 0.5}), None, "a", 0))
         pipeline.publisher.flush()
         dispatch_log.wait_for(lambda log: len(log.events(OfferQueued)) >= FLOOD, 60)
         small = uuid.uuid4().hex
