@@ -31,6 +31,7 @@ from taskplane._examples import DOCUMENTS as DOCUMENTS_DIR
 from taskplane._examples import tools_module
 from taskplane.contract import messages as m
 from taskplane.contract.plan import SystemDefinition
+from taskplane.demo import approval
 from taskplane.demo.payments import lift_hold, place_hold
 from taskplane.demo.report import DemoReport, collect_report
 from taskplane.devstack.stack import Endpoints, ensure_stack
@@ -54,7 +55,8 @@ DEMO_EXECUTION = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "250m
 RISK_CHECK = {"risk.check": {"timeout": "5s"}}
 DOCUMENTS = str(DOCUMENTS_DIR)
 SERVES = {"document-pipeline": tools_module("document-pipeline"),
-          "payment-processor": "taskplane.demo.payments"}
+          "payment-processor": "taskplane.demo.payments",
+          approval.SYSTEM: "taskplane.demo.approval"}
 PAUSE_AFTER_CHARGE_S = 4.0
 
 
@@ -62,7 +64,8 @@ def demo_systems() -> dict[str, SystemDefinition]:
     documents = compile_manifest(manifest_with(example_manifest("document-pipeline"), DEMO_EXECUTION))
     payments = compile_manifest(manifest_with(example_manifest("payment-processor"), DEMO_EXECUTION,
                                               {"payment-processor": [RISK_CHECK]}))
-    return {d.name: d for d in (documents, payments)}
+    refunds = compile_manifest(approval.MANIFEST)
+    return {d.name: d for d in (documents, payments, refunds)}
 
 
 def _free_port() -> int:
@@ -229,6 +232,7 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
         undo.callback(metrics_server.close)
         metrics_url = f"{metrics_server.url}/metrics"
 
+        undo.enter_context(approval.approval_key())  # the orchestrator checks people's decisions with it
         processors = ProcessorThreads(kafka, topics, database, prefix, registry).start()
         undo.callback(processors.stop)
         say(f"orchestrator, breaker and projector running (read model schema {prefix}); metrics on {metrics_url}")
@@ -265,26 +269,35 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
                  "payment-processor": [publisher.submit_run(plans["payment-processor"], {
                      "amount": 1000 + i, "currency": "usd", "customer": f"cus_{prefix}_{i}"})
                      for i in range(runs_per_system)]}
+        refund_run = publisher.submit_run(plans[approval.SYSTEM], {"amount": 1250})
         publisher.flush()
-        every = [crash_run, held_run, *batch["document-pipeline"], *batch["payment-processor"]]
+        every = [crash_run, held_run, *batch["document-pipeline"], *batch["payment-processor"], refund_run]
         say(f"submitted {len(every)} runs: {runs_per_system} document-pipeline, {runs_per_system} payments, "
-            f"1 payment that pauses after its charge (the crash), 1 payment whose account is on hold")
+            f"1 payment that pauses after its charge (the crash), 1 payment whose account is on hold, "
+            "1 refund that waits for a person's approval")
 
         with Progress(TextColumn("runs completed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             bar = progress.add_task("runs", total=len(every))
             scenario = _Scenario(progress.console.print, log, workers, spawn, publisher, database,
                                  crash_run, held_run, held_customer)
+            refund = approval.ApprovalScene(progress.console.print, log, refund_run, bootstrap, prefix, database)
             deadline = time.monotonic() + timeout_s
             wanted = set(every)
             while time.monotonic() < deadline:
                 processors.check()
                 scenario.step()
+                refund.step()
                 finished = {e.run_id for e in log.all_events() if isinstance(e, m.RunSucceeded | m.RunFailed |
                                                                           m.RunCancelled) and e.run_id in wanted}
                 progress.update(bar, completed=len(finished))
                 if len(finished) == len(wanted):
                     break
                 time.sleep(0.2)
-        return collect_report(say, log, database, prefix, batch, crash_run, held_run, scenario.takeover,
-                              metrics_url, time.monotonic() - started)
+        summary = collect_report(say, log, database, prefix, batch, crash_run, held_run, scenario.takeover,
+                                 metrics_url, time.monotonic() - started)
+        problem = refund.problem()
+        if problem is not None:
+            summary.problems.append(problem)
+            say(f"[bold red]NOT OK[/]: {problem}")
+        return summary

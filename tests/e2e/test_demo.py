@@ -24,4 +24,6 @@ def test_taskplane_demo_exits_0_and_prints_its_summary(kafka_bootstrap: str, dat
     assert "duplicate charges 0" in out
     assert "dead letters           1, replayed 1" in out
     assert "SIGKILL" in out and "takeover" in out
+    assert "taskplane approvals approve" in out and ": granted by demo-operator" in out
+    assert "refund.issue ran once after it" in out
     assert "OK: every run ended as expected" in out
