@@ -156,7 +156,12 @@ def test_an_approval_wait_is_a_span_with_its_verdict() -> None:
 
 def test_reported_usage_is_on_the_tool_the_attempt_and_the_run() -> None:
     from taskplane.contract.governance import Usage
-    from taskplane.contract.messages import LeaseGranted, RunSucceeded, TaskSucceeded, ToolCallSucceeded
+    from taskplane.contract.messages import (
+        LeaseGranted,
+        RunSucceeded,
+        TaskSucceeded,
+        ToolCallSucceeded,
+    )
 
     fold = TraceFold()
     fold.apply(RunSubmitted(RUN, Driver().plan, "{}", 1_000), 1_000)
