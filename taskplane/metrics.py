@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from taskplane.contract import breaker as b
 from taskplane.contract import messages as m
 from taskplane.contract import permits as p
+from taskplane.contract.governance import MICROS, Usage
 from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.topics import Topics
 
@@ -99,6 +100,7 @@ class PrometheusObserver(RuntimeObserver):
         self._ready_at: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._failed_tool: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._submitted: OrderedDict[str, int] = OrderedDict()
+        self._systems: OrderedDict[str, str] = OrderedDict()  # run -> system, for the usage labels
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # bounded: label values are names
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
@@ -129,6 +131,10 @@ class PrometheusObserver(RuntimeObserver):
                                       "Permit requests that had to wait (rate limit or concurrency).", ["tool"])
         self.permits_expired = counter("taskplane_permits_expired",
                                        "Permits released by expiry: their holder never reported.", ["tool"])
+        self.tokens = counter("taskplane_tokens", "Tokens reported by agents and tools (docs/governance.md).",
+                              ["system", "agent", "model"])
+        self.cost = counter("taskplane_cost", "Cost reported by agents and tools, in the currency's units.",
+                            ["system", "agent", "model"])
         self.task_completion = Histogram(
             "taskplane_task_completion_seconds",
             "From a task's first readiness to its success, as observed by the orchestrator.",
@@ -171,8 +177,11 @@ class PrometheusObserver(RuntimeObserver):
 
     def event(self, processor: str, event: object) -> None:
         match event:
-            case m.RunSubmitted(run_id=run, submitted_ms=submitted):
+            case m.RunSubmitted(run_id=run, submitted_ms=submitted, plan=plan):
                 self._remember(self._submitted, run, submitted)
+                self._remember(self._systems, run, plan.name)
+            case m.ToolCallSucceeded(usage=usage) if usage:
+                self._used(event.run_id, event.task, usage)
             case m.TaskReady(run_id=run, task=task):
                 if (run, task) not in self._ready_at:
                     self._remember(self._ready_at, (run, task), self._clock())
@@ -184,12 +193,18 @@ class PrometheusObserver(RuntimeObserver):
                 self._labelled(self.lease_expirations, task).inc()
             case m.ToolCallFailed(run_id=run, task=task, tool=tool):
                 self._remember(self._failed_tool, (run, task), tool)
+                if event.usage:
+                    self._used(run, task, event.usage)
             case m.AttemptFailed(task=task, kind=kind):
                 self._labelled(self.attempt_failures, task, kind.value).inc()
+                if event.usage:
+                    self._used(event.run_id, task, event.usage)
             case m.RetryScheduled(run_id=run, task=task):
                 self._labelled(self.retries, task, self._failed_tool.pop((run, task), "none")).inc()
             case m.TaskSucceeded(run_id=run, task=task):
                 self._labelled(self.tasks_succeeded, task).inc()
+                if event.usage:
+                    self._used(run, task, event.usage)
                 self._failed_tool.pop((run, task), None)
                 ready = self._ready_at.pop((run, task), None)
                 if ready is not None:
@@ -204,11 +219,13 @@ class PrometheusObserver(RuntimeObserver):
             case m.RunSucceeded(run_id=run, finished_ms=finished):
                 self._labelled(self.runs_finished, "succeeded").inc()
                 submitted = self._submitted.pop(run, None)
+                self._systems.pop(run, None)
                 if submitted is not None:
                     self.run_duration.observe(max(0, finished - submitted) / 1000)
             case m.RunFailed(run_id=run) | m.RunCancelled(run_id=run):
                 self._labelled(self.runs_finished, "failed" if isinstance(event, m.RunFailed) else "cancelled").inc()
                 self._submitted.pop(run, None)
+                self._systems.pop(run, None)
             case m.CommandRejected(command=command):
                 self._labelled(self.commands_rejected, command).inc()
                 if command == "RenewLease":
@@ -225,6 +242,14 @@ class PrometheusObserver(RuntimeObserver):
                 self._labelled(self.permits_queued, tool).inc()
             case p.PermitReleased(tool=tool, reason="expired"):
                 self._labelled(self.permits_expired, tool).inc()
+
+    def _used(self, run: str, task: str, usage: tuple[Usage, ...]) -> None:
+        system = self._systems.get(run, "unknown")  # a run submitted before this process started
+        for report in usage:
+            if report.tokens:
+                self._labelled(self.tokens, system, task, report.model).inc(report.tokens)
+            if report.cost_micros:
+                self._labelled(self.cost, system, task, report.model).inc(report.cost_micros / MICROS)
 
     def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         table[key] = value

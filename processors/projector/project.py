@@ -12,6 +12,7 @@ from typing import Any
 
 from taskplane.contract import messages as m
 from taskplane.contract.breaker import BreakerState
+from taskplane.contract.governance import Usage, usage_totals
 from taskplane.contract.state import RunStatus, TaskStatus
 from taskplane.contract.status import KEPT_AT_RUN_END, move
 
@@ -23,6 +24,23 @@ _KEPT = sorted(status.value for status in KEPT_AT_RUN_END)
 def statements(event: object, at_ms: int) -> list[Statement]:
     """What ``event`` (from ``events``) changes in the read model. The status words and
     when they change are the shared fold's (``contract/status.py``: ``move``)."""
+    usage = getattr(event, "usage", None)
+    if usage:  # on tool calls and attempt outcomes only (docs/governance.md)
+        return [*_statements(event, at_ms), *_usage(event.run_id, event.task, usage, at_ms)]  # type: ignore[attr-defined]
+    return _statements(event, at_ms)
+
+
+def _usage(run: str, task: str, usage: Sequence[Usage], at_ms: int) -> list[Statement]:
+    tokens, cost = usage_totals(usage)
+    return [
+        ("UPDATE runs SET tokens = tokens + %s, cost_micros = cost_micros + %s, updated_ms = %s WHERE run_id = %s",
+         (tokens, cost, at_ms, run)),
+        ("UPDATE tasks SET tokens = tokens + %s, cost_micros = cost_micros + %s WHERE run_id = %s AND task = %s",
+         (tokens, cost, run, task)),
+    ]
+
+
+def _statements(event: object, at_ms: int) -> list[Statement]:
     change = move(event)
     to = change.to.value if change.to is not None else None
     match event:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from taskplane.contract import messages as m
+from taskplane.contract.governance import Usage, format_cost, usage_totals
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
 from taskplane.contract.records import replace
 from taskplane.contract.state import RunStatus as FoldedStatus
@@ -52,6 +53,8 @@ class RunInfo:
     finished_ms: int | None = None
     tenant: str = ""  # "": none (docs/scheduling.md)
     priority: int = 0  # 1..5, 0: none
+    tokens: int = 0  # the run's usage so far (docs/governance.md)
+    cost: str = "0"  # a decimal string: money is never a float here
 
     @property
     def done(self) -> bool:
@@ -78,6 +81,8 @@ class RunView:
     seed: Statuses | None = None  # from a record: what the unresolved events fold on
     tenant: str = ""
     priority: int = 0
+    tokens: int = 0  # usage folded from the outcome events (or the record's)
+    cost_micros: int = 0
 
     def use_plan(self, plan: SystemPlan) -> None:
         """The body of a referenced plan: the run's tasks and which of them are final."""
@@ -122,8 +127,11 @@ class RunView:
                 else:  # referenced (since plans are held once): the client resolves it
                     self.plan_reference = plan
                     self.unresolved = [event]
-            case m.TaskSucceeded(task=task, output=output):
+            case m.TaskSucceeded(task=task, output=output, usage=usage):
                 self.outputs[task] = output
+                self._used(usage)
+            case m.AttemptFailed(usage=usage) if usage:
+                self._used(usage)
             case m.TaskDeadLettered(task=task, error=error, attempts=attempts):
                 self.dead_letters[task] = DeadLetter(task, error, attempts)
             case m.TaskReplayed(task=task):
@@ -133,11 +141,18 @@ class RunView:
             case m.RunFailed(reason=reason, finished_ms=finished_ms) | m.RunCancelled(
                     reason=reason, finished_ms=finished_ms):
                 self.reason, self.finished_ms = reason, finished_ms
+            case m.ToolCallSucceeded(usage=usage) | m.ToolCallFailed(usage=usage) if usage:
+                self._used(usage)
             case m.CommandRejected(command="SubmitRun", reason=reason):
                 if self.system is None:  # a duplicate submit of a known run changes nothing
                     self.rejected, self.reason = True, reason
             case _:
                 pass  # the statuses above; tool calls and other rejections change nothing more
+
+    def _used(self, usage: tuple[Usage, ...]) -> None:
+        tokens, cost = usage_totals(usage)
+        self.tokens += tokens
+        self.cost_micros += cost
 
     @property
     def known(self) -> bool:
@@ -167,7 +182,7 @@ class RunView:
     def info(self) -> RunInfo:
         return RunInfo(self.run_id, self.system, self.status, dict(self.tasks),
                        tuple(self.dead_letters.values()), self.reason, self.submitted_ms, self.finished_ms,
-                       self.tenant, self.priority)
+                       self.tenant, self.priority, self.tokens, format_cost(self.cost_micros))
 
 
 def from_record(record: m.RunRecord, next_offset: int = 0) -> RunView:
@@ -180,6 +195,7 @@ def from_record(record: m.RunRecord, next_offset: int = 0) -> RunView:
     view.system, view.reason = record.system, record.reason
     view.submitted_ms, view.finished_ms = record.submitted_ms, record.finished_ms
     view.tenant, view.priority = record.tenant, record.priority
+    view.tokens, view.cost_micros = record.tokens, record.cost_micros
     reference = SystemPlan(record.system, record.plan_version, (), ExecutionPolicy())
     view.plan_reference = reference  # resolved by the client, as a RunSubmitted's
     view.statuses = view.seed = Statuses(reference, FoldedStatus(record.status),

@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from taskplane.console.errors import NotFound, ReadModelUnavailable
 from taskplane.console.filters import Cursor, DeadLetterFilter, RunFilter
+from taskplane.contract.governance import format_cost
 
 Row = dict[str, Any]
 MINUTE_MS = 60_000
@@ -147,6 +148,10 @@ class ConsoleQueries:
                 "SELECT status, count(*) AS n FROM attempts WHERE status IN ('expired', 'failed')"
                 " AND ended_ms >= %s GROUP BY status", (window,)).fetchall()
             breakers = conn.execute("SELECT * FROM breakers ORDER BY tool").fetchall()
+            spend = conn.execute(  # governance (docs/governance.md): usage of the runs of the window
+                "SELECT system, sum(tokens) AS tokens, sum(cost_micros) AS cost_micros FROM runs"
+                " WHERE submitted_ms >= %s AND (tokens > 0 OR cost_micros > 0) GROUP BY system ORDER BY 3 DESC, 2 DESC",
+                (since,)).fetchall()
             asking = conn.execute(
                 "SELECT count(*) AS n, max(%s - waiting_since_ms) AS oldest FROM tasks"
                 " WHERE status = 'awaiting_approval'", (now_ms,)).fetchone()
@@ -162,6 +167,10 @@ class ConsoleQueries:
             "lease_expirations_per_minute": round(counted.get("expired", 0) / minutes, 2),
             "retries_per_minute": round(counted.get("failed", 0) / minutes, 2),
             "breakers": breakers,
+            "spend": {"tokens": sum(int(r["tokens"]) for r in spend),
+                      "cost": format_cost(sum(int(r["cost_micros"]) for r in spend)),
+                      "by_system": [{"system": r["system"], "tokens": int(r["tokens"]),
+                                     "cost": format_cost(int(r["cost_micros"]))} for r in spend]},
             "pending_approvals": asking["n"] if asking else 0,
             "oldest_approval_ms": asking["oldest"] if asking else None,
         }

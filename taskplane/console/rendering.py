@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from taskplane.console.security import CSRF_COOKIE, Guard, csrf_token
+from taskplane.contract.governance import format_cost
 
 HERE = Path(__file__).resolve().parent
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
@@ -54,7 +55,7 @@ def pretty(text: str | None) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, duration=duration, pretty=pretty)
+    env.filters.update(when=when, duration=duration, pretty=pretty, cost=format_cost)
     return env
 
 

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskplane.contract import messages as m
+from taskplane.contract.governance import Usage
 from taskplane.metrics import (
     MetricsSettings,
     PrometheusObserver,
@@ -64,6 +65,24 @@ def test_observer_counts_what_the_events_say() -> None:
     assert samples[("taskplane_task_replays_total", (("agent", "summarizer"),))] == 1
     assert samples[("taskplane_processor_records_total", (("processor", "orchestrator"),))] == 10
 
+
+
+def test_usage_is_counted_by_system_agent_and_model() -> None:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    submitted = next(e for e in run_events("r1", 0) if isinstance(e, m.RunSubmitted))
+    observer.event("orchestrator", submitted)
+    system = submitted.plan.name
+    observer.event("orchestrator", m.ToolCallSucceeded("r1", "parser", 1, "k", "llm", 0, "{}",
+                                                       (Usage("gpt", 120, 1_500_000),)))
+    observer.event("orchestrator", m.TaskSucceeded("r1", "parser", 1, 1, "{}", (Usage("gpt", 30, 500_000),)))
+    observer.event("orchestrator", m.AttemptFailed("r1", "summarizer", 1, 1, "x", m.FailureKind.ERROR, True,
+                                                   (Usage("small", 7, 0),)))
+    samples = _scrape(registry)
+    labels = (("agent", "parser"), ("model", "gpt"), ("system", system))
+    assert samples[("taskplane_tokens_total", labels)] == 150
+    assert samples[("taskplane_cost_total", labels)] == 2.0
+    assert samples[("taskplane_tokens_total", (("agent", "summarizer"), ("model", "small"), ("system", system)))] == 7
 
 @pytest.mark.kafka
 @pytest.mark.postgres

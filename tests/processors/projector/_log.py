@@ -11,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from taskplane.contract import messages as m
 from taskplane.contract.breaker import BreakerState, BreakerStatus
+from taskplane.contract.governance import Usage
 from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
@@ -35,6 +36,9 @@ PLAN = SystemPlan(
 )
 
 
+USAGE = (Usage("m", 10, 2_500),)  # each tool call and completion: the read model sums them
+
+
 def run_events(run_id: str, t0: int, renewals: int = 2, dead_letter: bool = False) -> list[object]:
     """One run through the pipeline; with ``dead_letter`` the summarizer dies, blocks the
     publisher, is replayed and the run then succeeds."""
@@ -50,8 +54,8 @@ def run_events(run_id: str, t0: int, renewals: int = 2, dead_letter: bool = Fals
     def succeed(task: str, attempt: int, tool: str) -> None:
         e.append(m.TaskReady(run_id, task, attempt))
         lease(task, attempt)
-        e.append(m.ToolCallSucceeded(run_id, task, epoch, f"k-{task}-0", tool, 0, '"ok"'))
-        e.append(m.TaskSucceeded(run_id, task, attempt, epoch, f'"{task} done"'))
+        e.append(m.ToolCallSucceeded(run_id, task, epoch, f"k-{task}-0", tool, 0, '"ok"', USAGE))
+        e.append(m.TaskSucceeded(run_id, task, attempt, epoch, f'"{task} done"', USAGE))
 
     succeed("parser", 1, "document.extract")
     if dead_letter:

@@ -57,6 +57,11 @@ def test_projects_runs_tasks_attempts_tool_calls_dead_letters_and_breakers(
         assert conn.execute("SELECT DISTINCT status FROM runs").fetchall() == [("succeeded",)]
         assert conn.execute("SELECT count(*) FROM tasks WHERE status = 'succeeded'").fetchone() == (18,)
         assert conn.execute("SELECT sum(tasks_succeeded) FROM runs").fetchone() == (18,)
+        # usage: what the outcome events of the run carried, summed per run and per task
+        used = [e for e in run_events("run-1", 1_000) if getattr(e, "usage", ())]
+        assert used and conn.execute("SELECT tokens, cost_micros FROM runs WHERE run_id = 'run-1'").fetchone() == (
+            10 * len(used), 2_500 * len(used))
+        assert conn.execute("SELECT tokens FROM tasks WHERE run_id = 'run-1' AND task = 'parser'").fetchone() == (20,)
         # run-0 and run-3 went through dead letter and replay; the journal was kept
         assert conn.execute(
             "SELECT run_id, status, replayed_by FROM dead_letters ORDER BY run_id").fetchall() == [
