@@ -99,7 +99,10 @@ def acquire(state: BreakerState, command: AcquirePermit, at_ms: int) -> list[Per
         return [*events, PermitQueued(state.tool, replace(request, requested_ms=queued.requested_ms))]
     if not state.waiting and can_grant(state, now):
         return [*events, _granted(state, request, now, new=True)]
-    return [*events, PermitQueued(state.tool, request)]
+    # Queued behind the others, and whoever is first is served if a token came due since
+    # the last decision: every command is a decision point, not only the Ticks.
+    queued_event = PermitQueued(state.tool, request)
+    return [*events, queued_event, *serve(evolve(state, queued_event), now)]
 
 
 def release(state: BreakerState, key: str | None) -> list[PermitEvent]:

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from taskplane.contract import messages as m
+from taskplane.contract.permits import PermitGranted, PermitQueued, PermitReleased
 from taskplane.testing.stack import EventLog
 
 
@@ -32,6 +33,9 @@ class DemoReport:
     ledger_entries: int = 0
     duplicate_ledger_entries: int = 0
     documents_stored: int = 0
+    permits_granted: int = 0  # risk.check, the limited tool
+    permits_waited: int = 0
+    most_holders: int = 0
     read_model_succeeded: int = 0
     p50_ms: int = 0
     p99_ms: int = 0
@@ -55,7 +59,8 @@ def percentile(values: list[int], fraction: float) -> int:
 
 def _scrape(url: str) -> dict[str, float]:
     wanted = ("taskplane_runs_finished_total", "taskplane_lease_expirations_total", "taskplane_retries_total",
-              "taskplane_dead_letter_transitions_total", "taskplane_task_replays_total")
+              "taskplane_dead_letter_transitions_total", "taskplane_task_replays_total",
+              "taskplane_permits_granted_total")
     totals: dict[str, float] = {}
     with urllib.request.urlopen(url, timeout=10) as response:
         for line in response.read().decode().splitlines():
@@ -67,7 +72,7 @@ def _scrape(url: str) -> dict[str, float]:
 
 def collect_report(say: Callable[[str], None], log: EventLog, database_url: str, schema: str,
                    batch: dict[str, list[str]], crash_run: str, held_run: str, takeover_by: str | None,
-                   metrics_url: str, elapsed_s: float) -> DemoReport:
+                   metrics_url: str, elapsed_s: float, governor: EventLog | None = None) -> DemoReport:
     documents, payments = batch["document-pipeline"], batch["payment-processor"]
     every = [crash_run, held_run, *documents, *payments]
     wanted = set(every)
@@ -115,6 +120,8 @@ def collect_report(say: Callable[[str], None], log: EventLog, database_url: str,
     except OSError as error:
         report.problems.append(f"metrics endpoint unreadable: {error}")
     report.elapsed_s = elapsed_s
+    if governor is not None:
+        _permits(report, governor.all_events())
 
     expected = {
         "runs succeeded": (report.runs_succeeded, len(every)),
@@ -129,12 +136,35 @@ def collect_report(say: Callable[[str], None], log: EventLog, database_url: str,
     for what, (got, want) in expected.items():
         if got != want:
             report.problems.append(f"{what}: {got}, expected {want}")
+    if governor is not None and report.most_holders > LIMITED_CONCURRENCY:
+        report.problems.append(f"{LIMITED_TOOL}: {report.most_holders} permits held at once, over its "
+                               f"concurrency {LIMITED_CONCURRENCY}")
     if takeover_by is None:
         report.problems.append("no other worker took over the killed worker's lease")
     if letters and letters[0].run_id != held_run:
         report.problems.append(f"unexpected dead letter {letters[0].run_id}/{letters[0].task}: {letters[0].error}")
     _print(say, report)
     return report
+
+
+LIMITED_TOOL, LIMITED_CONCURRENCY = "risk.check", 2  # as taskplane/demo/run.py declares it
+
+
+def _permits(report: DemoReport, events: list[object]) -> None:
+    """The limited tool's permits, from the governor's events: how many, how many waited,
+    and the most held at once (never above the tool's concurrency)."""
+    holders: set[tuple[str, int]] = set()
+    for event in events:
+        if getattr(event, "tool", None) != LIMITED_TOOL:
+            continue
+        if isinstance(event, PermitGranted):
+            report.permits_granted += event.token
+            holders.add((event.key, event.try_no))
+        elif isinstance(event, PermitQueued):
+            report.permits_waited += 1
+        elif isinstance(event, PermitReleased):
+            holders.discard((event.key, event.try_no))
+        report.most_holders = max(report.most_holders, len(holders))
 
 
 def _print(say: Callable[[str], None], r: DemoReport) -> None:
@@ -150,6 +180,8 @@ def _print(say: Callable[[str], None], r: DemoReport) -> None:
         f"({r.charge_requests_deduplicated} repeated request(s) answered by idempotency key)")
     say(f"  ledger entries         {r.ledger_entries}, duplicates {r.duplicate_ledger_entries}")
     say(f"  documents stored       {r.documents_stored}; read model shows {r.read_model_succeeded} runs succeeded")
+    say(f"  limited tool           {LIMITED_TOOL} (concurrency {LIMITED_CONCURRENCY}, 20/s fleet-wide): "
+        f"{r.permits_granted} permits, {r.permits_waited} call(s) waited, at most {r.most_holders} at once")
     shown = ", ".join(f"{k.removeprefix('taskplane_').removesuffix('_total')}={v:g}" for k, v in r.metrics.items())
     say(f"  metrics                {r.metrics_url} ({shown or 'no samples'})")
     say(f"  elapsed                {r.elapsed_s:.1f} s")

@@ -52,7 +52,8 @@ from taskplane.testing.stack import (
 # Short enough that a takeover and three retries fit in seconds.
 DEMO_EXECUTION = {"leaseTimeout": "2s", "maxRetries": 3, "initialBackoff": "250ms", "backoffMultiplier": 2.0,
                   "maxBackoffCap": "2s", "jitterFraction": 0.1}
-RISK_CHECK = {"risk.check": {"timeout": "5s"}}
+# One limited tool: every worker's risk checks share 2 at once and 20 a second (docs/scheduling.md).
+RISK_CHECK = {"risk.check": {"timeout": "5s", "concurrency": 2, "rateLimit": "20/s"}}
 DOCUMENTS = str(DOCUMENTS_DIR)
 SERVES = {"document-pipeline": tools_module("document-pipeline"),
           "payment-processor": "taskplane.demo.payments",
@@ -238,6 +239,8 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
         say(f"orchestrator, breaker and projector running (read model schema {prefix}); metrics on {metrics_url}")
         log = EventLog(kafka, topics.events)
         undo.callback(log.close)
+        governor = EventLog(kafka, topics.breaker_events)  # the tool governor's permits
+        undo.callback(governor.close)
 
         log_dir = Path(tempfile.mkdtemp(prefix=f"taskplane-{prefix}-"))
         env = worker_env(bootstrap, database, prefix, TASKPLANE_FAKEPAY_URL=fakepay_url)
@@ -295,7 +298,7 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
                     break
                 time.sleep(0.2)
         summary = collect_report(say, log, database, prefix, batch, crash_run, held_run, scenario.takeover,
-                                 metrics_url, time.monotonic() - started)
+                                 metrics_url, time.monotonic() - started, governor)
         problem = refund.problem()
         if problem is not None:
             summary.problems.append(problem)

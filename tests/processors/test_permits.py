@@ -183,6 +183,10 @@ def test_never_more_grants_than_the_limits_allow(steps: list[tuple[int, str, int
         if r.states.get(TOOL) is not None:
             holders_max = max(holders_max, len(state(r).holders))
     assert not r.failures
+    folded = None  # invariant 4: the state is the fold of the events (a lost changelog rebuilds the same)
+    for _, event in r.log:
+        folded = r.decider.evolve(folded, event)
+    assert folded == r.states.get(TOOL)
     times = sorted(e.granted_ms for _, e in r.log if isinstance(e, PermitGranted) and e.token)
     for i, start in enumerate(times):
         assert sum(1 for t in times[i:] if t < start + period) <= window_bound(rate)
