@@ -4,6 +4,7 @@ into a new schema, the ``poison`` topic, and the kill times the bench recorded."
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,10 +12,18 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from taskplane.contract.messages import LeaseExpired, RunSucceeded, TaskDeadLettered
+from taskplane.contract.messages import (
+    LeaseExpired,
+    RunSucceeded,
+    TaskDeadLettered,
+    ToolCallSucceeded,
+)
+from taskplane.contract.permits import PermitGranted, PermitReleased
+from taskplane.processors.breaker.permits import window_bound
 from taskplane.processors.orchestrator.decider import LEASE_EXPIRED
 from taskplane.processors.projector.rebuild import rebuild_projections
 from taskplane.streams.log_reader import read_to_end
+from taskplane.streams.serde import Serde
 
 READ_MODEL_TABLES = ("runs", "tasks", "attempts", "tool_calls", "dead_letters", "breakers")
 EXPIRY_SLACK_MS = 5_000  # a dead holder's lease expires within leaseTimeout (+ tick, + this) of the kill
@@ -28,11 +37,12 @@ class Verdict:
     lost: int = 0
     duplicated: int = 0
     expired_in_outage: int = 0  # leases that expired while (or just after) the broker was away
+    permits: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
 
 def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, float]],
-              outages: list[tuple[float, float]], lease_ms: int) -> Verdict:
+              outages: list[tuple[float, float]], lease_ms: int, plan: Any = None) -> Verdict:
     verdict = Verdict()
     succeeded = {e.run_id for e in stack.log.events(RunSucceeded)} & run_ids
     letters = [e for e in stack.log.events(TaskDeadLettered) if e.run_id in run_ids]
@@ -49,6 +59,8 @@ def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, flo
             verdict.failures.append(f"dead letter without a real cause: {letter.run_id} {letter.error[:120]}")
     check_payments(stack.database_url, succeeded, verdict)
     check_read_model(stack, verdict)
+    if plan is not None:
+        check_permits(stack, plan, verdict)
     poisoned = sum(1 for _ in read_to_end(stack.kafka, stack.topics.poison))
     if poisoned:
         verdict.failures.append(f"{poisoned} record(s) on poison")
@@ -76,6 +88,44 @@ def live_holder_expiries(stack: Any, killed: list[tuple[str, float]], outages: l
         else:
             found.append((event.run_id, event.task, event.worker_id))
     return found, in_outage
+
+
+def check_permits(stack: Any, plan_of_system: Any, verdict: Verdict, tool: str = "fraud.score") -> None:
+    """The limited tool under the kills: the governor never had more holders than its
+    concurrency nor granted more in a minute than its bucket allows (breaker-events, the
+    breaker processor killed too), and the calls' own timestamps never overlapped more."""
+    plan = next(t for a in plan_of_system.agents for t in a.tools if t.name == tool)
+    serde = Serde()
+    holders: set[tuple[str, int]] = set()
+    most_held, granted = 0, []
+    for _partition, _key, value in read_to_end(stack.kafka, stack.topics.breaker_events):
+        event = serde.decode(value)[1] if value is not None else None
+        if getattr(event, "tool", None) != tool:
+            continue
+        if isinstance(event, PermitGranted):
+            holders.add((event.key, event.try_no))
+            if event.token:
+                granted.append(event.granted_ms)
+        elif isinstance(event, PermitReleased):
+            holders.discard((event.key, event.try_no))
+        most_held = max(most_held, len(holders))
+    granted.sort()
+    busiest = max((sum(1 for t in granted[i:] if t < start + plan.rate_period_ms) for i, start in enumerate(granted)),
+                  default=0)
+    calls = [json.loads(e.result) for e in stack.log.events(ToolCallSucceeded) if e.tool == tool]
+    edges = sorted([(c["started"], 1) for c in calls] + [(c["ended"], -1) for c in calls])
+    running = most_running = 0
+    for _at, step in edges:
+        running += step
+        most_running = max(most_running, running)
+    verdict.permits = {"granted": len(granted), "most_held": most_held, "most_running": most_running,
+                       "concurrency": plan.concurrency, "busiest_period": busiest,
+                       "rate_limit": plan.rate_limit, "bound_per_period": window_bound(plan.rate_limit)}
+    if most_held > plan.concurrency or most_running > plan.concurrency:
+        verdict.failures.append(f"{tool}: {most_held} permits held / {most_running} calls running at once, "
+                                f"over its concurrency {plan.concurrency}")
+    if busiest > window_bound(plan.rate_limit):
+        verdict.failures.append(f"{tool}: {busiest} permits in one period, over {window_bound(plan.rate_limit)}")
 
 
 def check_payments(database_url: str, succeeded: set[str], verdict: Verdict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any
 
 from taskplane.workers.loader import load_user_module
@@ -16,9 +17,11 @@ _example = load_user_module(None, "payment-processor")
 
 @tool("fraud.score", env=("TASKPLANE_CHAOS_FLAKY",))
 def fraud_score(customer: str) -> dict[str, Any]:
+    started = time.time()  # the limited tool: bench.chaos checks its calls never overlapped past the cap
     if random.random() < float(os.environ.get("TASKPLANE_CHAOS_FLAKY", "0.2")):
         raise RuntimeError("fraud service unavailable (503)")
-    return {"customer": customer, "score": 0.1}
+    time.sleep(0.02)
+    return {"customer": customer, "score": 0.1, "started": started, "ended": time.time()}
 
 
 @tool("stripe.charge", network=True, env=("TASKPLANE_FAKEPAY_URL",))

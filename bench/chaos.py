@@ -16,9 +16,13 @@ succeeded or is dead-lettered with a real cause; fakepay holds exactly one charg
 succeeded run and the ledger matches; the read model equals a fresh fold of
 ``events``; nothing landed on ``poison``; each killed component moved again within its
 bound (a worker: every lease it held taken from it, within leaseTimeout + 1 s); no
-lease of a live worker expired. Last line JSON: brokers, orchestrators, rate, runs,
+lease of a live worker expired; fraud.score (concurrency 4, 1200/min fleet-wide) never
+ran more than 4 calls at once (its own timestamps) nor got more permits in a minute
+than the governor's bound. Last line JSON: brokers, orchestrators, rate, runs,
 succeeded, dead_lettered, lost,
-duplicated, stuck (never moved again), kills, recover_s (worst per kind), plus slow
+duplicated, stuck (never moved again), kills, recover_s (worst per kind), permits (the
+limited fraud.score: granted, the most held and the most running at once, the busiest
+minute, each against its limit), plus slow
 (moved again past its bound), failures (the checks that failed) and
 worker_regranted_s (worst kill → the dead worker's tasks held by a worker again or
 finished: the takeover plus the wait for a free slot, unbounded under a backlog).
@@ -64,7 +68,7 @@ spec:
   agents:
     - name: payment-processor
       tools:
-        - fraud.score: {timeout: 5s, retries: 2}
+        - fraud.score: {timeout: 5s, retries: 2, concurrency: 4, rateLimit: 1200/min}
         - stripe.charge: {timeout: 10s}
         - ledger.record: {timeout: 10s}
   execution: {leaseTimeout: 10s, maxRetries: 5, initialBackoff: 200ms, backoffMultiplier: 2.0,
@@ -291,7 +295,8 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         drained = drain(stack, wanted)
         print(f"{time.monotonic() - started:6.1f}s load over; {len(wanted)} runs submitted, drained for "
               f"{drained:.0f}s more (unfinished ones count as lost)", flush=True)
-        verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms)
+        verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms,
+                            definition.plan)
         fakepay.shutdown()
     result = {
         "brokers": brokers, "orchestrators": orchestrators, "rate": per_second,
@@ -300,7 +305,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         "kills": kills, "recover_s": {k: round(v, 2) for k, v in recover.items()},
         "worker_regranted_s": round(max(regranted, default=0.0), 2),
         "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow,
-        "expired_in_outage": verdict.expired_in_outage, "seed": seed,
+        "expired_in_outage": verdict.expired_in_outage, "permits": verdict.permits, "seed": seed,
     }
     return result, verdict
 
