@@ -27,6 +27,18 @@ def test_submit_wait_prints_the_result(plane: Plane) -> None:
     assert json.loads(out) == {"count": {"text": "CLI", "letters": 3}}
 
 
+def test_a_tenant_and_priority_go_through_the_dispatcher_and_show_on_the_run(plane: Plane) -> None:
+    code, out, _ = taskplane(plane, "submit", "--system", "pair", "--input", '{"text": "fair"}', "--tenant", "acme",
+                             "--priority", "4")
+    assert code == 0
+    handle = plane.client.run(out.strip())
+    assert handle.result(120) == {"count": {"text": "FAIR", "letters": 4}}
+    info = handle.status()
+    assert (info.tenant, info.priority) == ("acme", 4)
+    with pytest.raises(ValueError, match="priority: 0 is not a priority"):
+        plane.client.submit("pair", {"text": "x"}, priority=0)
+
+
 def test_submit_wait_of_a_dead_letter_exits_1(plane: Plane) -> None:
     code, out, err = taskplane(plane, "submit", "--system", "doomed", "--wait", "--timeout", "120")
     assert code == 1
@@ -59,6 +71,8 @@ def test_result_and_watch_of_a_submitted_run(plane: Plane) -> None:
     (["submit", "--system", "pear"], "--system: no system named 'pear' was applied (applied: doomed, empty, napper, pair)"),
     (["submit", "--system", "pair", "--input", '{"text": '], "--input: not JSON: Expecting value at line 1 column 10"),
     (["submit", "--system", "pair", "--input", json.dumps({"text": "x" * 2_000_000})], "the broker accepts at most"),
+    (["submit", "--system", "pair", "--priority", "9"], "--priority: 9 is not a priority (1..5, 5 first)"),
+    (["submit", "--system", "pair", "--tenant", "a b"], "--tenant: 'a b' is not a tenant name"),
     (["result", "0123456789abcdef"], "RUN: no run '0123456789abcdef' on the log"),
     (["runs", "watch", "0123456789abcdef"], "RUN: no run '0123456789abcdef' on the log"),
 ])
