@@ -220,9 +220,10 @@ def _run_submitted(event: m.RunSubmitted, at_ms: int) -> list[Statement]:
     plan = event.plan
     out: list[Statement] = [(
         "INSERT INTO runs (run_id, system, version, status, input, idempotency_key, submitted_ms,"
-        " tasks_total, updated_ms) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        " tasks_total, updated_ms, tenant, priority) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
         (event.run_id, plan.name, plan.version, event.input, event.idempotency_key, event.submitted_ms,
-         len(plan.agents), at_ms),
+         len(plan.agents), at_ms, event.tenant, event.priority),
     )]
     for position, agent in enumerate(plan.agents):
         out.append((

@@ -24,7 +24,7 @@ Row = dict[str, Any]
 MINUTE_MS = 60_000
 RATE_WINDOW_MS = 10 * MINUTE_MS  # lease expirations and retries per minute, over this window
 INPUT_PREVIEW = 160
-_RUN_COLUMNS = ("run_id, system, version, status, tasks_succeeded, tasks_total, submitted_ms, finished_ms,"
+_RUN_COLUMNS = ("run_id, system, version, status, tasks_succeeded, tasks_total, submitted_ms, finished_ms, tenant, priority,"
                 f" reason, rejections, left(input, {INPUT_PREVIEW}) AS input_preview")
 
 

@@ -19,6 +19,7 @@ import yaml
 from taskplane.console.errors import ConsoleError
 from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.plan import SystemDefinition
+from taskplane.contract.scheduling import SchedulingPolicy
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.serde import Serde
 from taskplane.streams.topics import Topics
@@ -57,7 +58,22 @@ def describe(definition: SystemDefinition) -> dict[str, Any]:
         manifest = "(the applied manifest is not YAML)"
     return {"name": definition.name, "version": definition.version, "summary": summary,
             "agents": [{"name": a.name, "dependencies": list(a.dependencies)} for a in definition.plan.agents],
-            "manifest": manifest}
+            "manifest": manifest, "scheduling": scheduling_line(definition.plan.scheduling)}
+
+
+def scheduling_line(policy: SchedulingPolicy | None) -> str | None:
+    """The fair-share policy in one line (docs/scheduling.md); None when the system has none."""
+    if policy is None:
+        return None
+    from taskplane.durations import format_duration
+
+    tenants = ", ".join(f"{t.name} (weight {t.weight}" + (f", at most {t.max_concurrent}" if t.max_concurrent else "")
+                        + ")" for t in policy.tenants)
+    others = f"others weight {policy.default_weight}" + (
+        f", at most {policy.default_max_concurrent}" if policy.default_max_concurrent else "")
+    aging = format_duration(policy.priority_aging_ms) if policy.priority_aging_ms else "off"
+    return (f"tenants: {tenants + '; ' if tenants else ''}{others}; priority aging {aging}; "
+            f"window {policy.window}")
 
 
 class SystemCatalog:
