@@ -1,7 +1,7 @@
 """A chaos run: payment runs (fakepay charge + ledger record behind a flaky fraud
 check) through a deployment of separate processes, while the orchestrator, the
-breaker, the projector, workers and the Kafka broker are SIGKILLed at seeded random
-moments and come back like pods (the broker on its data dir and port).
+breaker, the dispatcher (every other run has a tenant and a priority, docs/scheduling.md),
+the projector, workers and the Kafka broker are SIGKILLed at seeded random moments and come back like pods (the broker on its data dir and port).
 
     python -m bench.chaos [--runs 2000] [--seed 7] [--quick]
     python -m bench.chaos --brokers 3 [--orchestrators 2] [--rate 5] [--only rolling]
@@ -53,9 +53,11 @@ from taskplane.contract.messages import (
     LeaseGranted,
     LeaseReleased,
     RunSucceeded,
+    SubmitRun,
     TaskDeadLettered,
     TaskSucceeded,
 )
+from taskplane.streams.publisher import run_id_for
 from taskplane.testing import compile_manifest
 from taskplane.testing.progress import first_progress
 
@@ -75,8 +77,8 @@ spec:
               maxBackoffCap: 2s, jitterFraction: 0.1, idempotencyTracking: true}
   breakers: {failureThreshold: 8, cooldown: 2s}
 """
-KINDS = ("orchestrator", "breaker", "projector", "worker", "broker")
-BOUND_S = {"orchestrator": 5.0, "breaker": 5.0, "projector": 5.0, "worker": 11.0, "broker": 5.0}
+KINDS = ("orchestrator", "breaker", "dispatcher", "projector", "worker", "broker")
+BOUND_S = {"orchestrator": 5.0, "breaker": 5.0, "dispatcher": 5.0, "projector": 5.0, "worker": 11.0, "broker": 5.0}
 GIVE_UP_S = 120.0  # a component not moving by then is stuck
 
 
@@ -119,9 +121,14 @@ class Submitter:
 
     def _submit(self, customer: str, amount: int, key: str) -> None:
         with self._lock:
-            run_id = self._stack.publisher.submit_run(self._plan, {"customer": customer, "amount": amount},
-                                                      idempotency_key=key)
-            self.run_ids[run_id] = len(self.run_ids)
+            index = len(self.run_ids)
+            run_input = json.dumps({"customer": customer, "amount": amount}, sort_keys=True)
+            run_id = run_id_for(self._plan.name, key)
+            # Every other run has a tenant and a priority: it goes through the dispatcher
+            # (docs/scheduling.md), the others keep the direct path; both are checked.
+            tenant, priority = (f"t{index % 3}", 1 + index % 5) if index % 2 else ("", 0)
+            self._stack.publisher.publish(SubmitRun(run_id, self._plan, run_input, key, tenant, priority))
+            self.run_ids[run_id] = index
 
 
 def schedule(rng: random.Random, kills_per_kind: int, duration_s: float) -> list[tuple[float, str]]:

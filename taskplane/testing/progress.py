@@ -21,7 +21,7 @@ from psycopg import sql
 from taskplane.streams import kafka_clients
 from taskplane.streams.topics import Topics
 
-COMPONENTS = ("orchestrator", "breaker", "projector", "worker")
+COMPONENTS = ("orchestrator", "breaker", "dispatcher", "projector", "worker")
 
 
 class Progress:
@@ -36,6 +36,7 @@ class Progress:
         self._groups = {
             "orchestrator": (f"{topics.prefix}.orchestrator", topics.commands),
             "breaker": (f"{topics.prefix}.breaker", topics.name("tool-outcomes")),
+            "dispatcher": (f"{topics.prefix}.dispatcher", topics.dispatch),
             **{"worker" if i == 0 else f"worker:{s}": (f"{topics.prefix}.workers.{s}", topics.work)
                for i, s in enumerate(systems)},
         }
