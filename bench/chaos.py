@@ -1,7 +1,8 @@
 """A chaos run: payment runs (fakepay charge + ledger record behind a flaky fraud
 check) through a deployment of separate processes, while the orchestrator, the
 breaker, the dispatcher (every other run has a tenant and a priority, docs/scheduling.md),
-the projector, workers and the Kafka broker are SIGKILLed at seeded random moments and come back like pods (the broker on its data dir and port).
+the projector, workers and the Kafka broker are SIGKILLed at seeded random moments and
+come back like pods (the broker on its data dir and port).
 
     python -m bench.chaos [--runs 2000] [--seed 7] [--quick]
     python -m bench.chaos --brokers 3 [--orchestrators 2] [--rate 5] [--only rolling]
