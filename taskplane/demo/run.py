@@ -31,7 +31,7 @@ from taskplane._examples import DOCUMENTS as DOCUMENTS_DIR
 from taskplane._examples import tools_module
 from taskplane.contract import messages as m
 from taskplane.contract.plan import SystemDefinition
-from taskplane.demo import approval
+from taskplane.demo import approval, budget
 from taskplane.demo.payments import lift_hold, place_hold
 from taskplane.demo.report import DemoReport, collect_report
 from taskplane.devstack.stack import Endpoints, ensure_stack
@@ -57,7 +57,8 @@ RISK_CHECK = {"risk.check": {"timeout": "5s", "concurrency": 2, "rateLimit": "20
 DOCUMENTS = str(DOCUMENTS_DIR)
 SERVES = {"document-pipeline": tools_module("document-pipeline"),
           "payment-processor": "taskplane.demo.payments",
-          approval.SYSTEM: "taskplane.demo.approval"}
+          approval.SYSTEM: "taskplane.demo.approval",
+          budget.SYSTEM: "taskplane.demo.budget"}
 PAUSE_AFTER_CHARGE_S = 4.0
 
 
@@ -66,7 +67,8 @@ def demo_systems() -> dict[str, SystemDefinition]:
     payments = compile_manifest(manifest_with(example_manifest("payment-processor"), DEMO_EXECUTION,
                                               {"payment-processor": [RISK_CHECK]}))
     refunds = compile_manifest(approval.MANIFEST)
-    return {d.name: d for d in (documents, payments, refunds)}
+    research = compile_manifest(budget.MANIFEST)
+    return {d.name: d for d in (documents, payments, refunds, research)}
 
 
 def _free_port() -> int:
@@ -273,11 +275,13 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
                      "amount": 1000 + i, "currency": "usd", "customer": f"cus_{prefix}_{i}"})
                      for i in range(runs_per_system)]}
         refund_run = publisher.submit_run(plans[approval.SYSTEM], {"amount": 1250})
+        research_run = publisher.submit_run(plans[budget.SYSTEM], {"topic": "kafka logs"})
         publisher.flush()
-        every = [crash_run, held_run, *batch["document-pipeline"], *batch["payment-processor"], refund_run]
+        every = [crash_run, held_run, *batch["document-pipeline"], *batch["payment-processor"], refund_run,
+                 research_run]
         say(f"submitted {len(every)} runs: {runs_per_system} document-pipeline, {runs_per_system} payments, "
             f"1 payment that pauses after its charge (the crash), 1 payment whose account is on hold, "
-            "1 refund that waits for a person's approval")
+            "1 refund that waits for a person's approval, 1 research run its budget stops")
 
         with Progress(TextColumn("runs completed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
@@ -285,12 +289,14 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
             scenario = _Scenario(progress.console.print, log, workers, spawn, publisher, database,
                                  crash_run, held_run, held_customer)
             refund = approval.ApprovalScene(progress.console.print, log, refund_run, bootstrap, prefix, database)
+            research = budget.BudgetScene(progress.console.print, log, research_run, database)
             deadline = time.monotonic() + timeout_s
             wanted = set(every)
             while time.monotonic() < deadline:
                 processors.check()
                 scenario.step()
                 refund.step()
+                research.step()
                 finished = {e.run_id for e in log.all_events() if isinstance(e, m.RunSucceeded | m.RunFailed |
                                                                           m.RunCancelled) and e.run_id in wanted}
                 progress.update(bar, completed=len(finished))
@@ -299,8 +305,8 @@ def _run(console: Console, settings: StackSettings, endpoints: Endpoints, prefix
                 time.sleep(0.2)
         summary = collect_report(say, log, database, prefix, batch, crash_run, held_run, scenario.takeover,
                                  metrics_url, time.monotonic() - started, governor)
-        problem = refund.problem()
-        if problem is not None:
-            summary.problems.append(problem)
-            say(f"[bold red]NOT OK[/]: {problem}")
+        for problem in (refund.problem(), research.problem()):
+            if problem is not None:
+                summary.problems.append(problem)
+                say(f"[bold red]NOT OK[/]: {problem}")
         return summary

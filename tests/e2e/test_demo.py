@@ -26,4 +26,5 @@ def test_taskplane_demo_exits_0_and_prints_its_summary(kafka_bootstrap: str, dat
     assert "SIGKILL" in out and "takeover" in out
     assert "taskplane approvals approve" in out and ": granted by demo-operator" in out
     assert "refund.issue ran once after it" in out
+    assert "stopped: budget_exceeded after" in out and "the run failed budget_exceeded" in out
     assert "OK: every run ended as expected" in out
