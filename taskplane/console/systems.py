@@ -1,4 +1,5 @@
-"""The applied AgentSystems, from the compacted ``systems`` topic, with secrets removed.
+"""The applied AgentSystems, from the compacted ``systems`` topic, with secrets removed,
+and their cron schedules as the cron processor last committed them (``cron-changelog``).
 
 A manifest may hold a connection string or other secrets: pages get the plan summary
 (``taskplane.plan_summary``: ``connectionString: set``) and the YAML with every
@@ -20,6 +21,7 @@ from taskplane.console.errors import ConsoleError
 from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.plan import SystemDefinition
 from taskplane.contract.scheduling import SchedulingPolicy
+from taskplane.schedules import ScheduleView, read_schedules
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.serde import Serde
 from taskplane.streams.topics import Topics
@@ -80,7 +82,7 @@ class SystemCatalog:
     """Reads the ``systems`` topic on demand, at most every ``ttl_s``."""
 
     def __init__(self, kafka_config: dict[str, Any], topics: Topics, timeout_s: float, ttl_s: float = 5.0) -> None:
-        self._kafka, self._topic = kafka_config, topics.name("systems")
+        self._kafka, self._topic, self._topics = kafka_config, topics.name("systems"), topics
         self._timeout_s, self._ttl_s = timeout_s, ttl_s
         self._lock = threading.Lock()
         self._cached: tuple[float, list[dict[str, Any]]] | None = None
@@ -122,7 +124,11 @@ class SystemCatalog:
             seen = versions.setdefault(key, [])
             if definition.version not in seen:
                 seen.append(definition.version)
-        return [{**describe(latest[name]), "versions": list(reversed(versions[name]))} for name in sorted(latest)]
+        schedules: dict[str, list[dict[str, Any]]] = {}
+        for view in read_schedules(self._kafka, self._topics):  # the cron processor's last committed state
+            schedules.setdefault(view.system, []).append({k: getattr(view, k) for k in ScheduleView.__slots__})
+        return [{**describe(latest[name]), "versions": list(reversed(versions[name])),
+                 "schedules": schedules.get(name, [])} for name in sorted(latest)]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
