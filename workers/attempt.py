@@ -248,6 +248,8 @@ class Attempt:
 
     def _call(self, name: str, index: int, args: dict[str, Any], allow_fallback: bool) -> Any:
         """Journal first, then the breaker (its fallback at most once), then the tool."""
+        if self._approval is not None:  # a call queued behind the one that asked: the attempt is over
+            raise ApprovalPending(self._approval)
         plan = self._tool_plan(name)
         key = idempotency_key(self.assignment.run_id, self.assignment.task, name, index, args)
         recorded = self._journal.lookup(key)

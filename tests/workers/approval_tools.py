@@ -36,3 +36,27 @@ def sneaky(ctx: AgentContext) -> Any:
 @agent("apayer")
 async def apayer(ctx: AgentContext) -> Any:
     return await ctx.call_tool_async("pay.charge", amount=7)
+
+
+@agent("agather")
+async def agather(ctx: AgentContext) -> Any:
+    """Three calls at once: a slow one, then one that asks, then one queued behind it."""
+    import asyncio
+
+    return await asyncio.gather(ctx.call_tool_async("pay.slow", amount=7),
+                                ctx.call_tool_async("pay.charge", amount=8),
+                                ctx.call_tool_async("pay.free", amount=9))
+
+
+@tool("pay.slow")
+def slow(amount: int) -> dict[str, Any]:
+    import time
+
+    time.sleep(0.2)  # the other two calls are queued behind it by then
+    return {"slow": amount}
+
+
+@tool("pay.free")
+def free(amount: int, idempotency_key: str) -> dict[str, Any]:
+    CHARGES.append("free:" + idempotency_key)
+    return {"free": amount}

@@ -5,6 +5,7 @@ nothing; a granted one runs once; agent code cannot get past the wait."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 from typing import Any
@@ -82,6 +83,27 @@ def test_an_async_agent_asks_too() -> None:
         sent.append(command)
 
     assert asyncio.run(attempt.run_async(send)) == "RequestApproval"
+    assert approval_tools.CHARGES == []
+
+
+def test_a_call_queued_behind_the_one_that_asked_does_not_run() -> None:
+    free = ToolPlan("pay.free", 2_000, 0, Isolation.NONE, 3, 1_000)
+    slow = ToolPlan("pay.slow", 2_000, 0, Isolation.NONE, 3, 1_000)
+    assignment = dataclasses.replace(_assignment("agather"), tools=(CHARGE, free, slow))
+    sent: list[Any] = []
+    attempt = Attempt(assignment, AgentPlan("agather", None, (CHARGE, free, slow), ()), REGISTRY,
+                      WorkerSettings(worker_id="w1"), sent.append, lambda _: None, threading.Event())
+
+    async def send(command: Any) -> None:
+        sent.append(command)
+
+    async def on_a_live_loop() -> str:  # a worker's loop outlives the attempt: the queued call gets its turn
+        outcome = await attempt.run_async(send)
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        return outcome
+
+    assert asyncio.run(on_a_live_loop()) == "RequestApproval"
     assert approval_tools.CHARGES == []
 
 
