@@ -12,6 +12,7 @@ serving one system, and a client. Shared by ``_governance_budget`` and
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 import uuid
@@ -72,6 +73,9 @@ class GovernanceStack:
         return infos
 
     def close(self) -> None:
+        for worker in self.workers:  # all at once: each winds down its attempts in parallel
+            if worker.alive() and worker.process is not None:
+                worker.process.send_signal(signal.SIGTERM)
         for worker in self.workers:
             worker.stop()
         self.processors.stop()
