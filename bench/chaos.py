@@ -47,6 +47,7 @@ from typing import Any
 from bench._chaos_checks import Verdict, check_all
 from bench._chaos_cluster import BOUND_S as CLUSTER_BOUND_S
 from bench._chaos_cluster import CLUSTER_KINDS, Served, kill_node_kind
+from bench._chaos_cron import check_schedule, start_schedule, stop_schedule
 from bench._chaos_stack import ChaosStack, past_the_killed
 from taskplane.contract.messages import (
     AttemptFailed,
@@ -78,8 +79,8 @@ spec:
               maxBackoffCap: 2s, jitterFraction: 0.1, idempotencyTracking: true}
   breakers: {failureThreshold: 8, cooldown: 2s}
 """
-KINDS = ("orchestrator", "breaker", "dispatcher", "projector", "worker", "broker")
-BOUND_S = {"orchestrator": 5.0, "breaker": 5.0, "dispatcher": 5.0, "projector": 5.0, "worker": 11.0, "broker": 5.0}
+KINDS = ("orchestrator", "breaker", "dispatcher", "cron", "projector", "worker", "broker")
+BOUND_S = {"orchestrator": 5.0, "breaker": 5.0, "dispatcher": 5.0, "cron": 5.0, "projector": 5.0, "worker": 11.0, "broker": 5.0}
 GIVE_UP_S = 120.0  # a component not moving by then is stuck
 
 
@@ -266,6 +267,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         _create_ledger(stack.database_url)
         stack.publisher.define_system(definition)
         stack.publisher.flush()
+        start_schedule(stack)  # a cron schedule fires through every kill (bench/_chaos_cron.py)
         stack.start_workers()
         clustered = brokers > 1
         submitter = Submitter(stack, definition.plan, None if clustered else runs, per_second).start()
@@ -303,8 +305,10 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         drained = drain(stack, wanted)
         print(f"{time.monotonic() - started:6.1f}s load over; {len(wanted)} runs submitted, drained for "
               f"{drained:.0f}s more (unfinished ones count as lost)", flush=True)
+        stop_schedule(stack)
         verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms,
                             definition.plan)
+        cron = check_schedule(stack, verdict.failures)
         fakepay.shutdown()
     result = {
         "brokers": brokers, "orchestrators": orchestrators, "rate": per_second,
@@ -313,7 +317,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         "kills": kills, "recover_s": {k: round(v, 2) for k, v in recover.items()},
         "worker_regranted_s": round(max(regranted, default=0.0), 2),
         "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow,
-        "expired_in_outage": verdict.expired_in_outage, "permits": verdict.permits, "seed": seed,
+        "expired_in_outage": verdict.expired_in_outage, "permits": verdict.permits, "cron": cron, "seed": seed,
     }
     return result, verdict
 

@@ -21,7 +21,7 @@ from psycopg import sql
 from taskplane.streams import kafka_clients
 from taskplane.streams.topics import Topics
 
-COMPONENTS = ("orchestrator", "breaker", "dispatcher", "projector", "worker")
+COMPONENTS = ("orchestrator", "breaker", "dispatcher", "cron", "projector", "worker")
 
 
 class Progress:
@@ -37,6 +37,7 @@ class Progress:
             "orchestrator": (f"{topics.prefix}.orchestrator", topics.commands),
             "breaker": (f"{topics.prefix}.breaker", topics.name("tool-outcomes")),
             "dispatcher": (f"{topics.prefix}.dispatcher", topics.dispatch),
+            "cron": (f"{topics.prefix}.cron", topics.schedules),
             **{"worker" if i == 0 else f"worker:{s}": (f"{topics.prefix}.workers.{s}", topics.work)
                for i, s in enumerate(systems)},
         }

@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 def test_a_short_chaos_run_loses_nothing_doubles_nothing_and_nothing_stays_stuck() -> None:
     result, verdict = run(runs=40, seed=11, kills_per_kind=1, per_second=1.0)
     print(result)
-    assert result["kills"] == {"orchestrator": 1, "breaker": 1, "projector": 1, "worker": 1, "broker": 1}
+    assert result["kills"] == {"orchestrator": 1, "breaker": 1, "dispatcher": 1, "cron": 1, "projector": 1,
+                               "worker": 1, "broker": 1}
+    assert result["cron"]["slots_fired"] > 0 and result["cron"]["slots_fired_twice"] == 0, result["cron"]
     assert result["runs"] >= 40 and verdict.succeeded + verdict.dead_lettered == result["runs"], result
     assert (result["lost"], result["duplicated"], result["stuck"]) == (0, 0, 0), result
     assert not result["failures"], result["failures"]
