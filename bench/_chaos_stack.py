@@ -34,7 +34,7 @@ from taskplane.testing.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: processes run from it, as the tests do
 
-PROCESSORS = ("orchestrator", "breaker", "dispatcher", "projector")
+PROCESSORS = ("orchestrator", "breaker", "dispatcher", "cron", "projector")
 
 
 class Component:
