@@ -47,7 +47,7 @@ class ReadModel:
     def runs(self, system: str | None = None, statuses: list[str] | None = None, limit: int = 200) -> list[Row]:
         return self._all(
             "SELECT run_id, system, version, status, tasks_succeeded, tasks_total, submitted_ms, finished_ms,"
-            " reason FROM runs WHERE (%s::text IS NULL OR system = %s)"
+            " reason, tenant, priority FROM runs WHERE (%s::text IS NULL OR system = %s)"
             " AND (%s::text[] IS NULL OR status = ANY(%s)) ORDER BY submitted_ms DESC, run_id LIMIT %s",
             (system, system, statuses, statuses, limit),
         )

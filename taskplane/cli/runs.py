@@ -86,9 +86,10 @@ def runs_list(
     if as_json:
         print_json(rows)
         return
-    table("runs", ["run", "system", "status", "tasks", "submitted", "finished", "reason"], [
-        [r["run_id"], r["system"], r["status"], f"{r['tasks_succeeded']}/{r['tasks_total']}",
-         when(r["submitted_ms"]), when(r["finished_ms"]), r["reason"]] for r in rows])
+    table("runs", ["run", "system", "tenant", "priority", "status", "tasks", "submitted", "finished", "reason"], [
+        [r["run_id"], r["system"], r["tenant"] or None, r["priority"] or None, r["status"],
+         f"{r['tasks_succeeded']}/{r['tasks_total']}", when(r["submitted_ms"]), when(r["finished_ms"]), r["reason"]]
+        for r in rows])
 
 
 @runs_app.command("show")
