@@ -69,6 +69,7 @@ def check_builtin(plan: SystemPlan, result: SimulationResult) -> list[Violation]
         found += _run_checks(plan, run_id, records)
     found += _journal(plan, result)
     found += _breakers(plan, result)
+    found += _approvals(plan, result)
     return found
 
 
@@ -156,6 +157,28 @@ def _journal(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
             found.append(Violation("no journaled tool call executed again",
                                    f"run {run.run_id}: {run.tool} (key {run.key[:12]}) ran again in {run.task} "
                                    f"epoch {run.epoch}, after its success was journaled", (run.run_id,)))
+    return found
+
+
+def _approvals(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
+    """A tool that requires approval runs only after a person granted that call
+    (ARCHITECTURE.md invariant 8)."""
+    gated = {(agent.name, tool.name) for agent in plan.agents for tool in agent.tools if tool.approval_required}
+    if not gated:
+        return []
+    granted: dict[tuple[str, str], int] = {}
+    for record in result.events:
+        if isinstance(record.event, m.ApprovalGranted):
+            granted.setdefault((record.event.run_id, record.event.approval_id), record.at_ms)
+    found = []
+    for run in result.executions:
+        if (run.task, run.tool) not in gated:
+            continue
+        when = granted.get((run.run_id, run.key))
+        if when is None or when > run.at_ms:
+            found.append(Violation("no approval-required tool runs without a grant",
+                                   f"run {run.run_id}: {run.tool} (key {run.key[:12]}) ran in {run.task} epoch "
+                                   f"{run.epoch} at {run.at_ms} ms without a grant before it", (run.run_id,)))
     return found
 
 

@@ -19,10 +19,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from taskplane.contract.approvals import sign
 from taskplane.contract.breaker import BreakerState
 from taskplane.contract.decider import Decider, Output, step
 from taskplane.contract.messages import (
+    ApprovalRequested,
     Assignment,
+    DecideApproval,
     RunSubmitted,
     SubmitRun,
     Tick,
@@ -43,6 +46,10 @@ TICK_INTERVAL_MS = 200  # RuntimeSettings.tick_interval_ms
 TICK_GRACE_MS = 3_000  # RuntimeSettings.tick_grace_after_failure_ms
 SUBMIT_SPACING_MS = 10
 HORIZON_MS = 24 * 3_600_000  # a run not ended a virtual day later never will
+# A simulated person grants each approval this long after it was asked, signed with the
+# simulation's own key (the orchestrator checks it as in production).
+PERSON_MS = 500
+PERSON_KEY = b"taskplane simulate: a simulated person"
 
 
 class Loop:
@@ -215,7 +222,7 @@ class World:
         self.inputs: dict[str, Any] = {}
         self.occurrences: dict[tuple[str, str, str], int] = {}
         self.open_runs = 0
-        decider = OrchestratorDecider()
+        decider = OrchestratorDecider(approval_key=PERSON_KEY)
         self.orchestrator = Processor("orchestrator", decider, self.broker, self._route, self._record,
                                       self._aborts, _hints(decider, faults))
         self.breaker = Processor("breaker", BreakerDecider(), self.broker, self._route_breaker,
@@ -245,11 +252,20 @@ class World:
         coordinate = self.coordinate(key, type(command).__name__, getattr(command, "task", None))
         return self.faults.fires("abort", coordinate, self.loop.now)
 
+    def _approve_later(self, at_ms: int, asked: ApprovalRequested) -> None:
+        decided = at_ms + PERSON_MS
+        decision = DecideApproval(asked.run_id, asked.approval_id, True, "simulated-person", decided, "",
+                                  sign(PERSON_KEY, asked.approval_id, True, "simulated-person", decided))
+        self.broker.deliver(decided, self.orchestrator.command, asked.run_id, decision, decided)
+
     # ------------------------------------------------------------ outputs
 
     def _record(self, at_ms: int, key: str, event: Any) -> None:
         self.events.append(SimEvent(at_ms, key, event))
         if isinstance(event, RunSubmitted):
+            return
+        if isinstance(event, ApprovalRequested):
+            self._approve_later(at_ms, event)
             return
         kind = type(event).__name__
         if kind in ("RunSucceeded", "RunFailed", "RunCancelled"):
