@@ -45,6 +45,19 @@ def test_the_document_pipeline_holds_under_every_fault_and_without_faults_every_
     assert kinds.count("TaskSucceeded") == 4
 
 
+def test_dispatched_runs_hold_under_every_fault(tmp_path: Path) -> None:
+    """Runs of a system with spec.scheduling all go through the dispatcher (docs/scheduling.md):
+    under aborts, worker crashes and outages every one still ends and each charge runs once."""
+    manifest = (PAYMENTS / "system.yaml").read_text().replace(
+        "spec:\n", "spec:\n  scheduling: {tenants: {t0: {weight: 3}, t1: {maxConcurrent: 1}}, window: 2}\n", 1)
+    assert "scheduling:" in manifest
+    (tmp_path / "system.yaml").write_text(manifest)
+    report = simulate(tmp_path / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl",
+                      runs=30, seeds=3)
+    assert report.ok, report.failure and report.failure.violations
+    assert report.passed == 3
+
+
 def test_the_naive_charge_is_caught_shrunk_and_its_case_reproduced() -> None:
     report = simulate(PAYMENTS / "system.yaml", NAIVE, PAYMENTS / "runs.jsonl", runs=100, seeds=20)
     assert not report.ok and report.failure is not None and report.minimal is not None

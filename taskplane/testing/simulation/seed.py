@@ -127,7 +127,7 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
             world.loop.run(HORIZON_MS)
             result = SimulationResult(seed, world.runs(), world.events, world.breaker_events, world.executions,
                                       list(faults.fired), world.events[-1].at_ms if world.events else 0,
-                                      world.orchestrator.decided + world.breaker.decided,
+                                      world.orchestrator.decided + world.breaker.decided + world.dispatcher.decided,
                                       fault_times=sorted(faults.timeline), crashes=dict(world.crashes))
             result.violations = check_builtin(setup.plan, result)
             result.violations += check_user(user_invariants(module), result)

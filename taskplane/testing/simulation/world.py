@@ -35,6 +35,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import SystemPlan
 from taskplane.contract.state import RunState, RunStatus, TaskStatus
 from taskplane.processors.breaker.decider import BreakerDecider
+from taskplane.processors.dispatch.decider import DispatchDecider
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.spare import DEFAULT_WINDOW_MS, SpareSlots
@@ -227,6 +228,12 @@ class World:
                                       self._aborts, _hints(decider, faults))
         self.breaker = Processor("breaker", BreakerDecider(), self.broker, self._route_breaker,
                                  self._record_breaker)
+        # Runs with a tenant and a priority go through the dispatcher (docs/scheduling.md),
+        # on half the seeds; a plan with spec.scheduling does on every seed.
+        self.dispatcher = Processor("dispatcher", DispatchDecider(), self.broker, self._route_dispatcher,
+                                    self._record_dispatcher)
+        self.dispatch_events: list[SimEvent] = []
+        self.tenants = unit(faults.seed, "scheduling:tenants") < 0.5
         self.offer: Callable[[WorkItem, int], None] = lambda item, at: None
         self.assign: Callable[[Assignment], None] = lambda assignment: None
 
@@ -236,7 +243,9 @@ class World:
         self.run_index[run_id] = index
         self.inputs[run_id] = payload
         self.open_runs += 1
-        command = SubmitRun(run_id, self.plan, json.dumps(payload, sort_keys=True, separators=(",", ":")))
+        tenant, priority = (f"t{index % 3}", 1 + index % 5) if self.tenants else ("", 0)
+        command = SubmitRun(run_id, self.plan, json.dumps(payload, sort_keys=True, separators=(",", ":")), None,
+                            tenant, priority)
         self.broker.deliver(at_ms, self.orchestrator.command, run_id, command, at_ms)
 
     def coordinate(self, run_id: str, what: str, task: str | None) -> str:
@@ -283,7 +292,16 @@ class World:
         elif output.topic == "tool-outcomes":
             assert isinstance(value, ToolOutcome)
             self.broker.deliver(at_ms, self.breaker.command, value.tool, value, at_ms)
+        elif output.topic == "dispatch":
+            self.broker.deliver(at_ms, self.dispatcher.command, output.key, value, at_ms)
         # deadletter and systems: read from the events and the states
+
+    def _record_dispatcher(self, at_ms: int, key: str, event: Any) -> None:
+        self.dispatch_events.append(SimEvent(at_ms, key, event))
+
+    def _route_dispatcher(self, output: Output, at_ms: int) -> None:
+        if output.topic == "work":
+            self.broker.deliver(at_ms, self.offer, output.value, at_ms)
 
     def _route_breaker(self, output: Output, at_ms: int) -> None:
         if output.topic == "breakers":
