@@ -159,3 +159,41 @@ def test_a_breaker_that_opens_early_is_caught_by_the_built_in_invariant(monkeypa
                       runs=30, seed=3, faults="tool-error=0.3", shrink=False)
     assert report.failure is not None
     assert "breaker transitions as specified" in {v.invariant for v in report.failure.violations}
+
+
+BUDGETED = """
+apiVersion: taskplane.dev/v1
+kind: AgentSystem
+metadata: {name: budgeted}
+spec:
+  agents:
+    - {name: a, model: m, tools: [llm.step]}
+    - {name: b, model: m, tools: [llm.step]}
+    - {name: c, tools: [shell.exec]}
+  execution: {leaseTimeout: 2s, maxRetries: 2}
+  policy: {maxTokensPerRun: 200, blockedTools: [shell.exec]}
+"""
+
+
+def test_a_budget_stops_every_run_under_faults_and_a_blocked_tool_never_runs(tmp_path: Path) -> None:
+    """The orchestrator's budget rule and the worker's checks in virtual time, with and
+    without faults: runs end budget_exceeded, the blocked tool never runs."""
+    manifest = tmp_path / "system.yaml"
+    manifest.write_text(BUDGETED)
+    inputs = tmp_path / "runs.jsonl"
+    inputs.write_text("{}\n")
+    tools = str(Path(__file__).resolve().parent / "budget_tools.py")
+    report = simulate(manifest, tools, inputs, runs=12, seeds=3, keep_results=True)
+    assert report.ok, report.failure and report.failure.violations
+    for result in report.results:  # under faults a run may also stop on its dead letters
+        assert not [e for e in result.executions if e.tool == "shell.exec"]
+    assert any(run.reason == "budget_exceeded" for result in report.results for run in result.runs)
+    calm = simulate(manifest, tools, inputs, runs=12, seed=3, faults="none", keep_results=True)
+    result = calm.results[0]
+    assert {run.reason for run in result.runs} == {"budget_exceeded"}
+    counts = [len([e for e in result.executions if e.run_id == run.run_id and e.tool == "llm.step"])
+              for run in result.runs]
+    # Each attempt's own view alone stops it by 20 calls (40 in all); the stop notice
+    # stops the other one within its latency. (The usage answer a real worker waits for,
+    # which gives bench.governance its overshoot <= 1, is not simulated.)
+    assert all(20 <= n <= 40 for n in counts) and sum(counts) / len(counts) <= 24, counts

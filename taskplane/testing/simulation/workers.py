@@ -23,6 +23,7 @@ from typing import Any
 
 import greenlet
 
+from taskplane.contract.governance import STOPPED_NOTICE
 from taskplane.contract.messages import (
     Assignment,
     ClaimTask,
@@ -111,6 +112,7 @@ class SimWorker:
         self.used = 0
         self.claims: dict[tuple[str, str, int], WorkItem] = {}
         self.queue: deque[WorkItem] = deque()
+        self.stopped_runs: set[str] = set()  # told by the orchestrator (a budget): attempts stop
 
     # ------------------------------------------------------------ intake
 
@@ -127,6 +129,8 @@ class SimWorker:
         if not self.alive:
             return
         claim = (assignment.run_id, assignment.task, assignment.attempt)
+        if not assignment.granted and (assignment.reason or "").startswith(STOPPED_NOTICE):
+            self.stopped_runs.add(assignment.run_id)  # as the worker's inbox does (workers/worker.py)
         if self.claims.pop(claim, None) is None and not assignment.granted:
             # A refusal carries no attempt: matched on (run, task), as the worker's inbox does.
             waiting = next((k for k in self.claims if k[:2] == claim[:2]), None)
@@ -225,7 +229,8 @@ class _SimAttempt:
         a = self.assignment
         host = Host(self._now, self._tool, self._sleep)
         attempt = Attempt(a, granted_agent(pool.plan, a), pool.registry, pool.settings, self._send, self.world.breakers.get,
-                          pool.stopping, frozenset(), self._follow_on, None, host=host)
+                          pool.stopping, frozenset(), self._follow_on, None, host=host,
+                          run_stopped=self.worker.stopped_runs.__contains__)
         crashed = False
         try:
             if pool.registry.agent(a.task).is_async:
