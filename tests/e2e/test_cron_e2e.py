@@ -21,8 +21,12 @@ from taskplane.contract.cron import (
 )
 from taskplane.contract.messages import RunSubmitted, RunSucceeded
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
+from taskplane.contract.replay import LoggedCommand, LoggedEvent, replay_partition
+from taskplane.processors.cron.decider import CronDecider
 from taskplane.streams import kafka_clients
+from taskplane.streams.log_reader import read_messages_to_end
 from taskplane.streams.publisher import Publisher
+from taskplane.streams.serde import Serde
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.testing.stack import EventLog
 
@@ -102,3 +106,20 @@ def test_each_slot_is_one_run_across_orchestrator_and_cron_sigkills(
     assert len(runs) == len(set(runs)), "a slot's run was submitted twice"
     assert sorted(runs) == sorted(e.run_id for e in every)
     assert {e.idempotency_key for e in submitted} == {e.idempotency_key for e in every}
+    # taskplane verify's re-decision: the commands on `schedules` (Ticks, apply, pauses,
+    # run ends) decided again with what the events recorded give the same events
+    report = replay_partition(CronDecider(), 0, *_recorded(kafka_config, topics))
+    assert report.decisions > len(every) and not report.divergences, report.divergences[:3]
+
+
+def _recorded(kafka_config: dict[str, Any], topics: Topics) -> tuple[list[LoggedCommand], list[LoggedEvent]]:
+    serde = Serde()
+    commands, events = [], []
+    for record in read_messages_to_end(kafka_config, topics.schedules):
+        meta, command = serde.decode(record.value())
+        key = record.key().decode() if record.key() else ""
+        commands.append(LoggedCommand(record.offset(), key, meta.message_id, command, record.timestamp()[1]))
+    for record in read_messages_to_end(kafka_config, topics.schedule_events):
+        meta, event = serde.decode(record.value())
+        events.append(LoggedEvent(record.offset(), record.key().decode(), meta.causation_id or "", event))
+    return commands, events
