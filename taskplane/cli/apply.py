@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from taskplane._manifest_permissions import split_permissions, with_permissions
 from taskplane._manifest_policy import load_documents, policies_for, with_policies
 from taskplane.cli.processors import kafka_endpoints
 from taskplane.contract.cron import ApplySchedules
@@ -22,12 +23,13 @@ from taskplane.streams.topics import catalog, ensure_topics
 
 
 def apply(
-    file: Annotated[list[Path], typer.Option("--file", "-f", help="AgentSystem or AgentPolicy manifest (YAML); "
+    file: Annotated[list[Path], typer.Option("--file", "-f", help="AgentSystem, AgentPolicy or ToolPermission manifest (YAML); "
                                              "repeat to apply policies with the systems they target.")],
 ) -> None:
     """Validate manifests and publish each AgentSystem to the compacted `systems` topic."""
     try:
-        systems, policies = load_documents(file)
+        others, permissions = split_permissions(file)  # kind: ToolPermission (_manifest_permissions.py)
+        systems, policies = load_documents(others)
         if not systems:
             raise UserInputError("an AgentPolicy is applied with the systems it targets: "
                                  "taskplane apply -f system.yaml -f policy.yaml", field="--file")
@@ -42,6 +44,7 @@ def apply(
     with Publisher(kafka, topics) as publisher:  # canonical JSON: the connection string is masked
         for manifest in systems:
             plan = with_policies(manifest.to_plan(manifest_version(manifest)), policies)
+            plan = with_permissions(plan, permissions)
             publisher.define_system(SystemDefinition(plan.name, plan.version, plan, manifest.canonical_json()))
             # Always, so an apply without schedules removes the ones a previous version had.
             publisher.to_cron(ApplySchedules(plan.name, plan.version, plan,
