@@ -13,6 +13,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from taskplane.console.errors import BadRequest
+from taskplane.contract.scheduling import tenant_problem
 from taskplane.readmodel import RUN_STATUSES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
@@ -40,6 +41,7 @@ class RunFilter:
     search: str | None = None
     after: Cursor | None = None
     limit: int = 50
+    tenant: str | None = None  # docs/scheduling.md
 
     def query(self, after: Cursor | None = None, raw: Mapping[str, str] | None = None) -> str:
         """The query string of this filter (optionally from another cursor)."""
@@ -52,6 +54,8 @@ class RunFilter:
                 pairs.append((key, raw[key]))
         if self.search:
             pairs.append(("q", self.search))
+        if self.tenant:
+            pairs.append(("tenant", self.tenant))
         if after is not None:
             pairs.append(("after", str(after)))
         return urlencode(pairs)
@@ -131,10 +135,13 @@ def parse_run_filter(params: Mapping[str, Sequence[str]], now_ms: int, page_size
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
             raise BadRequest("limit", f"a whole number from 1 to 500, got {limit_text!r}")
         limit = int(limit_text)
-    unknown = sorted(set(params) - {"system", "status", "since", "until", "q", "after", "limit"})
+    tenant = _one(params, "tenant")
+    if tenant is not None and (problem := tenant_problem(tenant)) is not None:
+        raise BadRequest("tenant", problem)
+    unknown = sorted(set(params) - {"system", "status", "since", "until", "q", "after", "limit", "tenant"})
     if unknown:
-        raise BadRequest(unknown[0], "unknown filter (system, status, since, until, q, after, limit)")
-    return RunFilter(_system(params), tuple(statuses), since, until, search, after, limit)
+        raise BadRequest(unknown[0], "unknown filter (system, status, since, until, q, after, limit, tenant)")
+    return RunFilter(_system(params), tuple(statuses), since, until, search, after, limit, tenant or None)
 
 
 def parse_dead_letter_filter(params: Mapping[str, Sequence[str]]) -> DeadLetterFilter:

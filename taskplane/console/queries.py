@@ -85,6 +85,9 @@ class ConsoleQueries:
         if where.system:
             clauses.append("system = %s")
             params.append(where.system)
+        if where.tenant:
+            clauses.append("tenant = %s")
+            params.append(where.tenant)
         if where.statuses:
             clauses.append("status = ANY(%s)")
             params.append(list(where.statuses))
