@@ -81,8 +81,17 @@ def stopped_notice(state: RunState, worker_id: str, reason: str) -> Assignment:
 
 
 def stopped_answer(state: RunState, event: CommandRejected) -> list[Output]:
-    """A governed run's record refused because the run ended (failed for any reason,
-    cancelled): its sender waits for an answer, so it is told the run stopped."""
-    if event.worker_id is None or state.status is RunStatus.RUNNING:
+    """The answer to a governed run's refused record (its sender waits for one): the run
+    stopped (ended for any reason, cancelled), or, still running (a duplicate record),
+    the run's usage as for an accepted one."""
+    worker = event.worker_id
+    if worker is None:
         return []
-    return [Output("inbox", event.worker_id, stopped_notice(state, event.worker_id, state.reason or state.status.value))]
+    if state.status is not RunStatus.RUNNING:
+        return [Output("inbox", worker, stopped_notice(state, worker, state.reason or state.status.value))]
+    task = state.tasks.get(event.task or "")
+    if not budgeted(state.plan.policy) or task is None or task.holder != worker:
+        return []
+    return [Output("inbox", worker, Assignment(
+        worker, state.run_id, task.name, task.attempt, False, USAGE_NOTICE, task.epoch, 0, 0, state.plan.name,
+        None, "", {}, (), run_tokens=state.tokens, run_cost_micros=state.cost_micros))]

@@ -125,3 +125,26 @@ def test_rebuilding_from_the_log_gives_the_same_usage_and_stop() -> None:
         state = decider.evolve(state, event)
     assert state is not None
     assert (state.tokens, state.status, state.reason) == (60, RunStatus.FAILED, BUDGET_EXCEEDED)
+
+
+def test_every_record_of_a_budgeted_run_is_answered_with_the_run_usage() -> None:
+    driver = _driver(PolicyPlan(max_tokens=1_000))
+    driver.claim("parser")
+    driver.runner.outputs.clear()
+    _record(driver, "parser", 0, 30)
+    _record(driver, "parser", 0, 30)  # the same key again: refused as a duplicate, still answered
+    answers = [o.value for o in driver.runner.outputs if o.topic == "inbox"]
+    assert [(a.reason, a.epoch, a.run_tokens) for a in answers] == [("run usage", 1, 30), ("run usage", 1, 30)]
+    driver.cancel()
+    driver.runner.outputs.clear()
+    _record(driver, "parser", 1, 30)
+    (notice,) = [o.value for o in driver.runner.outputs if o.topic == "inbox"]
+    assert (notice.reason or "").startswith(STOPPED_NOTICE)
+
+
+def test_no_answers_without_a_budget() -> None:
+    driver = _driver(PolicyPlan(blocked_tools=("x",)))
+    driver.claim("parser")
+    driver.runner.outputs.clear()
+    _record(driver, "parser", 0, 30)
+    assert [o for o in driver.runner.outputs if o.topic == "inbox"] == []
