@@ -40,7 +40,7 @@ from taskplane.workers.sdk import AgentContext, Registry, decode_json
 from taskplane.workers.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from taskplane.workers.permits import Permits
+    from taskplane.workers.permits import PermitGate
     from taskplane.workers.tracing import AttemptContexts
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Attempt:
                  isolation_fallback: frozenset[Isolation] = frozenset(),
                  follow_on: Callable[[], int] = lambda: 0, send_later: SendLater | None = None,
                  host: Host = REAL_HOST, contexts: AttemptContexts | None = None,
-                 permits: Permits | None = None, run_stopped: Callable[[str], bool] = lambda _run_id: False,
+                 permits: PermitGate | None = None, run_stopped: Callable[[str], bool] = lambda _run_id: False,
                  answers: UsageAnswers | None = None) -> None:
         self.assignment = assignment
         self._contexts = contexts  # TASKPLANE_WORKER_TRACING: the attempt's span is current
@@ -113,7 +113,7 @@ class Attempt:
         self._follow_on = follow_on  # downstream tasks this worker takes at once when done
         self._send_later = send_later
         self._host = host
-        self._permits = permits  # the tool governor; None: limits are not enforced (simulate)
+        self._permits = permits  # the tool governor; None: limits are not enforced
         self._unconfirmed: list[Any] = []  # tool-call records written but not yet confirmed
         self._journal = Journal(assignment.journal, assignment.granted_approvals)
         self._approval: RequestApproval | None = None  # the call this attempt ended on, waiting for a person

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from taskplane.contract.messages import Assignment
 from taskplane.contract.permits import AcquirePermit, PermitDenied, PermitGranted
@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 
 PermitKey = tuple[str, int]  # the call's idempotency key, the try within the attempt
 Answer = PermitGranted | PermitDenied
+
+
+class PermitGate(Protocol):
+    """What an attempt asks before a limited call: ``Permits`` on a worker, the simulator's
+    own in virtual time (``taskplane/testing/simulation/workers.py``)."""
+
+    def acquire(self, assignment: Assignment, plan: ToolPlan, key: str, try_no: int,
+                stopping: threading.Event) -> None: ...
+
+
+def permit_request(assignment: Assignment, plan: ToolPlan, key: str, try_no: int) -> AcquirePermit:
+    a = assignment
+    return AcquirePermit(plan.name, key, try_no, a.worker_id, a.run_id, a.task, a.epoch, plan.rate_limit,
+                         plan.rate_period_ms, plan.concurrency, plan.timeout_ms)
+
+
+def answered(answer: Answer, tool: str) -> None:
+    """Return on a grant; raise what a denial means for the call."""
+    if isinstance(answer, PermitDenied):
+        if answer.reason == "breaker open":
+            raise BreakerOpenError(tool, answer.retry_after_ms)
+        raise PermitRefused(f"permit for {tool} refused: {answer.reason}")
 
 
 class PermitRefused(WorkerError):
@@ -53,9 +75,7 @@ class Permits:
                 stopping: threading.Event) -> None:
         """Return once the permit is granted. Raises ``BreakerOpenError`` when the tool's
         breaker opened meanwhile, ``WorkerStopping`` on shutdown, ``PermitRefused``."""
-        a = assignment
-        request = AcquirePermit(plan.name, key, try_no, a.worker_id, a.run_id, a.task, a.epoch, plan.rate_limit,
-                                plan.rate_period_ms, plan.concurrency, plan.timeout_ms)
+        request = permit_request(assignment, plan, key, try_no)
         box: queue.Queue[Answer] = queue.Queue()
         with self._lock:
             self._boxes[(key, try_no)] = box
@@ -69,10 +89,7 @@ class Permits:
         if isinstance(answer, PermitGranted):
             with self._lock:
                 self.granted[plan.name] += 1
-            return
-        if answer.reason == "breaker open":
-            raise BreakerOpenError(plan.name, answer.retry_after_ms)
-        raise PermitRefused(f"permit for {plan.name} refused: {answer.reason}")
+        answered(answer, plan.name)
 
     def _wait(self, request: AcquirePermit, box: queue.Queue[Answer], stopping: threading.Event) -> Answer:
         while True:

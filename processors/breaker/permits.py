@@ -94,9 +94,14 @@ def acquire(state: BreakerState, command: AcquirePermit, at_ms: int) -> list[Per
         return [*events, _granted(state, request, now, new=False)]
     queued = _find(state.waiting, command.key, command.try_no)
     if queued is not None:
-        if (command.worker_id, command.epoch) == (queued.worker_id, queued.epoch) or command.epoch < queued.epoch:
-            return events  # already waiting (a resend while it waits), or a stale attempt's
-        return [*events, PermitQueued(state.tool, replace(request, requested_ms=queued.requested_ms))]
+        if (command.worker_id, command.epoch) == (queued.worker_id, queued.epoch):
+            return events  # a resend while it waits
+        if command.epoch < queued.epoch:
+            return [*events, _denied(state, request, "a newer attempt holds this call", now)]
+        # The call's next attempt takes the place in line; the attempt it replaces is told,
+        # so it stops waiting (its lease is gone).
+        taken = PermitQueued(state.tool, replace(request, requested_ms=queued.requested_ms))
+        return [*events, taken, _denied(state, queued, "a newer attempt holds this call", now)]
     if not state.waiting and can_grant(state, now):
         return [*events, _granted(state, request, now, new=True)]
     # Queued behind the others, and whoever is first is served if a token came due since
@@ -185,8 +190,10 @@ def evolve(state: BreakerState, event: PermitEvent) -> BreakerState:
                            holders=(*_without(state.holders, event.key, event.try_no), holder),
                            waiting=_without(state.waiting, event.key, event.try_no),
                            permits_granted=state.permits_granted + (1 if event.token else 0))
-        case PermitDenied():
-            return replace(state, waiting=_without(state.waiting, event.key, event.try_no))
+        case PermitDenied():  # only the request it answers (a takeover's new one stays in line)
+            waiting = tuple(w for w in state.waiting if (w.key, w.try_no, w.worker_id, w.epoch)
+                            != (event.key, event.try_no, event.worker_id, event.epoch))
+            return replace(state, waiting=waiting)
         case PermitReleased():
             return replace(state, holders=_without(state.holders, event.key, event.try_no))
         case _:

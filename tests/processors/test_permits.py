@@ -199,3 +199,15 @@ def test_an_idle_bucket_holds_only_its_burst() -> None:
     r.handle(TOOL, ask("first", rate=100), 0)
     events = [e for i in range(10) for e in r.handle(TOOL, ask(f"k{i}", rate=100), 3_600_000)]
     assert len(granted(events)) == 2 == window_bound(100) - 100 + 1  # 2 % of 100
+
+
+def test_a_queued_request_taken_over_tells_the_attempt_it_replaced() -> None:
+    r = runner()
+    r.handle(TOOL, ask("a", concurrency=1), 0)
+    r.handle(TOOL, ask("b", concurrency=1, worker="w1", epoch=1), 0)
+    events = r.handle(TOOL, ask("b", concurrency=1, worker="w2", epoch=2), 5)
+    assert [type(e) for e in events] == [PermitQueued, PermitDenied]
+    assert (events[1].worker_id, events[1].epoch) == ("w1", 1)
+    assert [(w.key, w.worker_id) for w in state(r).waiting] == [("b", "w2")]
+    assert [type(e) for e in r.handle(TOOL, ask("b", concurrency=1, worker="w1", epoch=1), 6)] == [PermitDenied]
+    assert granted(r.handle(TOOL, outcome("a"), 7)) == ["b"] and state(r).holders[0].worker_id == "w2"

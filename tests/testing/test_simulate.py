@@ -197,3 +197,36 @@ def test_a_budget_stops_every_run_under_faults_and_a_blocked_tool_never_runs(tmp
     # stops the other one within its latency. (The usage answer a real worker waits for,
     # which gives bench.governance its overshoot <= 1, is not simulated.)
     assert all(20 <= n <= 40 for n in counts) and sum(counts) / len(counts) <= 24, counts
+
+
+LIMITED = """
+apiVersion: taskplane.dev/v1
+kind: AgentSystem
+metadata: {name: payment-processor}
+spec:
+  agents:
+    - name: payment-processor
+      tools:
+        - stripe.charge: {concurrency: 1, rateLimit: 60/min, timeout: 5s}
+        - ledger.record
+  execution: {leaseTimeout: 2s, maxRetries: 3}
+"""
+
+
+def test_a_limited_tool_waits_for_the_real_governor_under_every_fault(tmp_path: Path) -> None:
+    manifest = tmp_path / "system.yaml"
+    manifest.write_text(LIMITED)
+    report = simulate(manifest, str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl", runs=20, seeds=3)
+    assert report.ok, report.failure and report.failure.violations
+    assert report.passed == 3
+
+
+def test_a_governor_that_grants_past_the_cap_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskplane.processors.breaker import permits
+
+    monkeypatch.setattr(permits, "can_grant", lambda state, at_ms: True)  # no limit at all
+    manifest = tmp_path / "system.yaml"
+    manifest.write_text(LIMITED)
+    report = simulate(manifest, str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl", runs=20, seeds=1, faults="none")
+    assert not report.ok and report.failure is not None
+    assert any(v.invariant == "tool limits hold" for v in report.failure.violations)

@@ -21,7 +21,9 @@ from taskplane.contract.breaker import (
     FailuresReset,
 )
 from taskplane.contract.messages import FailureKind
+from taskplane.contract.permits import PermitGranted, PermitReleased
 from taskplane.contract.plan import SystemPlan
+from taskplane.processors.breaker.permits import window_bound
 from taskplane.processors.orchestrator.backoff import base_backoff_ms
 from taskplane.testing.simulation.result import SimulationResult, Violation
 
@@ -70,6 +72,7 @@ def check_builtin(plan: SystemPlan, result: SimulationResult) -> list[Violation]
     found += _journal(plan, result)
     found += _breakers(plan, result)
     found += _approvals(plan, result)
+    found += _permits(plan, result)
     return found
 
 
@@ -222,4 +225,40 @@ def _breakers(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
                 pass
         if problem:
             found.append(Violation("breaker transitions as specified", f"breaker {tool}: {problem}"))
+    return found
+
+
+def _permits(plan: SystemPlan, result: SimulationResult) -> list[Violation]:
+    """A limited tool never has more permits held than its concurrency, nor more granted
+    in one rate period than the governor's bucket allows (docs/scheduling.md)."""
+    limits = {t.name: t for agent in plan.agents for t in agent.tools if t.limited}
+    holders: dict[str, set[tuple[str, int]]] = {}
+    granted: dict[str, list[int]] = {}
+    found = []
+    for record in result.breaker_events:
+        event, tool = record.event, record.run_id
+        policy = limits.get(tool)
+        if policy is None:
+            continue
+        held = holders.setdefault(tool, set())
+        if isinstance(event, PermitGranted):
+            held.add((event.key, event.try_no))
+            if event.token:
+                granted.setdefault(tool, []).append(event.granted_ms)
+            if policy.concurrency and len(held) > policy.concurrency:
+                found.append(Violation("tool limits hold", f"{tool}: {len(held)} permits held at "
+                                       f"{record.at_ms}, over its concurrency {policy.concurrency}"))
+        elif isinstance(event, PermitReleased):
+            held.discard((event.key, event.try_no))
+    for tool, times in granted.items():
+        policy = limits[tool]
+        if not policy.rate_limit:
+            continue
+        bound = window_bound(policy.rate_limit)
+        for index, start in enumerate(times):
+            inside = sum(1 for t in times[index:] if t < start + policy.rate_period_ms)
+            if inside > bound:
+                found.append(Violation("tool limits hold", f"{tool}: {inside} permits from {start} within "
+                                       f"{policy.rate_period_ms} ms, over {bound}"))
+                break
     return found

@@ -32,16 +32,18 @@ from taskplane.contract.messages import (
     RenewLease,
     WorkItem,
 )
-from taskplane.contract.plan import Isolation, SystemPlan
+from taskplane.contract.plan import Isolation, SystemPlan, ToolPlan
 from taskplane.testing.simulation.faults import unit
 from taskplane.testing.simulation.result import ToolExecution
 from taskplane.testing.simulation.world import HOP_MS, World
 from taskplane.workers.attempt import Attempt, Host, granted_agent
 from taskplane.workers.exceptions import ToolError, ToolTimeout
 from taskplane.workers.isolation import Limits, run_inline
+from taskplane.workers.permits import answered, permit_request
 from taskplane.workers.sdk import Registry, ToolSpec
 from taskplane.workers.settings import WorkerSettings
 
+PERMIT_POLL_MS = 20  # how often (virtual time) a call waiting for a permit looks for its answer
 RESTART_MS = 3_000  # a crashed worker's process manager starts it again
 REBALANCE_MS = 3_000  # a dead member's `work` partitions move (the session timeout)
 
@@ -230,7 +232,7 @@ class _SimAttempt:
         host = Host(self._now, self._tool, self._sleep)
         attempt = Attempt(a, granted_agent(pool.plan, a), pool.registry, pool.settings, self._send, self.world.breakers.get,
                           pool.stopping, frozenset(), self._follow_on, None, host=host,
-                          run_stopped=self.worker.stopped_runs.__contains__)
+                          run_stopped=self.worker.stopped_runs.__contains__, permits=self)
         crashed = False
         try:
             if pool.registry.agent(a.task).is_async:
@@ -291,6 +293,19 @@ class _SimAttempt:
 
     def _sleep(self, seconds: float) -> None:
         self._wait(self.loop.now + round(seconds * 1000))
+
+    def acquire(self, assignment: Assignment, plan: ToolPlan, key: str, try_no: int,
+                stopping: threading.Event) -> None:
+        """A limited call asks the simulated governor (the real breaker decider) and waits
+        in virtual time for its answer, its lease renewed meanwhile; a crash ends it there."""
+        world, a = self.world, assignment
+        slot = (key, try_no, a.worker_id, a.epoch)
+        world.permit_answers.pop(slot, None)
+        now = self.loop.now
+        world.broker.deliver(now, world.breaker.command, plan.name, permit_request(a, plan, key, try_no), now)
+        while slot not in world.permit_answers:
+            self._wait(self.loop.now + PERMIT_POLL_MS)
+        answered(world.permit_answers.pop(slot), plan.name)
 
     def _follow_on(self) -> int:
         worker = self.worker

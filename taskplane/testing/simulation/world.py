@@ -216,6 +216,7 @@ class World:
         self.broker = Broker(self.loop, outages)
         self.events: list[SimEvent] = []
         self.breaker_events: list[SimEvent] = []
+        self.permit_answers: dict[tuple[str, int, str, int], Any] = {}  # the governor's, to waiting attempts
         self.executions: list[ToolExecution] = []
         self.crashes: dict[str, int] = {}
         self.breakers: dict[str, BreakerState] = {}
@@ -306,6 +307,10 @@ class World:
     def _route_breaker(self, output: Output, at_ms: int) -> None:
         if output.topic == "breakers":
             self.broker.deliver(at_ms, self.breakers.__setitem__, output.key, output.value)
+        elif output.topic == "inbox":  # a permit granted or denied: the waiting attempt reads it
+            answer = output.value
+            self.broker.deliver(at_ms, self.permit_answers.__setitem__,
+                                (answer.key, answer.try_no, answer.worker_id, answer.epoch), answer)
 
     # ------------------------------------------------------------ the end
 
