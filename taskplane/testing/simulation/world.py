@@ -308,7 +308,7 @@ class World:
         if output.topic == "breakers":
             self.broker.deliver(at_ms, self.breakers.__setitem__, output.key, output.value)
         elif output.topic == "inbox":  # a permit granted or denied: the waiting attempt reads it
-            answer = output.value
+            answer: Any = output.value  # PermitGranted | PermitDenied
             self.broker.deliver(at_ms, self.permit_answers.__setitem__,
                                 (answer.key, answer.try_no, answer.worker_id, answer.epoch), answer)
 
