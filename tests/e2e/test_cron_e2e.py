@@ -24,7 +24,7 @@ from taskplane.contract.plan import ExecutionPolicy, SystemPlan
 from taskplane.contract.replay import LoggedCommand, LoggedEvent, replay_partition
 from taskplane.processors.cron.decider import CronDecider
 from taskplane.streams import kafka_clients
-from taskplane.streams.log_reader import read_messages_to_end
+from taskplane.streams.log_reader import read_messages_to_end, read_to_end
 from taskplane.streams.publisher import Publisher
 from taskplane.streams.serde import Serde
 from taskplane.streams.topics import Topics, catalog, ensure_topics
@@ -108,8 +108,16 @@ def test_each_slot_is_one_run_across_orchestrator_and_cron_sigkills(
     assert {e.idempotency_key for e in submitted} == {e.idempotency_key for e in every}
     # taskplane verify's re-decision: the commands on `schedules` (Ticks, apply, pauses,
     # run ends) decided again with what the events recorded give the same events
-    report = replay_partition(CronDecider(), 0, *_recorded(kafka_config, topics))
+    commands, events = _recorded(kafka_config, topics)
+    report = replay_partition(CronDecider(), 0, commands, events)
     assert report.decisions > len(every) and not report.divergences, report.divergences[:3]
+    # and the state is a fold of the events (what a rebuild from schedule-events restores)
+    folded: Any = None
+    for logged in events:
+        folded = CronDecider().evolve(folded, logged.event)
+    serde = Serde()
+    stored = [serde.decode(v)[1] for _p, _k, v in read_to_end(kafka_config, topics.cron_changelog) if v]
+    assert folded is not None and stored[-1] == folded
 
 
 def _recorded(kafka_config: dict[str, Any], topics: Topics) -> tuple[list[LoggedCommand], list[LoggedEvent]]:
