@@ -9,10 +9,18 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskplane.contract.decider import InMemoryRunner
-from taskplane.contract.messages import WorkItem
-from taskplane.contract.scheduling import DispatchNotice, DispatchOffer, WorkReleased
+from taskplane.contract.decider import InMemoryRunner, Output
+from taskplane.contract.messages import RunSubmitted, TaskReady, WorkItem
+from taskplane.contract.plan import AgentPlan, ExecutionPolicy, SystemPlan
+from taskplane.contract.scheduling import (
+    DispatchNotice,
+    DispatchOffer,
+    SchedulingPolicy,
+    WorkReleased,
+)
 from taskplane.processors.dispatch.decider import DispatchDecider
+from taskplane.processors.orchestrator.evolve import evolve
+from taskplane.processors.orchestrator.outputs import outputs
 
 SYSTEM = "sys"
 
@@ -180,3 +188,32 @@ def test_no_backlogged_tenant_starves_and_shares_follow_weights(weights: list[in
         assert served[tenant] > 0  # nobody starves
         share = weights[index] / sum(weights)
         assert abs(served[tenant] / total - share) <= (max(weights) + 1) / total  # within one quantum
+
+
+def test_folding_the_events_rebuilds_the_decided_state() -> None:
+    """A lost changelog is rebuilt by folding `dispatch-events`: the same state."""
+    r = runner()
+    for i in range(12):
+        r.handle(SYSTEM, offer(f"a{i}", "a", weight=2, priority=1 + i % 5, window=3, cap=4), i)
+        r.handle(SYSTEM, offer(f"b{i}", "b", window=3), i)
+    drain(r, 10)
+    r.handle(SYSTEM, DispatchNotice(SYSTEM, "b11", "", 0, "dropped"), 500)
+    r.advance(10_000_000)
+    decider, folded = DispatchDecider(), None
+    for _key, event in r.log:
+        folded = decider.evolve(folded, event)
+    assert folded == r.states[SYSTEM]
+
+
+def test_only_dispatched_runs_write_offers_instead_of_work_items() -> None:
+    def first_offer(plan: SystemPlan, tenant: str = "", priority: int = 0) -> Output:
+        state = evolve(None, RunSubmitted("r1", plan, "{}", 0, None, (), tenant, priority))
+        return outputs(state, TaskReady("r1", "a", 1))[0]
+
+    plain = SystemPlan("s", "v", (AgentPlan("a", None, (), ()),), ExecutionPolicy())
+    direct = first_offer(plain)
+    assert direct.topic == "work" and direct.value == WorkItem("r1", "s", "a", 1)
+    for dispatched in (first_offer(plain, tenant="acme"), first_offer(plain, priority=5),
+                       first_offer(SystemPlan("s", "v", plain.agents, ExecutionPolicy(), scheduling=SchedulingPolicy()))):
+        assert dispatched.topic == "dispatch" and dispatched.key == "s"
+        assert isinstance(dispatched.value, DispatchOffer)
