@@ -8,6 +8,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from taskplane.metrics import MetricsSettings
+from taskplane.processors.orchestrator.app import OrchestratorSettings
 from taskplane.processors.projector.app import ProjectorSettings
 from taskplane.processors.tracer.app import TracerSettings
 from taskplane.streams.runtime_settings import RuntimeSettings
@@ -17,7 +18,7 @@ from taskplane.workers.settings import WorkerSettings
 # The settings classes a container reads, by role (what `taskplane <args>` constructs).
 COMMON: tuple[type[BaseSettings], ...] = (StackSettings, MetricsSettings)
 ROLE_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
-    "orchestrator": (*COMMON, RuntimeSettings),
+    "orchestrator": (*COMMON, RuntimeSettings, OrchestratorSettings),
     "breaker": (*COMMON, RuntimeSettings),
     "cron": (*COMMON, RuntimeSettings),
     "dispatcher": (*COMMON, RuntimeSettings),
@@ -34,7 +35,13 @@ ALL_SETTINGS = {cls for classes in ROLE_SETTINGS.values() for cls in classes}
 def env_names(cls: type[BaseSettings]) -> dict[str, bool]:
     """Env var name -> required, for every field of a settings class."""
     prefix = str(cls.model_config.get("env_prefix", ""))
-    return {f"{prefix}{name}".upper(): field.is_required() for name, field in cls.model_fields.items()}
+    names: dict[str, bool] = {}
+    for name, field in cls.model_fields.items():
+        aliases = getattr(field.validation_alias, "choices", None) or [field.validation_alias]
+        found = [a for a in aliases if isinstance(a, str) and a.isupper()]  # an env name of its own
+        for env in found or [f"{prefix}{name}".upper()]:
+            names[env] = field.is_required()
+    return names
 
 
 def role_of(container: dict[str, Any]) -> str:

@@ -147,6 +147,16 @@ def test_postgres_in_dev_is_a_statefulset_and_prod_expects_an_external_secret() 
         "secretKeyRef": {"name": "taskplane-database", "key": "url"}}
 
 
+@pytest.mark.parametrize("kustomization", ("base", *OVERLAYS))
+def test_only_the_orchestrator_holds_the_approval_key(kustomization: str) -> None:
+    docs = render(kustomization)
+    holders = {role_of(c) for _, c in taskplane_containers(docs) if "TASKPLANE_APPROVAL_KEY" in container_env(docs, c)}
+    assert holders == {"orchestrator"}, "a worker with the key could sign its own approvals"
+    orchestrator = named(docs, "Deployment", "taskplane-orchestrator")["spec"]["template"]["spec"]["containers"][0]
+    assert container_env(docs, orchestrator)["TASKPLANE_APPROVAL_KEY"] == {
+        "secretKeyRef": {"name": "taskplane-approvals", "key": "key", "optional": True}}
+
+
 def test_generated_files_are_current() -> None:
     stale = [str(path.relative_to(ROOT)) for path, text in gen_deploy.rendered().items()
              if not path.exists() or path.read_text() != text]
