@@ -62,7 +62,7 @@ def test_a_changed_backoff_is_named_as_the_first_divergence(monkeypatch: pytest.
     monkeypatch.setattr(decider_module, "backoff_ms", lambda *args: original(*args) + 1)
     result = run_cli(str(LOGS / "document-pipeline.jsonl"), "--json")
     assert result.exit_code == 1, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     first = report["first_divergence"]
     assert first["command"].startswith(("FailTask(", "Tick("))  # a failure, or a lease expiry by a Tick
     assert first["expected"].startswith("RetryScheduled(") and first["actual"].startswith("RetryScheduled(")

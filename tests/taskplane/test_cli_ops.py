@@ -40,26 +40,26 @@ def test_runs_and_dlq_commands(env: dict[str, str]) -> None:
     runner = CliRunner()
     listed = runner.invoke(app, ["runs", "list", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
-    assert {r["run_id"]: r["status"] for r in json.loads(listed.output)} == {"done": "succeeded", "stuck": "running"}
+    assert {r["run_id"]: r["status"] for r in json.loads(listed.stdout)} == {"done": "succeeded", "stuck": "running"}
     shown = runner.invoke(app, ["runs", "show", "stuck"], env=env)
     assert shown.exit_code == 0 and "blocked by summarizer" in shown.output and "HTTP 500" in shown.output
-    dlq = json.loads(runner.invoke(app, ["dlq", "list", "--json"], env=env).output)
+    dlq = json.loads(runner.invoke(app, ["dlq", "list", "--json"], env=env).stdout)
     assert [(d["run_id"], d["task"], d["blocked"]) for d in dlq] == [("stuck", "summarizer", 1)]
     show = runner.invoke(app, ["dlq", "show", "stuck/summarizer", "--json"], env=env)
-    assert json.loads(show.output)["blocks"] == ["publisher"]
+    assert json.loads(show.stdout)["blocks"] == ["publisher"]
     dry = runner.invoke(app, ["dlq", "replay", "--all", "--error-contains", "http 500", "--dry-run", "--json"], env=env)
-    assert json.loads(dry.output)["replayed"] == ["stuck/summarizer"]
+    assert json.loads(dry.stdout)["replayed"] == ["stuck/summarizer"]
 
 
 def test_runs_prune_deletes_old_finished_runs_in_batches(env: dict[str, str]) -> None:
     runner = CliRunner()
     recent = runner.invoke(app, ["runs", "prune", "--older-than", "100000d", "--json"], env=env)
     assert recent.exit_code == 0, recent.output
-    assert json.loads(recent.output)["runs"] == 0  # nothing finished that long ago
+    assert json.loads(recent.stdout)["runs"] == 0  # nothing finished that long ago
     pruned = runner.invoke(app, ["runs", "prune", "--older-than", "30d", "--batch-size", "1", "--json"], env=env)
     assert pruned.exit_code == 0, pruned.output
-    assert {k: v for k, v in json.loads(pruned.output).items() if k != "finished_before_ms"} == {"runs": 1, "batches": 1}
-    listed = json.loads(runner.invoke(app, ["runs", "list", "--json"], env=env).output)
+    assert {k: v for k, v in json.loads(pruned.stdout).items() if k != "finished_before_ms"} == {"runs": 1, "batches": 1}
+    listed = json.loads(runner.invoke(app, ["runs", "list", "--json"], env=env).stdout)
     assert [r["run_id"] for r in listed] == ["stuck"]  # a running run is never pruned
     assert runner.invoke(app, ["runs", "show", "done"], env=env).exit_code == 2  # its tasks went with it
     assert "summarizer" in runner.invoke(app, ["runs", "show", "stuck"], env=env).output
