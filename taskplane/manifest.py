@@ -47,7 +47,7 @@ from taskplane.contract.plan import (
 )
 from taskplane.durations import DurationError, format_duration, parse_duration_ms
 from taskplane.exceptions import ManifestError, Problem, UserInputError
-from taskplane.rates import RateError, format_rate, parse_rate
+from taskplane.rates import RateError, format_rate, limit_problems, parse_rate
 
 API_VERSIONS = ("taskplane.dev/v1", "orloj.dev/v1")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -429,6 +429,7 @@ def validate_manifest(data: object) -> AgentSystemManifest:
         problems.extend(p for p in graph_problems(agents) if p not in problems)
     if manifest is not None:
         problems.extend(Problem(path, reason) for path, reason in schedule_problems(manifest.spec.schedules))
+        problems.extend(limit_problems(manifest.spec.agents))
     if problems or manifest is None:
         raise ManifestError(problems)
     return manifest

@@ -5,9 +5,11 @@ canonical spelling, so ``60/min`` and ``60/1m`` compare equal."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from taskplane.durations import DurationError, parse_duration_ms
-from taskplane.exceptions import UserInputError
+from taskplane.exceptions import Problem, UserInputError
 
 _UNITS_MS = {"s": 1_000, "sec": 1_000, "min": 60_000, "m": 60_000, "h": 3_600_000, "hour": 3_600_000}
 _RATE = re.compile(r"\s*(?P<calls>\d+)\s*/\s*(?P<per>\S+)\s*")
@@ -41,3 +43,27 @@ def format_rate(calls: int, period_ms: int) -> str:
         if period_ms == ms:
             return f"{calls}/{unit}"
     return f"{calls}/{period_ms}ms" if period_ms % 1_000 else f"{calls}/{period_ms // 1_000}s"
+
+
+def limit_problems(agents: Sequence[Any]) -> list[Problem]:
+    """A tool's limits are fleet-wide: every agent of the system that declares the tool
+    declares the same ``rateLimit`` and ``concurrency`` (an agent without them would call
+    it past the limit; two different ones would take turns being the limit)."""
+    first: dict[str, tuple[str, tuple[Any, Any]]] = {}
+    problems: list[Problem] = []
+    for index, agent in enumerate(agents):
+        for tool_index, tool in enumerate(agent.tools):
+            limits = (tool.rate_limit, tool.concurrency)
+            where = f"spec.agents[{index}].tools[{tool_index}].{tool.name}"
+            seen = first.setdefault(tool.name, (where, limits))
+            if seen[1] != limits:
+                problems.append(Problem(where, f"limits differ from {seen[0]} ({_spelled(seen[1])}); a tool's "
+                                               "rateLimit and concurrency are fleet-wide: declare the same in "
+                                               "every agent"))
+    return problems
+
+
+def _spelled(limits: tuple[Any, Any]) -> str:
+    rate, concurrency = limits
+    parts = ([f"rateLimit {format_rate(*rate)}"] if rate else []) + ([f"concurrency {concurrency}"] if concurrency else [])
+    return ", ".join(parts) or "no limits"

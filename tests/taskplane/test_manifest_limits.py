@@ -65,3 +65,28 @@ def test_a_bad_limit_is_refused_with_its_path(options: str, problem: str) -> Non
         load_manifest_text(BASE.format(options=options))
     assert f"spec.agents[0].tools[1].openai.chat.{problem}" in str(refused.value)
     assert refused.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("second", "problem"), [
+    ("- openai.chat", "(rateLimit 100/min, concurrency 2)"),
+    ("- openai.chat: {rateLimit: 50/min, concurrency: 2}", "(rateLimit 100/min, concurrency 2)"),
+])
+def test_a_tools_limits_are_the_same_in_every_agent(second: str, problem: str) -> None:
+    text = f"""\
+apiVersion: taskplane.dev/v1
+kind: AgentSystem
+metadata: {{name: limits}}
+spec:
+  agents:
+    - name: a
+      tools: [{{openai.chat: {{rateLimit: 100/min, concurrency: 2}}}}]
+    - name: b
+      tools:
+        {second}
+"""
+    with pytest.raises(ManifestError) as refused:
+        load_manifest_text(text)
+    assert f"spec.agents[1].tools[0].openai.chat: limits differ from spec.agents[0].tools[0].openai.chat {problem}" \
+        in str(refused.value)
+    agreed = text.replace(second, "- openai.chat: {concurrency: 2, rateLimit: 100/min}")
+    assert load_manifest_text(agreed).to_plan("v1").agents[1].tools[0].concurrency == 2

@@ -125,3 +125,20 @@ def test_an_answer_for_another_attempt_is_not_taken() -> None:
     with pytest.raises(WorkerStopping):
         stale.permits.acquire(ASSIGNMENT, LIMITED, "k", 0, stopping)
     assert len(stale.requests) >= 2  # it kept asking for its own
+
+
+def test_an_async_agents_limited_calls_wait_off_the_loop() -> None:
+    import asyncio
+
+    governor = Governor(hold=2)
+    sent: list[Any] = []
+
+    async def send(command: Any) -> None:
+        sent.append(command)
+
+    agent = AgentPlan("gatherer", "gpt-x", (LIMITED,), ("parser",))
+    assignment = dataclasses.replace(ASSIGNMENT, task="gatherer")
+    run = Attempt(assignment, agent, REGISTRY, WorkerSettings(worker_id="w1"), sent.append, {}.get,
+                  threading.Event(), permits=governor.permits)
+    assert asyncio.run(run.run_async(send)) == "CompleteTask"
+    assert len({(r.key, r.try_no) for r in governor.requests}) == 2 and run.tool_runs == 2
