@@ -266,7 +266,16 @@ class Attempt:
                 log.info("breaker open for %s: taking fallback %s", name, plan.fallback)
                 return self._call(plan.fallback, index, args, allow_fallback=False)
             raise BreakerOpenError(name, wait_ms)
-        return self._execute(name, plan, index, key, args)
+        if not (plan.limited and allow_fallback and plan.fallback):
+            return self._execute(name, plan, index, key, args)
+        ran = self.tool_runs
+        try:
+            return self._execute(name, plan, index, key, args)
+        except BreakerOpenError:  # the governor saw the breaker open before the first try: nothing ran
+            if self.tool_runs != ran:
+                raise
+            log.info("breaker open for %s (its permit denied): taking fallback %s", name, plan.fallback)
+            return self._call(plan.fallback, index, args, allow_fallback=False)
 
     def _execute(self, name: str, plan: ToolPlan, index: int, key: str, args: dict[str, Any]) -> Any:
         spec = self._registry.tool(name)

@@ -142,3 +142,15 @@ def test_an_async_agents_limited_calls_wait_off_the_loop() -> None:
                   threading.Event(), permits=governor.permits)
     assert asyncio.run(run.run_async(send)) == "CompleteTask"
     assert len({(r.key, r.try_no) for r in governor.requests}) == 2 and run.tool_runs == 2
+
+
+def test_a_denial_for_an_open_breaker_takes_the_tools_fallback() -> None:
+    def deny(request: AcquirePermit) -> PermitDenied:
+        return PermitDenied(request.tool, request.key, request.try_no, request.worker_id, request.run_id,
+                            request.task, request.epoch, "breaker open", 4_000)
+
+    sent, run = attempt((dataclasses.replace(LIMITED, fallback="test.fallback"),), Governor(deny))
+    done = sent[-1]
+    assert isinstance(done, CompleteTask) and '"degraded":true' in done.output
+    records = [c for c in sent if isinstance(c, RecordToolCall)]
+    assert {r.tool for r in records} == {"test.fallback"} and run.tool_runs == 2
