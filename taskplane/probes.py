@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], "str | None"]
 
 # Default /metrics ports by role; pods set TASKPLANE_METRICS_PORT explicitly (deploy/).
-ROLE_PORTS = {"orchestrator": 9464, "breaker": 9465, "projector": 9466, "worker": 9467, "tracer": 9468, "cron": 9469}
+ROLE_PORTS = {"orchestrator": 9464, "breaker": 9465, "projector": 9466, "worker": 9467, "tracer": 9468, "cron": 9469, "dispatcher": 9470}
 
 
 class PortInUse(UserInputError):

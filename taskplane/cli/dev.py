@@ -30,7 +30,7 @@ def _show(stack: devstack.DevStack) -> None:
         typer.echo(f"# {process.name}: pid {process.pid}, data in {process.data_dir}")
     if stack.secure_dir:
         typer.echo(f"# secured: SASL/SCRAM over TLS; a role's settings: set -a; . {stack.secure_dir}/ROLE.env")
-        typer.echo("#   ROLE: admin (topics, apply), orchestrator, breaker, projector, worker, client, console")
+        typer.echo("#   ROLE: admin (topics, apply), orchestrator, breaker, cron, dispatcher, projector, worker, client, console")
 
 
 @dev_app.command()

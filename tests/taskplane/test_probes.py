@@ -79,7 +79,7 @@ def test_a_failing_check_is_a_reason_not_a_crash() -> None:
 
 def test_every_role_has_its_own_default_port() -> None:
     assert len(set(ROLE_PORTS.values())) == len(ROLE_PORTS)
-    assert set(ROLE_PORTS) == {"orchestrator", "breaker", "projector", "worker", "tracer", "cron"}
+    assert set(ROLE_PORTS) == {"orchestrator", "breaker", "projector", "worker", "tracer", "cron", "dispatcher"}
 
 
 def test_a_taken_default_port_falls_back_to_a_free_one_and_logs_it(
