@@ -23,7 +23,9 @@ than the governor's bound. Last line JSON: brokers, orchestrators, rate, runs,
 succeeded, dead_lettered, lost,
 duplicated, stuck (never moved again), kills, recover_s (worst per kind), permits (the
 limited fraud.score: granted, the most held and the most running at once, the busiest
-minute, each against its limit), plus slow
+minute, each against its limit), cron (bench/_chaos_cron.py), governance (a second
+system's budget and approval runs, a person granting each refund throughout:
+bench/_chaos_governance.py), plus slow
 (moved again past its bound), failures (the checks that failed) and
 worker_regranted_s (worst kill → the dead worker's tasks held by a worker again or
 finished: the takeover plus the wait for a free slot, unbounded under a backlog).
@@ -48,12 +50,17 @@ from bench._chaos_checks import Verdict, check_all
 from bench._chaos_cluster import BOUND_S as CLUSTER_BOUND_S
 from bench._chaos_cluster import CLUSTER_KINDS, Served, kill_node_kind
 from bench._chaos_cron import check_schedule, start_schedule, stop_schedule
+from bench._chaos_governance import APPROVAL_KEY, Governed
+from bench._chaos_governance import DEFINITION as GOVERNED
+from bench._chaos_governance import TOOLS as GOVERNED_TOOLS
 from bench._chaos_stack import ChaosStack, past_the_killed
 from taskplane.contract.messages import (
     AttemptFailed,
     LeaseExpired,
     LeaseGranted,
     LeaseReleased,
+    RunCancelled,
+    RunFailed,
     RunSucceeded,
     SubmitRun,
     TaskDeadLettered,
@@ -247,9 +254,13 @@ def handed_back(log: Any, lease: tuple[str, str, int]) -> bool:
 
 
 def moved_on(log: Any, lease: tuple[str, str, int]) -> bool:
+    """The task went on past that lease, or its run ended (a budget stops a run with its
+    leases held: nothing is handed back, nothing waits)."""
     run, task, epoch = lease
-    return any(e.task == task and e.epoch > epoch for e in log.events(LeaseGranted, run)) or any(
-        e.task == task for e in log.events(TaskSucceeded, run))
+    return (any(e.task == task and e.epoch > epoch for e in log.events(LeaseGranted, run))
+            or any(e.task == task for e in log.events(TaskSucceeded, run))
+            or bool(log.events(RunFailed, run)) or bool(log.events(RunCancelled, run)))
+
 
 
 def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: int = 1,
@@ -257,8 +268,9 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="taskplane-bench-chaos-"))
     definition = compile_manifest(MANIFEST)
-    with ChaosStack(workdir, {definition.name: TOOLS}, workers=3, concurrency=4, brokers=brokers,
-                    orchestrators=orchestrators) as stack:
+    with ChaosStack(workdir, {definition.name: TOOLS, GOVERNED.name: GOVERNED_TOOLS}, workers=3, concurrency=4,
+                    brokers=brokers, orchestrators=orchestrators,
+                    extra_env={"TASKPLANE_APPROVAL_KEY": APPROVAL_KEY}) as stack:
         from taskplane._examples.fakepay import serve
 
         fakepay = serve(0, stack.database_url)
@@ -268,7 +280,10 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         stack.publisher.define_system(definition)
         stack.publisher.flush()
         start_schedule(stack)  # a cron schedule fires through every kill (bench/_chaos_cron.py)
+        governed = Governed(stack, per_second / 5)  # budgets and approvals (bench/_chaos_governance.py)
+        governed.define()
         stack.start_workers()
+        governed.start()
         clustered = brokers > 1
         submitter = Submitter(stack, definition.plan, None if clustered else runs, per_second).start()
         started = time.monotonic()
@@ -300,6 +315,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
                 slow.append(f"{kind} ({took:.1f}s > {({**BOUND_S, **CLUSTER_BOUND_S})[kind]:.0f}s)")
             recover[kind] = max(recover[kind], float("inf") if took is None else took)
         submitter.stop()
+        governed.stop_submitting()
         submitter.join()
         wanted = set(submitter.run_ids)
         drained = drain(stack, wanted)
@@ -309,6 +325,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         verdict = check_all(stack, wanted, killed_workers, outages, definition.plan.execution.lease_timeout_ms,
                             definition.plan)
         cron = check_schedule(stack, verdict.failures)
+        governance = governed.finish(verdict.failures)
         fakepay.shutdown()
     result = {
         "brokers": brokers, "orchestrators": orchestrators, "rate": per_second,
@@ -317,7 +334,8 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         "kills": kills, "recover_s": {k: round(v, 2) for k, v in recover.items()},
         "worker_regranted_s": round(max(regranted, default=0.0), 2),
         "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow,
-        "expired_in_outage": verdict.expired_in_outage, "permits": verdict.permits, "cron": cron, "seed": seed,
+        "expired_in_outage": verdict.expired_in_outage, "permits": verdict.permits, "cron": cron,
+        "governance": governance, "seed": seed,
     }
     return result, verdict
 

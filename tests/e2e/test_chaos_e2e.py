@@ -1,4 +1,5 @@
-"""The short version of ``python -m bench.chaos``: a few dozen payment runs while each
+"""The short version of ``python -m bench.chaos``: a few dozen payment runs (and a few
+governed ones: budgets, approvals a person grants) while each
 kind of component (the broker included) is SIGKILLed once and comes back. Nothing may
 be lost, doubled or stuck, and every independent check must hold. Recovery times
 against their bounds (``slow``) are the benchmark's to judge, not this test's."""
@@ -19,6 +20,9 @@ def test_a_short_chaos_run_loses_nothing_doubles_nothing_and_nothing_stays_stuck
     assert result["kills"] == {"orchestrator": 1, "breaker": 1, "dispatcher": 1, "cron": 1, "projector": 1,
                                "worker": 1, "broker": 1}
     assert result["cron"]["slots_fired"] > 0 and result["cron"]["slots_fired_twice"] == 0, result["cron"]
+    governed = result["governance"]  # budgets and approvals through the kills (bench/_chaos_governance.py)
+    assert governed["budget_runs"] > 0 and governed["refund_runs"] > 0, governed
+    assert governed["approvals_granted"] >= governed["refunds_succeeded"] > 0, governed
     assert result["runs"] >= 40 and verdict.succeeded + verdict.dead_lettered == result["runs"], result
     assert (result["lost"], result["duplicated"], result["stuck"]) == (0, 0, 0), result
     assert not result["failures"], result["failures"]
