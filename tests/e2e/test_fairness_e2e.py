@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from taskplane.contract.messages import RunSucceeded, SubmitRun
+from taskplane.contract.replay import LoggedCommand, LoggedEvent, replay_partition
 from taskplane.contract.scheduling import OfferQueued, WorkReleased
+from taskplane.processors.dispatch.decider import DispatchDecider
+from taskplane.streams.log_reader import read_messages_to_end, read_to_end
+from taskplane.streams.serde import Serde
 from taskplane.testing import EventLog
 from tests.e2e.e2e_pipeline import Pipeline
 
@@ -61,3 +65,22 @@ def test_a_flood_of_one_tenant_does_not_hold_back_another(pipeline: Pipeline) ->
         pipeline.wait(lambda log: len({e.run_id for e in log.events(RunSucceeded)} & set(flood)) == FLOOD, 120)
     finally:
         dispatch_log.close()
+
+    # taskplane verify's re-decision: the offers and notices on `dispatch` decided again
+    # give the same events (one partition: catalog(2, 1)), and the state is their fold
+    serde = Serde()
+    commands, events = [], []
+    for record in read_messages_to_end(pipeline.kafka, pipeline.topics.dispatch):
+        meta, command = serde.decode(record.value())
+        key = record.key().decode() if record.key() else ""
+        commands.append(LoggedCommand(record.offset(), key, meta.message_id, command, record.timestamp()[1]))
+    for record in read_messages_to_end(pipeline.kafka, pipeline.topics.dispatch_events):
+        meta, event = serde.decode(record.value())
+        events.append(LoggedEvent(record.offset(), record.key().decode(), meta.causation_id or "", event))
+    report = replay_partition(DispatchDecider(), 0, commands, events)
+    assert report.decisions >= 2 * FLOOD and not report.divergences, report.divergences[:3]
+    folded: object = None
+    for logged in events:
+        folded = DispatchDecider().evolve(folded, logged.event)  # type: ignore[arg-type]
+    stored = [serde.decode(v)[1] for _p, _k, v in read_to_end(pipeline.kafka, pipeline.topics.dispatcher_changelog) if v]
+    assert folded is not None and stored[-1] == folded
