@@ -37,7 +37,8 @@ _TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("commands", "events", "orchestrator-changelog", "work", "inbox", "deadletter",
          "tool-outcomes", "runs", "schedules", "poison", "dispatch"),
     ),  # fmt: skip
-    "breaker": (("tool-outcomes", "breakers"), ("breaker-events", "breakers", "poison")),
+    # Its Ticks go to its own input; the tool governor's answers to the asking worker's inbox.
+    "breaker": (("tool-outcomes", "breakers"), ("tool-outcomes", "breaker-events", "breakers", "inbox", "poison")),
     # Ticks come from itself; a fired slot is a SubmitRun (and a replace a CancelRun) on commands.
     "cron": (("schedules", "schedule-events", "cron-changelog"),
              ("schedules", "schedule-events", "cron-changelog", "commands", "poison")),
@@ -45,8 +46,9 @@ _TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dispatcher": (("dispatch", "dispatch-events", "dispatcher-changelog"),
                    ("dispatch", "dispatch-events", "dispatcher-changelog", "work", "poison")),
     "projector": (("events", "systems"), ("poison",)),
-    # Workers ask (claims, renewals, outcomes on commands); they never write a fact.
-    "worker": (("work", "inbox", "breakers", "systems"), ("commands", "poison")),
+    # Workers ask (claims, renewals, outcomes on commands; tool permits on tool-outcomes);
+    # they never write a fact.
+    "worker": (("work", "inbox", "breakers", "systems"), ("commands", "tool-outcomes", "poison")),
     # runs: the index a client looks runs up in, and where a duplicate submit is answered
     # schedules: apply's ApplySchedules and `schedules pause|resume`; cron-changelog: `schedules list`
     "client": (("events", "systems", "deadletter", "runs", "cron-changelog"), ("commands", "systems", "schedules")),

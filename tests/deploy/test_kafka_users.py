@@ -26,5 +26,6 @@ def test_one_scram_user_per_role_and_a_worker_writes_no_fact() -> None:
 
     assert allowed("orchestrator", "Write") >= {"taskplane.events", "taskplane.work"}
     assert "taskplane.events" not in allowed("worker", "Write")
-    assert allowed("worker", "Write") == {"taskplane.commands", "taskplane.poison"}
+    # tool-outcomes: AcquirePermit, the tool governor's input (docs/scheduling.md)
+    assert allowed("worker", "Write") == {"taskplane.commands", "taskplane.tool-outcomes", "taskplane.poison"}
     assert all(name.startswith("taskplane.") for role in ROLES for name in allowed(role, "Read"))
