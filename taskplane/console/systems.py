@@ -19,7 +19,7 @@ import yaml
 
 from taskplane.console.errors import ConsoleError
 from taskplane.contract.errors import TaskplaneError
-from taskplane.contract.plan import SystemDefinition
+from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.contract.scheduling import SchedulingPolicy
 from taskplane.schedules import ScheduleView, read_schedules
 from taskplane.streams.log_reader import read_to_end
@@ -60,7 +60,22 @@ def describe(definition: SystemDefinition) -> dict[str, Any]:
         manifest = "(the applied manifest is not YAML)"
     return {"name": definition.name, "version": definition.version, "summary": summary,
             "agents": [{"name": a.name, "dependencies": list(a.dependencies)} for a in definition.plan.agents],
-            "manifest": manifest, "scheduling": scheduling_line(definition.plan.scheduling)}
+            "manifest": manifest, "scheduling": scheduling_line(definition.plan.scheduling),
+            "limits": limit_lines(definition.plan)}
+
+
+def limit_lines(plan: SystemPlan) -> list[str]:
+    """Each limited tool's fleet-wide limits (docs/scheduling.md, the tool governor), once."""
+    from taskplane.rates import format_rate
+
+    lines: dict[str, str] = {}
+    for agent in plan.agents:
+        for tool in agent.tools:
+            if tool.limited and tool.name not in lines:
+                parts = [format_rate(tool.rate_limit, tool.rate_period_ms)] if tool.rate_limit else []
+                parts += [f"at most {tool.concurrency} at once"] if tool.concurrency else []
+                lines[tool.name] = f"{tool.name}: {', '.join(parts)}"
+    return list(lines.values())
 
 
 def scheduling_line(policy: SchedulingPolicy | None) -> str | None:

@@ -40,3 +40,26 @@ def test_the_policy_line() -> None:
     assert scheduling_line(policy) == ("tenants: acme (weight 3, at most 50), small (weight 1); others weight 1; "
                                        "priority aging 30s; window 8")
     assert scheduling_line(None) is None
+
+
+def test_the_systems_page_names_each_limited_tool_once() -> None:
+    from taskplane.console.systems import describe
+    from taskplane.testing import compile_manifest
+
+    definition = compile_manifest("""
+apiVersion: taskplane.dev/v1
+kind: AgentSystem
+metadata: {name: limited}
+spec:
+  agents:
+    - name: a
+      tools:
+        - openai.chat: {rateLimit: 100/min, concurrency: 20}
+        - search: {concurrency: 3}
+        - plain
+    - name: b
+      dependencies: [a]
+      tools:
+        - openai.chat: {rateLimit: 100/min, concurrency: 20}
+""")
+    assert describe(definition)["limits"] == ["openai.chat: 100/min, at most 20 at once", "search: at most 3 at once"]
