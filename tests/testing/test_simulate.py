@@ -230,3 +230,46 @@ def test_a_governor_that_grants_past_the_cap_is_caught(tmp_path: Path, monkeypat
     report = simulate(manifest, str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl", runs=20, seeds=1, faults="none")
     assert not report.ok and report.failure is not None
     assert any(v.invariant == "tool limits hold" for v in report.failure.violations)
+
+
+def test_cron_slots_fire_once_each_under_every_fault_and_their_runs_end(tmp_path: Path) -> None:
+    """spec.schedules run through the real cron decider in virtual time (docs/scheduling.md):
+    every five minutes for 20 slots, under aborts (of the cron processor's transactions
+    too), worker crashes and outages; each slot fires once and its run ends. (``allow``: with
+    ``forbid`` a dead-lettered run, which stays open for a replay, skips every later slot.)"""
+    from taskplane.contract.cron import SlotFired
+    from taskplane.testing.simulation.world import CRON_SLOTS
+
+    manifest = (PAYMENTS / "system.yaml").read_text().replace("spec:\n", (
+        "spec:\n  schedules:\n    - {name: sweep, cron: '*/5 * * * *', timeZone: Europe/Paris,\n"
+        "       input: {amount: 500, currency: usd, customer: cus_cron}, concurrencyPolicy: allow}\n"), 1)
+    (tmp_path / "system.yaml").write_text(manifest)
+    report = simulate(tmp_path / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl",
+                      runs=4, seeds=3, keep_results=True)
+    assert report.ok, report.failure and report.failure.violations
+    for result in report.results:
+        fired = [r.event for r in result.cron_events if isinstance(r.event, SlotFired)]
+        assert len(fired) == CRON_SLOTS and len({e.slot_ms for e in fired}) == CRON_SLOTS
+        assert all(e.slot_ms % 300_000 == 0 for e in fired)
+        scheduled = [run for run in result.runs if run.input == {"amount": 500, "currency": "usd",
+                                                                  "customer": "cus_cron"}]
+        assert len(scheduled) == CRON_SLOTS
+        assert all(run.status in ("succeeded", "dead_lettered") for run in scheduled)
+
+
+def test_a_slot_fired_twice_is_a_violation() -> None:
+    from taskplane.contract.cron import SlotFired
+    from taskplane.contract.messages import RunSubmitted
+    from taskplane.testing.simulation.invariants import check_builtin
+    from taskplane.testing.simulation.result import SimEvent, SimulationResult
+    from taskplane.testing.simulation.runner import load_plan
+
+    plan = load_plan(PAYMENTS / "system.yaml")
+    fired = SlotFired("payment-processor", "sweep", 300_000, "r1", "cron/sweep/300000", 300_010)
+    once = SimulationResult(0, [], [SimEvent(300_020, "r1", RunSubmitted("r1", plan, "{}", 300_020))], [], [], [],
+                            0, 0, cron_events=[SimEvent(300_010, "payment-processor", fired)])
+    assert not [v for v in check_builtin(plan, once) if v.invariant == "a cron slot fires once"]
+    twice = replace(once, cron_events=once.cron_events * 2)
+    assert [v.invariant for v in check_builtin(plan, twice)] == ["a cron slot fires once"]
+    never = replace(once, events=[])
+    assert [v.invariant for v in check_builtin(plan, never)] == ["a cron slot fires once"]

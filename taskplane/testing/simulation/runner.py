@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskplane.contract.cron import ScheduleSpec
 from taskplane.contract.plan import SystemPlan
 from taskplane.exceptions import UserInputError
 from taskplane.testing.simulation.faults import (
@@ -67,10 +68,15 @@ class Report:
 
 
 def load_plan(manifest: str | Path) -> SystemPlan:
+    return load_system(manifest)[0]
+
+
+def load_system(manifest: str | Path) -> tuple[SystemPlan, tuple[ScheduleSpec, ...]]:
+    """The plan, and the cron schedules ``taskplane apply`` would give the cron processor."""
     from taskplane.manifest import load_manifest
 
     loaded = load_manifest(Path(manifest))
-    return loaded.to_plan(loaded.version())
+    return loaded.to_plan(loaded.version()), tuple(s.to_spec() for s in loaded.spec.schedules)
 
 
 def load_inputs(inputs: str | Path | None, one: str | None) -> list[Any]:
@@ -106,7 +112,7 @@ def simulate(manifest: str | Path, module: str, inputs: str | Path | None = None
     """Simulate the system under seeded faults, seed after seed, until one breaks an
     invariant (then shrink it) or all hold. Bad input raises a ``UserInputError``."""
     started = time.perf_counter()
-    plan = load_plan(manifest)
+    plan, schedules = load_system(manifest)
     payloads = load_inputs(inputs, input)
     rates = parse_faults(faults)
     if runs is not None and runs < 1 or seeds < 1 or workers < 1 or concurrency < 1:
@@ -116,7 +122,7 @@ def simulate(manifest: str | Path, module: str, inputs: str | Path | None = None
     if any(not 0 <= index < count for index in chosen):
         raise SimulationInputError(f"--only-runs: run indices are 0..{count - 1}", field="--only-runs")
     only = frozenset(only_faults) if only_faults is not None else None
-    setup = Setup(plan, module, tuple(payloads), workers, concurrency)
+    setup = Setup(plan, module, tuple(payloads), workers, concurrency, schedules)
     seed_list = [seed] if seed is not None else list(range(seeds))
     report = Report(plan.name, seed_list, len(chosen), rates)
     base = _command(manifest, module, inputs, input, count, faults, workers, concurrency)

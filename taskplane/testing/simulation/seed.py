@@ -15,12 +15,13 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
+from taskplane.contract.cron import ScheduleSpec
 from taskplane.contract.plan import SystemPlan
 from taskplane.testing.simulation.faults import Faults
 from taskplane.testing.simulation.invariants import check_builtin, check_user, user_invariants
 from taskplane.testing.simulation.result import SimulationResult
 from taskplane.testing.simulation.workers import Pool
-from taskplane.testing.simulation.world import HORIZON_MS, SUBMIT_SPACING_MS, World
+from taskplane.testing.simulation.world import CRON_SLOTS, HORIZON_MS, SUBMIT_SPACING_MS, World
 from taskplane.workers.exceptions import RegistryError
 from taskplane.workers.sdk import Registry
 
@@ -60,6 +61,7 @@ class Setup:
     inputs: tuple[Any, ...]
     workers: int = 3
     concurrency: int = 4
+    schedules: tuple[ScheduleSpec, ...] = ()  # the manifest's cron schedules, fired by the real cron decider
 
 
 @contextmanager
@@ -124,11 +126,14 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
             for index in runs:
                 payload = setup.inputs[index % len(setup.inputs)]
                 world.submit(index, f"s{seed}-r{index}", payload, index * SUBMIT_SPACING_MS)
+            world.schedule(setup.schedules, slots=max(len(runs), CRON_SLOTS))
             world.loop.run(HORIZON_MS)
             result = SimulationResult(seed, world.runs(), world.events, world.breaker_events, world.executions,
                                       list(faults.fired), world.events[-1].at_ms if world.events else 0,
-                                      world.orchestrator.decided + world.breaker.decided + world.dispatcher.decided,
-                                      fault_times=sorted(faults.timeline), crashes=dict(world.crashes))
+                                      world.orchestrator.decided + world.breaker.decided + world.dispatcher.decided
+                                      + world.cron.decided,
+                                      fault_times=sorted(faults.timeline), crashes=dict(world.crashes),
+                                      cron_events=world.cron_events)
             result.violations = check_builtin(setup.plan, result)
             result.violations += check_user(user_invariants(module), result)
         return result

@@ -21,6 +21,7 @@ from typing import Any
 
 from taskplane.contract.approvals import sign
 from taskplane.contract.breaker import BreakerState
+from taskplane.contract.cron import ApplySchedules, CronTick, PauseSchedule, ScheduleSpec, SlotFired
 from taskplane.contract.decider import Decider, Output, step
 from taskplane.contract.messages import (
     ApprovalRequested,
@@ -35,6 +36,8 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import SystemPlan
 from taskplane.contract.state import RunState, RunStatus, TaskStatus
 from taskplane.processors.breaker.decider import BreakerDecider
+from taskplane.processors.cron.app import CronHints
+from taskplane.processors.cron.decider import CronDecider
 from taskplane.processors.dispatch.decider import DispatchDecider
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.hints import OrchestratorHints
@@ -47,6 +50,9 @@ TICK_INTERVAL_MS = 200  # RuntimeSettings.tick_interval_ms
 TICK_GRACE_MS = 3_000  # RuntimeSettings.tick_grace_after_failure_ms
 SUBMIT_SPACING_MS = 10
 HORIZON_MS = 24 * 3_600_000  # a run not ended a virtual day later never will
+# A system's cron schedules fire until this many slots (or as many as the runs asked
+# for) fired, then are paused: a schedule never ends by itself.
+CRON_SLOTS = 20
 # A simulated person grants each approval this long after it was asked, signed with the
 # simulation's own key (the orchestrator checks it as in production).
 PERSON_MS = 500
@@ -234,6 +240,13 @@ class World:
         self.dispatcher = Processor("dispatcher", DispatchDecider(), self.broker, self._route_dispatcher,
                                     self._record_dispatcher)
         self.dispatch_events: list[SimEvent] = []
+        # The manifest's cron schedules (docs/scheduling.md): the real cron decider and
+        # its calendar hints, in virtual time; a fired slot's SubmitRun is a run like any.
+        self.cron = Processor("cron", CronDecider(), self.broker, self._route_cron, self._record_cron,
+                              self._cron_aborts, CronHints())
+        self.cron_events: list[SimEvent] = []
+        self._cron_slots = 0
+        self._schedules: tuple[ScheduleSpec, ...] = ()
         self.tenants = unit(faults.seed, "scheduling:tenants") < 0.5
         self.offer: Callable[[WorkItem, int], None] = lambda item, at: None
         self.assign: Callable[[Assignment], None] = lambda assignment: None
@@ -248,6 +261,15 @@ class World:
         command = SubmitRun(run_id, self.plan, json.dumps(payload, sort_keys=True, separators=(",", ":")), None,
                             tenant, priority)
         self.broker.deliver(at_ms, self.orchestrator.command, run_id, command, at_ms)
+
+    def schedule(self, schedules: tuple[ScheduleSpec, ...], slots: int) -> None:
+        """Apply ``schedules`` at virtual time 0, as ``taskplane apply`` does; pause them
+        once ``slots`` slots fired."""
+        if not schedules:
+            return
+        self._schedules, self._cron_slots = schedules, slots
+        command = ApplySchedules(self.plan.name, self.plan.version, self.plan, schedules)
+        self.broker.deliver(0, self.cron.command, self.plan.name, command, 0)
 
     def coordinate(self, run_id: str, what: str, task: str | None) -> str:
         """``run/what/task#n``: the n-th such thing of the run (stable whatever other runs do)."""
@@ -295,7 +317,34 @@ class World:
             self.broker.deliver(at_ms, self.breaker.command, value.tool, value, at_ms)
         elif output.topic == "dispatch":
             self.broker.deliver(at_ms, self.dispatcher.command, output.key, value, at_ms)
+        elif output.topic == "schedules":  # a scheduled run ended (the cron's concurrencyPolicy)
+            self.broker.deliver(at_ms, self.cron.command, output.key, value, at_ms)
         # deadletter and systems: read from the events and the states
+
+    def _cron_aborts(self, key: str, command: Any) -> bool:
+        if isinstance(command, CronTick) or "abort" not in self.faults.rates:
+            return False
+        return self.faults.fires("abort", self.coordinate(key, f"cron:{type(command).__name__}", None),
+                                 self.loop.now)
+
+    def _record_cron(self, at_ms: int, key: str, event: Any) -> None:
+        self.cron_events.append(SimEvent(at_ms, key, event))
+        if isinstance(event, SlotFired):
+            self._cron_slots -= 1
+            if self._cron_slots == 0:
+                for spec in self._schedules:
+                    self.broker.deliver(at_ms, self.cron.command, key, PauseSchedule(key, spec.name, "simulate"),
+                                        at_ms)
+
+    def _route_cron(self, output: Output, at_ms: int) -> None:
+        if output.topic != "commands":
+            return
+        submit = output.value
+        if isinstance(submit, SubmitRun) and submit.run_id not in self.run_index:
+            self.run_index[submit.run_id] = len(self.run_index)
+            self.inputs[submit.run_id] = json.loads(submit.input)
+            self.open_runs += 1
+        self.broker.deliver(at_ms, self.orchestrator.command, output.key, submit, at_ms)
 
     def _record_dispatcher(self, at_ms: int, key: str, event: Any) -> None:
         self.dispatch_events.append(SimEvent(at_ms, key, event))
