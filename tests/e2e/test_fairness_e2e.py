@@ -53,6 +53,8 @@ def test_a_flood_of_one_tenant_does_not_hold_back_another(pipeline: Pipeline) ->
         pipeline.publisher.publish(SubmitRun(small, plan, json.dumps({"seconds": 0.0}), None, "b", 0))
         pipeline.publisher.flush()
         pipeline.wait(lambda log: log.events(RunSucceeded, small), 60)
+        # dispatch-events has its own reader: it may not have read the release yet
+        dispatch_log.wait_for(lambda log: [e for e in log.events(WorkReleased) if e.run_id == small], 60)
 
         decisions = [e for e in dispatch_log.all_events() if isinstance(e, OfferQueued | WorkReleased)]
         queued_at = next(i for i, e in enumerate(decisions) if isinstance(e, OfferQueued) and e.run_id == small)
