@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,3 +43,9 @@ class RuntimeSettings(BaseSettings):
         "'classic' for brokers older than Kafka 4 (session_timeout_ms applies there). No static "
         "membership: librdkafka turns a broker restart into a fatal FENCED_INSTANCE_ID for those.",
     )
+
+    def defaulting(self, **defaults: Any) -> RuntimeSettings:
+        """These settings with a processor's own defaults for the fields neither the
+        environment nor the caller set (``TASKPLANE_RUNTIME_*`` still wins)."""
+        unset = {name: value for name, value in defaults.items() if name not in self.model_fields_set}
+        return self.model_copy(update=unset) if unset else self

@@ -32,10 +32,7 @@ def breaker_runtime(
     settings: RuntimeSettings | None = None,
     observer: RuntimeObserver | None = None,
 ) -> ProcessorRuntime[Any, Any, Any]:
-    settings = settings or RuntimeSettings()
-    if "linger_ms" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"linger_ms": BREAKER_LINGER_MS})
-    if "tick_interval_ms" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"tick_interval_ms": BREAKER_TICK_INTERVAL_MS})
+    settings = (settings or RuntimeSettings()).defaulting(linger_ms=BREAKER_LINGER_MS,
+                                                          tick_interval_ms=BREAKER_TICK_INTERVAL_MS)
     return ProcessorRuntime(BreakerDecider(), BREAKER.under(topics), kafka_config, topics,
                             settings, observer=observer)

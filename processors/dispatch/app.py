@@ -27,8 +27,6 @@ def dispatcher_runtime(
     settings: RuntimeSettings | None = None,
     observer: RuntimeObserver | None = None,
 ) -> ProcessorRuntime[Any, Any, Any]:
-    settings = settings or RuntimeSettings()
-    if "linger_ms" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"linger_ms": DISPATCHER_LINGER_MS})
+    settings = (settings or RuntimeSettings()).defaulting(linger_ms=DISPATCHER_LINGER_MS)
     return ProcessorRuntime(DispatchDecider(), DISPATCHER.under(topics), kafka_config, topics,
                             settings, observer=observer)
