@@ -80,14 +80,15 @@ class ModeStack:
     """One mode's stack: fresh topics, the processors in threads, worker processes."""
 
     def __init__(self, kafka: dict[str, Any], mode: str, workers: int, concurrency: int | None,
-                 broker_pids: list[int]) -> None:
-        self.topics = Topics(f"benchpipe{uuid.uuid4().hex[:6]}")
-        ensure_topics(kafka_clients.admin(kafka), self.topics, catalog())
+                 broker_pids: list[int], partitions: int = 4, prefix: str = "benchpipe") -> None:
+        self.topics = Topics(f"{prefix}{uuid.uuid4().hex[:6]}")
+        ensure_topics(kafka_clients.admin(kafka), self.topics, catalog(partitions))
         self.definition = compile_manifest(MANIFEST)
         self.publisher = Publisher(kafka, self.topics)
         self.publisher.define_system(self.definition)
         self.publisher.flush()
-        self.processors = ProcessorThreads(kafka, self.topics, None).start()
+        self.pids: dict[str, list[int]] = {}  # process ids by component, for CPU accounting
+        self.processors = self.start_processors(kafka)
         self.client = Client(kafka["bootstrap.servers"], topic_prefix=self.topics.prefix,
                              kafka_options={k: v for k, v in kafka.items() if k != "bootstrap.servers"})
         self.runs: dict[str, RunHandle] = {}
@@ -101,7 +102,12 @@ class ModeStack:
         self.workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                          stderr=(log_dir / f"w{i}.log").open("ab"), start_new_session=True)
                         for i in range(workers)]
-        self.pids = {"workers": [w.pid for w in self.workers], "broker": broker_pids}
+        self.pids.update(workers=[w.pid for w in self.workers], broker=broker_pids)
+
+    def start_processors(self, kafka: dict[str, Any]) -> Any:
+        """The orchestrator and the other processors (``check()``, ``stop()``): threads of
+        this process here; bench.scale starts them as processes."""
+        return ProcessorThreads(kafka, self.topics, None).start()
 
     def submit(self, tag: str) -> str:
         run = self.client.submit(self.definition.name, {"tag": tag})
@@ -158,22 +164,12 @@ def measure(stack: ModeStack, idle_runs: int, light_runs: int, rate: float, burs
     idle_ms = [float(done - sub) for sub, done in idle]
     print(f"  idle: {idle_runs} runs one at a time, p50 {percentile(idle_ms, 0.5):.0f} ms", flush=True)
 
-    def paced() -> list[str]:
-        started, run_ids = time.monotonic(), []
-        for i in range(light_runs):
-            time.sleep(max(0.0, started + i / rate - time.monotonic()))
-            run_ids.append(stack.submit(f"light{i}"))
-        return run_ids
-
-    light, light_cpu = measured(stack, paced)
+    light, light_cpu = measured(stack, lambda: paced(stack, light_runs, rate))
     light_ms = [float(done - sub) for sub, done in light]
     print(f"  light: {light_runs} runs at {rate:g}/s, p50 {percentile(light_ms, 0.5):.0f} "
           f"p99 {percentile(light_ms, 0.99):.0f} ms, CPU ms/run {per_run_ms(light_cpu, light_runs)}", flush=True)
 
-    def flood() -> list[str]:
-        return stack.submit_many([f"burst{i}" for i in range(burst)])  # one delivery for the whole burst
-
-    saturated, saturated_cpu = measured(stack, flood)
+    saturated, saturated_cpu = measured(stack, lambda: flood(stack, burst))
     span_s = (max(d for _, d in saturated) - min(s for s, _ in saturated)) / 1000
     saturated_ms = [float(done - sub) for sub, done in saturated]
     print(f"  saturated: {burst} runs in {span_s:.1f}s ({burst * tasks / span_s:.0f} tasks/s), "
@@ -186,6 +182,20 @@ def measure(stack: ModeStack, idle_runs: int, light_runs: int, rate: float, burs
         "cpu_ms_per_run_light": round(1000 * sum(light_cpu.values()) / light_runs, 1),
         "cpu_ms_per_run_saturated": round(1000 * sum(saturated_cpu.values()) / burst, 1),
     }
+
+
+def paced(stack: ModeStack, runs: int, rate: float, tag: str = "light") -> list[str]:
+    """Open loop: run i is submitted at i / rate s, whatever the earlier ones are doing."""
+    started, run_ids = time.monotonic(), []
+    for i in range(runs):
+        time.sleep(max(0.0, started + i / rate - time.monotonic()))
+        run_ids.append(stack.submit(f"{tag}{i}"))
+    return run_ids
+
+
+def flood(stack: ModeStack, burst: int, tag: str = "burst") -> list[str]:
+    """A saturating burst: one delivery for the whole burst."""
+    return stack.submit_many([f"{tag}{i}" for i in range(burst)])
 
 
 def _one(stack: ModeStack, tag: str) -> str:
