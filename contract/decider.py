@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from taskplane.contract.errors import TaskplaneError
 
@@ -87,6 +87,31 @@ class Decider(Protocol[S, C, E]):
 
     def rejection(self, command: C, reason: str) -> E:
         """The event recording that ``command`` was rejected (never a crash)."""
+        ...
+
+
+PART_SEP = "\x1f"  # between a key and a part's name in a split state's changelog key
+
+
+def part_key(key: str, part: str) -> str:
+    """The changelog key of ``part`` of ``key``'s state ("": its head, the key itself)."""
+    return key if part == "" else f"{key}{PART_SEP}{part}"
+
+
+@runtime_checkable
+class SplitState(Protocol):
+    """A decider whose state of one key is stored as several changelog records: a head
+    (part "") and parts, so that no record grows with the state (the dispatcher's
+    backlog). A commit writes only the parts that changed since the last commit (a
+    value, or None: a tombstone); a restore joins the key's stored parts again.
+    ``joined`` of what ``changed_parts(None, s)`` yields must equal ``s``."""
+
+    def changed_parts(self, before: Any, after: Any) -> Iterable[tuple[str, object | None]]:
+        """The parts to write going from ``before`` to ``after`` (either None: no state)."""
+        ...
+
+    def joined(self, parts: dict[str, Any]) -> Any:
+        """The state the stored parts (decoded, by name) stand for; None without a head."""
         ...
 
 
@@ -249,5 +274,12 @@ class InMemoryRunner(Generic[S, C, E]):
         self.sources.clear()
         if decider is not None:
             self.decider = decider
+        if isinstance(self.decider, SplitState):
+            split = self.decider
+            stored = {key: dict(split.changed_parts(None, state)) for key, state in self.states.items()
+                      if state is not None}
+            self.states = {key: split.joined({name: value for name, value in parts.items() if value is not None})
+                           for key, parts in stored.items()}
+            return
         snapshots = {key: self.decider.snapshot(state) for key, state in self.states.items() if state is not None}
         self.states = {key: self.decider.restored(stored) for key, stored in snapshots.items()}

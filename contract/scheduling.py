@@ -173,6 +173,7 @@ class QueuedOffer:
     task: str
     attempt: int
     queued_ms: int
+    seq: int = 0  # the system's offer number: FIFO order, and the offer's changelog record
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +208,24 @@ class DispatchState:
     priority_aging_ms: int = 30_000
     window: int = 32
     release_timeout_ms: int = 60_000
+    next_seq: int = 0  # the next queued offer's ``seq``
+
+
+# ---------------------------------------------------------------- dispatcher changelog
+# A system's state is stored as a head (the ``DispatchState`` without queues or released
+# offers: the round robin's bookkeeping) and one record per queued or released offer, so
+# no record grows with the backlog (``processors/dispatch/parts.py``).
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchQueuedPart:
+    system: str
+    tenant: str
+    priority: int
+    offer: QueuedOffer
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchReleasedPart:
+    system: str
+    offer: ReleasedOffer

@@ -20,7 +20,8 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Producer, TopicPartition
 
-from taskplane.streams.partition_state import Entry, PartitionState
+from taskplane.contract.decider import SplitState, part_key
+from taskplane.streams.partition_state import ABSENT, Entry, PartitionState
 from taskplane.streams.serde import Meta, Serde
 from taskplane.streams.transactions import TransactionalProducer
 
@@ -81,17 +82,34 @@ class Batch(Generic[S]):
         self._changed.setdefault(partition, set()).add(key)
 
     def write_changelog(self, producer: Producer, topic: str, partitions: dict[int, PartitionState[S]],
-                        serde: Serde, snapshot: Callable[[S], Any]) -> None:
+                        serde: Serde, snapshot: Callable[[S], Any], split: SplitState | None = None) -> None:
         """Each changed key's state (None: a tombstone) on its partition, inside the
-        transaction: restored state always matches the committed offsets."""
+        transaction: restored state always matches the committed offsets. A split state
+        writes the parts that differ from the state as the batch found it (what the
+        changelog holds), all of them for a key the changelog lacks."""
         for partition, owned in partitions.items():
             keys = self._changed.get(partition)
             if owned.unsaved:
                 keys = owned.unsaved | (keys or set())
             for key in keys or ():
                 state = owned.states.get(key)
+                if split is not None:
+                    before = None if key in owned.unsaved else self._found(partition, owned, key)
+                    for part, stored in split.changed_parts(before, state):
+                        name = part_key(key, part)
+                        value = None if stored is None else serde.encode(stored, state_meta(name))
+                        producer.produce(topic, value, name, partition)
+                    continue
                 value = None if state is None else serde.encode(snapshot(state), state_meta(key))
                 producer.produce(topic, value, key, partition)
+
+    def _found(self, partition: int, owned: PartitionState[S], key: str) -> Any:
+        """``key``'s state as the batch found it (the last committed), None for none."""
+        undo = self._undo.get(partition)
+        if undo is None or undo[0] is not owned or key not in undo[1]:
+            return owned.states.get(key)  # not changed by this batch
+        state = undo[1][key][0]
+        return None if state is ABSENT else state
 
     def commit(self, transactions: TransactionalProducer, topic: str, group_metadata: Any,
                partitions: dict[int, PartitionState[S]]) -> None:

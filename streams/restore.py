@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from taskplane.contract.decider import Decider, Hints
+from taskplane.contract.decider import PART_SEP, Decider, Hints, SplitState
 from taskplane.streams import kafka_clients
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.partition_state import PartitionState
@@ -24,6 +24,19 @@ from taskplane.streams.topics import Topics, TopicSpec, ensure_topics
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
+
+
+def stored_states(decider: Decider[S, Any, Any], serde: Serde, values: dict[str, bytes]) -> dict[str, S]:
+    """The states a changelog's last values (by changelog key) stand for: one record
+    each, or a split state's parts joined by key (``contract.decider.SplitState``)."""
+    if not isinstance(decider, SplitState):
+        return {key: decider.restored(serde.decode(value)[1]) for key, value in values.items()}
+    grouped: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        key, _, part = name.partition(PART_SEP)
+        grouped.setdefault(key, {})[part] = serde.decode(value)[1]
+    states = {key: decider.joined(parts) for key, parts in grouped.items()}
+    return {key: state for key, state in states.items() if state is not None}
 
 
 class Restorer(Generic[S]):
@@ -61,9 +74,7 @@ class Restorer(Generic[S]):
                 else:
                     stored[partition][key] = value
             for partition, values in stored.items():  # decoded once per key, not per write
-                restored[partition].states = {
-                    key: decider.restored(self._serde.decode(value)[1]) for key, value in values.items()
-                }
+                restored[partition].states = stored_states(decider, self._serde, values)
         else:
             log.warning("%s: changelog %s missing; folding %s", self._name, self._changelog, self._events)
             if self._changelog_spec is not None:

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from taskplane.contract.decider import Decider, Hints
+from taskplane.contract.decider import Decider, Hints, SplitState
 from taskplane.streams.apply import Applier
 from taskplane.streams.batch import Batch
 from taskplane.streams.batch import (
@@ -95,6 +95,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         hints: Callable[[], Hints[S, C, E]] | None = None,
     ) -> None:
         self._decider = decider
+        self._split = decider if isinstance(decider, SplitState) else None  # state stored as parts
         self._companions = tuple(companions)
         self._name = name = spec.name
         self._settings = settings = settings or RuntimeSettings()
@@ -204,7 +205,8 @@ class ProcessorRuntime(Generic[S, C, E]):
             producer = transactions.producer
             self._applier.records(records, batch, self._partitions, producer)
             self._ticker.produce(producer, ticks)
-            batch.write_changelog(producer, self._changelog, self._partitions, self._serde, self._decider.snapshot)
+            batch.write_changelog(producer, self._changelog, self._partitions, self._serde, self._decider.snapshot,
+                                  self._split)
             batch.commit(transactions, self._input, consumer.consumer_group_metadata(), self._partitions)
         except (KafkaException, TransactionWedged) as error:
             self._after_failed_transaction(error, batch)

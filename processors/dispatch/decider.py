@@ -34,6 +34,7 @@ from taskplane.contract.scheduling import (
     TenantLedger,
     WorkReleased,
 )
+from taskplane.processors.dispatch import parts
 from taskplane.processors.dispatch.fair import choose, queue_key, split_key
 
 NOTICE_KINDS = ("taken", "done", "dropped")
@@ -44,7 +45,7 @@ def item_key(run_id: str, task: str) -> str:
 
 
 class DispatchDecider(PlainState, NoInputs):
-    """``Decider[DispatchState, DispatchCommand, DispatchEvent]``."""
+    """``Decider[DispatchState, DispatchCommand, DispatchEvent]``, and ``SplitState``."""
 
     def decide(self, state: DispatchState | None, command: DispatchCommand, at_ms: int,
                given: Any = None) -> Sequence[DispatchEvent]:
@@ -105,6 +106,13 @@ class DispatchDecider(PlainState, NoInputs):
                            WorkItem(event.run_id, event.system, event.task, event.attempt))]
         return []
 
+    # The changelog holds a head and one record per offer (``parts.py``): SplitState.
+    def changed_parts(self, before: DispatchState | None, after: DispatchState | None) -> parts.Parts:
+        return parts.changed_parts(before, after)
+
+    def joined(self, stored: dict[str, Any]) -> DispatchState | None:
+        return parts.joined(stored)
+
     def rejection(self, command: DispatchCommand, reason: str) -> DispatchEvent:
         return DispatchRejected("" if isinstance(command, DispatchTick) else command.system, reason)
 
@@ -137,11 +145,11 @@ def _enqueue(state: DispatchState, event: OfferQueued) -> DispatchState:
     queue = state.queues.get(key, ())
     ledger = state.tenants.get(event.tenant) or TenantLedger(event.tenant)
     ledger = replace(ledger, weight=event.weight, max_concurrent=event.max_concurrent)
-    return replace(state, queues={**state.queues, key: (*queue, QueuedOffer(event.run_id, event.task,
-                                                                            event.attempt, event.at_ms))},
+    offer = QueuedOffer(event.run_id, event.task, event.attempt, event.at_ms, state.next_seq)
+    return replace(state, queues={**state.queues, key: (*queue, offer)},
                    tenants={**state.tenants, event.tenant: ledger},
                    priority_aging_ms=event.priority_aging_ms, window=event.window,
-                   release_timeout_ms=event.release_timeout_ms)
+                   release_timeout_ms=event.release_timeout_ms, next_seq=state.next_seq + 1)
 
 
 def _release(state: DispatchState, event: WorkReleased) -> DispatchState:
