@@ -469,6 +469,9 @@ class Assignment:
     policy: PolicyPlan | None = None
     run_tokens: int = 0
     run_cost_micros: int = 0
+    # The run's plan version: a worker runs follow-ons ahead of their grant only for
+    # runs of the plan it holds (workers/speculation.py).
+    plan_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ module-level metrics):
   expirations, retries by agent and tool, time to completion, breaker transitions).
 - ``WorkerMetrics``: counters the worker runtime increments (lease renewal failures).
 - ``PermitCollector``: a worker's tool calls waiting for a permit and permits received,
-  by tool (``workers/permits.py``), read at scrape time.
+  by tool (``workers/permits.py``), read at scrape time; ``StartedAheadCollector``: its
+  follow-on tasks started ahead of their grant (``workers/speculation.py``).
 - ``ReadModelCollector``: gauges computed at scrape time from the Postgres read model
   (tasks by status, dead letters, blocked tasks, pending-task age, breaker state) and
   consumer lag per group. State-derived gauges come from the read model, not the
@@ -88,6 +89,24 @@ class PermitCollector(Collector):
                 granted.add_metric([tool], count)
         yield waiting
         yield granted
+
+
+class StartedAheadCollector(Collector):
+    """Tasks a worker started ahead of their grant (``workers/speculation.py``);
+    ``source()`` gives the count, or None before the worker exists."""
+
+    def __init__(self, source: Callable[[], int | None]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        started = CounterMetricFamily("taskplane_tasks_started_ahead",
+                                      "Follow-on tasks this worker started before their grant arrived "
+                                      "(the completion that decided the grant was its own).")
+        started.add_metric([], self._source() or 0)
+        yield started
 
 
 class PrometheusObserver(RuntimeObserver):

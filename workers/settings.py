@@ -24,6 +24,10 @@ class WorkerSettings(BaseSettings):
     # tasks it readies straight to this worker (no claim round trip). Off: every task
     # goes through `work` and a claim, as before (kept to measure the difference).
     follow_on_grants: bool = True
+    # With follow-on grants: start the downstream tasks a completion readies at once,
+    # when their grant to this worker is already decided by it (workers/speculation.py).
+    # Off: wait for the grant (one orchestrator transaction per DAG level).
+    speculate: bool = True
     # Claims of `work` items waiting for their answer at once (0: the concurrency). They
     # hold no slot meanwhile, so a granted claim may take the running count past the
     # concurrency by at most this many.

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from taskplane.contract.breaker import BreakerState
 from taskplane.contract.governance import STOPPED_NOTICE, USAGE_NOTICE
-from taskplane.contract.messages import Assignment, ClaimTask, ReleaseLease, WorkItem
+from taskplane.contract.messages import Assignment, ClaimTask, CompleteTask, ReleaseLease, WorkItem
 from taskplane.contract.plan import (
     AgentPlan,
     Isolation,
@@ -41,7 +41,7 @@ from taskplane.streams.serde import Serde
 from taskplane.streams.table import GlobalTable
 from taskplane.streams.topics import Topics
 from taskplane.workers._agent_loop import AgentLoop
-from taskplane.workers._kafka import CommandSender, Inbox, OffsetTracker
+from taskplane.workers._kafka import CommandSender, Delivery, Inbox, OffsetTracker
 from taskplane.workers._slots import Slots
 from taskplane.workers.attempt import Attempt, granted_agent
 from taskplane.workers.exceptions import IsolationUnavailable, WorkerError
@@ -51,6 +51,7 @@ from taskplane.workers.leases import Renewals
 from taskplane.workers.permits import Permits
 from taskplane.workers.sdk import Registry
 from taskplane.workers.settings import WorkerSettings
+from taskplane.workers.speculation import Speculation
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class Worker:
             self._systems = GlobalTable(kafka_config, topics.systems, self._serde)
         self._plan = plan or self._definition().plan
         self.isolation_fallback = self._check_isolation()
+        self.speculation = (Speculation(self._plan) if self.settings.follow_on_grants and self.settings.speculate
+                            else None)
         self._breakers = GlobalTable(kafka_config, topics.breakers, self._serde)
         self._sender = CommandSender(kafka_config, topics.commands, self._serde)
         # Renewals get a producer of their own: never queued behind tool-call records.
@@ -283,7 +286,7 @@ class Worker:
 
     def _attempt(self, assignment: Assignment) -> Attempt:
         return Attempt(assignment, self._agent(assignment), self._registry, self.settings,
-                       self._sender.send, self._breaker, self._stopping, self.isolation_fallback,
+                       self._send_outcome, self._breaker, self._stopping, self.isolation_fallback,
                        self._follow_on, self._sender.send_later, contexts=self._contexts, permits=self.permits,
                        run_stopped=self._stopped_runs.__contains__, answers=self._answers)
 
@@ -310,7 +313,7 @@ class Worker:
         slot = [True]  # held until the outcome is written: the agent's work is done then
 
         async def send(command: Any) -> None:
-            delivery = self._sender.send_later(command, asyncio.get_running_loop())
+            delivery = self._write_outcome(command, asyncio.get_running_loop())
             slot[0] = False
             self._slots.release()  # free for follow-on grants while the broker confirms
             await delivery.confirmed()
@@ -335,6 +338,26 @@ class Worker:
             self._slots.release()
         self.outcomes.append((assignment.run_id, assignment.task, outcome))
 
+    def _send_outcome(self, command: Any) -> None:
+        self._write_outcome(command).wait(30.0)
+
+    def _write_outcome(self, command: Any, loop: asyncio.AbstractEventLoop | None = None) -> Delivery:
+        """Write an attempt's outcome; a completion whose follow-on grants it decides
+        itself starts those tasks at once (workers/speculation.py)."""
+        speculation = self.speculation
+        if speculation is None or not isinstance(command, CompleteTask):
+            return self._sender.send_later(command, loop)
+        with self._lock:
+            assignment = self._active.get((command.run_id, command.task))
+        if assignment is None or assignment.epoch != command.epoch:
+            return self._sender.send_later(command, loop)
+        delivery, children = speculation.report(command, assignment, lambda c: self._sender.send_later(c, loop))
+        for child in children:
+            self._slots.take()
+            if not self._start(child):
+                self._slots.release()
+        return delivery
+
     def _follow_on(self) -> int:
         """Downstream tasks to take at once: the slot being freed plus the free ones."""
         if self._stop.is_set() or not self.settings.follow_on_grants:
@@ -351,6 +374,8 @@ class Worker:
             elif (assignment.reason or "").startswith(STOPPED_NOTICE):
                 self._stopped_runs.append(assignment.run_id)
             return
+        if self.speculation is not None and self.speculation.granted(assignment):
+            return  # started when the completion that decided this grant was written
         if self._pool is None or self._stop.is_set():
             self._release(assignment)
             return

@@ -113,7 +113,7 @@ def _assignment(state: RunState, event: LeaseGranted) -> Assignment:
                       event.expires_ms, policy.lease_timeout_ms, state.plan.name, agent.model,
                       state.input, inputs, journal, agent.tools,
                       granted_not_run(state, event.task) if state.approvals else (), state.plan.policy,
-                      state.tokens, state.cost_micros)
+                      state.tokens, state.cost_micros, state.plan.version)
 
 
 def _refusal(state: RunState | None, event: CommandRejected) -> Assignment:

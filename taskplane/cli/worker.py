@@ -50,7 +50,8 @@ def worker_run(
     serving = threading.Event()
     holder: list[Any] = []  # the worker, once made: its permit metrics
     state = _serve_probes(lambda: None if serving.is_set() else "loading the system's definition",
-                          lambda: holder[0].permits if holder else None)
+                          lambda: holder[0].permits if holder else None,
+                          lambda: holder[0].speculation.started if holder and holder[0].speculation else None)
     try:
         registry = Registry.from_module(load_user_module(module, system))
         worker = Worker(kafka, topics, system, registry, settings)
@@ -78,18 +79,20 @@ def worker_run(
     worker.run()
 
 
-def _serve_probes(serving: ReadinessCheck, permits: Callable[[], Any]) -> ProcessState:
+def _serve_probes(serving: ReadinessCheck, permits: Callable[[], Any],
+                  started_ahead: Callable[[], int | None]) -> ProcessState:
     """/metrics (process metrics), /healthz and /readyz of a worker, served before it
     connects: ready once its system's definition is loaded and its consumers subscribed
     (``serving``), until SIGTERM."""
     from prometheus_client import CollectorRegistry, ProcessCollector
 
-    from taskplane.metrics import PermitCollector
+    from taskplane.metrics import PermitCollector, StartedAheadCollector
     from taskplane.probes import PortInUse, serve_endpoints
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     registry.register(PermitCollector(permits))
+    registry.register(StartedAheadCollector(started_ahead))
     state = ProcessState([serving])
     try:
         serve_endpoints("worker", registry, state)

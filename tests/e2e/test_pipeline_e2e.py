@@ -168,3 +168,55 @@ def test_a_crash_between_charge_and_ledger_charges_and_records_once(pipeline: Pi
         ledger = conn.execute("SELECT charge_id FROM ledger WHERE run_id = %s", (run_id,)).fetchall()
     assert len(charges) == 1 and charges[0][1] == 1  # charged once, asked once
     assert [row[0] for row in ledger] == [charges[0][0]]
+
+
+DIAMOND = """
+apiVersion: taskplane.dev/v1
+kind: AgentSystem
+metadata: {name: bench-dag}
+spec:
+  agents:
+    - {name: parser}
+    - {name: validator, dependencies: [parser]}
+    - {name: summarizer, dependencies: [parser]}
+    - {name: publisher, dependencies: [validator, summarizer]}
+"""
+
+
+def test_a_worker_runs_follow_ons_ahead_and_the_orchestrator_grants_it_the_same(pipeline: Pipeline) -> None:
+    """workers/speculation.py: the children a completion readies run at once on its
+    worker; the orchestrator's grants, decided by that completion, name the same worker,
+    attempt and epoch, so nothing is refused and nothing runs twice."""
+    import threading
+
+    from bench import _peer_taskplane_agents
+    from taskplane.testing import compile_manifest
+    from taskplane.workers.sdk import Registry
+    from taskplane.workers.settings import WorkerSettings
+    from taskplane.workers.worker import Worker
+
+    definition = compile_manifest(DIAMOND)
+    pipeline.publisher.define_system(definition)
+    worker = Worker(pipeline.kafka, pipeline.topics, "bench-dag", Registry.from_module(_peer_taskplane_agents),
+                    WorkerSettings(worker_id="ahead-1", concurrency=8))
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        runs = [pipeline.publisher.submit_run(definition.plan, {"n": i}) for i in range(4)]
+        pipeline.publisher.flush()
+        pipeline.wait(lambda log: len({e.run_id for e in log.events(m.RunSucceeded)} & set(runs)) == 4, 45)
+    finally:
+        worker.stop()
+        runner.join(30)
+    assert worker.speculation is not None and worker.speculation.started == 3 * len(runs)
+    for run_id in runs:
+        events = _index(pipeline.log, run_id)
+        assert not [e for e in events if isinstance(e, m.CommandRejected)]
+        grants = {e.task: e for e in events if isinstance(e, m.LeaseGranted)}
+        for task in ("validator", "summarizer", "publisher"):
+            assert (grants[task].worker_id, grants[task].attempt, grants[task].epoch) == ("ahead-1", 1, 1)
+        done = [e.task for e in events if isinstance(e, m.TaskSucceeded)]
+        assert sorted(done) == ["parser", "publisher", "summarizer", "validator"]
+        assert isinstance(events[-1], m.RunSucceeded)
+    assert sorted(task for _run, task, outcome in worker.outcomes if outcome == "CompleteTask") == sorted(
+        ["parser", "validator", "summarizer", "publisher"] * len(runs))

@@ -99,7 +99,8 @@ def test_grant_sends_the_worker_everything_it_needs() -> None:
         (JournalEntry("parser/document.extract/0", "document.extract", 0, '{"ok": true}'),
          JournalEntry("parser/document.extract/1", "document.extract", 1, '{"ok": true}'),
          JournalEntry("summarizer/text.summarize/0", "text.summarize", 0, '{"ok": true}')),
-        run.plan.agent("summarizer").tools)  # the run's own tool policy travels with the grant
+        run.plan.agent("summarizer").tools,  # the run's own tool policy travels with the grant
+        plan_version="v1")  # and its plan's version (workers/speculation.py)
 
 
 def test_rejected_claim_is_answered_on_the_inbox() -> None:

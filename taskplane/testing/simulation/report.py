@@ -45,6 +45,7 @@ def as_text(report: Report) -> str:
     head = (f"{report.system}: {report.passed} of {len(report.seeds)} seed(s) held, {report.runs} run(s) each, "
             f"faults: {faults}")
     stats = (f"{report.runs_simulated} runs, {report.commands_decided} commands decided, "
+             f"{report.started_ahead} tasks started ahead of their grant, "
              f"{report.virtual_ms / 1000:.0f} s virtual in {report.wall_s:.1f} s")
     if report.failure is None:
         return f"ok: {head}\n{stats}"
@@ -72,7 +73,8 @@ def as_json(report: Report) -> dict[str, Any]:
     data: dict[str, Any] = {
         "ok": report.ok, "system": report.system, "seeds": len(report.seeds), "passed": report.passed,
         "runs_per_seed": report.runs, "faults": report.faults, "runs_simulated": report.runs_simulated,
-        "commands_decided": report.commands_decided, "virtual_s": report.virtual_ms / 1000,
+        "commands_decided": report.commands_decided, "started_ahead": report.started_ahead,
+        "virtual_s": report.virtual_ms / 1000,
         "wall_s": round(report.wall_s, 3),
     }
     if report.failure is not None:

@@ -69,6 +69,7 @@ class SimulationResult:
     fault_times: list[tuple[int, str]] = field(default_factory=list)  # when each fault fired (virtual ms)
     crashes: dict[str, int] = field(default_factory=dict)  # worker id -> when it died (virtual ms)
     cron_events: list[SimEvent] = field(default_factory=list)  # the cron decider's (key: the system)
+    started_ahead: int = 0  # follow-on tasks workers started before their grant (workers/speculation.py)
 
     def run(self, run_id: str) -> SimRun:
         return next(run for run in self.runs if run.run_id == run_id)

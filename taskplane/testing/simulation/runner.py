@@ -58,6 +58,7 @@ class Report:
     events: int = 0
     breaker_events: int = 0
     virtual_ms: int = 0
+    started_ahead: int = 0
     wall_s: float = 0.0
     shrink_trials: int = 0
     results: list[SimulationResult] = field(default_factory=list, repr=False)
@@ -157,6 +158,7 @@ def _count(report: Report, result: SimulationResult) -> None:
     report.events += len(result.events)
     report.breaker_events += len(result.breaker_events)
     report.virtual_ms += result.virtual_ms
+    report.started_ahead += result.started_ahead
 
 
 def _shrink(setup: Setup, report: Report, case: Case) -> Case:

@@ -121,7 +121,7 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
         if faults.fires("outage", "broker", start):
             outages.append((start, start + round(faults.draw("outage", "broker@length", 2_000, 8_000))))
         world = World(setup.plan, faults, outages)
-        Pool(world, registry, setup.plan, setup.workers, setup.concurrency)
+        pool = Pool(world, registry, setup.plan, setup.workers, setup.concurrency)
         with _simulating():
             for index in runs:
                 payload = setup.inputs[index % len(setup.inputs)]
@@ -133,7 +133,7 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
                                       world.orchestrator.decided + world.breaker.decided + world.dispatcher.decided
                                       + world.cron.decided,
                                       fault_times=sorted(faults.timeline), crashes=dict(world.crashes),
-                                      cron_events=world.cron_events)
+                                      cron_events=world.cron_events, started_ahead=pool.started_ahead)
             result.violations = check_builtin(setup.plan, result)
             result.violations += check_user(user_invariants(module), result)
         return result

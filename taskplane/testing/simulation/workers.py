@@ -42,6 +42,7 @@ from taskplane.workers.isolation import Limits, run_inline
 from taskplane.workers.permits import answered, permit_request
 from taskplane.workers.sdk import Registry, ToolSpec
 from taskplane.workers.settings import WorkerSettings
+from taskplane.workers.speculation import Speculation
 
 PERMIT_POLL_MS = 20  # how often (virtual time) a call waiting for a permit looks for its answer
 RESTART_MS = 3_000  # a crashed worker's process manager starts it again
@@ -76,6 +77,11 @@ class Pool:
         self.workers = [SimWorker(self, index) for index in range(workers)]
         world.offer = self.offer
         world.assign = self.assign
+
+    @property
+    def started_ahead(self) -> int:
+        """Children started before their grant, over every incarnation of every worker."""
+        return sum(worker.started_ahead for worker in self.workers)
 
     def offer(self, item: WorkItem, decided_ms: int) -> None:
         """A ``work`` record: the partition's owner takes it (another member while the
@@ -112,9 +118,17 @@ class SimWorker:
         self.skew_ms = round(faults.draw("skew", f"w{index}", -1_500, 1_500)) \
             if faults.fires("skew", f"w{index}") else 0
         self.used = 0
+        self.started_ahead = 0
         self.claims: dict[tuple[str, str, int], WorkItem] = {}
         self.queue: deque[WorkItem] = deque()
         self.stopped_runs: set[str] = set()  # told by the orchestrator (a budget): attempts stop
+        self.speculation = self._speculation()
+
+    def _speculation(self) -> Speculation | None:
+        settings = self.pool.settings
+        if not (settings.follow_on_grants and settings.speculate):
+            return None
+        return Speculation(self.pool.plan, now_ms=lambda: self.world.loop.now + self.skew_ms)
 
     # ------------------------------------------------------------ intake
 
@@ -138,10 +152,20 @@ class SimWorker:
             waiting = next((k for k in self.claims if k[:2] == claim[:2]), None)
             if waiting is not None:
                 del self.claims[waiting]
-        if assignment.granted:
+        if assignment.granted and not (self.speculation is not None and self.speculation.granted(assignment)):
             self.used += 1
             _SimAttempt(self, assignment).run()
         self.pump()
+
+    def start_ahead(self, incarnation: int, children: list[Assignment]) -> None:
+        """Children a completion's follow-on grants decided (workers/speculation.py),
+        started as the worker does: at once, before their grant arrives."""
+        if incarnation != self.incarnation or not self.alive:
+            return
+        for child in children:
+            self.used += 1
+            self.started_ahead += 1
+            _SimAttempt(self, child).run()
 
     # ------------------------------------------------------------ the log
 
@@ -192,6 +216,7 @@ class SimWorker:
 
     def _restart(self) -> None:
         self.alive = True
+        self.speculation = self._speculation()  # a new process knows nothing it ran before
         self.worker_id = f"w{self.index}.{self.incarnation}"  # a new process, a new id
         self.pump()
 
@@ -317,7 +342,14 @@ class _SimAttempt:
         if isinstance(command, (CompleteTask, FailTask)) and self.world.faults.fires(
                 "crash", f"{self.where}@outcome", self.loop.now):
             raise SimCrash
-        self.worker.send(self.loop.now, command)
+        worker = self.worker
+        if worker.speculation is None or not isinstance(command, CompleteTask):
+            worker.send(self.loop.now, command)
+            return
+        _, children = worker.speculation.report(command, self.assignment,
+                                                lambda c: worker.send(self.loop.now, c))
+        if children:  # from the loop, not from this attempt's greenlet
+            self.loop.at(self.loop.now, worker.start_ahead, self.incarnation, children)
 
     async def _send_async(self, command: Any) -> None:
         self._send(command)
