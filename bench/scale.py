@@ -159,13 +159,16 @@ def measure_cell(stack: ScaleStack, light_runs: int, rate: float, burst: int) ->
     saturated, saturated_cpu = measured(stack, lambda: flood(stack, burst))
     span_s = max(0.001, (max(d for _, d in saturated) - min(s for s, _ in saturated)) / 1000)
     saturated_ms = [float(done - sub) for sub, done in saturated]
+    cpu_saturated = cpu_ms_per_run(saturated_cpu, burst)
     return {
         "orchestrators": stack.cell.orchestrators, "partitions": stack.cell.partitions,
         "saturated_tasks_per_s": round(burst * tasks / span_s, 1), "saturated_runs_per_s": round(burst / span_s, 1),
         "saturated_p50_ms": round(percentile(saturated_ms, 0.5)),
         "light_p50_ms": round(percentile(light_ms, 0.5)), "light_p99_ms": round(percentile(light_ms, 0.99)),
         "cpu_ms_per_run_light": cpu_ms_per_run(light_cpu, light_runs),
-        "cpu_ms_per_run_saturated": cpu_ms_per_run(saturated_cpu, burst),
+        "cpu_ms_per_run_saturated": cpu_saturated,
+        # cores the cell kept busy in the burst: near the cores it got, the cell was bound by CPU
+        "cores_busy_saturated": round(cpu_saturated["total"] * burst / span_s / 1000, 2),
         "runs": 2 * stack.cell.partitions + light_runs + burst,
     }
 
