@@ -83,15 +83,19 @@ class SystemFigures:
     extra: dict[str, float] = field(default_factory=dict)  # the peer's own figures, by name
     plain_saturated: list[PhaseResult] = field(default_factory=list)  # --keyed: the same without keys
     plain_light: list[PhaseResult] = field(default_factory=list)
+    # Saturated phases with more submitter threads than the first count, by count.
+    sweep: dict[int, list[PhaseResult]] = field(default_factory=dict)
 
     def figure(self, phase: str, name: str) -> Spread:
         results: list[PhaseResult] = getattr(self, phase)
         return spread(getattr(result, name) for result in results)
 
 
-def summary_json(figures: Mapping[str, SystemFigures | str]) -> dict[str, object]:
+def summary_json(figures: Mapping[str, SystemFigures | str], submitters: tuple[int, ...] = ()) -> dict[str, object]:
     """The last line's object: for each system, its figures (medians, with ranges in
-    ``S_range``), or ``S_error`` with why it could not run."""
+    ``S_range``), or ``S_error`` with why it could not run. With ``submitters`` (the
+    counts swept, the first one the main phases'): ``S_tasks_per_s_by_submitters`` and
+    ``S_tasks_per_s_best``."""
     line: dict[str, object] = {}
     for system, result in figures.items():
         if isinstance(result, str):
@@ -120,6 +124,12 @@ def summary_json(figures: Mapping[str, SystemFigures | str]) -> dict[str, object
                         "submit_p99_ms_saturated"):
                 phase, name = keys[key]
                 line[f"{system}_{key}_plain"] = round(plain.figure(phase, name).median, 2)
+        if submitters:  # the sweep: each count's saturated tasks/s, and the best of them
+            by_count = {str(submitters[0]): line[f"{system}_tasks_per_s"]}
+            for count, phases in sorted(result.sweep.items()):
+                by_count[str(count)] = round(spread(p.tasks_per_s for p in phases).median, 1)
+            line[f"{system}_tasks_per_s_by_submitters"] = by_count
+            line[f"{system}_tasks_per_s_best"] = max(by_count.values())
         line[f"{system}_idle_cpu_ms_per_s"] = round(result.idle_cpu_ms_per_s, 1)
         for name, figure in result.extra.items():
             line[f"{system}_{name}"] = bool(figure) if name == "keyed" else round(figure, 2)

@@ -2,7 +2,7 @@
 validator ‖ summarizer → publisher, no-op tasks), the same sequential submitter, one
 system after another on this machine.
 
-    python -m bench.peers [--systems taskplane,restate,celery,dbos] [--submitters N] [--quick]
+    python -m bench.peers [--systems taskplane,restate,celery,dbos] [--submitters 1,8] [--quick]
                           [--keyed] [--history N]
 
 It installs what is missing (the ``peers`` extra, the Restate server from npm under the
@@ -61,14 +61,16 @@ class Plan:
     light: int = 200
     light_rate: float = 20.0
     repetitions: int = 3
-    submitters: int = 1
+    # The first count submits every phase; each further one adds a saturated phase per
+    # repetition (S_tasks_per_s_by_submitters): capacity, not the submit call, is the best.
+    submitters: tuple[int, ...] = (1, 8)
     timeout_s: float = 600.0
     idle_s: float = 5.0
     keyed: bool = False
     history: int = 0
 
 
-QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0, idle_s=2.0)
+QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0, idle_s=2.0, submitters=(1,))
 
 
 def peer_classes() -> dict[str, Callable[[Path, Path], Peer]]:
@@ -125,7 +127,7 @@ def plain_phase(peer: Peer, plan: Plan, rate: float | None) -> PhaseResult:
     side by side compare."""
     peer.keyed = False
     try:
-        return run_phase(peer, plan.light if rate else plan.saturated, rate, plan.submitters, plan.timeout_s)
+        return run_phase(peer, plan.light if rate else plan.saturated, rate, plan.submitters[0], plan.timeout_s)
     finally:
         peer.keyed = True
 
@@ -137,7 +139,8 @@ def measure(peer: Peer, plan: Plan) -> SystemFigures:
         peer.add_history(plan.history)
         print(f"{peer.name}: history on the log in {time.monotonic() - started:.0f}s", flush=True)
     print(f"{peer.name}: warm-up, {plan.warmup} runs", flush=True)
-    run_phase(peer, plan.warmup, None, plan.submitters, plan.timeout_s)
+    submitters = plan.submitters[0]
+    run_phase(peer, plan.warmup, None, submitters, plan.timeout_s)
     idle = idle_cpu_ms_per_s(peer, plan.idle_s)
     print(f"{peer.name}: idle, {idle:.0f} CPU ms/s", flush=True)
     figures = SystemFigures(saturated=[], light=[], idle_cpu_ms_per_s=idle)
@@ -146,12 +149,17 @@ def measure(peer: Peer, plan: Plan) -> SystemFigures:
         plain_first = paired and repetition % 2 == 0  # each order in turn: no order bias
         if plain_first:
             figures.plain_saturated.append(plain_phase(peer, plan, None))
-        saturated = run_phase(peer, plan.saturated, None, plan.submitters, plan.timeout_s)
+        saturated = run_phase(peer, plan.saturated, None, submitters, plan.timeout_s)
+        for more in plan.submitters[1:]:
+            swept = run_phase(peer, plan.saturated, None, more, plan.timeout_s)
+            figures.sweep.setdefault(more, []).append(swept)
+            print(f"{peer.name} #{repetition}: saturated with {more} submitters {swept.tasks_per_s:,.0f} tasks/s, "
+                  f"{swept.cpu_ms_per_run:.1f} CPU ms/run", flush=True)
         if paired and not plain_first:
             figures.plain_saturated.append(plain_phase(peer, plan, None))
         if plain_first:
             figures.plain_light.append(plain_phase(peer, plan, plan.light_rate))
-        light = run_phase(peer, plan.light, plan.light_rate, plan.submitters, plan.timeout_s)
+        light = run_phase(peer, plan.light, plan.light_rate, submitters, plan.timeout_s)
         if paired and not plain_first:
             figures.plain_light.append(plain_phase(peer, plan, plan.light_rate))
         figures.saturated.append(saturated)
@@ -206,10 +214,25 @@ def parse_systems(text: str) -> list[str]:
     return systems
 
 
+def parse_submitters(text: str | None) -> tuple[int, ...]:
+    """``--submitters 1,8``; empty (the plan's default) when not given."""
+    if text is None:
+        return ()
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--submitters: not a comma-separated list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ValueError("--submitters: must be at least 1")
+    return tuple(dict.fromkeys(counts))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, in this order")
-    parser.add_argument("--submitters", type=int, default=1, help="sequential submitter threads")
+    parser.add_argument("--submitters", default=None,
+                        help="sequential submitter threads, a comma-separated sweep (default 1,8; --quick 1): "
+                             "the first submits every phase, each other adds a saturated phase")
     parser.add_argument("--runs", type=int, default=Plan().saturated, help="runs of each saturated phase")
     parser.add_argument("--repetitions", type=int, default=Plan().repetitions)
     parser.add_argument("--chart", type=Path, default=Path(".taskplane/bench-peers.png"))
@@ -220,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         systems = parse_systems(args.systems)
-        for flag in ("submitters", "runs", "repetitions"):
+        submitters = parse_submitters(args.submitters)
+        for flag in ("runs", "repetitions"):
             if getattr(args, flag) < 1:
                 raise ValueError(f"--{flag}: must be at least 1")
         if args.history < 0:
@@ -229,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     plan = QUICK if args.quick else Plan(saturated=args.runs, repetitions=args.repetitions)
-    plan = dataclasses.replace(plan, submitters=args.submitters, keyed=args.keyed, history=args.history)
+    plan = dataclasses.replace(plan, submitters=submitters or plan.submitters, keyed=args.keyed,
+                               history=args.history)
     install_error = ensure_python_packages()
     if install_error:
         print(f"warning: {install_error}", flush=True)
@@ -237,8 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     classes = peer_classes()
     results = {name: run_system(classes[name], cache_dir, plan, args.client) for name in systems}
     line = {"runs_saturated": plan.saturated, "runs_light": plan.light, "light_runs_per_s": plan.light_rate,
-            "repetitions": plan.repetitions, "submitters": plan.submitters, "keyed": plan.keyed,
-            "history": plan.history, "taskplane_client": args.client or plan.keyed, **summary_json(results)}
+            "repetitions": plan.repetitions, "submitters": list(plan.submitters), "keyed": plan.keyed,
+            "history": plan.history, "taskplane_client": args.client or plan.keyed,
+            **summary_json(results, plan.submitters)}
+    best = {name: line.get(f"{name}_tasks_per_s_best") for name in systems}
+    if isinstance(best.get("taskplane"), float) and isinstance(best.get("restate"), float) and best["restate"]:
+        line["capacity_ratio_taskplane_restate"] = round(best["taskplane"] / best["restate"], 2)  # type: ignore[operator]
     from bench._peers_chart import write_chart
 
     chart_error = write_chart(results, args.chart)

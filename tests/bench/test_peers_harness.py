@@ -118,6 +118,16 @@ def test_submitters_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().err.strip() == "error: --submitters: must be at least 1"
 
 
+def test_submitters_is_a_sweep_of_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert peers.parse_submitters("1,8") == (1, 8)
+    assert peers.parse_submitters("8, 1, 8") == (8, 1)
+    assert peers.parse_submitters(None) == ()
+    with pytest.raises(SystemExit) as exit_info:
+        peers.main(["--submitters", "1,x"])
+    assert exit_info.value.code == 2
+    assert "--submitters: not a comma-separated list of counts" in capsys.readouterr().err
+
+
 def test_last_line_is_json_with_figures_and_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     class Unavailable(InMemoryPeer):

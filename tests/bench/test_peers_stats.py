@@ -77,6 +77,17 @@ def test_summary_json_has_the_issue_keys_per_system_or_its_error() -> None:
     json.dumps(line)  # one JSON object, as printed on the last line
 
 
+def test_summary_json_gives_the_submitters_sweep_and_its_best() -> None:
+    figures = SystemFigures(saturated=[_phase(300, 90, 200, 20), _phase(100, 80, 150, 30)],
+                            light=[_phase(80, 21, 33, 27), _phase(80, 25, 40, 29)],
+                            sweep={8: [_phase(900, 90, 200, 5), _phase(700, 90, 200, 5)]})
+    line = summary_json({"taskplane": figures}, (1, 8))
+    assert line["taskplane_tasks_per_s"] == 200  # the first count's phases, as before
+    assert line["taskplane_tasks_per_s_by_submitters"] == {"1": 200, "8": 800}
+    assert line["taskplane_tasks_per_s_best"] == 800
+    assert "taskplane_tasks_per_s_best" not in summary_json({"taskplane": figures})
+
+
 def test_process_tree_holds_grandchildren() -> None:
     shell = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
     try:
