@@ -125,7 +125,7 @@ def summary_json(figures: Mapping[str, SystemFigures | str], submitters: tuple[i
                 phase, name = keys[key]
                 line[f"{system}_{key}_plain"] = round(plain.figure(phase, name).median, 2)
         if submitters:  # the sweep: each count's saturated tasks/s, and the best of them
-            by_count = {str(submitters[0]): line[f"{system}_tasks_per_s"]}
+            by_count: dict[str, float] = {str(submitters[0]): round(result.figure("saturated", "tasks_per_s").median, 1)}
             for count, phases in sorted(result.sweep.items()):
                 by_count[str(count)] = round(spread(p.tasks_per_s for p in phases).median, 1)
             line[f"{system}_tasks_per_s_by_submitters"] = by_count
