@@ -37,14 +37,22 @@ class Served:
 
     def __init__(self, kafka: dict[str, Any], group: str, topic: str) -> None:
         # Never subscribes: reading a group's committed offsets does not join it.
-        self._reader = kafka_clients.consumer({**kafka, "log_level": 0}, group)
+        self._new_reader = lambda: kafka_clients.consumer({**kafka, "log_level": 0}, group)
+        self._reader = self._new_reader()
         self._topic = topic
         self._partitions = list(self._reader.list_topics(topic, timeout=30).topics[topic].partitions)
 
     def committed(self) -> dict[int, int] | None:
         try:
-            found = self._reader.committed([TopicPartition(self._topic, p) for p in self._partitions], 2.0)
+            # A short deadline: while the group coordinator moves, a call waits out its whole
+            # deadline, and a 2 s one added up to 2 s to the recovery it measured.
+            found = self._reader.committed([TopicPartition(self._topic, p) for p in self._partitions], 0.5)
         except KafkaException:
+            # A fresh reader asks for the group's coordinator at once: this one, after its
+            # coordinator's node died, looked it up again only after its own backoff (the
+            # orchestrators had committed 1.5 s before it saw it).
+            self._reader.close()
+            self._reader = self._new_reader()
             return None
         return {tp.partition: tp.offset for tp in found}
 
@@ -71,13 +79,18 @@ class Served:
 
     def _has_input(self, partition: int, offset: int) -> bool:
         try:
-            _low, high = self._reader.get_watermark_offsets(TopicPartition(self._topic, partition), 2.0)
+            _low, high = self._reader.get_watermark_offsets(TopicPartition(self._topic, partition), 0.5)
         except KafkaException:
             return True  # cannot tell: wait
         return bool(high > offset)
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _stamp(what: str, at: float) -> None:
+    """A wall-clock line, to line up with the components' and nodes' logs."""
+    print(f"{time.strftime('%H:%M:%S', time.gmtime(at))}.{int(at % 1 * 1000):03d} {what}", flush=True)
 
 
 def wait_in_sync(kafka: dict[str, Any], timeout_s: float = IN_SYNC_S) -> float:
@@ -113,6 +126,7 @@ def kill_node_kind(stack: Any, kind: str, rng: random.Random, outages: list[tupl
                 node = cluster.active_controller() or rng.choice(cluster.running())
             down = time.time()
             cluster.kill(node)
+            _stamp(f"{kind}: SIGKILL node {node}", down)
             took = served.wait_moved(before, 120.0)
             cluster.start_node(node)
             outages.append((down, time.time()))
@@ -123,8 +137,10 @@ def kill_node_kind(stack: Any, kind: str, rng: random.Random, outages: list[tupl
             steps: list[float | None] = []
             for node in list(cluster.nodes):
                 before = served.baseline()
+                _stamp(f"rolling: stopping node {node}", time.time())
                 cluster.nodes[node].stop()
                 steps.append(served.wait_moved(before, 120.0))
+                _stamp(f"rolling: node {node} step took {steps[-1]}", time.time())
                 cluster.start_node(node)
                 wait_in_sync(stack.kafka)
             outages.append((down, time.time()))

@@ -112,16 +112,18 @@ class Batch(Generic[S]):
         return None if state is ABSENT else state
 
     def commit(self, transactions: TransactionalProducer, topic: str, group_metadata: Any,
-               partitions: dict[int, PartitionState[S]]) -> None:
+               partitions: dict[int, PartitionState[S]]) -> float:
         """The input positions of the partitions still owned (records of one revoked
         while the batch was polled are left to its next owner), then the commit. Offsets
-        last: their round trips overlap the produce requests (docs/runtime.md)."""
+        last: their round trips overlap the produce requests (docs/runtime.md). Returns
+        the seconds the commit spent on retries."""
         positions = [TopicPartition(topic, p, o) for p, o in self.ends.items() if p in partitions]
-        transactions.commit(positions, group_metadata)
+        retried = transactions.commit(positions, group_metadata)
         for owned in partitions.values():
             owned.unsaved.clear()
             if owned.hints is not None:
                 owned.hints.commit()
+        return retried
 
     def settle(self, partition: int, owned: PartitionState[S], committed: int) -> Fate:
         """After a failed commit: the batch's fate on ``partition`` from the group's

@@ -207,10 +207,12 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._ticker.produce(producer, ticks)
             batch.write_changelog(producer, self._changelog, self._partitions, self._serde, self._decider.snapshot,
                                   self._split)
-            batch.commit(transactions, self._input, consumer.consumer_group_metadata(), self._partitions)
+            retried = batch.commit(transactions, self._input, consumer.consumer_group_metadata(), self._partitions)
         except (KafkaException, TransactionWedged) as error:
             self._after_failed_transaction(error, batch)
             return
+        if retried:  # a leader or coordinator moved: the clients' renewals may still be queued
+            self._ticker.hold(self._settings.tick_grace_after_failure_ms / 1000)
         self._lifecycle.fire(Event.COMMITTED)
         self._observer.batch(self._name, len(records), time.perf_counter() - started)
 
@@ -239,8 +241,12 @@ class ProcessorRuntime(Generic[S, C, E]):
         rewound; that waits for the broker, not-ready meanwhile."""
         self._lifecycle.fire(Event.TRANSACTION_FAILED)
         assert self._clients.transactions is not None
-        self._clients.transactions.recover(error)
+        failed = time.monotonic()
+        recovery = self._clients.transactions.recover(error)
+        recovered = time.monotonic()
         self._recoverer.rewind_until_done(batch)
+        log.info("%s: %s took %.2fs, the rewind %.2fs", self._name, recovery.value, recovered - failed,
+                 time.monotonic() - recovered)
         # The clock ran on while the broker was away: a Tick now would expire leases whose
         # renewals sit in the clients' queues, sent on time. Let them land first.
         self._ticker.hold(self._settings.tick_grace_after_failure_ms / 1000)

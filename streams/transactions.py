@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # The producer's transactional id was taken over by a newer instance: never fight it.
 FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
+# Between retries of a transactional call that failed at once (the coordinator's node is
+# down: "Broker transport failure (after 0ms)"): librdkafka looks the coordinator up again.
+RETRY_PAUSE_S = 0.1
 
 
 class TransactionWedged(StreamsError):
@@ -71,7 +74,7 @@ class DeadlineCaller:
     call gets a fresh thread. The handoff costs tens of microseconds per call."""
 
     def __init__(self, name: str) -> None:
-        self._name = name
+        self.name = self._name = name
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
         self.abandoned = 0  # threads left blocked in a call, for logs and tests
 
@@ -133,6 +136,35 @@ def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> No
             future.set_exception(error)
 
 
+def call_retrying(calls: DeadlineCaller, what: str, fn: Callable[[], None], timeout_s: float,
+                  stop: threading.Event, budget_s: float | None = None) -> float:
+    """``fn`` (a transactional call with ``timeout_s``, abandoned a second past it) through
+    ``calls``, again while it fails with a retriable error, for up to ``budget_s`` (default
+    ``timeout_s``) after the first failure; the seconds from the first failure to success
+    (0.0: none). A partition leader or
+    coordinator on a node that died answers again once the controller has moved it (the
+    broker session timeout): the call then goes through on the same producer and the
+    batch commits. Abort and rewind instead (or a new producer, whose init_transactions
+    waits while the coordinator aborts the old transaction) cost seconds more per leader
+    kill on a 3-node cluster (docs/failover.md). Not retriable (abortable, fatal), a
+    wedged call, or the budget spent: raised, for ``recover``."""
+    budget_s = timeout_s if budget_s is None else budget_s
+    first_failure: float | None = None
+    while True:
+        try:
+            calls.call(what, fn, timeout_s + 1)
+            return 0.0 if first_failure is None else time.monotonic() - first_failure
+        except KafkaException as error:
+            kafka_error = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            if (kafka_error is None or not kafka_error.retriable() or kafka_error.fatal()
+                    or kafka_error.txn_requires_abort() or now - first_failure >= budget_s or stop.is_set()):
+                raise
+            log.warning("%s: %s failed (%s); retrying", calls.name, what, kafka_error)
+            stop.wait(RETRY_PAUSE_S)
+
+
 class ProducerFenced(StreamsError):
     """Another instance took over this one's transactional id or partitions."""
 
@@ -163,15 +195,28 @@ class TransactionalProducer:
     def begin(self) -> None:
         self.producer.begin_transaction()
 
-    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
-        """send_offsets (when there are any) and commit, each abandoned one second past
-        its timeout: librdkafka may not honour it after a coordinator loss."""
-        producer, timeout_s = self.producer, self._timeout_s
+    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> float:
+        """send_offsets (when there are any) and commit. Each try gets half the call
+        timeout and is abandoned a second past it (librdkafka may not honour it after a
+        coordinator loss: seen on a 3-node cluster, send_offsets_to_transaction still
+        blocked 6 s after its leader's node was killed, though the controller had moved
+        the partitions after 2 s); a retriable failure is tried again for up to the call
+        timeout (``call_retrying``). So a wedged call is given up after 3.5 s, not 6, and
+        a slow one still has the whole timeout. Returns the seconds spent on retries."""
+        producer, attempt_s, budget_s = self.producer, self._timeout_s / 2, self._timeout_s
+        started = time.monotonic()
+        retried = 0.0
         if positions:
-            self._calls.call("send_offsets_to_transaction",
-                             lambda: producer.send_offsets_to_transaction(positions, group_metadata, timeout_s),
-                             timeout_s + 1)
-        self._calls.call("commit_transaction", lambda: producer.commit_transaction(timeout_s), timeout_s + 1)
+            retried += call_retrying(
+                self._calls, "send_offsets_to_transaction",
+                lambda: producer.send_offsets_to_transaction(positions, group_metadata, attempt_s),
+                attempt_s, self._stop, budget_s)
+        retried += call_retrying(self._calls, "commit_transaction", lambda: producer.commit_transaction(attempt_s),
+                                 attempt_s, self._stop, budget_s)
+        if retried:
+            log.warning("%s: transaction committed after %.1fs of retries (%.1fs in all)", self._name, retried,
+                        time.monotonic() - started)
+        return retried
 
     def recover(self, error: BaseException) -> Recovery:
         """After a failed batch: abort, or a new producer; raises ProducerFenced on a fence."""
@@ -180,7 +225,11 @@ class TransactionalProducer:
             raise ProducerFenced(str(error)) from error
         log.warning("%s: transaction failed (%s); %s", self._name, error, recovery.value)
         if recovery is Recovery.ABORT:
-            producer, timeout_s = self.producer, self._timeout_s
+            # Half the call timeout, like a commit's try: an abort waits for the batch's
+            # records in flight, and one whose partition's new leader was not serving yet
+            # held it 5 s on a 3-node cluster; a new producer (init_transactions aborts the
+            # transaction instead) was ready 0.6 s after that.
+            producer, timeout_s = self.producer, self._timeout_s / 2
             try:
                 self._calls.call("abort_transaction", lambda: producer.abort_transaction(timeout_s), timeout_s + 1)
                 return recovery

@@ -345,7 +345,7 @@ class FailingCommits(TransactionalProducer):
     lost_reply = False
     failures = 0
 
-    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
+    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> float:
         type(self).calls = getattr(type(self), "calls", 0) + 1
         if type(self).calls % self.every:
             return super().commit(positions, group_metadata)
@@ -465,11 +465,12 @@ def test_an_idle_processor_whose_offsets_stay_pending_repairs_them(
     class Repairing(TransactionalProducer):
         repairs = 0
 
-        def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
-            super().commit(positions, group_metadata)
+        def commit(self, positions: list[TopicPartition], group_metadata: Any) -> float:
+            retried = super().commit(positions, group_metadata)
             if positions and pending.wedged:
                 pending.wedged = False
                 type(self).repairs += 1
+            return retried
 
     monkeypatch.setattr(kafka_clients, "Consumer", pending)
     monkeypatch.setattr(runtime_clients, "TransactionalProducer", Repairing)

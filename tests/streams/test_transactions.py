@@ -7,7 +7,13 @@ import threading
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from taskplane.streams.transactions import DeadlineCaller, Recovery, TransactionWedged, recovery_for
+from taskplane.streams.transactions import (
+    DeadlineCaller,
+    Recovery,
+    TransactionWedged,
+    call_retrying,
+    recovery_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -73,3 +79,58 @@ def test_patience_ends_at_its_bound_or_when_stopped() -> None:
     assert calls.abandoned == 2
     release.set()
     calls.close()
+
+
+def _failing(errors: list[KafkaError]) -> tuple[list[int], object]:
+    """A call that raises ``errors`` in turn, then returns."""
+    calls: list[int] = []
+
+    def call() -> None:
+        calls.append(1)
+        if len(calls) <= len(errors):
+            raise KafkaException(errors[len(calls) - 1])
+
+    return calls, call
+
+
+def test_a_retriable_failure_is_retried_until_the_call_goes_through() -> None:
+    """A leader or coordinator on a dead node: the call fails with a retriable error
+    until the controller moved it, then goes through on the same producer."""
+    transport = KafkaError(KafkaError._TRANSPORT, retriable=True)
+    calls, call = _failing([transport, KafkaError(KafkaError._TIMED_OUT, retriable=True)])
+    deadlines = DeadlineCaller("test")
+    assert call_retrying(deadlines, "send_offsets_to_transaction", call, 5, threading.Event()) > 0
+    assert len(calls) == 3
+    ok_calls, ok = _failing([])
+    assert call_retrying(deadlines, "commit_transaction", ok, 5, threading.Event()) == 0.0
+    deadlines.close()
+
+
+@pytest.mark.parametrize("error", [
+    KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, retriable=True, txn_requires_abort=True),
+    KafkaError(KafkaError.INVALID_TXN_STATE, fatal=True),
+    KafkaError(KafkaError.UNKNOWN_MEMBER_ID),
+], ids=["abortable", "fatal", "not-retriable"])
+def test_a_failure_that_asks_for_more_than_a_retry_is_raised_at_once(error: KafkaError) -> None:
+    calls, call = _failing([error])
+    deadlines = DeadlineCaller("test")
+    with pytest.raises(KafkaException):
+        call_retrying(deadlines, "commit_transaction", call, 5, threading.Event())
+    assert len(calls) == 1
+    deadlines.close()
+
+
+def test_retries_end_after_the_call_timeout_or_when_stopped() -> None:
+    retriable = KafkaError(KafkaError._TIMED_OUT, retriable=True)
+    calls, call = _failing([retriable] * 1000)
+    deadlines = DeadlineCaller("test")
+    with pytest.raises(KafkaException):
+        call_retrying(deadlines, "commit_transaction", call, 0.3, threading.Event())
+    assert 2 <= len(calls) < 1000
+    stop = threading.Event()
+    stop.set()
+    stopped, call = _failing([retriable] * 1000)
+    with pytest.raises(KafkaException):
+        call_retrying(deadlines, "commit_transaction", call, 60, stop)
+    assert len(stopped) == 1
+    deadlines.close()
