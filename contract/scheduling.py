@@ -193,6 +193,7 @@ class TenantLedger:
     max_concurrent: int = 0
     credit: int = 0  # the deficit counter of deficit round robin
     served: int = 0  # offers released, ever (what shares are measured by)
+    last_offer_ms: int = 0  # log time of its latest offer: whether it counts as active
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ from taskplane.streams.topics import Topics, catalog_spec
 
 DISPATCHER = ProcessorSpec("dispatcher", "dispatch", "dispatch-events", "dispatcher-changelog",
                            catalog_spec("dispatcher-changelog"), inputs=get_args(DispatchCommand))
-# A system's whole state is one key: a transaction per notice would write it each time.
-# 20 ms batches keep the release latency far under a task's, and the changelog small.
-DISPATCHER_LINGER_MS = 20
+# No linger: a commit writes only the offers its batch changed (parts.py), so a batch is
+# what arrived while the last one committed. A 20 ms linger (when the whole state was one
+# record) was 20 ms on every release and on every take that frees the window.
+DISPATCHER_LINGER_MS = 0
 
 
 def dispatcher_runtime(

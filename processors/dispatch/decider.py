@@ -144,7 +144,8 @@ def _enqueue(state: DispatchState, event: OfferQueued) -> DispatchState:
     key = queue_key(event.tenant, event.priority)
     queue = state.queues.get(key, ())
     ledger = state.tenants.get(event.tenant) or TenantLedger(event.tenant)
-    ledger = replace(ledger, weight=event.weight, max_concurrent=event.max_concurrent)
+    ledger = replace(ledger, weight=event.weight, max_concurrent=event.max_concurrent,
+                     last_offer_ms=max(ledger.last_offer_ms, event.at_ms))
     offer = QueuedOffer(event.run_id, event.task, event.attempt, event.at_ms, state.next_seq)
     return replace(state, queues={**state.queues, key: (*queue, offer)},
                    tenants={**state.tenants, event.tenant: ledger},

@@ -7,6 +7,15 @@ moves to gets ``weight`` credit. A tenant with nothing queued, or at its concurr
 cap, is passed over (an empty one loses its credit). Over any stretch in which tenants
 stay backlogged, each is served in proportion to its weight, and a tenant that has an
 offer waits at most one quantum of each other tenant before it is served.
+
+The window (released offers not yet taken: what waits on ``work``, in FIFO order) keeps
+room for the *active* tenants that have nothing queued now (an offer within
+``ACTIVE_MS`` of log time, or an offer released): their weight's share of it, less what
+they have on ``work``. A flood alone has the whole window; while another tenant trickles
+runs in, the flood holds at most the rest, so the other's next offer is released at once
+and finds at most that many of the flood's items ahead of it on ``work`` (a full window
+of them was its tail). Tenants that are all backlogged share the window by the round
+robin alone. The room kept is at most ``window - 1``: a backlogged tenant always moves.
 """
 
 from __future__ import annotations
@@ -33,9 +42,31 @@ def split_key(key: str) -> tuple[str, int]:
     return tenant, int(priority)
 
 
-def outstanding(state: DispatchState) -> int:
-    """Released offers not yet taken: what may be waiting on ``work``."""
-    return sum(1 for item in state.released.values() if not item.taken)
+ACTIVE_MS = 10_000  # a tenant's latest offer keeps it active (its share of the window held) this long
+
+
+def untaken(state: DispatchState) -> dict[str, int]:
+    """Released offers not yet taken, per tenant: what may be waiting on ``work``."""
+    counts: dict[str, int] = {}
+    for item in state.released.values():
+        if not item.taken:
+            counts[item.tenant] = counts.get(item.tenant, 0) + 1
+    return counts
+
+
+def reserved(state: DispatchState, waiting: dict[str, int], at_ms: int) -> int:
+    """Window room kept for active tenants with nothing queued: each one's share of the
+    window by weight among the active tenants (rounded up), less its items on ``work``."""
+    backlogged = {key.rpartition("/")[0] for key, queue in state.queues.items() if queue}
+    busy = backlogged | {item.tenant for item in state.released.values()}
+    active = {name: max(1, ledger.weight) for name, ledger in state.tenants.items()
+              if name in busy or ledger.last_offer_ms + ACTIVE_MS > at_ms}
+    if len(active) < 2:
+        return 0
+    window, total = max(1, state.window), sum(active.values())
+    kept = sum(max(0, -(-window * weight // total) - waiting.get(name, 0))
+               for name, weight in active.items() if name not in backlogged)
+    return min(window - 1, kept)
 
 
 def in_flight(state: DispatchState) -> dict[str, int]:
@@ -82,7 +113,8 @@ def head(state: DispatchState, tenant: str, at_ms: int) -> tuple[int, QueuedOffe
 
 def choose(state: DispatchState, at_ms: int) -> Choice | None:
     """The next release, or None when the window is full or nothing may go."""
-    if outstanding(state) >= max(1, state.window):
+    waiting = untaken(state)
+    if sum(waiting.values()) + reserved(state, waiting, at_ms) >= max(1, state.window):
         return None
     ready = eligible(state)
     if not ready:

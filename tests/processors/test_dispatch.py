@@ -19,6 +19,7 @@ from taskplane.contract.scheduling import (
     WorkReleased,
 )
 from taskplane.processors.dispatch.decider import DispatchDecider
+from taskplane.processors.dispatch.fair import ACTIVE_MS
 from taskplane.processors.orchestrator.evolve import evolve
 from taskplane.processors.orchestrator.outputs import outputs
 
@@ -217,3 +218,32 @@ def test_only_dispatched_runs_write_offers_instead_of_work_items() -> None:
                        first_offer(SystemPlan("s", "v", plain.agents, ExecutionPolicy(), scheduling=SchedulingPolicy()))):
         assert dispatched.topic == "dispatch" and dispatched.key == "s"
         assert isinstance(dispatched.value, DispatchOffer)
+
+
+def test_a_trickling_tenant_keeps_its_share_of_the_window_free_of_a_flood() -> None:
+    """While b trickles runs in, a's flood holds at most its share of the window, so b's
+    next offer is released at once, behind at most that many of a's items on `work`;
+    once b has been quiet for ACTIVE_MS, a has the whole window again."""
+    r = runner()
+    for i in range(100):
+        r.handle(SYSTEM, offer(f"a{i}", "a", window=8), i)
+    assert len(released(r)) == 8  # a alone: the whole window
+    r.handle(SYSTEM, offer("b0", "b", window=8), 200)
+    assert len(released(r)) == 8  # b's first offer finds the window full: it waits for a take
+    first = released(r)[0]
+    r.handle(SYSTEM, DispatchNotice(SYSTEM, first.run_id, first.task, first.attempt, "taken"), 205)
+    assert released(r)[-1].run_id == "b0"
+    take_and_finish(r, released(r)[-1], 210)
+    for event in released(r)[1:8]:  # a's items are taken from `work` one by one
+        r.handle(SYSTEM, DispatchNotice(SYSTEM, event.run_id, event.task, event.attempt, "taken"), 300)
+    state = r.states[SYSTEM]
+    assert sum(1 for item in state.released.values() if not item.taken) == 4  # b's share kept
+    before = len(released(r))
+    r.handle(SYSTEM, offer("b1", "b", window=8), 400)
+    assert [e.run_id for e in released(r)][before:] == ["b1"]  # at once, behind 4 of a's
+    take_and_finish(r, released(r)[-1], 410)
+    quiet = 400 + ACTIVE_MS
+    for event in [e for e in released(r) if e.tenant == "a"][7:11]:
+        r.handle(SYSTEM, DispatchNotice(SYSTEM, event.run_id, event.task, event.attempt, "taken"), quiet)
+    state = r.states[SYSTEM]
+    assert sum(1 for item in state.released.values() if not item.taken) == 8  # b quiet: a has it all
