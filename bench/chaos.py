@@ -25,7 +25,8 @@ duplicated, stuck (never moved again), kills, recover_s (worst per kind), permit
 limited fraud.score: granted, the most held and the most running at once, the busiest
 minute, each against its limit), cron (bench/_chaos_cron.py), governance (a second
 system's budget and approval runs, a person granting each refund throughout:
-bench/_chaos_governance.py), plus slow
+bench/_chaos_governance.py), fan (a diamond whose follow-ons workers start ahead of
+their grants, each task one side effect: bench/_chaos_fan.py), plus slow
 (moved again past its bound), failures (the checks that failed) and
 worker_regranted_s (worst kill → the dead worker's tasks held by a worker again or
 finished: the takeover plus the wait for a free slot, unbounded under a backlog).
@@ -50,6 +51,9 @@ from bench._chaos_checks import Verdict, check_all
 from bench._chaos_cluster import BOUND_S as CLUSTER_BOUND_S
 from bench._chaos_cluster import CLUSTER_KINDS, Served, kill_node_kind
 from bench._chaos_cron import check_schedule, start_schedule, stop_schedule
+from bench._chaos_fan import DEFINITION as FAN
+from bench._chaos_fan import TOOLS as FAN_TOOLS
+from bench._chaos_fan import Fan, started_ahead
 from bench._chaos_governance import APPROVAL_KEY, Governed
 from bench._chaos_governance import DEFINITION as GOVERNED
 from bench._chaos_governance import TOOLS as GOVERNED_TOOLS
@@ -268,7 +272,8 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="taskplane-bench-chaos-"))
     definition = compile_manifest(MANIFEST)
-    with ChaosStack(workdir, {definition.name: TOOLS, GOVERNED.name: GOVERNED_TOOLS}, workers=3, concurrency=4,
+    with ChaosStack(workdir, {definition.name: TOOLS, GOVERNED.name: GOVERNED_TOOLS, FAN.name: FAN_TOOLS},
+                    workers=3, concurrency=4,
                     brokers=brokers, orchestrators=orchestrators,
                     extra_env={"TASKPLANE_APPROVAL_KEY": APPROVAL_KEY}) as stack:
         from taskplane._examples.fakepay import serve
@@ -282,8 +287,11 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         start_schedule(stack)  # a cron schedule fires through every kill (bench/_chaos_cron.py)
         governed = Governed(stack, per_second / 5)  # budgets and approvals (bench/_chaos_governance.py)
         governed.define()
+        fan = Fan(stack, per_second / 5)  # a diamond: follow-ons started ahead (bench/_chaos_fan.py)
+        fan.define()
         stack.start_workers()
         governed.start()
+        fan.start()
         clustered = brokers > 1
         submitter = Submitter(stack, definition.plan, None if clustered else runs, per_second).start()
         started = time.monotonic()
@@ -316,6 +324,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
             recover[kind] = max(recover[kind], float("inf") if took is None else took)
         submitter.stop()
         governed.stop_submitting()
+        fan.stop_submitting()
         submitter.join()
         wanted = set(submitter.run_ids)
         drained = drain(stack, wanted)
@@ -326,7 +335,9 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
                             definition.plan)
         cron = check_schedule(stack, verdict.failures)
         governance = governed.finish(verdict.failures)
+        fanned = fan.finish(verdict.failures)
         fakepay.shutdown()
+    fanned["fan_started_ahead_at_least"] = started_ahead(workdir)  # logged as the workers stopped
     result = {
         "brokers": brokers, "orchestrators": orchestrators, "rate": per_second,
         "runs": len(wanted), "succeeded": verdict.succeeded, "dead_lettered": verdict.dead_lettered,
@@ -335,7 +346,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         "worker_regranted_s": round(max(regranted, default=0.0), 2),
         "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow,
         "expired_in_outage": verdict.expired_in_outage, "permits": verdict.permits, "cron": cron,
-        "governance": governance, "seed": seed,
+        "governance": governance, "fan": fanned, "seed": seed,
     }
     return result, verdict
 

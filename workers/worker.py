@@ -195,7 +195,8 @@ class Worker:
             from taskplane.workers.tracing import shutdown
 
             shutdown()
-        log.info("worker %s stopped (released %d lease(s))", self.worker_id, len(leftover))
+        log.info("worker %s stopped (released %d lease(s), %d task(s) started ahead of their grant)",
+                 self.worker_id, len(leftover), self.speculation.started if self.speculation else 0)
 
     # ------------------------------------------------------------ one item
 
