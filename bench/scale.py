@@ -42,6 +42,7 @@ from bench._chaos_stack import Component
 from bench._scale_footprint import per_run, topic_footprint
 from bench._stack import bench_stack
 from bench.pipeline import ModeStack, flood, measured, paced, percentile
+from taskplane.streams import kafka_clients
 
 GROUPS = ("orchestrator", "breaker", "workers", "broker", "submitter")
 FULL = {"orchestrators": (1, 2, 4), "partitions": (4, 8, 16), "light_runs": 200, "burst": 3000}
@@ -116,6 +117,7 @@ class ScaleStack(ModeStack):
     def __init__(self, kafka: dict[str, Any], cell: Cell, workers: int, broker_pids: list[int]) -> None:
         self.cell = cell
         self.log_dir = Path(tempfile.mkdtemp(prefix=f"taskplane-bench-scale-{cell.label}-"))
+        self.kafka = kafka
         super().__init__(kafka, "follow-on", workers, None, broker_pids, partitions=cell.partitions,
                          prefix="benchscale")
 
@@ -150,10 +152,26 @@ class _Processes:
             component.stop()
 
 
+def instances_assigned(kafka: dict[str, Any], stack: ScaleStack) -> int | None:
+    """Members of the orchestrators' group that hold a ``commands`` partition now (None
+    when the group cannot be described): that every instance took part, not assumed."""
+    group = f"{stack.topics.prefix}.orchestrator"
+    try:
+        admin = kafka_clients.admin(kafka)  # held until the answer: a collected client never answers
+        described = admin.describe_consumer_groups([group], request_timeout=20)[group].result(timeout=30)
+    except Exception as error:  # the count is a check on the cell, never a reason to lose its figures
+        progress(f"could not describe {group}: {error!r}")
+        return None
+    return sum(1 for member in described.members
+               if member.assignment and any(tp.topic == stack.topics.commands
+                                            for tp in member.assignment.topic_partitions))
+
+
 def measure_cell(stack: ScaleStack, light_runs: int, rate: float, burst: int) -> dict[str, Any]:
     tasks = len(stack.definition.plan.agents)
     # Warm-up: two runs per partition, so every instance has decided and the group settled.
     stack.wait(stack.submit_many([f"warm{i}" for i in range(2 * stack.cell.partitions)]), 180)
+    assigned = instances_assigned(stack.kafka, stack)
     light, light_cpu = measured(stack, lambda: paced(stack, light_runs, rate))
     light_ms = [float(done - sub) for sub, done in light]
     saturated, saturated_cpu = measured(stack, lambda: flood(stack, burst))
@@ -162,6 +180,7 @@ def measure_cell(stack: ScaleStack, light_runs: int, rate: float, burst: int) ->
     cpu_saturated = cpu_ms_per_run(saturated_cpu, burst)
     return {
         "orchestrators": stack.cell.orchestrators, "partitions": stack.cell.partitions,
+        "orchestrators_assigned": assigned,
         "saturated_tasks_per_s": round(burst * tasks / span_s, 1), "saturated_runs_per_s": round(burst / span_s, 1),
         "saturated_p50_ms": round(percentile(saturated_ms, 0.5)),
         "light_p50_ms": round(percentile(light_ms, 0.5)), "light_p99_ms": round(percentile(light_ms, 0.99)),

@@ -26,6 +26,7 @@ def test_one_cell_finishes_its_runs_and_counts_each_components_cpu(kafka_config:
     finally:
         stack.close()
     assert (result["orchestrators"], result["partitions"], result["runs"]) == (2, 4, 8 + 4 + 12)
+    assert result["orchestrators_assigned"] == 2  # both instances own partitions, one group
     for phase in ("cpu_ms_per_run_light", "cpu_ms_per_run_saturated"):
         cpu = result[phase]
         assert cpu["orchestrator"] > 0 and cpu["workers"] > 0 and cpu["submitter"] > 0, cpu
