@@ -123,12 +123,14 @@ def read_fixtures(path: Path) -> list[tuple[Path, RecordedLog]]:
     return [(path, read_fixture(path))]
 
 
-def read_cluster(kafka_config: dict[str, Any], topics: Topics) -> RecordedLog:
+def read_cluster(kafka_config: dict[str, Any], topics: Topics, roles: tuple[str, str] = ROLES) -> RecordedLog:
+    """A processor's input and events topics (``roles``), recorded as ``commands`` and
+    ``events`` (the dispatcher's: ``dispatch`` and ``dispatch-events``)."""
     records = []
-    for role in ROLES:
+    for role, recorded_as in zip(roles, ROLES, strict=True):
         for message in read_messages_to_end(kafka_config, topics.name(role), group_id=f"{topics.prefix}.verify"):
             key = message.key()
-            records.append(RawRecord(role, message.partition(), message.offset(), message.timestamp()[1],
+            records.append(RawRecord(recorded_as, message.partition(), message.offset(), message.timestamp()[1],
                                      key.decode() if key else "", message.value() or b""))
     return RecordedLog(records)
 
@@ -175,15 +177,30 @@ def verify_log(log: RecordedLog, orchestrator: OrchestratorSettings | None = Non
                progress: Callable[[int, int], None] | None = None) -> Verdict:
     """Re-decide ``log`` with the production decider (its retention from ``orchestrator``);
     ``system`` limits it to that system's runs; ``progress(done, total)`` now and then."""
-    serde = _serde(log.schemas)
     decider = orchestrator_decider(PlanBook(), orchestrator or OrchestratorSettings())
-    by_partition: dict[int, tuple[list[LoggedCommand], list[LoggedEvent]]] = {}
+    by_partition, undecodable = partitioned(log)
+    wanted = None
+    if system is not None:
+        runs = {c.key for commands, _ in by_partition.values() for c in commands
+                if isinstance(c.command, SubmitRun) and c.command.plan.name == system}
+        wanted = runs.__contains__
+    return replay_partitions(decider, by_partition, undecodable, wanted, progress)
+
+
+Partitions = dict[int, tuple[list[LoggedCommand], list[LoggedEvent]]]
+
+
+def partitioned(log: RecordedLog) -> tuple[Partitions, int]:
+    """The log's commands and events per partition, decoded, and how many records did not
+    decode (the runtime sent those to poison: no decision)."""
+    serde = _serde(log.schemas)
+    by_partition: Partitions = {}
     undecodable = 0
     for record in sorted(log.records, key=lambda r: (r.topic, r.partition, r.offset)):
         try:
             meta, value = serde.decode(record.value)
         except SerdeError:
-            undecodable += 1  # the runtime sent it to poison: no decision
+            undecodable += 1
             continue
         commands, events = by_partition.setdefault(record.partition, ([], []))
         key = record.key or meta.key
@@ -191,11 +208,13 @@ def verify_log(log: RecordedLog, orchestrator: OrchestratorSettings | None = Non
             commands.append(LoggedCommand(record.offset, key, meta.message_id, value, record.timestamp))
         else:
             events.append(LoggedEvent(record.offset, key, meta.causation_id or "", value))
-    wanted = None
-    if system is not None:
-        runs = {c.key for commands, _ in by_partition.values() for c in commands
-                if isinstance(c.command, SubmitRun) and c.command.plan.name == system}
-        wanted = runs.__contains__
+    return by_partition, undecodable
+
+
+def replay_partitions(decider: Any, by_partition: Partitions, undecodable: int,
+                      wanted: Callable[[str], bool] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> Verdict:
+    """Each partition re-decided by ``decider`` (``contract/replay.py``); ``wanted``: the keys to verify."""
     total = sum(len(commands) for commands, _ in by_partition.values())
     verdict = Verdict([], undecodable)
     done_before = 0

@@ -27,6 +27,8 @@ def verify(
     system: Annotated[str | None, typer.Option(help="Only this system's runs.")] = None,
     prefix: Annotated[str | None, typer.Option(help="Topic prefix (default: TASKPLANE_TOPIC_PREFIX).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for CI.")] = False,
+    processor: Annotated[str, typer.Option(help="Whose log: orchestrator, or dispatcher (dispatch, "
+                                                "dispatch-events; a system is one key).")] = "orchestrator",
 ) -> None:
     """Re-decide the recorded commands (with their recorded inputs) and diff the events:
     run it against the live topics with the new version before an upgrade."""
@@ -39,6 +41,9 @@ def verify(
 
     if system is not None and not system.strip():
         _fail("--system: give a system name")
+    if processor not in ("orchestrator", "dispatcher"):
+        _fail(f"--processor: {processor!r} is not one of orchestrator, dispatcher")
+    dispatcher = processor == "dispatcher"
     if path is not None:
         try:
             logs = [(str(name), log) for name, log in read_fixtures(path)]
@@ -51,13 +56,19 @@ def verify(
         kafka, topics = kafka_endpoints()
         if prefix is not None:
             topics = Topics(prefix)
-        typer.echo(f"reading {topics.commands} and {topics.events} ...", err=True)
-        logs = [(f"{topics.prefix} topics", read_cluster(kafka, topics))]
+        roles = ("dispatch", "dispatch-events") if dispatcher else ("commands", "events")
+        typer.echo(f"reading {topics.name(roles[0])} and {topics.name(roles[1])} ...", err=True)
+        logs = [(f"{topics.prefix} topics", read_cluster(kafka, topics, roles))]
     results = []
     for name, log in logs:
         if not any(record.topic == "commands" for record in log.records):
             _fail(f"{name}: no commands to re-decide")
-        results.append((name, verify_log(log, system=system, progress=_Progress(name))))
+        if dispatcher:
+            from taskplane.processors.dispatch.verify import verify_dispatch
+
+            results.append((name, verify_dispatch(log, system=system, progress=_Progress(name))))
+        else:
+            results.append((name, verify_log(log, system=system, progress=_Progress(name))))
     diverged = [(name, d) for name, verdict in results for d in verdict.divergences]
     summary = {
         "logs": len(results),

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from taskplane.contract.scheduling import DispatchNotice, DispatchOffer, OfferQueued, WorkReleased
 from taskplane.processors.dispatch.app import dispatcher_runtime
 from taskplane.processors.dispatch.decider import DispatchDecider
+from taskplane.processors.dispatch.verify import read_dispatch, verify_dispatch
 from taskplane.streams.batch import state_meta
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.restore import stored_states
@@ -121,6 +122,8 @@ def test_a_flood_of_24000_offers_keeps_releasing_and_restores(kafka_config: dict
         assert restarted.runtime.states()[SYSTEM] == live
     finally:
         restarted.stop()
+    verdict = verify_dispatch(read_dispatch(kafka_config, topics))  # taskplane verify --processor dispatcher
+    assert verdict.total("decisions") >= FLOOD and not verdict.divergences, verdict.divergences[:3]
     folded: Any = None
     for event in dispatch_log.all_events():
         folded = DispatchDecider().evolve(folded, event)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from taskplane.contract.messages import RunSucceeded, SubmitRun
-from taskplane.contract.replay import LoggedCommand, LoggedEvent, replay_partition
 from taskplane.contract.scheduling import OfferQueued, WorkReleased
 from taskplane.processors.dispatch.decider import DispatchDecider
-from taskplane.streams.log_reader import read_messages_to_end, read_to_end
+from taskplane.processors.dispatch.verify import read_dispatch, verify_dispatch
+from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.restore import stored_states
 from taskplane.streams.serde import Serde
 from taskplane.testing import EventLog
@@ -69,22 +69,15 @@ def test_a_flood_of_one_tenant_does_not_hold_back_another(pipeline: Pipeline) ->
     finally:
         dispatch_log.close()
 
-    # taskplane verify's re-decision: the offers and notices on `dispatch` decided again
-    # give the same events (one partition: catalog(2, 1)), and the state is their fold
+    # taskplane verify --processor dispatcher: the offers and notices on `dispatch` decided
+    # again give the same events, and the state is their fold
+    verdict = verify_dispatch(read_dispatch(pipeline.kafka, pipeline.topics))
+    assert verdict.total("decisions") >= 2 * FLOOD and not verdict.divergences, verdict.divergences[:3]
     serde = Serde()
-    commands, events = [], []
-    for record in read_messages_to_end(pipeline.kafka, pipeline.topics.dispatch):
-        meta, command = serde.decode(record.value())
-        key = record.key().decode() if record.key() else ""
-        commands.append(LoggedCommand(record.offset(), key, meta.message_id, command, record.timestamp()[1]))
-    for record in read_messages_to_end(pipeline.kafka, pipeline.topics.dispatch_events):
-        meta, event = serde.decode(record.value())
-        events.append(LoggedEvent(record.offset(), record.key().decode(), meta.causation_id or "", event))
-    report = replay_partition(DispatchDecider(), 0, commands, events)
-    assert report.decisions >= 2 * FLOOD and not report.divergences, report.divergences[:3]
+    events = [serde.decode(v)[1] for _p, _k, v in read_to_end(pipeline.kafka, pipeline.topics.dispatch_events) if v]
     folded: object = None
-    for logged in events:
-        folded = DispatchDecider().evolve(folded, logged.event)  # type: ignore[arg-type]
+    for event in events:
+        folded = DispatchDecider().evolve(folded, event)
     values: dict[str, bytes] = {}  # the changelog compacted: a head and a record per offer
     for _p, key, value in read_to_end(pipeline.kafka, pipeline.topics.dispatcher_changelog):
         if value is None:
