@@ -73,7 +73,7 @@ def parse_counts(text: str, flag: str) -> tuple[int, ...]:
 def plan_cells(orchestrators: tuple[int, ...], partitions: tuple[int, ...], quick: bool) -> list[Cell]:
     """The cells to measure. Full: every pair, partitions outer (a partition count's
     instances side by side). Quick: the diagonal, the i-th instance count on the i-th
-    partition count (1x4, 2x8, 4x16): both axes move, in about a minute."""
+    partition count (1x4, 2x8, 4x16): both axes move, in 1-2 minutes."""
     if quick:
         return [Cell(o, p) for o, p in zip(orchestrators, partitions, strict=False)]
     return [Cell(o, p) for p in partitions for o in orchestrators]
@@ -199,7 +199,7 @@ def progress(message: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="cells 1x4, 2x8, 4x16 only, 60 light runs, a burst of 600 (about a minute)")
+                        help="cells 1x4, 2x8, 4x16 only, 60 light runs, a burst of 600 (1-2 minutes)")
     parser.add_argument("--orchestrators", default=None, help="instance counts (default 1,2,4)")
     parser.add_argument("--partitions", default=None, help="partition counts (default 4,8,16)")
     parser.add_argument("--workers", type=int, default=2, help="`taskplane worker run` processes per cell")
