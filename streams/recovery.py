@@ -87,11 +87,16 @@ class Recoverer(Generic[S]):
             return
         committed = consumer.committed([TopicPartition(self._input, p) for p in partitions],
                                        min(self._timeout_s, REWIND_COMMITTED_S))
-        unknown = []
+        unknown, fates = [], set()
         for tp in committed:
             owned = self._partitions.get(tp.partition)
-            if owned is not None and batch.settle(tp.partition, owned, tp.offset) is Fate.UNKNOWN:
-                unknown.append(tp.partition)
+            if owned is not None:
+                fates.add(fate := batch.settle(tp.partition, owned, tp.offset))
+                if fate is Fate.UNKNOWN:
+                    unknown.append(tp.partition)
+        if Fate.COMMITTED in fates:  # one transaction: the keys the changelog lacked went with it
+            for owned in self._partitions.values():
+                owned.unsaved.clear()
         if unknown:
             log.warning("%s: partitions %s moved on without this instance; restoring them", self._name, unknown)
             self._restore(unknown)

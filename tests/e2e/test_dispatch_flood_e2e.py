@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from taskplane.contract.scheduling import DispatchNotice, DispatchOffer, OfferQueued, WorkReleased
 from taskplane.processors.dispatch.app import dispatcher_runtime
 from taskplane.processors.dispatch.decider import DispatchDecider
 from taskplane.processors.dispatch.verify import read_dispatch, verify_dispatch
+from taskplane.streams import runtime_clients
 from taskplane.streams.batch import state_meta
 from taskplane.streams.log_reader import read_to_end
 from taskplane.streams.restore import stored_states
@@ -26,6 +27,7 @@ from taskplane.streams.runtime import ProcessorRuntime
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.topics import Topics, catalog_spec, ensure_topics
+from taskplane.streams.transactions import TransactionalProducer, TransactionWedged
 from taskplane.testing import EventLog
 
 pytestmark = pytest.mark.kafka
@@ -37,8 +39,8 @@ SERDE = Serde()
 
 
 class Dispatcher:
-    def __init__(self, kafka: dict[str, Any], topics: Topics, instance: str) -> None:
-        settings = RuntimeSettings(instance_id=instance, group_id=f"{topics.prefix}-dispatcher")
+    def __init__(self, kafka: dict[str, Any], topics: Topics, instance: str, **tuning: Any) -> None:
+        settings = RuntimeSettings(instance_id=instance, group_id=f"{topics.prefix}-dispatcher", **tuning)
         self.runtime: ProcessorRuntime[Any, Any, Any] = dispatcher_runtime(kafka, topics, settings)
         self.thread = threading.Thread(target=self.runtime.run, daemon=True)
         self.thread.start()
@@ -124,6 +126,68 @@ def test_a_flood_of_24000_offers_keeps_releasing_and_restores(kafka_config: dict
         restarted.stop()
     verdict = verify_dispatch(read_dispatch(kafka_config, topics))  # taskplane verify --processor dispatcher
     assert verdict.total("decisions") >= FLOOD and not verdict.divergences, verdict.divergences[:3]
+    folded: Any = None
+    for event in dispatch_log.all_events():
+        folded = DispatchDecider().evolve(folded, event)
+    assert folded == live
+
+
+def changelog_state(kafka: dict[str, Any], topics: Topics) -> Any:
+    values: dict[str, bytes] = {}
+    for _partition, key, value in read_to_end(kafka, topics.dispatcher_changelog):
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    return stored_states(DispatchDecider(), SERDE, values).get(SYSTEM)
+
+
+class FailingCommits(TransactionalProducer):
+    """Every 4th commit fails: not committed, or committed with its reply lost."""
+
+    lost_reply = False
+    calls = 0
+    failures = 0
+
+    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
+        type(self).calls += 1
+        if type(self).calls % 4:
+            return super().commit(positions, group_metadata)
+        type(self).failures += 1
+        if self.lost_reply:
+            super().commit(positions, group_metadata)
+            raise TransactionWedged("commit_transaction did not return (injected)")
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected"))
+
+
+@pytest.mark.parametrize("lost_reply", [False, True], ids=["not-committed", "reply-lost"])
+def test_failed_commits_leave_the_per_offer_changelog_equal_to_the_state(
+        kafka_config: dict[str, Any], topics: Topics, dispatch_log: EventLog, monkeypatch: pytest.MonkeyPatch,
+        lost_reply: bool) -> None:
+    """A commit writes the records that differ from the state as its batch found it: a
+    batch undone in memory (not committed) or kept (its reply lost) must leave the next
+    batch's differences right, or the changelog would hold offers gone or lack some."""
+    flaky = type("Flaky", (FailingCommits,), {"lost_reply": lost_reply, "calls": 0, "failures": 0})
+    monkeypatch.setattr(runtime_clients, "TransactionalProducer", flaky)
+    dispatcher = Dispatcher(kafka_config, topics, "flaky", max_batch_records=20, tick_grace_after_failure_ms=0)
+    try:
+        done: set[str] = set()
+        for round_ in range(12):
+            send(kafka_config, topics, [DispatchOffer(SYSTEM, f"r{round_}-{i}", "step", 1, f"t{i % 3}", 1 + i % 5,
+                                                      1, 0, 30_000, 8, 600_000) for i in range(40)])
+            dispatch_log.wait_for(lambda log, n=40 * (round_ + 1): len(log.events(OfferQueued)) >= n, 120)
+            fresh = [e for e in dispatch_log.events(WorkReleased) if e.run_id not in done]
+            send(kafka_config, topics, [DispatchNotice(SYSTEM, e.run_id, e.task, e.attempt, kind)
+                                        for e in fresh for kind in ("taken", "done")]
+                 + [DispatchNotice(SYSTEM, f"r{round_}-{round_}", "", 0, "dropped")])
+            done.update(e.run_id for e in fresh)
+        send(kafka_config, topics, [DispatchOffer(SYSTEM, "last", "step", 1, "t0", 3, 1, 0, 30_000, 8, 600_000)])
+        dispatch_log.wait_for(lambda log: any(e.run_id == "last" for e in log.events(OfferQueued)), 120)
+        live = dispatcher.runtime.states()[SYSTEM]
+    finally:
+        dispatcher.stop()
+    assert flaky.failures >= 3, flaky.failures
+    assert changelog_state(kafka_config, topics) == live
     folded: Any = None
     for event in dispatch_log.all_events():
         folded = DispatchDecider().evolve(folded, event)
