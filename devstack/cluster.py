@@ -54,6 +54,9 @@ FAILOVER = {
     "controller.quorum.fetch.timeout.ms": "1000",
     "controller.quorum.election.timeout.ms": "500",
     "controller.quorum.election.backoff.max.ms": "500",
+    # The controller's no-op metadata records (Kafka's 500 ms) show the other nodes that
+    # the quorum's leader is alive; a lone dev broker writes them every 5 s (devstack/kafka.py).
+    "metadata.max.idle.interval.ms": "500",
 }
 CLUSTER_JVM_OPTIONS = ("-XX:+UseParallelGC", "-XX:ParallelGCThreads=1", "-XX:TieredStopAtLevel=1")
 

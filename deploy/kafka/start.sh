@@ -1,8 +1,9 @@
 #!/bin/sh
 # One KRaft node (broker and controller), configured like taskplane's local broker
 # (devstack/kafka.py): replication factor 1, no topic auto-creation, no initial
-# rebalance delay. Formats its storage on the first start; exec's Kafka so SIGTERM
-# reaches it (controlled shutdown).
+# rebalance delay, one network thread and two request handlers, no-op metadata records
+# every 5 s, not 0.5 (devstack/kafka.py says why). Formats its storage on the first
+# start; exec's Kafka so SIGTERM reaches it (controlled shutdown).
 set -eu
 data=/var/lib/kafka
 cat > "$data/server.properties" <<PROPS
@@ -31,6 +32,9 @@ group.consumer.min.session.timeout.ms=1000
 group.consumer.heartbeat.interval.ms=500
 group.consumer.min.heartbeat.interval.ms=250
 auto.create.topics.enable=false
+num.network.threads=1
+num.io.threads=2
+metadata.max.idle.interval.ms=5000
 PROPS
 cat > "$data/log4j2.properties" <<LOG
 status = warn
