@@ -27,7 +27,10 @@ class GlobalTable:
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         # The group never commits: every reader starts from the beginning.
-        self._consumer = kafka_clients.consumer(kafka_config, f"table-{topic}", start="earliest", eof=True)
+        # Fetches held 2 s (kafka_clients.FOLLOWING): a table changes rarely and is
+        # caught up by positions, not EOF (below).
+        self._consumer = kafka_clients.consumer(kafka_config, f"table-{topic}", start="earliest", eof=True,
+                                                tuning=kafka_clients.FOLLOWING)
         # Asked through the consumer itself: with the leader in its metadata cache the
         # first offset query goes out at once (assigned without it, librdkafka retries
         # the query on a 500 ms timer: every table took >= 0.5 s to catch up).
@@ -38,7 +41,7 @@ class GlobalTable:
         # Caught up once each partition's position reaches the end it had now (its last
         # stable offset: the reader is read_committed), or it reports EOF. The position
         # tells at once; EOF only comes from an empty fetch, which the broker holds for
-        # fetch.wait.max.ms (500 ms). A partition whose end cannot be read now (a topic
+        # fetch.wait.max.ms (2 s here). A partition whose end cannot be read now (a topic
         # just created may have no leader yet) waits for its EOF.
         self._ends: dict[int, int] = {}
         self._pending: set[int] = set()

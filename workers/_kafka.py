@@ -166,7 +166,7 @@ class Inbox:
         self.broker_away = threading.Event()  # librdkafka said all brokers are down; cleared by a probe
         self._last_probe = 0.0
         self._consumer = kafka_clients.consumer(kafka_config, f"inbox-{worker_id}", start="latest",
-                                                error_cb=self._on_error)
+                                                error_cb=self._on_error, tuning=kafka_clients.FOLLOWING)
         partitions = self._consumer.list_topics(topic, timeout=30).topics[topic].partitions
         if not partitions:
             raise StreamsError(f"topic {topic} does not exist (run `taskplane topics create`)")
