@@ -39,6 +39,21 @@ def stored_states(decider: Decider[S, Any, Any], serde: Serde, values: dict[str,
     return {key: state for key, state in states.items() if state is not None}
 
 
+def stale_layouts(decider: Decider[S, Any, Any], values: dict[str, bytes], states: dict[str, S]) -> set[str]:
+    """Keys of a split state whose stored records are not the ones a full write of the
+    joined state gives (a head written before the split holds its parts inline): the
+    next commit writes them in full, or a later diff against the joined state would
+    never write those parts out."""
+    if not isinstance(decider, SplitState):
+        return set()
+    stored: dict[str, set[str]] = {}
+    for name in values:
+        key, _, part = name.partition(PART_SEP)
+        stored.setdefault(key, set()).add(part)
+    return {key for key, state in states.items()
+            if {part for part, value in decider.changed_parts(None, state) if value is not None} != stored.get(key)}
+
+
 class Restorer(Generic[S]):
     def __init__(self, name: str, decider: Decider[S, Any, Any], kafka_config: dict[str, Any], topics: Topics,
                  changelog: str, events: str, changelog_spec: TopicSpec | None, serde: Serde,
@@ -75,6 +90,7 @@ class Restorer(Generic[S]):
                     stored[partition][key] = value
             for partition, values in stored.items():  # decoded once per key, not per write
                 restored[partition].states = stored_states(decider, self._serde, values)
+                restored[partition].unsaved.update(stale_layouts(decider, values, restored[partition].states))
         else:
             log.warning("%s: changelog %s missing; folding %s", self._name, self._changelog, self._events)
             if self._changelog_spec is not None:

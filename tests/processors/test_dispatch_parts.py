@@ -97,3 +97,24 @@ def test_no_record_grows_with_the_backlog() -> None:
     assert log.restored() == r.states[SYSTEM]
     whole = SERDE.encode(r.states[SYSTEM], state_meta(SYSTEM))  # what one record per system was
     assert len(whole) > 50 * log.largest
+
+
+def test_a_head_written_before_the_split_is_rewritten_in_full_on_restore() -> None:
+    """A changelog from before the split holds a system's queues inside its one record;
+    restored, the next commit must write them out as parts (streams/restore.py), or a
+    later diff against the joined state would drop them from the changelog."""
+    from taskplane.streams.restore import stale_layouts
+
+    r = InMemoryRunner.of(DispatchDecider())
+    for i in range(4):
+        r.handle(SYSTEM, offer(f"r{i}", "a", window=1), i)
+    live = r.states[SYSTEM]
+    assert live is not None and any(live.queues.values())
+    legacy = {SYSTEM: SERDE.encode(live, state_meta(SYSTEM))}  # queues inline, no parts
+    restored = stored_states(DispatchDecider(), SERDE, legacy)
+    assert restored[SYSTEM] == live
+    assert stale_layouts(DispatchDecider(), legacy, restored) == {SYSTEM}
+    log = Changelog()
+    log.commit(None, live)  # the full write an unsaved key gets
+    assert stale_layouts(DispatchDecider(), log.values, stored_states(DispatchDecider(), SERDE, log.values)) == set()
+    assert log.restored() == live
