@@ -66,11 +66,15 @@ class Plan:
     submitters: tuple[int, ...] = (1, 8)
     timeout_s: float = 600.0
     idle_s: float = 5.0
+    # Before the idle window: what a system still finishes after the warm-up's burst
+    # (commits, compaction, a worker's last acknowledgements) is not its idle cost.
+    settle_s: float = 5.0
     keyed: bool = False
     history: int = 0
 
 
-QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0, idle_s=2.0, submitters=(1,))
+QUICK = Plan(warmup=20, saturated=150, light=40, repetitions=1, timeout_s=120.0, idle_s=2.0, settle_s=3.0,
+             submitters=(1,))
 
 
 def peer_classes() -> dict[str, Callable[[Path, Path], Peer]]:
@@ -141,6 +145,7 @@ def measure(peer: Peer, plan: Plan) -> SystemFigures:
     print(f"{peer.name}: warm-up, {plan.warmup} runs", flush=True)
     submitters = plan.submitters[0]
     run_phase(peer, plan.warmup, None, submitters, plan.timeout_s)
+    time.sleep(plan.settle_s)
     idle = idle_cpu_ms_per_s(peer, plan.idle_s)
     print(f"{peer.name}: idle, {idle:.0f} CPU ms/s", flush=True)
     figures = SystemFigures(saturated=[], light=[], idle_cpu_ms_per_s=idle)

@@ -136,7 +136,7 @@ def test_last_line_is_json_with_figures_and_errors(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(peers, "peer_classes", lambda: {"taskplane": InMemoryPeer, "restate": Unavailable})
     monkeypatch.setattr(peers, "ensure_python_packages", lambda: None)
-    monkeypatch.setattr(peers, "QUICK", dataclasses.replace(peers.QUICK, light=5, idle_s=0.01))
+    monkeypatch.setattr(peers, "QUICK", dataclasses.replace(peers.QUICK, light=5, idle_s=0.01, settle_s=0.0))
     monkeypatch.setenv("TASKPLANE_CACHE_DIR", str(tmp_path))
     peers.main(["--systems", "taskplane,restate", "--quick", "--chart", str(tmp_path / "chart.png")])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -171,7 +171,7 @@ def test_keyed_phases_are_paired_with_plain_ones_and_submit_calls_are_timed(
 
     monkeypatch.setattr(peers, "peer_classes", lambda: {"taskplane": KeyedPeer, "celery": InMemoryPeer})
     monkeypatch.setattr(peers, "ensure_python_packages", lambda: None)
-    monkeypatch.setattr(peers, "QUICK", dataclasses.replace(peers.QUICK, warmup=2, saturated=6, light=3, idle_s=0.01))
+    monkeypatch.setattr(peers, "QUICK", dataclasses.replace(peers.QUICK, warmup=2, saturated=6, light=3, idle_s=0.01, settle_s=0.0))
     monkeypatch.setenv("TASKPLANE_CACHE_DIR", str(tmp_path))
     peers.main(["--systems", "taskplane,celery", "--quick", "--keyed", "--chart", str(tmp_path / "chart.png")])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
