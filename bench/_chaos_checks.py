@@ -4,8 +4,10 @@ into a new schema, the ``poison`` topic, and the kill times the bench recorded."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from psycopg import sql
 
 from taskplane.contract.messages import (
     LeaseExpired,
+    RunFailed,
     RunSucceeded,
     TaskDeadLettered,
     ToolCallSucceeded,
@@ -39,6 +42,18 @@ class Verdict:
     expired_in_outage: int = 0  # leases that expired while (or just after) the broker was away
     permits: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+
+
+def ended(log: Any, runs: Iterable[str]) -> bool:
+    """Every one of ``runs`` succeeded or failed on the log."""
+    done = {e.run_id for e in log.events(RunSucceeded)} | {e.run_id for e in log.events(RunFailed)}
+    return set(runs) <= done
+
+
+def wait_ended(log: Any, runs: Iterable[str], wait_s: float) -> None:
+    """Until every one of ``runs`` ended, or ``wait_s`` passed (the checks then say what not)."""
+    with contextlib.suppress(TimeoutError):
+        log.wait_for(lambda follower: ended(follower, runs), wait_s)
 
 
 def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, float]],

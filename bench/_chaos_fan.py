@@ -27,7 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from taskplane.contract.messages import RunFailed, RunSucceeded, SubmitRun, TaskSucceeded
+from bench._chaos_checks import wait_ended
+from taskplane.contract.messages import RunSucceeded, SubmitRun, TaskSucceeded
 from taskplane.streams.publisher import run_id_for
 from taskplane.testing import compile_manifest
 
@@ -84,15 +85,9 @@ class Fan:
             index += 1
             self._stopped.wait(self._pause)
 
-    def _done(self) -> bool:
-        log = self.stack.log
-        ended = {e.run_id for e in log.events(RunSucceeded)} | {e.run_id for e in log.events(RunFailed)}
-        return set(self.runs) <= ended
-
     def finish(self, failures: list[str], wait_s: float = 180.0) -> dict[str, Any]:
         """After the load: every fan run's end, then the checks."""
-        with contextlib.suppress(TimeoutError):
-            self.stack.log.wait_for(lambda _log: self._done(), wait_s)
+        wait_ended(self.stack.log, list(self.runs), wait_s)
         return self._check(failures)
 
     def _check(self, failures: list[str]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench._chaos_checks import ended, wait_ended
 from bench._chaos_governed_tools import TOKENS_PER_CALL
 from taskplane import Client
 from taskplane.contract.messages import (
@@ -113,19 +114,13 @@ class Governed:
                     self._client.approve(request.approval_id, who="chaos-person", reason="chaos",
                                          run_id=request.run_id, key=APPROVAL_KEY, timeout=10)
                     self._granted.add(request.approval_id)
-            if self._stopped.is_set() and self._done():
+            if self._stopped.is_set() and ended(self.stack.log, list(self.runs)):
                 return
             time.sleep(0.5)
 
-    def _done(self) -> bool:
-        log = self.stack.log
-        ended = {e.run_id for e in log.events(RunSucceeded)} | {e.run_id for e in log.events(RunFailed)}
-        return set(self.runs) <= ended
-
     def finish(self, failures: list[str], wait_s: float = 180.0) -> dict[str, Any]:
         """After the load: every governed run's end, then the checks."""
-        with contextlib.suppress(TimeoutError):
-            self.stack.log.wait_for(lambda _log: self._done(), wait_s)
+        wait_ended(self.stack.log, list(self.runs), wait_s)
         self._threads[1].join(5)
         self._client.close()
         return self._check(failures)
