@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from taskplane.contract.scheduling import DispatchNotice, DispatchOffer, OfferQueued, WorkReleased
@@ -27,8 +27,8 @@ from taskplane.streams.runtime import ProcessorRuntime
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import Serde, new_meta
 from taskplane.streams.topics import Topics, catalog_spec, ensure_topics
-from taskplane.streams.transactions import TransactionalProducer, TransactionWedged
 from taskplane.testing import EventLog
+from tests.streams.failing_commits import FailingCommits
 
 pytestmark = pytest.mark.kafka
 
@@ -142,24 +142,6 @@ def changelog_state(kafka: dict[str, Any], topics: Topics) -> Any:
     return stored_states(DispatchDecider(), SERDE, values).get(SYSTEM)
 
 
-class FailingCommits(TransactionalProducer):
-    """Every 4th commit fails: not committed, or committed with its reply lost."""
-
-    lost_reply = False
-    calls = 0
-    failures = 0
-
-    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> None:
-        type(self).calls += 1
-        if type(self).calls % 4:
-            return super().commit(positions, group_metadata)
-        type(self).failures += 1
-        if self.lost_reply:
-            super().commit(positions, group_metadata)
-            raise TransactionWedged("commit_transaction did not return (injected)")
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected"))
-
-
 @pytest.mark.parametrize("lost_reply", [False, True], ids=["not-committed", "reply-lost"])
 def test_failed_commits_leave_the_per_offer_changelog_equal_to_the_state(
         kafka_config: dict[str, Any], topics: Topics, dispatch_log: EventLog, monkeypatch: pytest.MonkeyPatch,
@@ -167,7 +149,7 @@ def test_failed_commits_leave_the_per_offer_changelog_equal_to_the_state(
     """A commit writes the records that differ from the state as its batch found it: a
     batch undone in memory (not committed) or kept (its reply lost) must leave the next
     batch's differences right, or the changelog would hold offers gone or lack some."""
-    flaky = type("Flaky", (FailingCommits,), {"lost_reply": lost_reply, "calls": 0, "failures": 0})
+    flaky = type("Flaky", (FailingCommits,), {"every": 4, "lost_reply": lost_reply, "calls": 0, "failures": 0})
     monkeypatch.setattr(runtime_clients, "TransactionalProducer", flaky)
     dispatcher = Dispatcher(kafka_config, topics, "flaky", max_batch_records=20, tick_grace_after_failure_ms=0)
     try:

@@ -28,7 +28,8 @@ from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import new_meta
 from taskplane.streams.topics import Topics, ensure_topics
-from taskplane.streams.transactions import TransactionalProducer, TransactionWedged
+from taskplane.streams.transactions import TransactionalProducer
+from tests.streams.failing_commits import FailingCommits
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -335,25 +336,6 @@ def test_a_lingering_batch_collects_records_that_arrive_after_its_first(counter:
         thread.join(30)
     assert_exactly_once(events, commands)
     assert observer.sizes == [6, 6]
-
-
-class FailingCommits(TransactionalProducer):
-    """Every ``every``-th commit fails: before committing (an abortable error: the batch
-    did not commit) or after it (the reply lost: the batch did commit)."""
-
-    every = 5
-    lost_reply = False
-    failures = 0
-
-    def commit(self, positions: list[TopicPartition], group_metadata: Any) -> float:
-        type(self).calls = getattr(type(self), "calls", 0) + 1
-        if type(self).calls % self.every:
-            return super().commit(positions, group_metadata)
-        type(self).failures += 1
-        if self.lost_reply:
-            super().commit(positions, group_metadata)
-            raise TransactionWedged("commit_transaction did not return (injected)")
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected"))
 
 
 @pytest.mark.parametrize("lost_reply", [False, True], ids=["not-committed", "reply-lost"])
