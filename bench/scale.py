@@ -167,11 +167,28 @@ def instances_assigned(kafka: dict[str, Any], stack: ScaleStack) -> int | None:
                                             for tp in member.assignment.topic_partitions))
 
 
+def wait_assigned(stack: ScaleStack, timeout_s: float = 90.0) -> int | None:
+    """The instances holding a partition once every instance that can own one does
+    (``min(orchestrators, partitions)``), or what holds one at ``timeout_s``: a slow
+    start-up joins the group late, and a cell measured mid-rebalance measures the
+    rebalance."""
+    expected = min(stack.cell.orchestrators, stack.cell.partitions)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assigned = instances_assigned(stack.kafka, stack)
+        if assigned == expected or time.monotonic() >= deadline:
+            if assigned != expected:
+                progress(f"{stack.cell.label}: {assigned} of {expected} instances hold a partition "
+                         f"after {timeout_s:.0f} s")
+            return assigned
+        time.sleep(0.5)
+
+
 def measure_cell(stack: ScaleStack, light_runs: int, rate: float, burst: int) -> dict[str, Any]:
     tasks = len(stack.definition.plan.agents)
     # Warm-up: two runs per partition, so every instance has decided and the group settled.
     stack.wait(stack.submit_many([f"warm{i}" for i in range(2 * stack.cell.partitions)]), 180)
-    assigned = instances_assigned(stack.kafka, stack)
+    assigned = wait_assigned(stack)
     light, light_cpu = measured(stack, lambda: paced(stack, light_runs, rate))
     light_ms = [float(done - sub) for sub, done in light]
     saturated, saturated_cpu = measured(stack, lambda: flood(stack, burst))
