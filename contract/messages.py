@@ -78,6 +78,9 @@ class CompleteTask:
     # takes at once (its free slots): granted in the same transaction, no claim.
     follow_on: int = 0
     usage: tuple[Usage, ...] = ()  # what the call or attempt used (docs/governance.md)
+    # The children of this task the worker started ahead of their grant, which this
+    # completion decides (workers/speculation.py): their grants send no Assignment.
+    started_ahead: tuple[str, ...] = ()
 
 
 class FailureKind(str, Enum):
@@ -194,6 +197,10 @@ class LeaseGranted:
     worker_id: str
     epoch: int
     expires_ms: int
+    # The holder already runs it: its completion of the parent named it as started ahead
+    # (CompleteTask.started_ahead). The grant is a fact all the same; only the Assignment
+    # the holder would ignore is not written to its inbox.
+    started_ahead: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from taskplane.contract.messages import Assignment, CompleteTask
@@ -56,6 +57,8 @@ class Speculation:
         ``produce`` returned and the children to start now, their grants decided by it."""
         with self._lock:
             children = self._children(completion, assignment)
+            if children:  # their grants need no Assignment: this worker runs them already
+                completion = replace(completion, started_ahead=tuple(child.task for child in children))
             written = produce(completion)  # under the lock: decision order is log order
             for child in children:
                 self._started[(child.run_id, child.task, child.epoch)] = None
@@ -65,7 +68,10 @@ class Speculation:
             return written, children
 
     def granted(self, assignment: Assignment) -> bool:
-        """Whether the orchestrator's grant is for a child already started here."""
+        """Whether the orchestrator's grant is for a child already started here. The
+        completion names the children it started (``CompleteTask.started_ahead``) and the
+        orchestrator then sends no Assignment for them; one that does not know the field
+        (an older version, mid-upgrade) still does, and it is matched here."""
         key = (assignment.run_id, assignment.task, assignment.epoch)
         with self._lock:
             if key not in self._started:

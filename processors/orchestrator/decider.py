@@ -351,7 +351,7 @@ def _holder(state: RunState, name: str, worker_id: str, epoch: int) -> TaskState
     return task
 
 
-def _claim(batch: _Batch, command: ClaimTask, at_ms: int) -> None:
+def _claim(batch: _Batch, command: ClaimTask, at_ms: int, started_ahead: bool = False) -> None:
     task = _task(batch.state, command.task)
     if task.status is TaskStatus.LEASED:
         raise DecisionError("already leased")
@@ -361,7 +361,7 @@ def _claim(batch: _Batch, command: ClaimTask, at_ms: int) -> None:
         raise DecisionError(f"stale attempt {command.attempt} (current {task.attempt})")
     expires = at_ms + batch.state.plan.execution.lease_timeout_ms
     batch.add(LeaseGranted(batch.state.run_id, task.name, task.attempt, command.worker_id,
-                           task.epoch + 1, expires))
+                           task.epoch + 1, expires, started_ahead))
 
 
 def _renew(batch: _Batch, command: RenewLease, at_ms: int) -> None:
@@ -439,7 +439,8 @@ def _complete(batch: _Batch, command: CompleteTask, at_ms: int) -> None:
             if follow_on > 0:  # the completer has a free slot: ready and granted in one decision
                 follow_on -= 1
                 batch.add(TaskReady(run_id, child, 1, offered=False))
-                _claim(batch, ClaimTask(run_id, child, 1, command.worker_id), at_ms)
+                _claim(batch, ClaimTask(run_id, child, 1, command.worker_id), at_ms,
+                       child in command.started_ahead)
             else:
                 batch.add(TaskReady(run_id, child, 1))
     if all(t.status is TaskStatus.SUCCEEDED for t in tasks.values()):

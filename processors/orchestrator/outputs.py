@@ -62,6 +62,8 @@ def _run_outputs(state: RunState, event: Event) -> list[Output]:
             return []  # granted in the same decision: the LeaseGranted's Assignment carries it
         case TaskReady(run_id=run_id, task=task, attempt=attempt):
             return [Output("work", f"{run_id}/{task}", WorkItem(run_id, state.plan.name, task, attempt))]
+        case LeaseGranted(started_ahead=True):
+            return []  # the holder runs it already: the Assignment would be ignored
         case LeaseGranted():
             return [Output("inbox", event.worker_id, _assignment(state, event))]
         case TaskDeadLettered():

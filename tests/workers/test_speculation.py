@@ -31,9 +31,15 @@ W = "w1"
 
 
 def _grant(runner: InMemoryRunner, event: LeaseGranted) -> Assignment:  # type: ignore[type-arg]
-    [out] = [o for o in outputs(runner.states[RUN], event) if o.topic == "inbox"]
+    """The Assignment the orchestrator sends for ``event`` (for a child started ahead: the
+    one it would send, were the child not named by its parent's completion)."""
+    [out] = [o for o in outputs(runner.states[RUN], replace(event, started_ahead=False)) if o.topic == "inbox"]
     assert isinstance(out.value, Assignment)
     return out.value
+
+
+def _inbox(runner: InMemoryRunner, event: LeaseGranted) -> list[object]:  # type: ignore[type-arg]
+    return [o for o in outputs(runner.states[RUN], event) if o.topic == "inbox"]
 
 
 @st.composite
@@ -65,7 +71,10 @@ def test_every_child_started_ahead_is_the_deciders_grant_to_this_worker(plan: Sy
         for event in events:
             if isinstance(event, TaskReady) and event.offered:  # through `work`: this worker claims it
                 take(send(ClaimTask(RUN, event.task, event.attempt, W)))
+            elif isinstance(event, LeaseGranted) and event.started_ahead:
+                assert _inbox(runner, event) == []  # running here already: nothing sent
             elif isinstance(event, LeaseGranted):
+                assert _inbox(runner, event)
                 assignment = _grant(runner, event)
                 if not speculation.granted(assignment):
                     held.append(assignment)
@@ -78,9 +87,10 @@ def test_every_child_started_ahead_is_the_deciders_grant_to_this_worker(plan: Sy
         completion = CompleteTask(RUN, assignment.task, W, assignment.epoch, f'"{assignment.task}"', follow_on)
         events, children = speculation.report(completion, assignment, send)
         granted = {e.task: e for e in events if isinstance(e, LeaseGranted)}
+        assert {t for t, e in granted.items() if e.started_ahead} == {c.task for c in children}
         for child in children:  # decided by this completion: the same grant, the same Assignment
             event = granted[child.task]
-            assert (event.worker_id, event.attempt, event.epoch) == (W, 1, 1)
+            assert (event.worker_id, event.attempt, event.epoch, event.started_ahead) == (W, 1, 1, True)
             assert child == replace(_grant(runner, event), expires_ms=child.expires_ms)
         ahead += len(children)
         take(events)
@@ -131,3 +141,14 @@ def test_the_completion_is_written_before_the_children_are_known_started() -> No
     result, children = speculation.report(CompleteTask(RUN, "parser", W, 1, '"p"', 2), parser,
                                           lambda c: written.append(c) or "delivery")
     assert result == "delivery" and len(written) == 1 and len(children) == 2
+    assert written[0] == CompleteTask(RUN, "parser", W, 1, '"p"', 2, started_ahead=("validator", "summarizer"))
+
+
+def test_a_grant_an_older_orchestrator_still_sends_is_not_run_twice() -> None:
+    plan, runner, parser = _diamond()
+    speculation = Speculation(plan, now_ms=lambda: 0)
+    old = CompleteTask(RUN, "parser", W, 1, '"p"', 2)  # what it reads: started_ahead unknown, ()
+    events, children = speculation.report(old, parser, lambda c: runner.handle(RUN, replace(c, started_ahead=()), 3))
+    grants = [e for e in events if isinstance(e, LeaseGranted)]
+    assert [g.started_ahead for g in grants] == [False, False] and len(children) == 2
+    assert all(speculation.granted(_grant(runner, g)) for g in grants)
