@@ -64,7 +64,10 @@ class _LogClient:
         self._failed: dict[str, str] = {}
         self._changed = threading.Condition()
         self._stopping = threading.Event()
-        self._consumer = kafka_clients.consumer(kafka, f"peers-results-{uuid.uuid4().hex[:6]}", start="earliest")
+        # Held fetches (FOLLOWING): the reader's empty fetches are broker CPU, counted as
+        # taskplane's idle cost (librdkafka's 500 ms: 2 a second).
+        self._consumer = kafka_clients.consumer(kafka, f"peers-results-{uuid.uuid4().hex[:6]}", start="earliest",
+                                                tuning=kafka_clients.FOLLOWING)
         self._consumer.subscribe([topics.events])
         self._thread = threading.Thread(target=self._follow, name="peers-results", daemon=True)
         self._thread.start()

@@ -42,19 +42,30 @@ _PEER = re.compile(r'"clientHost":"/?([\d.]+)"|"clientPort":(\d+)|"connection":"
 
 
 def _ticks(pid: int) -> dict[str, int]:
-    """CPU ticks of ``pid``'s tree (this process alone: the others are its children), by
-    thread name (digits dropped)."""
+    """CPU ticks of ``pid``'s tree (this process alone: the others are its children):
+    ``"": the processes' own total`` (/proc/PID/stat: it keeps the time of threads that
+    have exited, such as the JVM's C1 compiler threads, which come and go), and by
+    ``thread name (digits dropped)/tid``, so that a thread that exits (or a new one of the
+    same name) moves no other thread's figure."""
     out: dict[str, int] = collections.Counter()
     for member in process_tree([pid]) if pid != os.getpid() else [pid]:
+        try:
+            fields = _fields(Path(f"/proc/{member}/stat").read_text())
+        except OSError:
+            continue
+        out[""] += sum(int(value) for value in fields[11:15 if member != os.getpid() else 13])
         for task in Path(f"/proc/{member}/task").glob("*"):
             try:
                 stat = (task / "stat").read_text()
             except OSError:
                 continue
-            name = stat[stat.index("(") + 1:stat.rindex(")")]
-            fields = stat.rsplit(")", 1)[1].split()
-            out[re.sub(r"[\d-]+$", "", name)] += int(fields[11]) + int(fields[12])
+            name = re.sub(r"[\d-]+$", "", stat[stat.index("(") + 1:stat.rindex(")")])
+            out[f"{name}/{task.name}"] += sum(int(value) for value in _fields(stat)[11:13])
     return out
+
+
+def _fields(stat: str) -> list[str]:
+    return stat.rsplit(")", 1)[1].split()
 
 
 def snapshot(pids: dict[str, int]) -> dict[str, dict[str, int]]:
@@ -63,13 +74,22 @@ def snapshot(pids: dict[str, int]) -> dict[str, dict[str, int]]:
 
 def per_second(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], seconds: float,
                per: float = 1.0) -> dict[str, Any]:
-    """CPU ms per ``per`` (second or run) by process and by thread name."""
+    """CPU ms per ``per`` (second or run) by process (its /proc total) and by thread name;
+    ``exited`` is a process's time in threads that ended within the window (the JVM's
+    compiler threads, a worker's child process)."""
     scale = 1000 / os.sysconf("SC_CLK_TCK") / seconds / per
-    totals = {name: (sum(after[name].values()) - sum(before[name].values())) * scale
-              for name in after}
-    threads = {f"{name}:{thread}": (ticks - before[name].get(thread, 0)) * scale
-               for name, by_thread in after.items() for thread, ticks in by_thread.items()}
-    return {"total": round(sum(totals.values()), 1), **{k: round(v, 1) for k, v in totals.items()},
+    totals = {name: (after[name][""] - before[name].get("", 0)) * scale for name in after}
+    threads: dict[str, float] = collections.defaultdict(float)
+    for name, by_thread in after.items():
+        for key, ticks in by_thread.items():
+            if key:
+                threads[f"{name}:{key.rsplit('/', 1)[0]}"] += (ticks - before[name].get(key, 0)) * scale
+        exited = totals[name] - sum(v for k, v in threads.items() if k.startswith(f"{name}:"))
+        if exited >= 0.5:
+            threads[f"{name}:exited"] += exited
+    # bench.peers' idle figure is the stack's without the harness (its result reader).
+    stack = sum(v for k, v in totals.items() if k != "harness")
+    return {"total": round(sum(totals.values()), 1), "stack": round(stack, 1), **{k: round(v, 1) for k, v in totals.items()},
             "threads": {k: round(v, 1) for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.5}}
 
 

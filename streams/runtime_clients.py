@@ -142,11 +142,14 @@ class ProcessorClients:
                 # no partition is left out (with 1, one run in 200-400 waited 0.5 s).
                 "queued.min.messages": 50,
                 "fetch.queue.backoff.ms": 1,
-                # How long the broker holds a fetch that finds nothing. A record (or the commit
-                # marker that makes it readable) answers a held fetch at once, so this costs no
-                # latency, except to a busy partition left out of it (above): that waits at
-                # most this long. Shorter only multiplies idle fetches (50 ms: 20 a second).
-                "fetch.wait.max.ms": 100,
+                # How long the broker holds a fetch that finds nothing (settings.fetch_wait_ms,
+                # 500). A record (or the commit marker that makes it readable) answers a held
+                # fetch at once, so this costs no latency, except to a busy partition left out
+                # of it (above): that waits at most this long; none was left out in 1,000-run
+                # saturated phases (each input fetch held all 4 partitions). Each wait that ends
+                # empty is a request: 100 ms made an idle processor's 10 a second, about a third
+                # of an idle stack's broker CPU (docs/benchmarks.md, "Idle").
+                "fetch.wait.max.ms": self._settings.fetch_wait_ms,
             })
 
 

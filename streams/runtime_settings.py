@@ -43,6 +43,12 @@ class RuntimeSettings(BaseSettings):
         "'classic' for brokers older than Kafka 4 (session_timeout_ms applies there). No static "
         "membership: librdkafka turns a broker restart into a fatal FENCED_INSTANCE_ID for those.",
     )
+    fetch_wait_ms: int = Field(
+        default=500, ge=1,
+        description="How long the broker holds the input consumer's fetch that finds nothing "
+        "(fetch.wait.max.ms): a record or commit marker answers it at once, so it costs no latency; "
+        "an idle processor sends one a wait (docs/runtime.md).",
+    )
 
     def defaulting(self, **defaults: Any) -> RuntimeSettings:
         """These settings with a processor's own defaults for the fields neither the
