@@ -62,17 +62,29 @@ class Served:
             time.sleep(0.2)
         return found or {}
 
-    def wait_moved(self, before: dict[int, int], timeout_s: float) -> float | None:
+    def wait_moved(self, before: dict[int, int], timeout_s: float, trace: str = "") -> float | None:
         """Seconds until every partition that had input past ``before`` was committed past
-        it; None when one was not within ``timeout_s``."""
+        it; None when one was not within ``timeout_s``. ``trace``: a line naming it, with
+        when each partition moved and how many reads failed (where the seconds went)."""
         started = time.monotonic()
         waiting = set(before)
+        moved: dict[int, float] = {}
+        failed, unreadable_until = 0, 0.0
         while time.monotonic() - started < timeout_s:
-            now = self.committed() or {}
+            found = self.committed()
+            failed += found is None
+            if found is None:
+                unreadable_until = time.monotonic() - started  # what moved meanwhile is seen late
+            now = found or {}
             for partition in list(waiting):
                 if now.get(partition, -1) > before[partition] or not self._has_input(partition, before[partition]):
                     waiting.discard(partition)
+                    moved[partition] = time.monotonic() - started
             if not waiting:
+                if trace:
+                    print(f"{trace}: partitions moved after " + ", ".join(
+                        f"{p}: {t:.1f}s" for p, t in sorted(moved.items())) + f"; {failed} read(s) failed"
+                          + (f", the last {unreadable_until:.1f}s after the kill" if failed else ""), flush=True)
                 return time.monotonic() - started
             time.sleep(0.1)
         return None
@@ -127,7 +139,7 @@ def kill_node_kind(stack: Any, kind: str, rng: random.Random, outages: list[tupl
             down = time.time()
             cluster.kill(node)
             _stamp(f"{kind}: SIGKILL node {node}", down)
-            took = served.wait_moved(before, 120.0)
+            took = served.wait_moved(before, 120.0, kind)
             cluster.start_node(node)
             outages.append((down, time.time()))
         elif kind == "rolling":
