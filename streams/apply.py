@@ -6,6 +6,7 @@ Everything produced here goes into the open transaction; nothing is committed he
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -71,7 +72,8 @@ class Applier(Generic[S]):
                 continue
             if type(command) is tick_type:
                 now_ms: int = command.now_ms  # type: ignore[attr-defined]
-                for due in owned.due(now_ms):
+                found = functools.partial(batch.found, partition, owned)  # the timers it takes, for the undo log
+                for due in owned.due(now_ms, found):
                     self.apply(batch, producer, owned, partition, due, command, now_ms, meta)
             else:
                 self.apply(batch, producer, owned, partition, key, command, record.timestamp()[1], meta)

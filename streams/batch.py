@@ -74,12 +74,16 @@ class Batch(Generic[S]):
     def changing(self, partition: int, owned: PartitionState[S], key: str) -> None:
         """``key`` is about to change: its entry goes in the undo log (once per batch),
         and its new state to the changelog."""
+        self.found(partition, owned, key, owned.entry(key))
+        self._changed.setdefault(partition, set()).add(key)
+
+    def found(self, partition: int, owned: PartitionState[S], key: str, entry: Entry) -> None:
+        """``entry`` is ``key`` as the batch found it, for the undo log (the first one counts):
+        a Tick takes due timers before their keys change (``PartitionState.due``)."""
         undo = self._undo.get(partition)
         if undo is None or undo[0] is not owned:
             undo = self._undo[partition] = (owned, {})
-        if key not in undo[1]:
-            undo[1][key] = owned.entry(key)
-        self._changed.setdefault(partition, set()).add(key)
+        undo[1].setdefault(key, entry)
 
     def write_changelog(self, producer: Producer, topic: str, partitions: dict[int, PartitionState[S]],
                         serde: Serde, snapshot: Callable[[S], Any], split: SplitState | None = None) -> None:

@@ -5,6 +5,7 @@ its retirement (a finished key's), as of the last commit plus the open batch's c
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -39,12 +40,15 @@ class Deadlines:
             heapq.heappop(self.heap)
         return None
 
-    def due(self, now_ms: int) -> list[str]:
+    def due(self, now_ms: int, taken: dict[str, int] | None = None) -> list[str]:
+        """Keys due by ``now_ms``, removed; ``taken`` gets each one's deadline."""
         keys: list[str] = []
         while (deadline := self.earliest()) is not None and deadline <= now_ms:
             _, key = heapq.heappop(self.heap)
             del self.at[key]
             keys.append(key)
+            if taken is not None:
+                taken[key] = deadline
         return keys
 
 
@@ -75,7 +79,16 @@ class PartitionState(Generic[S]):
         times = [t for t in (self.timers.earliest(), self.retiring.earliest()) if t is not None]
         return min(times, default=None)
 
-    def due(self, now_ms: int) -> list[str]:
-        keys = self.timers.due(now_ms)
-        retiring = [key for key in self.retiring.due(now_ms) if key not in self.timers.at]
+    def due(self, now_ms: int, found: Callable[[str, Entry], None] | None = None) -> list[str]:
+        """Keys whose timer or retirement is due by ``now_ms``, both taken; ``found`` gets
+        each key's entry as it was before (a batch's undo log: a batch that does not commit
+        puts the timer back, or the key would never be ticked again)."""
+        timers: dict[str, int] = {}
+        retirements: dict[str, int] = {}
+        keys = self.timers.due(now_ms, timers)
+        retiring = [key for key in self.retiring.due(now_ms, retirements) if key not in self.timers.at]
+        if found is not None:
+            for key in timers.keys() | retirements.keys():
+                found(key, (self.states.get(key, ABSENT), timers.get(key, self.timers.at.get(key)),
+                            retirements.get(key, self.retiring.at.get(key))))
         return sorted({*keys, *retiring}) if retiring else keys
