@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from taskplane.streams import kafka_clients
+from taskplane.streams.metadata_nudge import DISCONNECT_S, MetadataNudge
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.transactions import TransactionalProducer
 
@@ -34,6 +35,10 @@ class ProcessorClients:
         self.transactions: TransactionalProducer | None = None
         self._generation = 0
         self._stale_early = False  # the broker went away before the producer was made
+        # Fresh metadata for both handles while a transactional call is slow (a leader or
+        # coordinator moved: streams/metadata_nudge.py).
+        self._nudge = MetadataNudge(name, lambda: (self.transactions and self.transactions.producer, self.consumer),
+                                    self._broker_lost)
         self._callbacks: tuple[Rebalance, Rebalance, Callable[[KafkaError], None]] | None = None
 
     def subscribe(self, on_assign: Rebalance, on_revoke: Rebalance, on_error: Callable[[KafkaError], None]) -> None:
@@ -44,7 +49,7 @@ class ProcessorClients:
         def current(callback: Callable[..., None]) -> Callable[..., None]:
             return lambda *args: callback(*args) if generation == self._generation else None
 
-        consumer = self._new_consumer(current(on_error))
+        consumer = self._new_consumer(self._watching(current(on_error)))
         consumer.subscribe([self._input], on_assign=current(on_assign), on_revoke=current(on_revoke))
         self.consumer = consumer
 
@@ -66,9 +71,25 @@ class ProcessorClients:
 
     def start_transactions(self, stop: threading.Event, on_error: Callable[[KafkaError], None]) -> None:
         """The transactional producer, initialised (aborts what a predecessor left open)."""
-        self.transactions = TransactionalProducer(self._name, lambda: self._new_producer(on_error), self._timeout_s,
-                                                  stop, init_patience_s=self._settings.transaction_timeout_ms / 1000)
+        watched = self._watching(on_error)
+        self.transactions = TransactionalProducer(self._name, lambda: self._new_producer(watched), self._timeout_s,
+                                                  stop, init_patience_s=self._settings.transaction_timeout_ms / 1000,
+                                                  on_slow_call=self._nudge.poke)
         self.transactions.stale |= self._stale_early
+
+    def _watching(self, on_error: Callable[[KafkaError], None]) -> Callable[[KafkaError], None]:
+        """``on_error``, and fresh metadata for a while after a lost broker connection (a
+        dead node: its leaderships and coordinators move at its fence, which librdkafka
+        alone learns seconds later: streams/metadata_nudge.py)."""
+        def watched(error: KafkaError) -> None:
+            if error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+                self._nudge.poke(DISCONNECT_S)
+            on_error(error)
+        return watched
+
+    def _broker_lost(self) -> None:
+        if self.transactions is not None:
+            self.transactions.broker_lost()
 
     def producer_stale(self) -> None:
         """The broker went away: the next batch starts on a new producer (after an outage

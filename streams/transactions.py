@@ -35,6 +35,15 @@ FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 # Between retries of a transactional call that failed at once (the coordinator's node is
 # down: "Broker transport failure (after 0ms)"): librdkafka looks the coordinator up again.
 RETRY_PAUSE_S = 0.1
+# A send_offsets_to_transaction still blocked this long after a node left the cluster's
+# metadata, on a producer made before that, waits on the node's decommissioned handle
+# (librdkafka's coordinator cache keeps it: streams/metadata_nudge.py) and is given up: a
+# new producer (its init_transactions then waits while the coordinator aborts the old
+# transaction: 0.6-1.3 s) instead of the whole wedge bound (6 s).
+LOST_BROKER_GRACE_S = 1.0
+# A call still running after this is slow: ``DeadlineCaller.on_slow`` is told (again every
+# this long), and the processor asks for fresh metadata meanwhile (streams/metadata_nudge.py).
+SLOW_CALL_S = 0.25
 
 
 class TransactionWedged(StreamsError):
@@ -73,36 +82,46 @@ class DeadlineCaller:
     cannot hold the process at exit) and ``TransactionWedged`` is raised; the next
     call gets a fresh thread. The handoff costs tens of microseconds per call."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_slow: Callable[[], None] | None = None) -> None:
         self.name = self._name = name
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
         self.abandoned = 0  # threads left blocked in a call, for logs and tests
+        self._on_slow = on_slow  # told every SLOW_CALL_S while a call runs (must not block)
 
     def call(self, what: str, fn: Callable[[], T], deadline_s: float, patience_s: float = 0.0,
-             stop: threading.Event | None = None) -> T:
+             stop: threading.Event | None = None, give_up: Callable[[], bool] | None = None) -> T:
         """``fn()``'s result or error; past ``deadline_s``, waited for ``patience_s`` more
-        (a warning logged, ``stop`` ending the wait early) before it is abandoned."""
+        (a warning logged, ``stop`` ending the wait early) before it is abandoned; abandoned
+        earlier once ``give_up()`` (asked while it is slow) says so."""
         jobs = self._jobs
         if jobs is None:
             jobs = self._jobs = queue.SimpleQueue()
             threading.Thread(target=_serve, args=(jobs,), name=f"{self._name}-calls", daemon=True).start()
         future: Future[T] = Future()
         jobs.put((fn, future))
-        try:
-            return future.result(deadline_s)
-        except TimeoutError:
-            pass
+        started = time.monotonic()
+        until = started + deadline_s
+        while (remaining := until - time.monotonic()) > 0:
+            if futures.wait([future], timeout=min(remaining, SLOW_CALL_S)).done:
+                return future.result()
+            if self._on_slow is not None:
+                self._on_slow()
+            if give_up is not None and give_up():
+                patience_s = 0.0
+                break
         if patience_s > 0 and not future.done():
             log.warning("%s: %s has not returned after %.1fs; waiting up to %.0fs more for it",
                         self._name, what, deadline_s, patience_s)
             until = time.monotonic() + patience_s
             while not future.done() and time.monotonic() < until and not (stop is not None and stop.is_set()):
-                futures.wait([future], timeout=0.25)
+                futures.wait([future], timeout=SLOW_CALL_S)
+                if self._on_slow is not None:
+                    self._on_slow()
         if future.done():  # finished late, or in the instant between the timeout and now
             return future.result()
         self._jobs = None  # the blocked thread keeps its queue; nothing else is sent to it
         self.abandoned += 1
-        raise TransactionWedged(f"{what} did not return within {deadline_s + patience_s:.1f}s") from None
+        raise TransactionWedged(f"{what} did not return within {time.monotonic() - started:.1f}s") from None
 
     def close(self) -> None:
         if self._jobs is not None:
@@ -137,8 +156,10 @@ def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> No
 
 
 def call_retrying(calls: DeadlineCaller, what: str, fn: Callable[[], None], timeout_s: float,
-                  stop: threading.Event, budget_s: float | None = None) -> float:
-    """``fn`` (a transactional call with ``timeout_s``, abandoned a second past it) through
+                  stop: threading.Event, budget_s: float | None = None, wedged_after_s: float | None = None,
+                  give_up: Callable[[], bool] | None = None) -> float:
+    """``fn`` (a transactional call with ``timeout_s``, abandoned ``wedged_after_s`` after it
+    started, by default a second past ``timeout_s``) through
     ``calls``, again while it fails with a retriable error, for up to ``budget_s`` (default
     ``timeout_s``) after the first failure; the seconds from the first failure to success
     (0.0: none). A partition leader or
@@ -149,10 +170,11 @@ def call_retrying(calls: DeadlineCaller, what: str, fn: Callable[[], None], time
     kill on a 3-node cluster (docs/failover.md). Not retriable (abortable, fatal), a
     wedged call, or the budget spent: raised, for ``recover``."""
     budget_s = timeout_s if budget_s is None else budget_s
+    wedged_after_s = timeout_s + 1 if wedged_after_s is None else wedged_after_s
     first_failure: float | None = None
     while True:
         try:
-            calls.call(what, fn, timeout_s + 1)
+            calls.call(what, fn, wedged_after_s, give_up=give_up)
             return 0.0 if first_failure is None else time.monotonic() - first_failure
         except KafkaException as error:
             kafka_error = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
@@ -180,39 +202,68 @@ class TransactionalProducer:
     ``commit``); after ``recover`` it may be a new one. ``stop`` ends the waits."""
 
     def __init__(self, name: str, make: Callable[[], Producer], call_timeout_s: float,
-                 stop: threading.Event, init_patience_s: float = 30.0) -> None:
+                 stop: threading.Event, init_patience_s: float = 30.0,
+                 on_slow_call: Callable[[], None] | None = None) -> None:
         self._name = name
         self._make = make  # a new producer with the transactional id
         self._timeout_s = call_timeout_s
         self._init_patience_s = init_patience_s
         self._stop = stop
-        self._calls = DeadlineCaller(name)
+        # on_slow_call: told while a call is slow (the runtime then asks for fresh metadata)
+        self._calls = DeadlineCaller(name, on_slow_call)
         # The broker went away since this producer was made: the next batch starts on a
         # new one (its coordinator state is stale; see ``renew``). Set from error callbacks.
         self.stale = False
+        self._lost_at = 0.0  # when a node last left the cluster's metadata (``broker_lost``)
+        self._made_at = time.monotonic()
         self.producer: Producer = self._initialised()
+
+    def broker_lost(self) -> None:
+        """A node left the cluster's metadata (fenced): this producer's coordinator cache
+        may point at its decommissioned handle. The next batch starts on a new producer,
+        and a send_offsets_to_transaction blocked since gives up ``LOST_BROKER_GRACE_S``
+        after it."""
+        self._lost_at = time.monotonic()
+        self.stale = True
+
+    def _blocked_by_lost_broker(self) -> bool:
+        lost_at = self._lost_at
+        return lost_at > self._made_at and time.monotonic() - lost_at > LOST_BROKER_GRACE_S
 
     def begin(self) -> None:
         self.producer.begin_transaction()
 
     def commit(self, positions: list[TopicPartition], group_metadata: Any) -> float:
-        """send_offsets (when there are any) and commit. Each try gets half the call
-        timeout and is abandoned a second past it (librdkafka may not honour it after a
-        coordinator loss: seen on a 3-node cluster, send_offsets_to_transaction still
-        blocked 6 s after its leader's node was killed, though the controller had moved
-        the partitions after 2 s); a retriable failure is tried again for up to the call
-        timeout (``call_retrying``). So a wedged call is given up after 3.5 s, not 6, and
-        a slow one still has the whole timeout. Returns the seconds spent on retries."""
+        """send_offsets (when there are any) and commit. send_offsets gets the call timeout,
+        each try of the commit half of it; a retriable failure is tried again for up to the
+        call timeout (``call_retrying``). A call that does not return is abandoned (a new
+        producer then) a second past the call timeout from the commit's start, or, for
+        send_offsets, ``LOST_BROKER_GRACE_S`` after a node left the cluster: librdkafka does
+        not honour its timeout while the group coordinator's node is dead or decommissioned
+        (docs/failover.md). Returns the seconds spent on retries."""
         producer, attempt_s, budget_s = self.producer, self._timeout_s / 2, self._timeout_s
         started = time.monotonic()
+
+        def wedged_after() -> float:  # the whole budget from the commit's start, and a try at least
+            return max(attempt_s + 1, started + budget_s + 1 - time.monotonic())
+
         retried = 0.0
         if positions:
+            # The whole budget in one try: librdkafka retries the offset commit itself while
+            # the group coordinator answers COORDINATOR_LOAD_IN_PROGRESS (its check with a
+            # transaction coordinator on a dead node fails until the fence), and turns it into
+            # an abortable error when the try's timeout ends: with 2.5 s tries, an abort
+            # (waiting for the fence too) and a rewind followed.
             retried += call_retrying(
                 self._calls, "send_offsets_to_transaction",
-                lambda: producer.send_offsets_to_transaction(positions, group_metadata, attempt_s),
-                attempt_s, self._stop, budget_s)
+                lambda: producer.send_offsets_to_transaction(positions, group_metadata, budget_s),
+                budget_s, self._stop, budget_s, wedged_after(), self._blocked_by_lost_broker)
+        # Not given up early: its EndTxn goes to the transaction coordinator, which
+        # librdkafka looks up again by itself, and its records to leaders the nudges
+        # refresh (given up 1 s after a node left, commits that were only slow were lost to
+        # a new producer: 0.6-1.3 s each).
         retried += call_retrying(self._calls, "commit_transaction", lambda: producer.commit_transaction(attempt_s),
-                                 attempt_s, self._stop, budget_s)
+                                 attempt_s, self._stop, budget_s, wedged_after())
         if retried:
             log.warning("%s: transaction committed after %.1fs of retries (%.1fs in all)", self._name, retried,
                         time.monotonic() - started)
@@ -225,13 +276,17 @@ class TransactionalProducer:
             raise ProducerFenced(str(error)) from error
         log.warning("%s: transaction failed (%s); %s", self._name, error, recovery.value)
         if recovery is Recovery.ABORT:
-            # Half the call timeout, like a commit's try: an abort waits for the batch's
-            # records in flight, and one whose partition's new leader was not serving yet
-            # held it 5 s on a 3-node cluster; a new producer (init_transactions aborts the
-            # transaction instead) was ready 0.6 s after that.
+            # Tries of half the call timeout, resumed on the same producer while it times out
+            # ("retry call to resume"), up to the call timeout in all: an abort waits for the
+            # transaction coordinator and for the batch's records in flight, both on a dead
+            # node until the fence (and its new leaders, with fresh metadata). A new producer
+            # instead waits in init_transactions (CONCURRENT_TRANSACTIONS) while the
+            # coordinator aborts the old transaction: 0.9-3.4 s after an abort given up at
+            # 2.5 s on a 3-node cluster.
             producer, timeout_s = self.producer, self._timeout_s / 2
             try:
-                self._calls.call("abort_transaction", lambda: producer.abort_transaction(timeout_s), timeout_s + 1)
+                call_retrying(self._calls, "abort_transaction", lambda: producer.abort_transaction(timeout_s),
+                              timeout_s, self._stop, timeout_s)
                 return recovery
             except (KafkaException, TransactionWedged) as abort_error:
                 if recovery_for(abort_error) is Recovery.FENCED:
@@ -268,6 +323,7 @@ class TransactionalProducer:
         finishing); only a fatal error, or a call still blocked after that, gets a fresh
         producer."""
         producer = self._make()
+        self._made_at = time.monotonic()
         while True:
             try:  # patient: a second producer would race this one's InitProducerId (each
                 # bumps the epoch and aborts the other's), and under CPU starvation a call
@@ -285,3 +341,4 @@ class TransactionalProducer:
                 if recovery is Recovery.RECREATE:
                     discard(producer)
                     producer = self._make()
+                    self._made_at = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -134,3 +135,33 @@ def test_retries_end_after_the_call_timeout_or_when_stopped() -> None:
         call_retrying(deadlines, "commit_transaction", call, 60, stop)
     assert len(stopped) == 1
     deadlines.close()
+
+
+def test_a_slow_call_tells_on_slow_while_it_runs_and_a_quick_one_does_not() -> None:
+    """The runtime asks for fresh metadata only while a transactional call is slow (a
+    leader or coordinator moved): quick calls send nothing extra."""
+    told: list[float] = []
+    calls = DeadlineCaller("test", on_slow=lambda: told.append(time.monotonic()))
+    assert calls.call("quick", lambda: 1, 5) == 1
+    assert told == []
+    def slow() -> int:
+        time.sleep(0.8)
+        return 2
+
+    assert calls.call("slow", slow, 5) == 2
+    assert 2 <= len(told) <= 4, told
+    calls.close()
+
+
+
+def test_a_call_is_given_up_before_its_deadline_once_give_up_says_so() -> None:
+    """A commit call blocked on a node that left the cluster is abandoned soon after, not
+    at its whole bound (streams/metadata_nudge.py)."""
+    calls = DeadlineCaller("test")
+    release = threading.Event()
+    lost_at = time.monotonic() + 0.3
+    with pytest.raises(TransactionWedged):
+        calls.call("send_offsets_to_transaction", release.wait, 60, give_up=lambda: time.monotonic() > lost_at)
+    assert calls.abandoned == 1
+    release.set()
+    calls.close()

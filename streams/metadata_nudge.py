@@ -1,0 +1,101 @@
+"""Fresh metadata while a transactional call is slow: librdkafka alone learns a moved
+partition leader or coordinator seconds late.
+
+When a broker dies (SIGKILL on a 3-node cluster), a producer asks for metadata once, at
+the disconnect: the dead node still leads its partitions then (the controller fences it
+a broker session later), and nothing asks again. Partitions with queued records wait
+on the dead node's handle (no produce request fails, so no leader query starts); a
+``send_offsets_to_transaction`` whose group coordinator died waits in a coordinator
+request that looks the coordinator up again only on a broker state change
+(librdkafka's ``rd_kafka_coord_req_fsm``; its timeout is not checked while it waits).
+Measured on the 3-node dev cluster: the fence at +2.9 s, the producer's next metadata at
++3.9 s (some unrelated trigger), and the dead node's partitions, then moved to
+librdkafka's internal broker, picked up by its once-a-second topic scan at +5.0 s.
+
+A metadata request (``list_topics``, all topics) every ``INTERVAL_S`` while a call is slow,
+and for ``DISCONNECT_S`` after a lost connection, brings the new leaders in within a
+fraction of a second of the fence: the response updates every known partition's leader.
+Nothing is asked while calls are quick and connections hold, so an idle or healthy
+processor sends no extra requests (docs/failover.md).
+
+A node missing from a response (fenced) is decommissioned by librdkafka, but a producer's
+coordinator cache keeps pointing at its handle: the next ``send_offsets_to_transaction``
+whose group coordinator was that node waits on it until some other broker connection
+changes state (seen: 6 s, until abandoned, in 6 of 6 such calls). ``on_broker_lost``
+tells the owner, which starts its next transaction on a fresh producer (an empty cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+log = logging.getLogger(__name__)
+
+# Between two metadata requests while calls are slow. A fenced node is decommissioned by
+# the first response after the fence, its partitions re-led by the next one: two rounds.
+INTERVAL_S = 0.25
+# Keep asking this long after the last slow call: the consumer fetches from a moved
+# leader only once it knows it, and the next batch needs those records.
+TAIL_S = 1.0
+# Per request: a handle whose every broker is away answers with an error, not a hang.
+REQUEST_TIMEOUT_S = 1.0
+# After a client lost its connection to a broker: until a dead node is fenced (a broker
+# session, 2 s on the dev cluster, 9 s by Kafka's default) its partitions and coordinators
+# stay on it, and a processor whose open transaction never touched it still fetches its
+# input from it: its consumer would learn the new leader at its once-a-second topic scan.
+DISCONNECT_S = 10.0
+
+
+class MetadataNudge:
+    """``poke()`` (non-blocking, from any thread) asks for metadata through each of
+    ``handles()`` (producers, consumers: anything with ``list_topics``) on a helper
+    thread, every ``INTERVAL_S`` until ``TAIL_S`` after the last poke."""
+
+    def __init__(self, name: str, handles: Callable[[], Iterable[Any]],
+                 on_broker_lost: Callable[[], None] | None = None) -> None:
+        self._name = name
+        self._handles = handles
+        self._on_broker_lost = on_broker_lost  # a node left the cluster's metadata (fenced)
+        self._brokers: set[int] = set()
+        self._until = 0.0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.requests = 0  # metadata requests sent, for logs and tests
+
+    def poke(self, for_s: float = TAIL_S) -> None:
+        """Ask for metadata from now until ``for_s`` from now (or later, when asked to)."""
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + for_s)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"{self._name}-nudge", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while time.monotonic() < self._until:
+                started = time.monotonic()
+                for handle in list(self._handles()):
+                    if handle is None:
+                        continue
+                    try:
+                        brokers = set(handle.list_topics(timeout=REQUEST_TIMEOUT_S).brokers)
+                        self.requests += 1
+                    except (KafkaException, RuntimeError) as error:  # away, or closed meanwhile
+                        log.debug("%s: metadata nudge: %s", self._name, error)
+                        continue
+                    if self._brokers - brokers and self._on_broker_lost is not None:
+                        log.info("%s: node(s) %s left the cluster's metadata", self._name,
+                                 sorted(self._brokers - brokers))
+                        self._on_broker_lost()
+                    self._brokers = brokers
+                time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
