@@ -40,7 +40,7 @@ RETRY_PAUSE_S = 0.1
 # (librdkafka's coordinator cache keeps it: streams/metadata_nudge.py) and is given up: a
 # new producer (its init_transactions then waits while the coordinator aborts the old
 # transaction: 0.6-1.3 s) instead of the whole wedge bound (6 s).
-LOST_BROKER_GRACE_S = 1.0
+LOST_BROKER_GRACE_S = 0.5
 # A call still running after this is slow: ``DeadlineCaller.on_slow`` is told (again every
 # this long), and the processor asks for fresh metadata meanwhile (streams/metadata_nudge.py).
 SLOW_CALL_S = 0.25
