@@ -75,8 +75,10 @@ def snapshot(pids: dict[str, int]) -> dict[str, dict[str, int]]:
 def per_second(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], seconds: float,
                per: float = 1.0) -> dict[str, Any]:
     """CPU ms per ``per`` (second or run) by process (its /proc total) and by thread name;
-    ``exited`` is a process's time in threads that ended within the window (the JVM's
-    compiler threads, a worker's child process)."""
+    ``exited`` is the rest of a process's time: threads that ended within the window (the
+    JVM's C1 compiler threads), and rounding (/proc counts each thread in whole ticks: a
+    worker's 30 threads, most of them woken briefly, lose ~2 ms/s that way; no thread of
+    theirs ended)."""
     scale = 1000 / os.sysconf("SC_CLK_TCK") / seconds / per
     totals = {name: (after[name][""] - before[name].get("", 0)) * scale for name in after}
     threads: dict[str, float] = collections.defaultdict(float)
