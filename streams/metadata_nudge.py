@@ -23,6 +23,12 @@ coordinator cache keeps pointing at its handle: the next ``send_offsets_to_trans
 whose group coordinator was that node waits on it until some other broker connection
 changes state (seen: 6 s, until abandoned, in 6 of 6 such calls). ``on_broker_lost``
 tells the owner, which starts its next transaction on a fresh producer (an empty cache).
+
+A consumer is asked on its own polling thread (``on_loop``), never from the nudge's:
+confluent-kafka serialises a consumer's calls, and a ``list_topics`` from another
+thread waits for the handle in 1 ms sleeps while the owner polls back to back. An idle
+breaker's nudge thread was seen spinning there for minutes (~930 wake-ups a second,
+14-24 CPU ms/s), its own timeout never reached (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -54,8 +60,9 @@ DISCONNECT_S = 10.0
 
 class MetadataNudge:
     """``poke()`` (non-blocking, from any thread) asks for metadata through each of
-    ``handles()`` (producers, consumers: anything with ``list_topics``) on a helper
-    thread, every ``INTERVAL_S`` until ``TAIL_S`` after the last poke."""
+    ``handles()`` (producers: handles safe to call from another thread) on a helper
+    thread, every ``INTERVAL_S`` until ``TAIL_S`` after the last poke; ``on_loop`` does
+    the same for a consumer, on the thread that polls it."""
 
     def __init__(self, name: str, handles: Callable[[], Iterable[Any]],
                  on_broker_lost: Callable[[], None] | None = None) -> None:
@@ -67,6 +74,7 @@ class MetadataNudge:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop_next = 0.0  # when on_loop asks next
         self.requests = 0  # metadata requests sent, for logs and tests
 
     def poke(self, for_s: float = TAIL_S) -> None:
@@ -78,6 +86,16 @@ class MetadataNudge:
                 self._thread.start()
         self._wake.set()
 
+    def on_loop(self, consumer: Any) -> None:
+        """From the thread that polls ``consumer``, between polls: one metadata request
+        through it while nudging, at most every ``INTERVAL_S``; nothing (a comparison)
+        otherwise."""
+        now = time.monotonic()
+        if now >= self._until or now < self._loop_next:
+            return
+        self._loop_next = now + INTERVAL_S
+        self._ask(consumer)
+
     def _run(self) -> None:
         while True:
             self._wake.wait()
@@ -85,17 +103,19 @@ class MetadataNudge:
             while time.monotonic() < self._until:
                 started = time.monotonic()
                 for handle in list(self._handles()):
-                    if handle is None:
-                        continue
-                    try:
-                        brokers = set(handle.list_topics(timeout=REQUEST_TIMEOUT_S).brokers)
-                        self.requests += 1
-                    except (KafkaException, RuntimeError) as error:  # away, or closed meanwhile
-                        log.debug("%s: metadata nudge: %s", self._name, error)
-                        continue
-                    if self._brokers - brokers and self._on_broker_lost is not None:
-                        log.info("%s: node(s) %s left the cluster's metadata", self._name,
-                                 sorted(self._brokers - brokers))
-                        self._on_broker_lost()
-                    self._brokers = brokers
+                    if handle is not None:
+                        self._ask(handle)
                 time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+
+    def _ask(self, handle: Any) -> None:
+        try:
+            brokers = set(handle.list_topics(timeout=REQUEST_TIMEOUT_S).brokers)
+            self.requests += 1
+        except (KafkaException, RuntimeError) as error:  # away, or closed meanwhile
+            log.debug("%s: metadata nudge: %s", self._name, error)
+            return
+        with self._lock:
+            lost, self._brokers = self._brokers - brokers, brokers
+        if lost and self._on_broker_lost is not None:
+            log.info("%s: node(s) %s left the cluster's metadata", self._name, sorted(lost))
+            self._on_broker_lost()

@@ -220,6 +220,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         """What is already fetched, up to the batch bound; when nothing is, wait up to
         max_batch_ms for the first record only (consume() would wait for a full batch,
         adding its timeout to every hop of a run's latency)."""
+        self._clients.nudge_consumer()  # fresh leaders while a leader or coordinator moves
         consumer = self._clients.consumer
         assert consumer is not None
         limit = self._settings.max_batch_records

@@ -36,8 +36,9 @@ class ProcessorClients:
         self._generation = 0
         self._stale_early = False  # the broker went away before the producer was made
         # Fresh metadata for both handles while a transactional call is slow (a leader or
-        # coordinator moved: streams/metadata_nudge.py).
-        self._nudge = MetadataNudge(name, lambda: (self.transactions and self.transactions.producer, self.consumer),
+        # coordinator moved: streams/metadata_nudge.py): the producer's on the nudge's
+        # thread, the consumer's on the polling thread (``nudge_consumer``).
+        self._nudge = MetadataNudge(name, lambda: (self.transactions and self.transactions.producer,),
                                     self._broker_lost)
         self._callbacks: tuple[Rebalance, Rebalance, Callable[[KafkaError], None]] | None = None
 
@@ -86,6 +87,11 @@ class ProcessorClients:
                 self._nudge.poke(DISCONNECT_S)
             on_error(error)
         return watched
+
+    def nudge_consumer(self) -> None:
+        """From the polling thread, between polls: the consumer's share of a nudge."""
+        if self.consumer is not None:
+            self._nudge.on_loop(self.consumer)
 
     def _broker_lost(self) -> None:
         if self.transactions is not None:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from taskplane.streams.metadata_nudge import REQUEST_TIMEOUT_S, TAIL_S, MetadataNudge
+from taskplane.streams.metadata_nudge import INTERVAL_S, REQUEST_TIMEOUT_S, TAIL_S, MetadataNudge
 from taskplane.streams.transactions import Recovery, TransactionalProducer
 
 pytestmark = pytest.mark.kafka
@@ -70,3 +70,40 @@ def test_a_nudge_asks_for_metadata_through_every_handle_then_stops(kafka_config:
     asked = nudge.requests
     time.sleep(1)
     assert nudge.requests == asked
+
+
+class CountedConsumer(Consumer):
+    """A consumer that counts its metadata requests and the threads they came from."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.asked_from: list[str] = []
+
+    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked_from.append(threading.current_thread().name)
+        return super().list_topics(*args, **kwargs)
+
+
+def test_a_consumer_is_nudged_on_its_polling_thread_only_while_nudging(kafka_config: dict[str, Any]) -> None:
+    """confluent-kafka serialises a consumer's calls: a list_topics from the nudge's thread
+    spun (1 ms sleeps) while the owner polled back to back. The consumer's requests come
+    from on_loop, on the polling thread, at most every INTERVAL_S, and none outside a nudge."""
+    consumer = CountedConsumer({**kafka_config, "group.id": f"nudge-{uuid.uuid4().hex[:6]}"})
+    producer = Producer(dict(kafka_config))
+    nudge = MetadataNudge("nudge", lambda: (producer,))
+    try:
+        nudge.on_loop(consumer)
+        assert consumer.asked_from == []  # not nudging: nothing asked
+        nudge.poke()
+        started = time.monotonic()
+        while time.monotonic() - started < TAIL_S / 2:
+            nudge.on_loop(consumer)
+            consumer.poll(0.01)
+        assert consumer.asked_from and set(consumer.asked_from) == {threading.current_thread().name}
+        assert len(consumer.asked_from) <= TAIL_S / 2 / INTERVAL_S + 1  # one per interval, not per poll
+        time.sleep(TAIL_S + REQUEST_TIMEOUT_S)
+        asked = len(consumer.asked_from)
+        nudge.on_loop(consumer)
+        assert len(consumer.asked_from) == asked  # the tail is over
+    finally:
+        consumer.close()
