@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -59,15 +59,15 @@ DISCONNECT_S = 10.0
 
 
 class MetadataNudge:
-    """``poke()`` (non-blocking, from any thread) asks for metadata through each of
-    ``handles()`` (producers: handles safe to call from another thread) on a helper
-    thread, every ``INTERVAL_S`` until ``TAIL_S`` after the last poke; ``on_loop`` does
-    the same for a consumer, on the thread that polls it."""
+    """``poke()`` (non-blocking, from any thread) asks for metadata through ``producer()``
+    (the current one, or None) on a helper thread, every ``INTERVAL_S`` until ``TAIL_S``
+    after the last poke; ``on_loop`` does the same for a consumer, on the thread that
+    polls it."""
 
-    def __init__(self, name: str, handles: Callable[[], Iterable[Any]],
+    def __init__(self, name: str, producer: Callable[[], Any | None],
                  on_broker_lost: Callable[[], None] | None = None) -> None:
         self._name = name
-        self._handles = handles
+        self._producer = producer
         self._on_broker_lost = on_broker_lost  # a node left the cluster's metadata (fenced)
         self._brokers: set[int] = set()
         self._until = 0.0
@@ -102,9 +102,8 @@ class MetadataNudge:
             self._wake.clear()
             while time.monotonic() < self._until:
                 started = time.monotonic()
-                for handle in list(self._handles()):
-                    if handle is not None:
-                        self._ask(handle)
+                if (producer := self._producer()) is not None:
+                    self._ask(producer)
                 time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
 
     def _ask(self, handle: Any) -> None:

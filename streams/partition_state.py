@@ -89,6 +89,6 @@ class PartitionState(Generic[S]):
         retiring = [key for key in self.retiring.due(now_ms, retirements) if key not in self.timers.at]
         if found is not None:
             for key in timers.keys() | retirements.keys():
-                found(key, (self.states.get(key, ABSENT), timers.get(key, self.timers.at.get(key)),
-                            retirements.get(key, self.retiring.at.get(key))))
+                state, timer, retire_at = self.entry(key)  # as it is now, less what was taken
+                found(key, (state, timers.get(key, timer), retirements.get(key, retire_at)))
         return sorted({*keys, *retiring}) if retiring else keys

@@ -38,7 +38,7 @@ class ProcessorClients:
         # Fresh metadata for both handles while a transactional call is slow (a leader or
         # coordinator moved: streams/metadata_nudge.py): the producer's on the nudge's
         # thread, the consumer's on the polling thread (``nudge_consumer``).
-        self._nudge = MetadataNudge(name, lambda: (self.transactions and self.transactions.producer,),
+        self._nudge = MetadataNudge(name, lambda: self.transactions and self.transactions.producer,
                                     self._broker_lost)
         self._callbacks: tuple[Rebalance, Rebalance, Callable[[KafkaError], None]] | None = None
 

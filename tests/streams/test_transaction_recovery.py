@@ -57,10 +57,10 @@ def test_a_timed_out_abort_is_resumed_on_the_same_producer(
     transactions.close()
 
 
-def test_a_nudge_asks_for_metadata_through_every_handle_then_stops(kafka_config: dict[str, Any]) -> None:
+def test_a_nudge_asks_for_metadata_through_the_producer_then_stops(kafka_config: dict[str, Any]) -> None:
     """Requests while pokes come (a slow call), none once the tail after the last is over."""
     producer = Producer(dict(kafka_config))
-    nudge = MetadataNudge("nudge", lambda: (producer, None))
+    nudge = MetadataNudge("nudge", lambda: producer)
     nudge.poke()
     deadline = time.monotonic() + 60
     while nudge.requests < 2 and time.monotonic() < deadline:
@@ -90,7 +90,7 @@ def test_a_consumer_is_nudged_on_its_polling_thread_only_while_nudging(kafka_con
     from on_loop, on the polling thread, at most every INTERVAL_S, and none outside a nudge."""
     consumer = CountedConsumer({**kafka_config, "group.id": f"nudge-{uuid.uuid4().hex[:6]}"})
     producer = Producer(dict(kafka_config))
-    nudge = MetadataNudge("nudge", lambda: (producer,))
+    nudge = MetadataNudge("nudge", lambda: producer)
     try:
         nudge.on_loop(consumer)
         assert consumer.asked_from == []  # not nudging: nothing asked
