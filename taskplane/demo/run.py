@@ -59,7 +59,11 @@ SERVES = {"document-pipeline": tools_module("document-pipeline"),
           "payment-processor": "taskplane.demo.payments",
           approval.SYSTEM: "taskplane.demo.approval",
           budget.SYSTEM: "taskplane.demo.budget"}
-PAUSE_AFTER_CHARGE_S = 4.0
+# The window between the crash payment's charge and its ledger record, in which the demo
+# SIGKILLs its worker; the kill ends it (a retry does not pause). Longer than the demo
+# loop's slowest turn: the approval scene runs the CLI in that loop, and with 4 s the
+# worker once finished the payment before the kill (CI: no lease expired, no takeover).
+PAUSE_AFTER_CHARGE_S = 20.0
 
 
 def demo_systems() -> dict[str, SystemDefinition]:
