@@ -1,253 +1,65 @@
-"""``taskplane verify`` below the surface: a recorded orchestrator log, from a fixture
-file or a live cluster's ``commands`` and ``events`` topics, re-decided with the current
-code (``contract/replay.py``) by the decider production wires (``app.py``).
-
-A fixture file is JSON lines: a header ``{"format": "taskplane-log/1", "schemas": {...}}``
-(the writer schemas of its records, so it decodes after the current schemas moved on),
-then one record a line: ``{"topic": "commands"|"events", "partition", "offset",
-"timestamp", "key", "value"}`` with the value as base64 of the bytes on the topic.
-A live cluster is read like the runtime reads it (read-committed, to the end).
-"""
+"""``taskplane verify`` of the orchestrator's log: ``commands`` re-decided against
+``events`` by the decider production wires (``app.py``), through the shared
+machinery (``processors/recorded.py``: fixtures and cluster reads, ``processors/verifying.py``).
+Its changelog is not compared here: ``taskplane rebuild state`` does that (retention
+retires runs from it)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plans import PlanBook
-from taskplane.contract.replay import (
-    Divergence,
-    LoggedCommand,
-    LoggedEvent,
-    PartitionReport,
-    replay_partition,
-)
 from taskplane.processors.orchestrator.app import OrchestratorSettings, orchestrator_decider
-from taskplane.streams.exceptions import SerdeError
-from taskplane.streams.log_reader import read_messages_to_end
-from taskplane.streams.serde import SCHEMA_DIR, SchemaRegistry, Serde, load_schema_set
-from taskplane.streams.topics import Topics
+from taskplane.processors.recorded import (  # re-exported: the names the tests and scripts import
+    FORMAT,
+    ROLES,
+    BadLog,
+    Partitions,
+    RawRecord,
+    RecordedLog,
+    Verdict,
+    current_schemas,
+    partitioned,
+    read_cluster,
+    read_fixture,
+    read_fixtures,
+    replay_partitions,
+    serde_for,
+    write_fixture,
+)
+from taskplane.processors.verifying import Verifiable, verify_processor
+from taskplane.streams.serde import Serde
 
-FORMAT = "taskplane-log/1"
-ROLES = ("commands", "events")
-
-
-class BadLog(TaskplaneError):
-    """A log that cannot be read as one (a missing file, not the format, a bad line)."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    topic: str  # "commands" or "events"
-    partition: int
-    offset: int
-    timestamp: int
-    key: str
-    value: bytes
-
-
-@dataclass(slots=True)
-class RecordedLog:
-    records: list[RawRecord]
-    schemas: dict[str, Any] = field(default_factory=dict)  # writer schemas by full name (fixtures)
+__all__ = ["FORMAT", "ROLES", "VERIFIABLE", "BadLog", "Partitions", "RawRecord", "RecordedLog", "Verdict",
+           "current_schemas", "partitioned", "read_cluster", "read_fixture", "read_fixtures", "replay_partitions",
+           "verify_log", "write_fixture"]
 
 
-@dataclass(slots=True)
-class Verdict:
-    partitions: list[PartitionReport]
-    undecodable: int = 0
-
-    @property
-    def divergences(self) -> list[Divergence]:
-        return [d for report in self.partitions for d in report.divergences]
-
-    @property
-    def first(self) -> Divergence | None:
-        found = self.divergences
-        return min(found, key=lambda d: (d.partition, d.command.offset if d.command else -1)) if found else None
-
-    def total(self, name: str) -> int:
-        return sum(getattr(report, name) for report in self.partitions)
+def _runs_of(by_partition: Partitions, system: str) -> Callable[[str], bool]:
+    """A run is keyed by its id: the system's runs are those its submits name."""
+    runs = {c.key for commands, _ in by_partition.values() for c in commands
+            if isinstance(c.command, SubmitRun) and c.command.plan.name == system}
+    return runs.__contains__
 
 
-# ---------------------------------------------------------------- reading
+def _decider(orchestrator: OrchestratorSettings | None = None) -> Any:
+    return orchestrator_decider(PlanBook(), orchestrator or OrchestratorSettings())
 
 
-def read_fixture(path: Path) -> RecordedLog:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise BadLog(f"{path}: cannot read: {error}") from None
-    if not lines:
-        raise BadLog(f"{path}: empty, not a {FORMAT} file")
-    header = _json(path, 1, lines[0])
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise BadLog(f"{path}: line 1: not a {FORMAT} header")
-    schemas = header.get("schemas") or {}
-    if not isinstance(schemas, dict):
-        raise BadLog(f"{path}: line 1: schemas: not an object")
-    records = []
-    for number, line in enumerate(lines[1:], 2):
-        if not line.strip():
-            continue
-        item = _json(path, number, line)
-        try:
-            topic = item["topic"]
-            if topic not in ROLES:
-                raise ValueError(f"topic {topic!r} is not one of {', '.join(ROLES)}")
-            records.append(RawRecord(topic, int(item["partition"]), int(item["offset"]), int(item["timestamp"]),
-                                     str(item.get("key") or ""), base64.b64decode(item["value"], validate=True)))
-        except (KeyError, TypeError, ValueError, binascii.Error) as error:
-            raise BadLog(f"{path}: line {number}: {_reason(error)}") from None
-    return RecordedLog(records, schemas)
-
-
-def read_fixtures(path: Path) -> list[tuple[Path, RecordedLog]]:
-    """A fixture file, or every ``*.jsonl`` of a directory."""
-    if path.is_dir():
-        files = sorted(path.glob("*.jsonl"))
-        if not files:
-            raise BadLog(f"{path}: no *.jsonl log in this directory")
-        return [(file, read_fixture(file)) for file in files]
-    if not path.exists():
-        raise BadLog(f"{path}: no such file or directory")
-    return [(path, read_fixture(path))]
-
-
-def read_cluster(kafka_config: dict[str, Any], topics: Topics, roles: tuple[str, str] = ROLES) -> RecordedLog:
-    """A processor's input and events topics (``roles``), recorded as ``commands`` and
-    ``events`` (the dispatcher's: ``dispatch`` and ``dispatch-events``)."""
-    records = []
-    for role, recorded_as in zip(roles, ROLES, strict=True):
-        for message in read_messages_to_end(kafka_config, topics.name(role), group_id=f"{topics.prefix}.verify"):
-            key = message.key()
-            records.append(RawRecord(recorded_as, message.partition(), message.offset(), message.timestamp()[1],
-                                     key.decode() if key else "", message.value() or b""))
-    return RecordedLog(records)
-
-
-def write_fixture(path: Path, log: RecordedLog) -> None:
-    """``log`` as a fixture, with the writer schemas its records need (the current ones)."""
-    lines = [json.dumps({"format": FORMAT, "schemas": log.schemas}, sort_keys=True, separators=(",", ":"))]
-    for record in log.records:
-        lines.append(json.dumps({"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                                 "timestamp": record.timestamp, "key": record.key,
-                                 "value": base64.b64encode(record.value).decode()}, separators=(",", ":")))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def current_schemas(used: Iterable[str]) -> dict[str, Any]:
-    """The current schemas of the message types ``used`` (full names) and of the named
-    types they reference: what a fixture needs to decode after the schemas move on."""
-    schemas = load_schema_set(SCHEMA_DIR)
-    wanted: dict[str, Any] = {}
-    pending = [name for name in used if name in schemas]
-    while pending:
-        name = pending.pop()
-        if name not in wanted:
-            wanted[name] = schemas[name]
-            pending.extend(_names_in(schemas[name], schemas))
-    return wanted
-
-
-def _names_in(node: Any, schemas: Mapping[str, Any]) -> list[str]:
-    if isinstance(node, str):
-        return [node] if node in schemas else []
-    if isinstance(node, list):
-        return [name for item in node for name in _names_in(item, schemas)]
-    if isinstance(node, dict):
-        return [name for key, value in node.items() if key in ("type", "items", "values", "fields")
-                for name in _names_in(value, schemas)]
-    return []
-
-
-# ---------------------------------------------------------------- re-deciding
+VERIFIABLE = Verifiable("orchestrator", ROLES, "run", _decider, _runs_of)
 
 
 def verify_log(log: RecordedLog, orchestrator: OrchestratorSettings | None = None, system: str | None = None,
                progress: Callable[[int, int], None] | None = None) -> Verdict:
     """Re-decide ``log`` with the production decider (its retention from ``orchestrator``);
     ``system`` limits it to that system's runs; ``progress(done, total)`` now and then."""
-    decider = orchestrator_decider(PlanBook(), orchestrator or OrchestratorSettings())
-    by_partition, undecodable = partitioned(log)
-    wanted = None
-    if system is not None:
-        runs = {c.key for commands, _ in by_partition.values() for c in commands
-                if isinstance(c.command, SubmitRun) and c.command.plan.name == system}
-        wanted = runs.__contains__
-    return replay_partitions(decider, by_partition, undecodable, wanted, progress)
-
-
-Partitions = dict[int, tuple[list[LoggedCommand], list[LoggedEvent]]]
-
-
-def partitioned(log: RecordedLog) -> tuple[Partitions, int]:
-    """The log's commands and events per partition, decoded, and how many records did not
-    decode (the runtime sent those to poison: no decision)."""
-    serde = _serde(log.schemas)
-    by_partition: Partitions = {}
-    undecodable = 0
-    for record in sorted(log.records, key=lambda r: (r.topic, r.partition, r.offset)):
-        try:
-            meta, value = serde.decode(record.value)
-        except SerdeError:
-            undecodable += 1
-            continue
-        commands, events = by_partition.setdefault(record.partition, ([], []))
-        key = record.key or meta.key
-        if record.topic == "commands":
-            commands.append(LoggedCommand(record.offset, key, meta.message_id, value, record.timestamp))
-        else:
-            events.append(LoggedEvent(record.offset, key, meta.causation_id or "", value))
-    return by_partition, undecodable
-
-
-def replay_partitions(decider: Any, by_partition: Partitions, undecodable: int,
-                      wanted: Callable[[str], bool] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Verdict:
-    """Each partition re-decided by ``decider`` (``contract/replay.py``); ``wanted``: the keys to verify."""
-    total = sum(len(commands) for commands, _ in by_partition.values())
-    verdict = Verdict([], undecodable)
-    done_before = 0
-    for partition in sorted(by_partition):
-        commands, events = by_partition[partition]
-        step = None if progress is None else (lambda n, before=done_before: progress(before + n, total))
-        report = replay_partition(decider, partition, commands, events, wanted, step)
-        verdict.partitions.append(report)
-        done_before += len(commands)
-        if progress is not None:
-            progress(done_before, total)
-    return verdict
+    spec = VERIFIABLE if orchestrator is None else Verifiable(
+        "orchestrator", ROLES, "run", lambda: _decider(orchestrator), _runs_of)
+    return verify_processor(spec, log, system, progress)
 
 
 def _serde(recorded: Mapping[str, Any]) -> Serde:
-    if not recorded:
-        return Serde()
-    releases = {path.name: load_schema_set(path) for path in sorted((SCHEMA_DIR / "releases").glob("*/"))}
-    try:
-        registry = SchemaRegistry(load_schema_set(SCHEMA_DIR), {**releases, "recorded": recorded})
-    except SerdeError as error:
-        raise BadLog(f"the log's schemas: {error}") from None
-    return Serde(registry)
-
-
-def _json(path: Path, number: int, line: str) -> Any:
-    try:
-        return json.loads(line)
-    except ValueError as error:
-        raise BadLog(f"{path}: line {number}: not JSON: {error}") from None
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, KeyError):
-        return f"missing field {error.args[0]!r}"
-    return str(error) or type(error).__name__
+    """A serde for a fixture's writer schemas (tests/contract/test_status_conformance.py)."""
+    return serde_for(RecordedLog([], dict(recorded)))

@@ -86,5 +86,5 @@ def test_the_cli_verifies_a_dispatcher_fixture(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["verify", str(path), "--processor", "dispatcher", "--json"])
     assert result.exit_code == 0, result.output
     assert '"diverged_runs": 0' in result.stdout
-    refused = CliRunner().invoke(app, ["verify", str(path), "--processor", "breaker"])
+    refused = CliRunner().invoke(app, ["verify", str(path), "--processor", "scheduler"])
     assert refused.exit_code == 2 and "--processor" in refused.output
