@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {"taskplane.streams", "taskplane.workers", "taskplane.devstack", "confluent_kafka", "fastavro",
              "psycopg", "time", "random", "datetime", "os", "socket", "logging", "uuid"}
 WIRING = {"app.py", "rebuild.py", "verify.py", "export.py"}  # a processor's wiring to the log runtime or an exporter, above the deciders
+# The verify machinery every processor's verify.py shares (reads the topics, runs the replay).
+WIRING |= {"recorded.py", "verifying.py"}
 # The cron calendar reads the tz database (datetime, zoneinfo): the cron wiring's hints
 # ask it, and the decider records its answers (SlotsDue), so it is an input, not a decider.
 INPUT_SOURCES = {"processors/cron/calendar.py"}

@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 
 from taskplane.cli import app
 from taskplane.contract.breaker import BreakerOpened
-from taskplane.contract.cron import ApplySchedules, PauseSchedule, SchedulePaused, ScheduleSpec, SlotFired
+from taskplane.contract.cron import (
+    ApplySchedules,
+    PauseSchedule,
+    SchedulePaused,
+    ScheduleSpec,
+    SlotFired,
+)
 from taskplane.contract.messages import ToolOutcome
 from taskplane.contract.permits import AcquirePermit, PermitGranted, PermitQueued
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
@@ -123,7 +129,8 @@ def test_a_governor_log_written_by_the_runtime_verifies_the_same(
             send(kafka_config, topics, [ask(key) for key in keys])
             released: set[str] = set()
             while len(released) < len(keys):  # each granted call reports, freeing its place
-                granted = log.wait_for(lambda events: {g.key for g in events.events(PermitGranted)} - released, 60)
+                granted = log.wait_for(lambda events, done=frozenset(released): {g.key for g in events.events(PermitGranted)}
+                                       - done, 60)
                 send(kafka_config, topics, [ToolOutcome(TOOL, True, 2, 60_000, f"run-{k}", None, k) for k in granted])
                 released |= granted
             send(kafka_config, topics, [ToolOutcome(TOOL, False, 2, 60_000, "run-x", "502", None)] * 2)
