@@ -54,7 +54,7 @@ class Fate(Enum):
 class Batch(Generic[S]):
     """One transaction's input positions, undo log and changelog writes."""
 
-    __slots__ = ("next_id", "ends", "_first", "_undo", "_changed")
+    __slots__ = ("next_id", "ends", "_first", "_undo", "_changed", "_wrote_unsaved")
 
     def __init__(self) -> None:
         self.next_id = new_ids()
@@ -65,6 +65,7 @@ class Batch(Generic[S]):
         # key's entry as the batch found it.
         self._undo: dict[int, tuple[PartitionState[S], dict[str, Entry]]] = {}
         self._changed: dict[int, set[str]] = {}  # keys whose state goes to the changelog
+        self._wrote_unsaved = False  # the keys the changelog lacked went out in this transaction
 
     def read(self, partition: int, offset: int) -> None:
         """The batch took the input record at ``offset``."""
@@ -90,10 +91,19 @@ class Batch(Generic[S]):
         """Each changed key's state (None: a tombstone) on its partition, inside the
         transaction: restored state always matches the committed offsets. A split state
         writes the parts that differ from the state as the batch found it (what the
-        changelog holds), all of them for a key the changelog lacks."""
+        changelog holds), all of them for a key the changelog lacks.
+
+        Keys the changelog lacks (``unsaved``, after a rebuild from the events) go out only
+        in a transaction that commits input offsets: when its commit fails, those offsets
+        tell whether it went through (``Batch.settle``), and the rewind forgets ``unsaved``
+        if it did. A transaction of Ticks alone commits none: had its reply been lost after
+        it committed, they would stay ``unsaved``, and the next full write would leave in
+        the changelog the parts gone since (a split state's offers, released or dropped,
+        back on a restore). They go with the Ticks' own records, one round trip later."""
+        self._wrote_unsaved = any(partition in partitions for partition in self.ends)
         for partition, owned in partitions.items():
             keys = self._changed.get(partition)
-            if owned.unsaved:
+            if owned.unsaved and self._wrote_unsaved:
                 keys = owned.unsaved | (keys or set())
             for key in keys or ():
                 state = owned.states.get(key)
@@ -124,7 +134,8 @@ class Batch(Generic[S]):
         positions = [TopicPartition(topic, p, o) for p, o in self.ends.items() if p in partitions]
         retried = transactions.commit(positions, group_metadata)
         for owned in partitions.values():
-            owned.unsaved.clear()
+            if self._wrote_unsaved:
+                owned.unsaved.clear()
             if owned.hints is not None:
                 owned.hints.commit()
         return retried
