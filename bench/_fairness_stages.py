@@ -171,31 +171,37 @@ def cpu_share(before: dict[str, float], after: dict[str, float], seconds: float)
     return {name: round((after[name] - before[name]) / seconds, 2) for name in after if name in before}
 
 
-def scrape(ports: dict[str, int]) -> dict[str, tuple[float, float, float]]:
-    """(batches, seconds in batches, records) of each processor, from its /metrics."""
+SCRAPED = {"taskplane_processor_batch_seconds_count": 0, "taskplane_processor_batch_seconds_sum": 1,
+           "taskplane_processor_records_total": 2, "taskplane_processor_commit_seconds_sum": 3}
+
+
+def scrape(ports: dict[str, int]) -> dict[str, tuple[float, ...]]:
+    """(batches, seconds in batches, records, seconds in send_offsets and commit) of each
+    processor, from its /metrics."""
     found = {}
     for name, port in ports.items():
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        values = {"count": 0.0, "sum": 0.0, "records": 0.0}
+        values = [0.0] * len(SCRAPED)
         for line in text.splitlines():
-            if line.startswith("taskplane_processor_batch_seconds_count"):
-                values["count"] += float(line.split()[-1])
-            elif line.startswith("taskplane_processor_batch_seconds_sum"):
-                values["sum"] += float(line.split()[-1])
-            elif line.startswith("taskplane_processor_records_total"):
-                values["records"] += float(line.split()[-1])
-        found[name] = (values["count"], values["sum"], values["records"])
+            index = SCRAPED.get(line.split("{", 1)[0].split(" ", 1)[0])
+            if index is not None:
+                values[index] += float(line.split()[-1])
+        found[name] = tuple(values)
     return found
 
 
-def batches(before: dict[str, tuple[float, float, float]], after: dict[str, tuple[float, float, float]],
+def batches(before: dict[str, tuple[float, ...]], after: dict[str, tuple[float, ...]],
             seconds: float) -> dict[str, dict[str, float]]:
-    """Per processor: batches a second, mean batch ms, records a batch."""
+    """Per processor: batches a second, mean batch ms, records a batch, and of the batch's
+    ms those in send_offsets and commit (``commit_ms``: the broker's round trips; the rest
+    is polling, deciding and producing)."""
     found = {}
-    for name, (count, total, records) in after.items():
-        n = count - before[name][0]
-        found[name] = {"per_s": round(n / seconds, 1), "ms": round(1000 * (total - before[name][1]) / max(1, n), 1),
-                       "records": round((records - before[name][2]) / max(1, n), 1)}
+    for name, (count, total, records, commits) in after.items():
+        n = max(1, count - before[name][0])
+        found[name] = {"per_s": round((count - before[name][0]) / seconds, 1),
+                       "ms": round(1000 * (total - before[name][1]) / n, 1),
+                       "records": round((records - before[name][2]) / n, 1),
+                       "commit_ms": round(1000 * (commits - before[name][3]) / n, 1)}
     return found
 
 

@@ -207,10 +207,12 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._ticker.produce(producer, ticks)
             batch.write_changelog(producer, self._changelog, self._partitions, self._serde, self._decider.snapshot,
                                   self._split)
+            produced = time.perf_counter()
             retried = batch.commit(transactions, self._input, consumer.consumer_group_metadata(), self._partitions)
         except (KafkaException, TransactionWedged) as error:
             self._after_failed_transaction(error, batch)
             return
+        self._observer.committed(self._name, time.perf_counter() - produced)
         if retried:  # a leader or coordinator moved: the clients' renewals may still be queued
             self._ticker.hold(self._settings.tick_grace_after_failure_ms / 1000)
         self._lifecycle.fire(Event.COMMITTED)

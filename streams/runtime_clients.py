@@ -138,7 +138,8 @@ class ProcessorClients:
     def _new_producer(self, on_error: Callable[[KafkaError], None]) -> Producer:
         return kafka_clients.transactional_producer(
             self._kafka, f"{self._name}-{self._settings.instance_id}",
-            transaction_timeout_ms=self._settings.transaction_timeout_ms, linger_ms=5,
+            transaction_timeout_ms=self._settings.transaction_timeout_ms,
+            linger_ms=self._settings.producer_linger_ms,
             partitioner="murmur2_random", error_cb=on_error,
             tuning={
                 # Back-to-back transactions meet CONCURRENT_TRANSACTIONS while the previous

@@ -11,6 +11,10 @@ class RuntimeObserver:
 
     def batch(self, processor: str, records: int, seconds: float) -> None: ...
 
+    def committed(self, processor: str, seconds: float) -> None:
+        """Of a batch's ``seconds``, those in send_offsets and commit: the broker's round
+        trips after the batch was decided and produced (called before ``batch``)."""
+
     def event(self, processor: str, event: object) -> None: ...
 
     def poison(self, processor: str, topic: str, error: str) -> None: ...

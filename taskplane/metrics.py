@@ -163,6 +163,9 @@ class PrometheusObserver(RuntimeObserver):
             buckets=DURATION_BUCKETS, registry=registry)
         self.batches = Histogram("taskplane_processor_batch_seconds", "Processor transaction time.",
                                  ["processor"], registry=registry)
+        self.commits = Histogram("taskplane_processor_commit_seconds",
+                                 "Of a processor's transaction time, send_offsets and commit (broker round trips).",
+                                 ["processor"], registry=registry)
         self.records = counter("taskplane_processor_records", "Records a processor consumed.", ["processor"])
         self.poison_records = counter("taskplane_poison_records", "Records sent to `poison`.", ["processor", "topic"])
         self.aborted_transactions = counter("taskplane_processor_transactions_aborted", "Aborted transactions.",
@@ -184,6 +187,9 @@ class PrometheusObserver(RuntimeObserver):
     def batch(self, processor: str, records: int, seconds: float) -> None:
         self._labelled(self.batches, processor).observe(seconds)
         self._labelled(self.records, processor).inc(records)
+
+    def committed(self, processor: str, seconds: float) -> None:
+        self._labelled(self.commits, processor).observe(seconds)
 
     def poison(self, processor: str, topic: str, error: str) -> None:
         self._labelled(self.poison_records, processor, topic).inc()

@@ -129,6 +129,9 @@ class ProcessorReadiness(RuntimeObserver):
     def batch(self, processor: str, records: int, seconds: float) -> None:
         self._inner.batch(processor, records, seconds)
 
+    def committed(self, processor: str, seconds: float) -> None:
+        self._inner.committed(processor, seconds)
+
     def poison(self, processor: str, topic: str, error: str) -> None:
         self._inner.poison(processor, topic, error)
 

@@ -309,9 +309,15 @@ def test_a_second_instance_with_the_same_id_fences_the_first(counter: dict[str, 
 class BatchSizes(RuntimeObserver):
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.seconds: list[float] = []
+        self.commits: list[float] = []
+
+    def committed(self, processor: str, seconds: float) -> None:
+        self.commits.append(seconds)
 
     def batch(self, processor: str, records: int, seconds: float) -> None:
         self.sizes.append(records)
+        self.seconds.append(seconds)
 
 
 def test_a_lingering_batch_collects_records_that_arrive_after_its_first(counter: dict[str, Any]) -> None:
@@ -336,6 +342,9 @@ def test_a_lingering_batch_collects_records_that_arrive_after_its_first(counter:
         thread.join(30)
     assert_exactly_once(events, commands)
     assert observer.sizes == [6, 6]
+    # Each committed batch reports its broker round trips (send_offsets, commit), a part of its time.
+    assert len(observer.commits) == 2
+    assert all(0 < commit <= total for commit, total in zip(observer.commits, observer.seconds, strict=True))
 
 
 @pytest.mark.parametrize("lost_reply", [False, True], ids=["not-committed", "reply-lost"])

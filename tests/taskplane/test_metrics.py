@@ -52,8 +52,11 @@ def test_observer_counts_what_the_events_say() -> None:
         now[0] += 1
         observer.event("orchestrator", event)
     observer.event("orchestrator", m.CommandRejected("r1", "RenewLease", "parser", "w", "stale epoch"))
+    observer.committed("orchestrator", 0.004)
     observer.batch("orchestrator", 10, 0.01)
     samples = _scrape(registry)
+    assert samples[("taskplane_processor_commit_seconds_count", (("processor", "orchestrator"),))] == 1
+    assert samples[("taskplane_processor_commit_seconds_sum", (("processor", "orchestrator"),))] == 0.004
     assert samples[("taskplane_dead_letter_transitions_total", (("agent", "summarizer"),))] == 1
     assert samples[("taskplane_retries_total", (("agent", "summarizer"), ("tool", "text.summarize")))] == 1
     assert samples[("taskplane_lease_renewals_total", (("agent", "summarizer"),))] == 9

@@ -119,6 +119,9 @@ def test_processor_readiness_follows_the_runtime_hooks() -> None:
         def restored(self, processor: str, keys: int, seconds: float) -> None:
             seen.append(f"restored {keys}")
 
+        def committed(self, processor: str, seconds: float) -> None:
+            seen.append(f"committed {seconds}")
+
     readiness = ProcessorReadiness(Inner())
     assert readiness.check() == "processor loop not running"
     readiness.started("orchestrator")
@@ -128,9 +131,10 @@ def test_processor_readiness_follows_the_runtime_hooks() -> None:
     readiness.restored("orchestrator", 7, 0.1)
     assert readiness.check() is None
     readiness.event("orchestrator", "x")
+    readiness.committed("orchestrator", 0.5)
     readiness.stopped("orchestrator")
     assert readiness.check() == "processor loop not running"
-    assert seen == ["restored 7", "event x"]
+    assert seen == ["restored 7", "event x", "committed 0.5"]
 
 
 def test_an_instance_without_partitions_is_ready_once_it_joined() -> None:
