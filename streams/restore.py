@@ -1,5 +1,6 @@
 """State of newly assigned partitions, read back from the changelog (or, when the
-changelog topic is gone, folded from the events and written again with the next commit).
+changelog topic is gone, or one of its partitions was never written to, folded from the
+events and written again with the next commit).
 
 The changelog partition is read to its end (EOF at the last stable offset) and only
 each key's last value is decoded: a tombstoned or superseded record costs its bytes,
@@ -12,6 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+from confluent_kafka import TopicPartition
 
 from taskplane.contract.decider import PART_SEP, Decider, Hints, SplitState
 from taskplane.streams import kafka_clients
@@ -91,21 +94,19 @@ class Restorer(Generic[S]):
             for partition, values in stored.items():  # decoded once per key, not per write
                 restored[partition].states = stored_states(decider, self._serde, values)
                 restored[partition].unsaved.update(stale_layouts(decider, values, restored[partition].states))
+            # A changelog partition no record was ever written to (its end offset is 0) next
+            # to events: the changelog was lost and created again, and the instance that
+            # folded the events stopped before its first commit wrote them. Fold them again.
+            lost = self._never_written([p for p, values in stored.items() if not values])
+            if lost:
+                log.warning("%s: changelog %s partitions %s never written; folding %s", self._name,
+                            self._changelog, lost, self._events)
+                self._fold(lost, restored)
         else:
             log.warning("%s: changelog %s missing; folding %s", self._name, self._changelog, self._events)
             if self._changelog_spec is not None:
                 ensure_topics(kafka_clients.admin(self._kafka), self._topics, [self._changelog_spec])
-            for partition, key, value in read_to_end(self._kafka, self._events, partitions, self._group):
-                if value is None:
-                    continue
-                states = restored[partition].states
-                state = decider.evolve(states.get(key), self._serde.decode(value)[1])  # type: ignore[arg-type]
-                if state is None:
-                    states.pop(key, None)
-                else:
-                    states[key] = state
-            for owned in restored.values():  # re-seed the new changelog with the next commit
-                owned.unsaved.update(owned.states)
+            self._fold(partitions, restored)
         for owned in restored.values():
             for key, state in owned.states.items():
                 owned.timers.set(key, decider.next_deadline(state))  # type: ignore[arg-type]
@@ -114,6 +115,33 @@ class Restorer(Generic[S]):
         self._observer.restored(self._name, count, time.perf_counter() - started)
         log.info("%s: restored %d keys on %s in %.3fs", self._name, count, partitions, time.perf_counter() - started)
         return restored
+
+    def _fold(self, partitions: list[int], restored: dict[int, PartitionState[S]]) -> None:
+        """``partitions``' states folded from the events, for the next commit to write in
+        full (``unsaved``): what the changelog would hold."""
+        decider = self._decider
+        for partition, key, value in read_to_end(self._kafka, self._events, partitions, self._group):
+            if value is None:
+                continue
+            states = restored[partition].states
+            state = decider.evolve(states.get(key), self._serde.decode(value)[1])  # type: ignore[arg-type]
+            if state is None:
+                states.pop(key, None)
+            else:
+                states[key] = state
+        for partition in partitions:  # re-seed the changelog with the next commit
+            restored[partition].unsaved.update(restored[partition].states)
+
+    def _never_written(self, partitions: list[int]) -> list[int]:
+        """The changelog partitions whose end offset is 0 (compaction never lowers it)."""
+        if not partitions:
+            return []
+        reader = kafka_clients.consumer(self._kafka, self._group)
+        try:
+            return [p for p in partitions
+                    if reader.get_watermark_offsets(TopicPartition(self._changelog, p), timeout=self._timeout_s)[1] == 0]
+        finally:
+            reader.close()
 
     def _changelog_exists(self) -> bool:
         topics = kafka_clients.admin(self._kafka).list_topics(self._changelog, timeout=self._timeout_s).topics

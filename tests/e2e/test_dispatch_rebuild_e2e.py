@@ -85,3 +85,36 @@ def test_a_lost_reply_of_a_ticks_only_commit_after_a_rebuild_leaves_no_stale_off
     assert stored == folded
     verdict = verify_dispatch(read_dispatch(kafka_config, topics))  # taskplane verify --processor dispatcher
     assert not verdict.divergences and not verdict.state_mismatches and verdict.states_compared == 1
+
+
+def test_an_instance_stopped_before_the_rebuilds_first_commit_loses_nothing(
+        kafka_config: dict[str, Any], unique_prefix: str) -> None:
+    """The changelog lost: the next instance folds the events into memory, and the changelog
+    (created again, empty) gets them with its first commit. Stopped or killed before that
+    commit, it leaves an empty changelog next to the events: the instance after it must
+    fold them again, not start from nothing (its queued offers would never be released)."""
+    topics = Topics(unique_prefix)
+    roles = ("dispatch", "dispatch-events", "dispatcher-changelog", "work", "poison")
+    ensure_topics(AdminClient(kafka_config), topics, [catalog_spec(role) for role in roles])
+    offers = [DispatchOffer(SYSTEM, f"r{n}", "step", 1, "t", 3, 1, 0, 30_000, 1, 600_000) for n in range(4)]
+    with EventLog(kafka_config, topics.dispatch_events) as log:
+        first = Dispatcher(kafka_config, topics, "one")
+        try:
+            send(kafka_config, topics, offers)
+            log.wait_for(lambda events: len(events.events(OfferQueued)) == len(offers), 60)
+            before = first.runtime.states()[SYSTEM]
+        finally:
+            first.stop()
+    admin = AdminClient(kafka_config)
+    admin.delete_topics([topics.dispatcher_changelog])[topics.dispatcher_changelog].result(30)
+    while topics.dispatcher_changelog in admin.list_topics(timeout=10).topics:
+        time.sleep(0.2)
+    for instance in ("two", "three"):  # "two" has nothing to decide (no input, no timer due): no commit
+        restarted = Dispatcher(kafka_config, topics, instance)
+        try:
+            deadline = time.monotonic() + 60
+            while SYSTEM not in restarted.runtime.states() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert restarted.runtime.states().get(SYSTEM) == before, instance
+        finally:
+            restarted.stop()
