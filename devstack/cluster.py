@@ -58,7 +58,10 @@ FAILOVER = {
     # the quorum's leader is alive; a lone dev broker writes them every 5 s (devstack/kafka.py).
     "metadata.max.idle.interval.ms": "500",
 }
-CLUSTER_JVM_OPTIONS = ("-XX:+UseParallelGC", "-XX:ParallelGCThreads=1", "-XX:TieredStopAtLevel=1")
+CLUSTER_JVM_OPTIONS = (
+    "-XX:+UseParallelGC", "-XX:ParallelGCThreads=1",
+    "-XX:TieredStopAtLevel=1", "-XX:CompileThresholdScaling=0.1",
+)  # fmt: skip
 
 
 class LocalKafkaCluster:

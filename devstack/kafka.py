@@ -337,9 +337,16 @@ class ManagedServer:
 # docs/benchmarks.md). C1 only (no C2): the optimising compiler was still compiling
 # Kafka's code paths minutes into a run, 0.3-0.55 of a core under load at 20 runs/s, on
 # 2 cores shared with everything else; C1 code handles requests ~20 % slower, and a
-# run's CPU fell 74 -> 55 ms at that rate. A long-lived production broker keeps the
-# JVM's defaults.
-JVM_OPTIONS = ("-XX:+UseParallelGC", "-XX:ParallelGCThreads=2", "-XX:TieredStopAtLevel=1")
+# run's CPU fell 74 -> 55 ms at that rate. C1 after 20 calls of a method, not 200
+# (CompileThresholdScaling=0.1): a minute after start the broker still ran its
+# fetch-expiry, heartbeat and transaction paths in the interpreter (perf: 11-23 % of
+# those threads' samples); the extra compiles fall mostly in start-up. bench.idle,
+# alternating: broker idle 37 -> 31.5 CPU ms/s, light 18.1 -> 15.4 ms a run
+# (docs/benchmarks.md). A long-lived production broker keeps the JVM's defaults.
+JVM_OPTIONS = (
+    "-XX:+UseParallelGC", "-XX:ParallelGCThreads=2",
+    "-XX:TieredStopAtLevel=1", "-XX:CompileThresholdScaling=0.1",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 # One KRaft node (broker and controller), configured like taskplane's local broker
 # (devstack/kafka.py): replication factor 1, no topic auto-creation, no initial
 # rebalance delay, one network thread and two request handlers, no-op metadata records
-# every 5 s, not 0.5 (devstack/kafka.py says why). Formats its storage on the first
-# start; exec's Kafka so SIGTERM reaches it (controlled shutdown).
+# every 5 s, not 0.5, and the dev broker's JVM: the parallel collector with 2 threads,
+# C1 only, compiling a method after 20 calls (devstack/kafka.py says why for each).
+# Formats its storage on the first start; exec's Kafka so SIGTERM reaches it
+# (controlled shutdown).
 set -eu
 data=/var/lib/kafka
 cat > "$data/server.properties" <<PROPS
@@ -50,5 +52,6 @@ if [ ! -f "$data/logs/meta.properties" ]; then
   cluster=$(java -cp "$cp" kafka.tools.StorageTool random-uuid)
   java -Xmx256m -cp "$cp" kafka.tools.StorageTool format -t "$cluster" -c "$data/server.properties"
 fi
-exec java "-Xmx${KAFKA_HEAP}" -XX:+UseSerialGC -Djava.awt.headless=true \
+exec java "-Xmx${KAFKA_HEAP}" -Xms128m -XX:+UseParallelGC -XX:ParallelGCThreads=2 \
+  -XX:TieredStopAtLevel=1 -XX:CompileThresholdScaling=0.1 -Djava.awt.headless=true \
   "-Dlog4j2.configurationFile=$data/log4j2.properties" -cp "$cp" kafka.Kafka "$data/server.properties"
