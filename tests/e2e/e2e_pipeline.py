@@ -24,6 +24,11 @@ from taskplane.testing import (
 )
 
 E2E_TOOLS = str(Path(__file__).resolve().parent / "e2e_tools.py")
+# A worker process's stop at teardown, where nothing is asserted any more: SIGTERM, then
+# SIGKILL after this. An attempt still in a tool (a sleeping one) holds a stopping worker
+# for its grace twice over (5 s + 5 s); the graceful stop itself is the tests' own
+# subject where it matters (tests/workers/test_worker_kafka.py, tests/deploy/test_image.py).
+TEARDOWN_STOP_S = 2.0
 
 
 class Harness:
@@ -85,7 +90,7 @@ def pipeline(kafka_config: dict[str, Any], fresh_database: str, unique_prefix: s
         yield built
     finally:
         for worker in built.workers:
-            worker.stop(10)
+            worker.stop(TEARDOWN_STOP_S)
         processors.stop()
         log.close()
 

@@ -27,7 +27,7 @@ from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.testing import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 from taskplane.testing.progress import COMPONENTS, Progress, first_progress, wait_until
 from taskplane.workers._kafka import Inbox
-from tests.e2e.e2e_pipeline import E2E_TOOLS
+from tests.e2e.e2e_pipeline import E2E_TOOLS, TEARDOWN_STOP_S
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 # The bound is 5 s after the broker's return; bench.failover measures that
@@ -139,5 +139,5 @@ def test_every_component_resumes_after_the_broker_is_killed_and_restarted(
         inbox.close()
         probe.close()
         load.stop()
-        worker.stop(10)
+        worker.stop(TEARDOWN_STOP_S)
         processors.stop()

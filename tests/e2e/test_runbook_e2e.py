@@ -31,7 +31,7 @@ from taskplane.streams.publisher import Publisher
 from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.testing import EventLog, WorkerProcess, worker_env
 from tests.e2e._ops_helpers import executions
-from tests.e2e.e2e_pipeline import Harness
+from tests.e2e.e2e_pipeline import TEARDOWN_STOP_S, Harness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 OPS_TOOLS = str(Path(__file__).resolve().parent / "_ops_helpers.py")
@@ -166,7 +166,7 @@ class Ops(Harness):
 
     def close(self) -> None:
         for worker in self.workers:
-            worker.stop(10)
+            worker.stop(TEARDOWN_STOP_S)
         self.stop(*list(self.runners))
         self.log.close()
 

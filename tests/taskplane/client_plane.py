@@ -22,6 +22,10 @@ from taskplane.streams.topics import Topics, catalog, ensure_topics
 from taskplane.testing import ProcessorThreads, WorkerProcess, compile_manifest, worker_env
 
 CLIENT_TOOLS = str(Path(__file__).resolve().parent / "client_tools.py")
+# The worker's stop at teardown: SIGKILL after this. A napper attempt still sleeping in
+# its tool holds a stopping worker for its grace twice over (10 s); nothing is asserted
+# then (as tests/e2e/e2e_pipeline.py's TEARDOWN_STOP_S).
+TEARDOWN_STOP_S = 2.0
 SYSTEMS = """
 apiVersion: taskplane.dev/v1
 kind: AgentSystem
@@ -87,7 +91,7 @@ def plane_fixture(kafka_config: dict[str, Any], tmp_path_factory: pytest.TempPat
         yield plane
     finally:
         client.close()
-        worker.stop(10)
+        worker.stop(TEARDOWN_STOP_S)
         if plane.processors is not None:
             plane.processors.stop()
 

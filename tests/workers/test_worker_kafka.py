@@ -221,8 +221,9 @@ def test_a_claim_waiting_for_its_answer_holds_no_slot(kafka_config: dict[str, An
     ensure_topics(AdminClient(dict(kafka_config)), topics, catalog(2, 1))
     orchestrator = ScriptedOrchestrator(dict(kafka_config), topics, grant=True, answer_claims=False)
     worker_id = f"w-{unique_prefix}"
+    # A short grace: the claim never answered holds the stopping worker for all of it.
     worker = Worker(dict(kafka_config), topics, "echo-system", Registry.from_module(sample_tools),
-                    WorkerSettings(worker_id=worker_id, concurrency=2), plan=PLAN)
+                    WorkerSettings(worker_id=worker_id, concurrency=2, shutdown_grace_s=1), plan=PLAN)
     runner = threading.Thread(target=worker.run, daemon=True)
     runner.start()
     try:
