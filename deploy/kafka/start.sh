@@ -1,11 +1,11 @@
 #!/bin/sh
 # One KRaft node (broker and controller), configured like taskplane's local broker
 # (devstack/kafka.py): replication factor 1, no topic auto-creation, no initial
-# rebalance delay, one network thread and two request handlers, no-op metadata records
-# every 5 s, not 0.5, and the dev broker's JVM: the parallel collector with 2 threads,
-# C1 only, compiling a method after 20 calls (devstack/kafka.py says why for each).
-# Formats its storage on the first start; exec's Kafka so SIGTERM reaches it
-# (controlled shutdown).
+# rebalance delay, one network thread, two request handlers and one group coordinator
+# thread, no-op metadata records every 5 s, not 0.5, and the dev broker's JVM: the
+# parallel collector with 2 threads, C1 only, compiling a method after 20 calls
+# (devstack/kafka.py says why for each). Formats its storage on the first start;
+# exec's Kafka so SIGTERM reaches it (controlled shutdown).
 set -eu
 data=/var/lib/kafka
 cat > "$data/server.properties" <<PROPS
@@ -36,6 +36,7 @@ group.consumer.min.heartbeat.interval.ms=250
 auto.create.topics.enable=false
 num.network.threads=1
 num.io.threads=2
+group.coordinator.threads=1
 metadata.max.idle.interval.ms=5000
 PROPS
 cat > "$data/log4j2.properties" <<LOG
