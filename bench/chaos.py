@@ -26,7 +26,9 @@ limited fraud.score: granted, the most held and the most running at once, the bu
 minute, each against its limit), cron (bench/_chaos_cron.py), governance (a second
 system's budget and approval runs, a person granting each refund throughout:
 bench/_chaos_governance.py), fan (a diamond whose follow-ons workers start ahead of
-their grants, each task one side effect: bench/_chaos_fan.py), plus slow
+their grants, each task one side effect: bench/_chaos_fan.py), verify (each processor's
+log re-decided by ``taskplane verify`` after the kills, and its changelog against the fold
+of its events: bench/_chaos_verify.py), plus slow
 (moved again past its bound), failures (the checks that failed) and
 worker_regranted_s (worst kill → the dead worker's tasks held by a worker again or
 finished: the takeover plus the wait for a free slot, unbounded under a backlog).
@@ -58,6 +60,7 @@ from bench._chaos_governance import APPROVAL_KEY, Governed
 from bench._chaos_governance import DEFINITION as GOVERNED
 from bench._chaos_governance import TOOLS as GOVERNED_TOOLS
 from bench._chaos_stack import ChaosStack, past_the_killed
+from bench._chaos_verify import verify_all
 from taskplane.contract.messages import (
     AttemptFailed,
     LeaseExpired,
@@ -336,6 +339,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         cron = check_schedule(stack, verdict.failures)
         governance = governed.finish(verdict.failures)
         fanned = fan.finish(verdict.failures)
+        verified = verify_all(stack, verdict.failures)  # every processor's decisions re-decided (bench/_chaos_verify.py)
         fakepay.shutdown()
     fanned["fan_started_ahead_at_least"] = started_ahead(workdir)  # logged as the workers stopped
     result = {
@@ -346,7 +350,7 @@ def run(runs: int, seed: int, kills_per_kind: int, per_second: float, brokers: i
         "worker_regranted_s": round(max(regranted, default=0.0), 2),
         "failures": verdict.failures + [f"stuck: {s}" for s in stuck], "slow": slow,
         "expired_in_outage": verdict.expired_in_outage, "permits": verdict.permits, "cron": cron,
-        "governance": governance, "fan": fanned, "seed": seed,
+        "governance": governance, "fan": fanned, "verify": verified, "seed": seed,
     }
     return result, verdict
 

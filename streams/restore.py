@@ -98,10 +98,9 @@ class Restorer(Generic[S]):
             # to events: the changelog was lost and created again, and the instance that
             # folded the events stopped before its first commit wrote them. Fold them again.
             lost = self._never_written([p for p, values in stored.items() if not values])
-            if lost:
-                log.warning("%s: changelog %s partitions %s never written; folding %s", self._name,
+            if lost and self._fold(lost, restored):  # nothing folded: new topics, nothing lost
+                log.warning("%s: changelog %s partitions %s never written; folded %s", self._name,
                             self._changelog, lost, self._events)
-                self._fold(lost, restored)
         else:
             log.warning("%s: changelog %s missing; folding %s", self._name, self._changelog, self._events)
             if self._changelog_spec is not None:
@@ -116,9 +115,9 @@ class Restorer(Generic[S]):
         log.info("%s: restored %d keys on %s in %.3fs", self._name, count, partitions, time.perf_counter() - started)
         return restored
 
-    def _fold(self, partitions: list[int], restored: dict[int, PartitionState[S]]) -> None:
+    def _fold(self, partitions: list[int], restored: dict[int, PartitionState[S]]) -> int:
         """``partitions``' states folded from the events, for the next commit to write in
-        full (``unsaved``): what the changelog would hold."""
+        full (``unsaved``): what the changelog would hold. Returns how many keys."""
         decider = self._decider
         for partition, key, value in read_to_end(self._kafka, self._events, partitions, self._group):
             if value is None:
@@ -131,6 +130,7 @@ class Restorer(Generic[S]):
                 states[key] = state
         for partition in partitions:  # re-seed the changelog with the next commit
             restored[partition].unsaved.update(restored[partition].states)
+        return sum(len(restored[partition].states) for partition in partitions)
 
     def _never_written(self, partitions: list[int]) -> list[int]:
         """The changelog partitions whose end offset is 0 (compaction never lowers it)."""
