@@ -74,6 +74,7 @@ def _requested(pipeline: Pipeline, run_id: str) -> m.ApprovalRequested:
 def test_a_granted_call_runs_exactly_once_across_a_kill_between_grant_and_call(
         pipeline: Pipeline, files: dict[str, Path], client: Client) -> None:
     files["pause"].touch()
+    pipeline.define(MANIFEST.replace("TTL", "10m"))  # before its worker: it reads the definition at start
     first = pipeline.worker("w1", {"paying": TOOLS})
     run_id = _submit(pipeline, "10m")
     requested = _requested(pipeline, run_id)
@@ -106,6 +107,7 @@ def test_a_granted_call_runs_exactly_once_across_a_kill_between_grant_and_call(
 @pytest.mark.usefixtures("approval_key")
 def test_a_denial_and_an_expiry_fail_their_tasks_and_run_nothing(
         pipeline: Pipeline, files: dict[str, Path], client: Client) -> None:
+    pipeline.define(MANIFEST.replace("TTL", "10m"))  # before its worker: it reads the definition at start
     pipeline.worker("w1", {"paying": TOOLS})
     denied_run = _submit(pipeline, "10m", amount=1)
     expiring_run = _submit(pipeline, "2s", amount=2)

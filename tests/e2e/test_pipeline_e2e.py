@@ -197,6 +197,7 @@ def test_a_worker_runs_follow_ons_ahead_and_the_orchestrator_grants_it_the_same(
 
     definition = compile_manifest(DIAMOND)
     pipeline.publisher.define_system(definition)
+    pipeline.publisher.flush()  # on the log before the worker reads it at start (else: "not defined")
     worker = Worker(pipeline.kafka, pipeline.topics, "bench-dag", Registry.from_module(_peer_taskplane_agents),
                     WorkerSettings(worker_id="ahead-1", concurrency=8))
     runner = threading.Thread(target=worker.run, daemon=True)
