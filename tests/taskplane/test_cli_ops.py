@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 from typer.testing import CliRunner
@@ -19,25 +23,47 @@ from tests.processors.projector._log import log_ends, produce_runs, run_events, 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
-@pytest.fixture
-def env(kafka_config: dict[str, Any], unique_prefix: str, fresh_database: str) -> dict[str, str]:
-    topics = Topics(unique_prefix)
+def _projected(kafka_config: dict[str, Any], prefix: str, database: str) -> dict[str, str]:
+    """A read model of two runs (one done, one dead-lettered) under ``prefix``, projected
+    into ``database``; the CLI's environment for it."""
+    topics = Topics(prefix)
     ensure_topics(AdminClient(dict(kafka_config)), topics, catalog())
     events = run_events("stuck", 0, dead_letter=True)
     cut = next(i for i, e in enumerate(events) if isinstance(e, m.TaskReplayed))
     produce_runs(kafka_config, topics.events, [("done", run_events("done", 0)), ("stuck", events[:cut])])
-    projector = Projector(kafka_config, topics, fresh_database)
+    projector = Projector(kafka_config, topics, database)
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
-    wait_projected(fresh_database, log_ends(kafka_config, topics.events))
+    wait_projected(database, log_ends(kafka_config, topics.events))
     projector.stop()
     thread.join(30)
-    return {"TASKPLANE_DATABASE_URL": fresh_database, "TASKPLANE_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
-            "TASKPLANE_TOPIC_PREFIX": unique_prefix}
+    return {"TASKPLANE_DATABASE_URL": database, "TASKPLANE_BOOTSTRAP_SERVERS": str(kafka_config["bootstrap.servers"]),
+            "TASKPLANE_TOPIC_PREFIX": prefix}
 
 
-def test_runs_and_dlq_commands(env: dict[str, str]) -> None:
-    runner = CliRunner()
+@pytest.fixture
+def env(kafka_config: dict[str, Any], unique_prefix: str, fresh_database: str) -> dict[str, str]:
+    """A read model of this test's own (one that changes it: prune)."""
+    return _projected(kafka_config, unique_prefix, fresh_database)
+
+
+@pytest.fixture(scope="module")
+def read_env(kafka_config: dict[str, Any], database_url: str) -> Iterator[dict[str, str]]:
+    """One read model for the tests that only read it (the bad-input cases exit 2 before
+    they could write): projected once per module, not once per case."""
+    prefix = f"t-cli-ops-read-{uuid.uuid4().hex[:8]}"
+    name = prefix.replace("-", "_")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _projected(kafka_config, prefix, urlunsplit(urlsplit(database_url)._replace(path=f"/{name}")))
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_runs_and_dlq_commands(read_env: dict[str, str]) -> None:
+    env, runner = read_env, CliRunner()
     listed = runner.invoke(app, ["runs", "list", "--json"], env=env)
     assert listed.exit_code == 0, listed.output
     assert {r["run_id"]: r["status"] for r in json.loads(listed.stdout)} == {"done": "succeeded", "stuck": "running"}
@@ -71,7 +97,7 @@ def test_runs_prune_deletes_old_finished_runs_in_batches(env: dict[str, str]) ->
     ["dlq", "show", "stuck/parser"], ["dlq", "replay"], ["replay", "--group", "g", "--topic", "t"],
     ["replay", "--group", "g", "--topic", "t", "--to-time", "yesterday"],
 ])
-def test_bad_input_exits_2_without_traceback(env: dict[str, str], argv: list[str]) -> None:
-    result = CliRunner().invoke(app, argv, env=env)
+def test_bad_input_exits_2_without_traceback(read_env: dict[str, str], argv: list[str]) -> None:
+    result = CliRunner().invoke(app, argv, env=read_env)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
