@@ -100,7 +100,7 @@ def kafka_bootstrap(stack_settings: StackSettings, services_dir: Path) -> Iterat
         yield kafka.bootstrap_servers
     finally:
         gc.collect()  # Kafka clients left in reference cycles go now, while their broker still answers
-        kafka.stop()
+        kafka.stop(timeout=5)  # its data dir goes next: a slow controlled shutdown guards nothing
 
 
 @pytest.fixture(scope="session")
