@@ -339,7 +339,7 @@ class ManagedServer:
 # 2 cores shared with everything else; C1 code handles requests ~20 % slower, and a
 # run's CPU fell 74 -> 55 ms at that rate. C1 after 20 calls of a method, not 200
 # (CompileThresholdScaling=0.1): a minute after start the broker still ran its
-# fetch-expiry, heartbeat and transaction paths in the interpreter (perf: 11-23 % of
+# fetch-expiry, heartbeat and transaction paths in the interpreter (perf: 21-28 % of
 # those threads' samples); the extra compiles fall mostly in start-up. bench.idle,
 # alternating: broker idle 37 -> 31.5 CPU ms/s, light 18.1 -> 15.4 ms a run
 # (docs/benchmarks.md). A long-lived production broker keeps the JVM's defaults.
