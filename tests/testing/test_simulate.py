@@ -238,7 +238,7 @@ def test_cron_slots_fire_once_each_under_every_fault_and_their_runs_end(tmp_path
     too), worker crashes and outages; each slot fires once and its run ends. (``allow``: with
     ``forbid`` a dead-lettered run, which stays open for a replay, skips every later slot.)"""
     from taskplane.contract.cron import SlotFired
-    from taskplane.testing.simulation.world import CRON_SLOTS
+    from taskplane.testing.simulation.cron import CRON_SLOTS
 
     manifest = (PAYMENTS / "system.yaml").read_text().replace("spec:\n", (
         "spec:\n  schedules:\n    - {name: sweep, cron: '*/5 * * * *', timeZone: Europe/Paris,\n"
@@ -255,21 +255,3 @@ def test_cron_slots_fire_once_each_under_every_fault_and_their_runs_end(tmp_path
                                                                   "customer": "cus_cron"}]
         assert len(scheduled) == CRON_SLOTS
         assert all(run.status in ("succeeded", "dead_lettered") for run in scheduled)
-
-
-def test_a_slot_fired_twice_is_a_violation() -> None:
-    from taskplane.contract.cron import SlotFired
-    from taskplane.contract.messages import RunSubmitted
-    from taskplane.testing.simulation.invariants import check_builtin
-    from taskplane.testing.simulation.result import SimEvent, SimulationResult
-    from taskplane.testing.simulation.runner import load_plan
-
-    plan = load_plan(PAYMENTS / "system.yaml")
-    fired = SlotFired("payment-processor", "sweep", 300_000, "r1", "cron/sweep/300000", 300_010)
-    once = SimulationResult(0, [], [SimEvent(300_020, "r1", RunSubmitted("r1", plan, "{}", 300_020))], [], [], [],
-                            0, 0, cron_events=[SimEvent(300_010, "payment-processor", fired)])
-    assert not [v for v in check_builtin(plan, once) if v.invariant == "a cron slot fires once"]
-    twice = replace(once, cron_events=once.cron_events * 2)
-    assert [v.invariant for v in check_builtin(plan, twice)] == ["a cron slot fires once"]
-    never = replace(once, events=[])
-    assert [v.invariant for v in check_builtin(plan, never)] == ["a cron slot fires once"]

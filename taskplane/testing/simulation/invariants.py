@@ -25,6 +25,7 @@ from taskplane.contract.permits import PermitGranted, PermitReleased
 from taskplane.contract.plan import SystemPlan
 from taskplane.processors.breaker.permits import window_bound
 from taskplane.processors.orchestrator.backoff import base_backoff_ms
+from taskplane.testing.simulation.cron_checks import check_cron
 from taskplane.testing.simulation.result import SimulationResult, Violation
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,32 +74,7 @@ def check_builtin(plan: SystemPlan, result: SimulationResult) -> list[Violation]
     found += _breakers(plan, result)
     found += _approvals(plan, result)
     found += _permits(plan, result)
-    found += _cron(result)
-    return found
-
-
-def _cron(result: SimulationResult) -> list[Violation]:
-    """Each cron slot fires once, and its run is submitted once (docs/scheduling.md)."""
-    from taskplane.contract.cron import SlotFired
-
-    found = []
-    fired: dict[tuple[str, str, int], str] = {}
-    for record in result.cron_events:
-        event = record.event
-        if isinstance(event, SlotFired):
-            slot = (event.system, event.schedule, event.slot_ms)
-            if slot in fired:
-                found.append(Violation("a cron slot fires once", f"{event.schedule} slot {event.slot_ms} fired "
-                                       "twice", (event.run_id,)))
-            fired[slot] = event.run_id
-    submitted: dict[str, int] = {}
-    for record in result.events:
-        if record.kind == "RunSubmitted":
-            submitted[record.run_id] = submitted.get(record.run_id, 0) + 1
-    for (_system, schedule, slot_ms), run_id in fired.items():
-        if submitted.get(run_id, 0) != 1:
-            found.append(Violation("a cron slot fires once", f"{schedule} slot {slot_ms}: its run was submitted "
-                                   f"{submitted.get(run_id, 0)} times", (run_id,)))
+    found += check_cron(result)
     return found
 
 

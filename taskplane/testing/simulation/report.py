@@ -44,8 +44,10 @@ def as_text(report: Report) -> str:
     faults = ", ".join(f"{name} {rate:g}" for name, rate in report.faults.items()) or "none"
     head = (f"{report.system}: {report.passed} of {len(report.seeds)} seed(s) held, {report.runs} run(s) each, "
             f"faults: {faults}")
+    cron = (f"{report.slots_fired} cron slots fired, {report.slots_skipped} skipped, "
+            if report.slots_fired or report.slots_skipped else "")
     stats = (f"{report.runs_simulated} runs, {report.commands_decided} commands decided, "
-             f"{report.started_ahead} tasks started ahead of their grant, "
+             f"{report.started_ahead} tasks started ahead of their grant, {cron}"
              f"{report.virtual_ms / 1000:.0f} s virtual in {report.wall_s:.1f} s")
     if report.failure is None:
         return f"ok: {head}\n{stats}"
@@ -74,6 +76,7 @@ def as_json(report: Report) -> dict[str, Any]:
         "ok": report.ok, "system": report.system, "seeds": len(report.seeds), "passed": report.passed,
         "runs_per_seed": report.runs, "faults": report.faults, "runs_simulated": report.runs_simulated,
         "commands_decided": report.commands_decided, "started_ahead": report.started_ahead,
+        "slots_fired": report.slots_fired, "slots_skipped": report.slots_skipped,
         "virtual_s": report.virtual_ms / 1000,
         "wall_s": round(report.wall_s, 3),
     }

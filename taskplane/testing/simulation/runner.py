@@ -59,6 +59,8 @@ class Report:
     breaker_events: int = 0
     virtual_ms: int = 0
     started_ahead: int = 0
+    slots_fired: int = 0  # cron slots fired (each one run), a lost commit's second firing included
+    slots_skipped: int = 0
     wall_s: float = 0.0
     shrink_trials: int = 0
     results: list[SimulationResult] = field(default_factory=list, repr=False)
@@ -159,6 +161,12 @@ def _count(report: Report, result: SimulationResult) -> None:
     report.breaker_events += len(result.breaker_events)
     report.virtual_ms += result.virtual_ms
     report.started_ahead += result.started_ahead
+    for record in result.cron_events:
+        kind = record.kind
+        if kind == "SlotFired":
+            report.slots_fired += 1
+        elif kind == "SlotsSkipped":
+            report.slots_skipped += record.event.count
 
 
 def _shrink(setup: Setup, report: Report, case: Case) -> Case:

@@ -17,11 +17,12 @@ from typing import Any
 
 from taskplane.contract.cron import ScheduleSpec
 from taskplane.contract.plan import SystemPlan
+from taskplane.testing.simulation.cron import CRON_SLOTS
 from taskplane.testing.simulation.faults import Faults
 from taskplane.testing.simulation.invariants import check_builtin, check_user, user_invariants
 from taskplane.testing.simulation.result import SimulationResult
 from taskplane.testing.simulation.workers import Pool
-from taskplane.testing.simulation.world import CRON_SLOTS, HORIZON_MS, SUBMIT_SPACING_MS, World
+from taskplane.testing.simulation.world import HORIZON_MS, SUBMIT_SPACING_MS, World
 from taskplane.workers.exceptions import RegistryError
 from taskplane.workers.sdk import Registry
 

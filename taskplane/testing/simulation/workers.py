@@ -34,8 +34,9 @@ from taskplane.contract.messages import (
 )
 from taskplane.contract.plan import Isolation, SystemPlan, ToolPlan
 from taskplane.testing.simulation.faults import unit
+from taskplane.testing.simulation.processor import HOP_MS
 from taskplane.testing.simulation.result import ToolExecution
-from taskplane.testing.simulation.world import HOP_MS, World
+from taskplane.testing.simulation.world import World
 from taskplane.workers.attempt import Attempt, Host, granted_agent
 from taskplane.workers.exceptions import ToolError, ToolTimeout
 from taskplane.workers.isolation import Limits, run_inline

@@ -14,15 +14,14 @@ One partition per processor: a run's events are in the same order as on one of m
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections.abc import Callable
 from typing import Any
 
 from taskplane.contract.approvals import sign
 from taskplane.contract.breaker import BreakerState
-from taskplane.contract.cron import ApplySchedules, CronTick, PauseSchedule, ScheduleSpec, SlotFired
-from taskplane.contract.decider import Decider, Output, step
+from taskplane.contract.cron import ScheduleSpec
+from taskplane.contract.decider import Output
 from taskplane.contract.messages import (
     ApprovalRequested,
     Assignment,
@@ -36,180 +35,21 @@ from taskplane.contract.messages import (
 from taskplane.contract.plan import SystemPlan
 from taskplane.contract.state import RunState, RunStatus, TaskStatus
 from taskplane.processors.breaker.decider import BreakerDecider
-from taskplane.processors.cron.app import CronHints
-from taskplane.processors.cron.decider import CronDecider
 from taskplane.processors.dispatch.decider import DispatchDecider
 from taskplane.processors.orchestrator.decider import OrchestratorDecider
 from taskplane.processors.orchestrator.hints import OrchestratorHints
 from taskplane.processors.orchestrator.spare import DEFAULT_WINDOW_MS, SpareSlots
+from taskplane.testing.simulation.cron import SimCron
 from taskplane.testing.simulation.faults import Faults, unit
+from taskplane.testing.simulation.processor import Broker, Loop, Processor
 from taskplane.testing.simulation.result import SimEvent, SimRun, ToolExecution
 
-HOP_MS = 2  # one trip through the broker
-TICK_INTERVAL_MS = 200  # RuntimeSettings.tick_interval_ms
-TICK_GRACE_MS = 3_000  # RuntimeSettings.tick_grace_after_failure_ms
 SUBMIT_SPACING_MS = 10
 HORIZON_MS = 24 * 3_600_000  # a run not ended a virtual day later never will
-# A system's cron schedules fire until this many slots (or as many as the runs asked
-# for) fired, then are paused: a schedule never ends by itself.
-CRON_SLOTS = 20
 # A simulated person grants each approval this long after it was asked, signed with the
 # simulation's own key (the orchestrator checks it as in production).
 PERSON_MS = 500
 PERSON_KEY = b"taskplane simulate: a simulated person"
-
-
-class Loop:
-    """Virtual time: actions run in time order (ties in the order they were scheduled)."""
-
-    __slots__ = ("_heap", "_seq", "now")
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
-        self._seq = 0
-        self.now = 0
-
-    def at(self, time_ms: int, action: Callable[..., None], *args: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (max(time_ms, self.now), self._seq, action, args))
-
-    def run(self, horizon_ms: int) -> None:
-        """Until nothing is left to happen (every run ended, every timer spent) or the
-        horizon passed."""
-        heap = self._heap
-        pop = heapq.heappop
-        while heap:
-            time_ms, _, action, args = pop(heap)
-            if time_ms > horizon_ms:
-                break
-            self.now = time_ms
-            action(*args)
-
-
-class Broker:
-    """Delivery through the broker: a hop, held to the end of an outage."""
-
-    __slots__ = ("loop", "outages")
-
-    def __init__(self, loop: Loop, outages: list[tuple[int, int]]) -> None:
-        self.loop = loop
-        self.outages = outages
-
-    def away_until(self, time_ms: int) -> int | None:
-        for start, end in self.outages:
-            if start <= time_ms < end:
-                return end
-        return None
-
-    def deliver(self, sent_ms: int, action: Callable[..., None], *args: Any, hop_ms: int = HOP_MS) -> None:
-        arrival = sent_ms + hop_ms
-        end = self.away_until(arrival)
-        self.loop.at(arrival if end is None else end + hop_ms, action, *args)
-
-
-class Processor:
-    """A stateful processor on the simulated log: commands decided one at a time (one per
-    transaction), timers ticked on the runtime's cadence. ``route`` takes its outputs."""
-
-    def __init__(self, name: str, decider: Decider[Any, Any, Any], broker: Broker,
-                 route: Callable[[Output, int], None], record: Callable[[int, str, Any], None],
-                 abort: Callable[[str, Any], bool] | None = None, hints: Any = None) -> None:
-        self.name = name
-        self.decider = decider
-        self.hints = hints  # the recorded inputs' live source (contract.decider.Hints), if any
-        self.broker = broker
-        self.loop = broker.loop
-        self.route = route
-        self.record = record
-        self.abort = abort  # whether this command's transaction aborts (a fault)
-        self.states: dict[str, Any] = {}
-        self.timers: list[tuple[int, str]] = []
-        self.check_at: int | None = None
-        self.paused_until = 0  # recovering from an aborted transaction
-        self.queue: list[tuple[str, Any, int]] = []  # arrived while recovering
-        self.decided = 0
-
-    def command(self, key: str, command: Any, at_ms: int) -> None:
-        if self.loop.now < self.paused_until:
-            self.queue.append((key, command, at_ms))
-            return
-        if self.abort is not None and self.abort(key, command):
-            # The transaction aborts: nothing of it is kept; the input is read again
-            # once the processor recovered (and ticks wait for the queued renewals).
-            self.paused_until = self.loop.now + 1_000
-            self.queue.append((key, command, at_ms))
-            self.loop.at(self.paused_until, self._resume)
-            return
-        self._apply(key, command, at_ms)
-
-    def _resume(self) -> None:
-        queued, self.queue = self.queue, []
-        for key, command, at_ms in queued:
-            self.command(key, command, at_ms)
-
-    def _apply(self, key: str, command: Any, at_ms: int) -> None:
-        self.decided += 1
-        decider = self.decider
-        hints = self.hints
-        state, events, outputs, _failure = step(decider, self.states.get(key), command, at_ms, hints)
-        if hints is not None:  # one command, one transaction: what the hints learnt is kept
-            hints.commit()
-        self.states[key] = state
-        for event in events:
-            self.record(at_ms, key, event)
-        for output in outputs:
-            self.route(output, at_ms)
-        deadline = decider.next_deadline(state)
-        if deadline is not None:
-            heapq.heappush(self.timers, (deadline, key))
-            self._check_by(deadline)
-
-    def _check_by(self, deadline: int) -> None:
-        at = -(-deadline // TICK_INTERVAL_MS) * TICK_INTERVAL_MS
-        if self.check_at is None or at < self.check_at:
-            self.check_at = at
-            self.loop.at(at, self._check, at)
-
-    def _check(self, at: int) -> None:
-        if at != self.check_at:
-            return  # superseded by an earlier check
-        self.check_at = None
-        now = self.loop.now
-        held = max(self.paused_until + TICK_GRACE_MS if self.paused_until else 0, self._after_outage(now))
-        if held > now:
-            if self.timers:
-                self._check_by(held)
-            return
-        if self.timers and self.timers[0][0] <= now:
-            self.broker.deliver(now, self._tick, now)
-        elif self.timers:
-            self._check_by(self.timers[0][0])
-
-    def _after_outage(self, now: int) -> int:
-        for start, end in self.broker.outages:
-            if start <= now < end + TICK_GRACE_MS:
-                return end + TICK_GRACE_MS
-        return 0
-
-    def _tick(self, now_ms: int) -> None:
-        due: list[str] = []
-        timers = self.timers
-        while timers and timers[0][0] <= now_ms:
-            _, key = heapq.heappop(timers)
-            if key not in due:
-                due.append(key)
-        decider = self.decider
-        tick = decider.tick(now_ms)
-        for key in sorted(due):
-            deadline = decider.next_deadline(self.states.get(key))
-            if deadline is None:
-                continue
-            if deadline > now_ms:
-                heapq.heappush(timers, (deadline, key))
-                continue
-            self.command(key, tick, now_ms)
-        if timers:
-            self._check_by(timers[0][0])
 
 
 class World:
@@ -241,12 +81,10 @@ class World:
                                     self._record_dispatcher)
         self.dispatch_events: list[SimEvent] = []
         # The manifest's cron schedules (docs/scheduling.md): the real cron decider and
-        # its calendar hints, in virtual time; a fired slot's SubmitRun is a run like any.
-        self.cron = Processor("cron", CronDecider(), self.broker, self._route_cron, self._record_cron,
-                              self._cron_aborts, CronHints())
-        self.cron_events: list[SimEvent] = []
-        self._cron_slots = 0
-        self._schedules: tuple[ScheduleSpec, ...] = ()
+        # its calendar hints in virtual time (cron.py); a fired slot's run is a run like any.
+        self.crons = SimCron(self)
+        self.cron = self.crons.processor
+        self.cron_events = self.crons.events
         self.tenants = unit(faults.seed, "scheduling:tenants") < 0.5
         self.offer: Callable[[WorkItem, int], None] = lambda item, at: None
         self.assign: Callable[[Assignment], None] = lambda assignment: None
@@ -264,12 +102,8 @@ class World:
 
     def schedule(self, schedules: tuple[ScheduleSpec, ...], slots: int) -> None:
         """Apply ``schedules`` at virtual time 0, as ``taskplane apply`` does; pause them
-        once ``slots`` slots fired."""
-        if not schedules:
-            return
-        self._schedules, self._cron_slots = schedules, slots
-        command = ApplySchedules(self.plan.name, self.plan.version, self.plan, schedules)
-        self.broker.deliver(0, self.cron.command, self.plan.name, command, 0)
+        once ``slots`` slots fired or were skipped."""
+        self.crons.apply(schedules, slots)
 
     def coordinate(self, run_id: str, what: str, task: str | None) -> str:
         """``run/what/task#n``: the n-th such thing of the run (stable whatever other runs do)."""
@@ -320,31 +154,6 @@ class World:
         elif output.topic == "schedules":  # a scheduled run ended (the cron's concurrencyPolicy)
             self.broker.deliver(at_ms, self.cron.command, output.key, value, at_ms)
         # deadletter and systems: read from the events and the states
-
-    def _cron_aborts(self, key: str, command: Any) -> bool:
-        if isinstance(command, CronTick) or "abort" not in self.faults.rates:
-            return False
-        return self.faults.fires("abort", self.coordinate(key, f"cron:{type(command).__name__}", None),
-                                 self.loop.now)
-
-    def _record_cron(self, at_ms: int, key: str, event: Any) -> None:
-        self.cron_events.append(SimEvent(at_ms, key, event))
-        if isinstance(event, SlotFired):
-            self._cron_slots -= 1
-            if self._cron_slots == 0:
-                for spec in self._schedules:
-                    self.broker.deliver(at_ms, self.cron.command, key, PauseSchedule(key, spec.name, "simulate"),
-                                        at_ms)
-
-    def _route_cron(self, output: Output, at_ms: int) -> None:
-        if output.topic != "commands":
-            return
-        submit = output.value
-        if isinstance(submit, SubmitRun) and submit.run_id not in self.run_index:
-            self.run_index[submit.run_id] = len(self.run_index)
-            self.inputs[submit.run_id] = json.loads(submit.input)
-            self.open_runs += 1
-        self.broker.deliver(at_ms, self.orchestrator.command, output.key, submit, at_ms)
 
     def _record_dispatcher(self, at_ms: int, key: str, event: Any) -> None:
         self.dispatch_events.append(SimEvent(at_ms, key, event))
