@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,24 @@ def test_tampered_logs_break_the_cron_invariants(tmp_path: Path) -> None:
 
     twice = [*result.events, SimEvent(second.at_ms + 5, second.run_id, second.event)]
     assert cron_checks.ONE_RUN in names(replace(result, events=twice))
+
+
+def test_a_decider_whose_resume_does_not_resume_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resumed schedule stays paused in the decider's state: the slots owed after the
+    resume never fire, and the simulated operator's final pause (by time, as nothing is
+    counted any more) bounds what was owed."""
+    from taskplane.processors.cron.decider import CronDecider
+
+    evolve = CronDecider.evolve
+
+    def stays_paused(self: CronDecider, state: Any, event: Any) -> Any:
+        after = evolve(self, state, event)
+        if isinstance(event, ScheduleResumed) and after is not None:
+            return replace(after, schedules=tuple(replace(s, paused=True) for s in after.schedules))
+        return after
+
+    monkeypatch.setattr(CronDecider, "evolve", stays_paused)
+    report = _simulate(tmp_path, "allow", seeds=4, faults="none", shrink=False)
+    assert not report.ok and report.failure is not None
+    assert {v.invariant for v in report.failure.violations} == {cron_checks.DUE}
+    assert all("neither fired nor skipped" in v.message for v in report.failure.violations)

@@ -28,7 +28,7 @@ from taskplane.contract.cron import (
 )
 from taskplane.contract.decider import Output
 from taskplane.contract.messages import SubmitRun
-from taskplane.processors.cron.app import CronHints
+from taskplane.processors.cron.app import CronHints, next_slot
 from taskplane.processors.cron.decider import CronDecider
 from taskplane.testing.simulation.faults import unit
 from taskplane.testing.simulation.processor import HOP_MS, LOST_REPLY, Crash, Processor
@@ -43,6 +43,7 @@ CRON_SLOTS = 20
 DOWN_MS = (1_000, 600_000)  # a crashed cron processor is back after this long
 PAUSE_MS = (60_000, 1_200_000)  # a paused schedule is resumed after this long
 BY = "simulate"
+WATCH_CAP_MS = 23 * 3_600_000  # within the world's horizon
 
 
 class SimCron:
@@ -68,6 +69,21 @@ class SimCron:
         plan = self.world.plan
         self.world.broker.deliver(0, self.processor.command, plan.name,
                                   ApplySchedules(plan.name, plan.version, plan, schedules), 0)
+        # A schedule that stops deciding slots (a lost timer, a resume that does not
+        # resume) is paused for good all the same, well after its slots should have been
+        # decided: the slots it owed until then are checked (cron_checks.py).
+        at = 0
+        for _ in range(2 * slots):
+            following = next_slot(schedules[0], at)
+            if following is None or following > WATCH_CAP_MS:
+                break
+            at = following
+        self.world.loop.at(min(at + PAUSE_MS[1] + DOWN_MS[1], WATCH_CAP_MS), self._watchdog, plan.name)
+
+    def _watchdog(self, key: str) -> None:
+        if self.pauses < 2:
+            self._pause(self.world.loop.now, key)
+            self.pauses = 2
 
     # ------------------------------------------------------------ faults
 

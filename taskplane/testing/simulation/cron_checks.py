@@ -5,7 +5,8 @@ logs, the cron processor's and the orchestrator's, against the calendar:
   orchestrator submitted it once (a slot fired again after a crash or a lost commit
   reaches it under the same key and is refused);
 - a due cron slot fires once: every slot of the calendar from the apply (or a resume) to
-  the last tick that found one due, while the schedule was not paused, fired, or was
+  the pause (10 s before it, and only the ticked ones while the processor was down since
+  the slot), fired, or was
   skipped for a reason that holds (later than ``startingDeadline`` when decided, older
   than the latest due one under ``forbid``/``replace``, or the previous run had not
   ended as far as the cron log says under ``forbid``), never both;
@@ -44,6 +45,9 @@ PAUSED = "no run for a paused schedule's slots"
 FORBID = "forbid runs one at a time"
 _PREVIOUS = re.compile(r"previous run (\S+) still running")
 _ENDS = (m.RunSucceeded, m.RunFailed, m.RunCancelled)
+# A slot due this long before a pause was decided by then, unless the processor was down
+# meanwhile: a tick every 200 ms, after an aborted transaction (1 s) a grace of 3 s.
+OWED_LAG_MS = 10_000
 
 
 @dataclass
@@ -72,7 +76,7 @@ def check_cron(result: SimulationResult) -> list[Violation]:
     found: list[Violation] = []
     for (system, name), schedule in schedules.items():
         found += _one_run(system, name, schedule, submitted)
-        found += _due(name, schedule)
+        found += _due(name, schedule, result.cron_down, result.ended_ms)
         found += _paused(name, schedule)
         if schedule.spec.concurrency_policy == "forbid":
             found += _forbid(name, submitted, ended)
@@ -150,21 +154,25 @@ def _one_run(system: str, name: str, schedule: _Schedule,
     return found
 
 
-def _due(name: str, schedule: _Schedule) -> list[Violation]:
+def _due(name: str, schedule: _Schedule, down: list[tuple[int, int]], ended: int) -> list[Violation]:
     found = []
     spec = schedule.spec
     for first, paused in schedule.spans:
         if first is None:
             continue
-        end = max((t for t in schedule.looked if t >= first and (paused is None or t <= paused)), default=None)
-        if end is None:
-            continue
-        for slot in _calendar(spec, first, end):
+        until = paused if paused is not None else ended
+        looked = max((t for t in schedule.looked if t >= first and t <= until), default=first - 1)
+        # Owed: what a tick decided, and what the processor, up and ticking, had time to
+        # decide before the pause (one it met at its restart, before its first tick, is not).
+        owed = [s for s in _calendar(spec, first, max(looked, until - OWED_LAG_MS))
+                if s <= looked or not any(died < until and back + OWED_LAG_MS > s for died, back in down)]
+        for slot in owed:
             fired, skipped = schedule.fired.get(slot, []), schedule.skipped.get(slot, [])
             if fired and skipped:
                 found.append(Violation(DUE, f"{name} slot {slot} both fired and skipped ({skipped[0][1]})"))
             elif not fired and not skipped:
-                found.append(Violation(DUE, f"{name} slot {slot} was due by {end} and neither fired nor skipped"))
+                found.append(Violation(DUE, f"{name} slot {slot} was due before {until} and neither fired nor "
+                                       "skipped"))
             for at, reason in skipped:
                 problem = _skip_problem(spec, schedule, slot, at, reason)
                 if problem:

@@ -102,6 +102,7 @@ class Processor:
         self.paused_until = 0  # recovering from an aborted transaction
         self.queue: list[tuple[str, Any, int]] = []  # arrived while recovering
         self.decided = 0
+        self.down: list[tuple[int, int]] = []  # (died, back): the crashes' windows
 
     def command(self, key: str, command: Any, at_ms: int) -> None:
         if self.loop.now < self.paused_until:
@@ -135,6 +136,7 @@ class Processor:
             self.queue.append((key, command, at_ms))
         self.states, self.timers, self.check_at = {}, [], None
         self.paused_until = self.loop.now + crash.down_ms
+        self.down.append((self.loop.now, self.paused_until))
         self.loop.at(self.paused_until, self._restart)
 
     def _restart(self) -> None:

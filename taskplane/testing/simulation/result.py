@@ -70,6 +70,8 @@ class SimulationResult:
     crashes: dict[str, int] = field(default_factory=dict)  # worker id -> when it died (virtual ms)
     cron_events: list[SimEvent] = field(default_factory=list)  # the cron decider's (key: the system)
     started_ahead: int = 0  # follow-on tasks workers started before their grant (workers/speculation.py)
+    cron_down: list[tuple[int, int]] = field(default_factory=list)  # the cron processor's crashes (died, back)
+    ended_ms: int = 0  # virtual time when nothing was left to happen
 
     def run(self, run_id: str) -> SimRun:
         return next(run for run in self.runs if run.run_id == run_id)

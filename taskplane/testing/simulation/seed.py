@@ -134,7 +134,8 @@ def run_seed(setup: Setup, seed: int, rates: dict[str, float], runs: Sequence[in
                                       world.orchestrator.decided + world.breaker.decided + world.dispatcher.decided
                                       + world.cron.decided,
                                       fault_times=sorted(faults.timeline), crashes=dict(world.crashes),
-                                      cron_events=world.cron_events, started_ahead=pool.started_ahead)
+                                      cron_events=world.cron_events, started_ahead=pool.started_ahead,
+                                      cron_down=list(world.cron.down), ended_ms=world.loop.now)
             result.violations = check_builtin(setup.plan, result)
             result.violations += check_user(user_invariants(module), result)
         return result
