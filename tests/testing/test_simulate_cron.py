@@ -130,3 +130,17 @@ def test_a_decider_whose_resume_does_not_resume_is_caught(tmp_path: Path, monkey
     assert not report.ok and report.failure is not None
     assert {v.invariant for v in report.failure.violations} == {cron_checks.DUE}
     assert all("neither fired nor skipped" in v.message for v in report.failure.violations)
+
+
+def test_a_forbid_decider_that_forgets_the_running_run_is_caught(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that dead-lettered stays open (for a replay): the next slot of a forbid
+    schedule must wait. A decider that does not look at the running runs starts one."""
+    from taskplane.processors.cron import decider
+
+    slots = decider._slots
+    monkeypatch.setattr(decider, "_slots", lambda state, schedule, due, now: slots(
+        state, replace(schedule, active=()), due, now))
+    report = _simulate(tmp_path, "forbid", seeds=12, shrink=False)
+    assert not report.ok and report.failure is not None
+    assert cron_checks.FORBID in {v.invariant for v in report.failure.violations}

@@ -7,7 +7,7 @@ Tick, commits and loses its reply: the memory rewinds and the slot fires a secon
 under the same key), ``crash`` (the process dies in a transaction, committed or not, and
 is back 1 s-10 min later with its states folded from what it recorded: missed slots
 fire on recovery or are skipped past ``startingDeadline``), ``duplicate`` (a slot's
-``SubmitRun`` reaches the orchestrator twice). On half the seeds the schedules are
+``SubmitRun`` reaches the orchestrator twice, a run's end notice the cron processor). On half the seeds the schedules are
 paused halfway and resumed a while later, as ``taskplane schedules pause|resume`` does.
 The invariants on what it recorded are in ``cron_checks.py``.
 """
@@ -115,6 +115,14 @@ class SimCron:
         return states
 
     # ------------------------------------------------------------ outputs
+
+    def notice(self, output: Output, at_ms: int) -> None:
+        """The orchestrator's ``ScheduledRunEnded``, delivered twice on a ``duplicate``."""
+        self.world.broker.deliver(at_ms, self.processor.command, output.key, output.value, at_ms)
+        if self.faults.fires("duplicate", f"{output.key}/cron-notice:{getattr(output.value, 'run_id', '')}",
+                             self.world.loop.now):
+            self.world.broker.deliver(at_ms, self.processor.command, output.key, output.value, at_ms,
+                                      hop_ms=HOP_MS + 7)
 
     def _record(self, at_ms: int, key: str, event: Any) -> None:
         self.events.append(SimEvent(at_ms, key, event))

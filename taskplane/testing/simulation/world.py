@@ -152,7 +152,7 @@ class World:
         elif output.topic == "dispatch":
             self.broker.deliver(at_ms, self.dispatcher.command, output.key, value, at_ms)
         elif output.topic == "schedules":  # a scheduled run ended (the cron's concurrencyPolicy)
-            self.broker.deliver(at_ms, self.cron.command, output.key, value, at_ms)
+            self.crons.notice(output, at_ms)
         # deadletter and systems: read from the events and the states
 
     def _record_dispatcher(self, at_ms: int, key: str, event: Any) -> None:
