@@ -137,14 +137,15 @@ class SimCron:
         count = len(self.decided) + self.skipped
         if count == before:
             return
+        now = self.world.loop.now  # not the decision's log time: a Tick read again is late
         if self.resumes and self.pauses == 0 and count * 2 >= self.slots:
-            self._pause(at_ms, key)
+            self._pause(now, key)
             gap = round(self.faults.draw("cron", f"{key}/paused", *PAUSE_MS))
             for spec in self.schedules:
-                self.world.broker.deliver(at_ms + gap, self.processor.command, key,
-                                          ResumeSchedule(key, spec.name, BY), at_ms + gap)
+                self.world.broker.deliver(now + gap, self.processor.command, key,
+                                          ResumeSchedule(key, spec.name, BY), now + gap)
         elif self.pauses < 2 and count >= self.slots:
-            self._pause(at_ms, key)
+            self._pause(now, key)
             self.pauses = 2
 
     def _pause(self, at_ms: int, key: str) -> None:

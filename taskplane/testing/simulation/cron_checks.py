@@ -56,8 +56,8 @@ class _Schedule:
     spans: list[list[int | None]] = field(default_factory=list)  # [first slot, paused at | None]
     looked: list[int] = field(default_factory=list)  # when a tick found slots due
     fired: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # slot -> (at, run id)
-    skipped: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # slot -> (at, reason)
-    finished: dict[str, int] = field(default_factory=dict)  # run id -> when the cron learnt it ended
+    skipped: dict[int, list[tuple[int, str, int]]] = field(default_factory=dict)  # slot -> (at, reason, position)
+    finished: dict[str, int] = field(default_factory=dict)  # run id -> where on the cron log it learnt it ended
     paused_fires: list[SlotFired] = field(default_factory=list)
 
 
@@ -65,14 +65,15 @@ def check_cron(result: SimulationResult) -> list[Violation]:
     if not result.cron_events:
         return []
     schedules = _fold(result)
+    # By position on the orchestrator's log: log times are the senders' clocks (skewed).
     submitted: dict[str, list[tuple[int, str | None]]] = {}
     ended: dict[str, int] = {}
-    for record in result.events:
+    for position, record in enumerate(result.events):
         event = record.event
         if isinstance(event, m.RunSubmitted):
-            submitted.setdefault(event.run_id, []).append((record.at_ms, event.idempotency_key))
+            submitted.setdefault(event.run_id, []).append((position, event.idempotency_key))
         elif isinstance(event, _ENDS):
-            ended.setdefault(record.run_id, record.at_ms)
+            ended.setdefault(record.run_id, position)
     found: list[Violation] = []
     for (system, name), schedule in schedules.items():
         found += _one_run(system, name, schedule, submitted)
@@ -85,7 +86,7 @@ def check_cron(result: SimulationResult) -> list[Violation]:
 
 def _fold(result: SimulationResult) -> dict[tuple[str, str], _Schedule]:
     schedules: dict[tuple[str, str], _Schedule] = {}
-    for record in result.cron_events:
+    for position, record in enumerate(result.cron_events):
         event: Any = record.event
         if isinstance(event, SchedulesApplied):
             for state in event.schedules:
@@ -106,13 +107,13 @@ def _fold(result: SimulationResult) -> dict[tuple[str, str], _Schedule]:
                     schedule.paused_fires.append(event)
             case SlotsSkipped(first_slot_ms=first, last_slot_ms=last, reason=reason) if first is not None:
                 for slot in _calendar(schedule.spec, first, last if last is not None else first):
-                    schedule.skipped.setdefault(slot, []).append((record.at_ms, reason))
+                    schedule.skipped.setdefault(slot, []).append((record.at_ms, reason, position))
             case SchedulePaused() if span[1] is None:
                 span[1] = record.at_ms
             case ScheduleResumed(next_slot_ms=first) if span[1] is not None:
                 schedule.spans.append([first, None])
             case ScheduledRunFinished(run_id=run_id):
-                schedule.finished.setdefault(run_id, record.at_ms)
+                schedule.finished.setdefault(run_id, position)
             case _:
                 pass
     return schedules
@@ -173,14 +174,15 @@ def _due(name: str, schedule: _Schedule, down: list[tuple[int, int]], ended: int
             elif not fired and not skipped:
                 found.append(Violation(DUE, f"{name} slot {slot} was due before {until} and neither fired nor "
                                        "skipped"))
-            for at, reason in skipped:
-                problem = _skip_problem(spec, schedule, slot, at, reason)
+            for at, reason, position in skipped:
+                problem = _skip_problem(spec, schedule, slot, at, reason, position)
                 if problem:
                     found.append(Violation(DUE, f"{name} slot {slot} skipped at {at} ({reason}): {problem}"))
     return found
 
 
-def _skip_problem(spec: ScheduleSpec, schedule: _Schedule, slot: int, at: int, reason: str) -> str | None:
+def _skip_problem(spec: ScheduleSpec, schedule: _Schedule, slot: int, at: int, reason: str,
+                  position: int) -> str | None:
     if reason == "past startingDeadline":
         deadline = spec.starting_deadline_ms
         if deadline is None or at - slot <= deadline:
@@ -193,9 +195,10 @@ def _skip_problem(spec: ScheduleSpec, schedule: _Schedule, slot: int, at: int, r
         run_id = previous.group(1)
         if not any(r == run_id for fires in schedule.fired.values() for _, r in fires):
             return f"{run_id} is no run of this schedule"
+        # By log order, not log time: the end's time is the worker's clock (skewed).
         learnt = schedule.finished.get(run_id)
-        if learnt is not None and learnt < at:
-            return f"the cron log says {run_id} ended at {learnt}"
+        if learnt is not None and learnt < position:
+            return f"the cron log had already recorded {run_id} ended"
         return None
     return "not a reason to skip a slot"
 
@@ -219,7 +222,7 @@ def _forbid(name: str, submitted: dict[str, list[tuple[int, str | None]]], ended
     for (start, run_id), (later, next_id) in zip(runs, runs[1:], strict=False):
         end = ended.get(run_id)
         if end is None or later < end:
-            found.append(Violation(FORBID, f"{name}: run {next_id} submitted at {later} while {run_id} "
-                                   f"(submitted at {start}) ran until {end if end is not None else 'the end'}",
+            found.append(Violation(FORBID, f"{name}: run {next_id} submitted (event #{later}) while {run_id} "
+                                   f"(#{start}) ran until {f'#{end}' if end is not None else 'the end'}",
                                    (run_id, next_id)))
     return found
