@@ -86,6 +86,11 @@ class MetadataNudge:
                 self._thread.start()
         self._wake.set()
 
+    @property
+    def nudging(self) -> bool:
+        """Whether metadata is being asked for (a poke's window has not ended)."""
+        return time.monotonic() < self._until
+
     def on_loop(self, consumer: Any) -> None:
         """From the thread that polls ``consumer``, between polls: one metadata request
         through it while nudging, at most every ``INTERVAL_S``; nothing (a comparison)

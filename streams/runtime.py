@@ -48,6 +48,10 @@ from taskplane.streams.transactions import (
 from taskplane.streams.transactions import StopRequested, TransactionWedged
 
 log = logging.getLogger(__name__)
+# The longest an idle poll waits (no timer due sooner): bounds how late stop() and the
+# idle checks run. confluent-kafka wakes a poll every 200 ms anyway (signal checks), but
+# in C: what an idle step costs in Python is what this saves (docs/benchmarks.md).
+IDLE_POLL_S = 0.5
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -228,7 +232,7 @@ class ProcessorRuntime(Generic[S, C, E]):
         limit = self._settings.max_batch_records
         records = consumer.consume(limit, 0)
         if not records:
-            first = consumer.poll(self._settings.max_batch_ms / 1000)
+            first = consumer.poll(self._first_wait_s())
             if first is None:
                 return []
             records = [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
@@ -237,6 +241,18 @@ class ProcessorRuntime(Generic[S, C, E]):
             while len(records) < limit and (remaining := deadline - time.monotonic()) > 0:
                 records += consumer.consume(limit - len(records), remaining)
         return records
+
+    def _first_wait_s(self) -> float:
+        """How long a poll that found nothing waits for a record: max_batch_ms while the
+        loop has checks to make (not ready: the probe; a metadata nudge), else until the
+        next timer could be due, within [max_batch_ms, IDLE_POLL_S]. A record still ends
+        the wait at once; an idle processor steps 2 times a second, not 10, and its
+        offsets check (every IDLE_OFFSETS_CHECK_S) and stop() lag by IDLE_POLL_S at most."""
+        batch_s = self._settings.max_batch_ms / 1000
+        if not self._lifecycle.ready() or self._clients.nudging():
+            return batch_s
+        timer_s = self._ticker.wait_s(self._partitions)
+        return max(batch_s, min(IDLE_POLL_S, IDLE_POLL_S if timer_s is None else timer_s))
 
     def _after_failed_transaction(self, error: KafkaException | TransactionWedged, batch: Batch[S]) -> None:
         """Kafka's rule (abort, or a new producer, or stop when fenced: streams/transactions.py),

@@ -93,6 +93,10 @@ class ProcessorClients:
         if self.consumer is not None:
             self._nudge.on_loop(self.consumer)
 
+    def nudging(self) -> bool:
+        """A nudge is on: the polling thread's ``nudge_consumer`` is due every INTERVAL_S."""
+        return self._nudge.nudging
+
     def _broker_lost(self) -> None:
         if self.transactions is not None:
             self.transactions.broker_lost()

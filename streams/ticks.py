@@ -44,6 +44,18 @@ class Ticker:
                 due.append((partition, now_ms))
         return due
 
+    def wait_s(self, partitions: dict[int, PartitionState[Any]]) -> float | None:
+        """Seconds until ``due`` could return a partition (0 when it could now); None when
+        no partition has a timer, so an idle loop may wait for records alone."""
+        earliest = min((t for t in (owned.earliest() for owned in partitions.values()) if t is not None),
+                       default=None)
+        if earliest is None:
+            return None
+        now = time.time()
+        at = max(earliest / 1000, self._last_check + self._interval_ms / 1000,
+                 now + self._held_until - time.monotonic())
+        return max(0.0, at - now)
+
     def produce(self, producer: Producer, ticks: list[tuple[int, int]]) -> None:
         for partition, now_ms in ticks:
             command = self._tick(now_ms)

@@ -106,6 +106,10 @@ class Worker:
         if plan is None:
             self._systems = GlobalTable(kafka_config, topics.systems, self._serde)
         self._plan = plan or self._definition().plan
+        # Read once: the plan is this worker's for its life. Left open, the table cost a
+        # consumer's threads and its fetches, idle (docs/benchmarks.md, "Idle wake-ups").
+        if self._systems is not None:
+            self._systems.close()
         self.isolation_fallback = self._check_isolation()
         self.speculation = (Speculation(self._plan) if self.settings.follow_on_grants and self.settings.speculate
                             else None)
