@@ -31,7 +31,7 @@ from taskplane.contract.messages import SubmitRun
 from taskplane.processors.cron.app import CronHints, next_slot
 from taskplane.processors.cron.decider import CronDecider
 from taskplane.testing.simulation.faults import unit
-from taskplane.testing.simulation.processor import HOP_MS, LOST_REPLY, Crash, Processor
+from taskplane.testing.simulation.processor import LOST_REPLY, Crash, Processor
 from taskplane.testing.simulation.result import SimEvent
 
 if TYPE_CHECKING:
@@ -121,8 +121,7 @@ class SimCron:
         self.world.broker.deliver(at_ms, self.processor.command, output.key, output.value, at_ms)
         if self.faults.fires("duplicate", f"{output.key}/cron-notice:{getattr(output.value, 'run_id', '')}",
                              self.world.loop.now):
-            self.world.broker.deliver(at_ms, self.processor.command, output.key, output.value, at_ms,
-                                      hop_ms=HOP_MS + 7)
+            self.world.broker.redeliver(at_ms, self.processor.command, output.key, output.value, at_ms)
 
     def _record(self, at_ms: int, key: str, event: Any) -> None:
         self.events.append(SimEvent(at_ms, key, event))
@@ -165,4 +164,4 @@ class SimCron:
         world.broker.deliver(at_ms, world.orchestrator.command, output.key, submit, at_ms)
         if isinstance(submit, SubmitRun) and self.faults.fires("duplicate", f"{output.key}/cron-submit",
                                                                 world.loop.now):
-            world.broker.deliver(at_ms, world.orchestrator.command, output.key, submit, at_ms, hop_ms=HOP_MS + 7)
+            world.broker.redeliver(at_ms, world.orchestrator.command, output.key, submit, at_ms)

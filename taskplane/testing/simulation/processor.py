@@ -68,6 +68,10 @@ class Broker:
         end = self.away_until(arrival)
         self.loop.at(arrival if end is None else end + hop_ms, action, *args)
 
+    def redeliver(self, sent_ms: int, action: Callable[..., None], *args: Any) -> None:
+        """A duplicate delivery (a ``duplicate`` fault): the same, a little after the first."""
+        self.deliver(sent_ms, action, *args, hop_ms=HOP_MS + 7)
+
 
 class Crash(NamedTuple):
     """A processor's crash: whether the transaction under way committed, and how long

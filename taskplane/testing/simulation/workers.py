@@ -34,7 +34,6 @@ from taskplane.contract.messages import (
 )
 from taskplane.contract.plan import Isolation, SystemPlan, ToolPlan
 from taskplane.testing.simulation.faults import unit
-from taskplane.testing.simulation.processor import HOP_MS
 from taskplane.testing.simulation.result import ToolExecution
 from taskplane.testing.simulation.world import World
 from taskplane.workers.attempt import Attempt, Host, granted_agent
@@ -190,7 +189,7 @@ class SimWorker:
         world.broker.deliver(now, world.orchestrator.command, key, command, stamped)
         if "duplicate" in world.faults.rates and world.faults.fires(
                 "duplicate", world.coordinate(key, type(command).__name__, getattr(command, "task", None)), now):
-            world.broker.deliver(now, world.orchestrator.command, key, command, stamped, hop_ms=HOP_MS + 7)
+            world.broker.redeliver(now, world.orchestrator.command, key, command, stamped)
 
     def ended(self, incarnation: int) -> None:
         if incarnation == self.incarnation and self.alive:
