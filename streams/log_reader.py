@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from taskplane.streams import kafka_clients
 from taskplane.streams.exceptions import AUTHORIZATION_FAILED, KafkaIOError, principal_of
@@ -35,17 +35,11 @@ def read_messages_to_end(
     """``read_to_end``'s records whole (offset and timestamp too)."""
     reader = kafka_clients.consumer(kafka_config, group_id, start="earliest", eof=True, tuning=TO_THE_END)
     try:
-        if partitions is None:
-            metadata = reader.list_topics(topic, timeout=30).topics[topic]
-            if metadata.error is not None and metadata.error.code() in AUTHORIZATION_FAILED:
-                # Refused by ACLs: never read as an empty topic (a missing one still is).
-                raise KafkaIOError.wrap(metadata.error, f"reading {topic} as {principal_of(kafka_config)}")
-            partitions = list(metadata.partitions)
-        pending: set[int] = set()
-        for partition in partitions:
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-            if high > low:
-                pending.add(partition)
+        try:
+            pending = _partitions_with_records(reader, kafka_config, topic, partitions)
+        except KafkaException as error:  # the broker away: one line for the CLI, not a traceback
+            where = f"reading {topic} from {kafka_config.get('bootstrap.servers')}"
+            raise KafkaIOError.wrap(error, where) from None
         if not pending:
             return
         reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
@@ -62,3 +56,19 @@ def read_messages_to_end(
                 yield record
     finally:
         reader.close()
+
+
+def _partitions_with_records(reader: Any, kafka_config: dict[str, Any], topic: str,
+                             partitions: Iterable[int] | None) -> set[int]:
+    if partitions is None:
+        metadata = reader.list_topics(topic, timeout=30).topics[topic]
+        if metadata.error is not None and metadata.error.code() in AUTHORIZATION_FAILED:
+            # Refused by ACLs: never read as an empty topic (a missing one still is).
+            raise KafkaIOError.wrap(metadata.error, f"reading {topic} as {principal_of(kafka_config)}")
+        partitions = list(metadata.partitions)
+    pending: set[int] = set()
+    for partition in partitions:
+        low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        if high > low:
+            pending.add(partition)
+    return pending

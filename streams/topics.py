@@ -183,7 +183,10 @@ def ensure_topics(
     timeout_s: float = 30.0,
 ) -> EnsureReport:
     """Create missing topics; compare existing ones with the catalog. Idempotent."""
-    metadata = admin.list_topics(timeout=timeout_s)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as error:  # the broker away: one line for the CLI, not a traceback
+        raise KafkaIOError.wrap(error, "listing the topics") from None
     replicas, min_isr = replication_for(len(metadata.brokers))
     # Replication is the cluster's: the same catalog serves one dev broker and three.
     specs = [replace(s, config={**s.config, "min.insync.replicas": str(min_isr)}) for s in specs]
