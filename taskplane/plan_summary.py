@@ -10,6 +10,8 @@ from typing import Any
 from taskplane.durations import format_duration
 from taskplane.manifest import AgentSystemManifest, ToolSpec
 
+RETRIES_LISTED = 20
+
 
 def plan_summary(manifest: AgentSystemManifest) -> dict[str, Any]:
     """What the manifest defines, as plain data: agents in topological order with their
@@ -37,7 +39,8 @@ def plan_summary(manifest: AgentSystemManifest) -> dict[str, Any]:
             "backend": manifest.spec.persistence.backend,
             "connectionString": "set" if manifest.spec.persistence.connection_string else None,
         },
-        "retrySchedule": [format_duration(ms) for ms in _retry_delays_ms(manifest)],
+        "retrySchedule": [format_duration(ms) for ms in _retry_delays_ms(manifest)[0]],
+        "moreRetries": _retry_delays_ms(manifest)[1],
     }
 
 
@@ -56,7 +59,12 @@ def render_plan_summary(manifest: AgentSystemManifest) -> str:
         tools = ", ".join(_tool_text(tool) for tool in agent.tools) or "-"
         model = f"  model: {agent.model}" if agent.model else ""
         lines.append(f"  {agent.name:<{width}}  after: {deps}  tools: {tools}{model}")
-    schedule = ", ".join(format_duration(ms) for ms in _retry_delays_ms(manifest)) or "none"
+    delays, more = _retry_delays_ms(manifest)
+    schedule = ", ".join(format_duration(ms) for ms in delays) or "none"
+    if more:
+        settled = delays[-1] == execution.max_backoff_cap or execution.backoff_multiplier == 1
+        then = format_duration(delays[-1]) if settled else f"up to {format_duration(execution.max_backoff_cap)}"
+        schedule += f", then {then} for {more} more"
     lines += [
         f"execution: lease {format_duration(execution.lease_timeout)}, "
         f"maxRetries {execution.max_retries}, backoff {format_duration(execution.initial_backoff)}"
@@ -71,15 +79,19 @@ def render_plan_summary(manifest: AgentSystemManifest) -> str:
     return "\n".join(lines)
 
 
-def _retry_delays_ms(manifest: AgentSystemManifest) -> list[int]:
+def _retry_delays_ms(manifest: AgentSystemManifest) -> tuple[list[int], int]:
+    """The delays before the first retries (until the cap, a multiplier of 1, or 20 of
+    them), and how many retries follow, at the last delay up to the cap. Not ``**``:
+    2 ** 1100 overflows a float, and a million retries are not a million lines."""
     execution = manifest.spec.execution
-    return [
-        min(
-            round(execution.initial_backoff * execution.backoff_multiplier**attempt),
-            execution.max_backoff_cap,
-        )
-        for attempt in range(execution.max_retries)
-    ]
+    delays: list[int] = []
+    delay, cap = float(execution.initial_backoff), execution.max_backoff_cap
+    for _ in range(min(execution.max_retries, RETRIES_LISTED)):
+        delays.append(min(round(delay), cap))
+        if delay >= cap or execution.backoff_multiplier == 1:
+            break
+        delay *= execution.backoff_multiplier
+    return delays, execution.max_retries - len(delays)
 
 
 def _tool_summary(tool: ToolSpec) -> dict[str, Any]:

@@ -58,6 +58,16 @@ def test_a_good_manifest_prints_its_summary_in_dependency_order() -> None:
     assert "lease 10s, maxRetries 3" in out and "retry delays before jitter: 1s, 2s, 4s" in out
 
 
+def test_a_long_retry_schedule_is_summarised_not_overflowed(tmp_path: Path) -> None:
+    # 2 ** 1024 overflowed a float in the summary (a traceback), and each retry was listed.
+    path = tmp_path / "system.yaml"
+    path.write_text((EXAMPLES / "document-pipeline" / "system.yaml").read_text().replace(
+        "maxRetries: 3", "maxRetries: 1100"))
+    code, out, err = run("-f", str(path))
+    assert code == 0, err
+    assert "retry delays before jitter: 1s, 2s, 4s, 8s, 16s, 32s, 1m, then 1m for 1093 more" in out
+
+
 def test_a_bad_manifest_exits_2_with_every_path_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "system.yaml"
     path.write_text(BAD)
