@@ -46,13 +46,19 @@ def _cost(value: object) -> int:
         raise PydanticCustomError("cost", "{reason}",
                                   {"reason": f"write a cost as a decimal string, e.g. \"{value}\" (floats round)"})
     try:
-        return parse_cost(value)
+        micros = parse_cost(value)
     except ValueError as error:
         raise PydanticCustomError("cost", "{reason}", {"reason": str(error)}) from None
+    if micros > MAX_BUDGET:
+        raise PydanticCustomError("cost", "{reason}", {"reason": f"must be <= {format_cost(MAX_BUDGET)}, got {value!r}"})
+    return micros
 
 
+# Budgets past any real one, kept well inside the Avro longs they are stored in (an
+# apply of a 25-digit budget validated, then failed to encode).
+MAX_BUDGET = 10**15
 Cost = Annotated[int, BeforeValidator(_cost), PlainSerializer(format_cost, return_type=str)]
-Tokens = Annotated[int, Strict(), Field(ge=1)]
+Tokens = Annotated[int, Strict(), Field(ge=1, le=MAX_BUDGET)]
 Names = tuple[Annotated[str, Field(min_length=1)], ...]
 
 

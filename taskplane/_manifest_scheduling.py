@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from taskplane._manifest_yaml import MAX_COUNT
 from taskplane.contract.scheduling import SchedulingPolicy, TenantShare, tenant_problem
 from taskplane.durations import DurationError, format_duration, parse_duration_ms
 
@@ -50,7 +51,7 @@ _AS_TEXT = PlainSerializer(format_duration, return_type=str)
 Aging = Annotated[int, _duration(0), _AS_TEXT]
 Timeout = Annotated[int, _duration(1_000), _AS_TEXT]
 Weight = Annotated[int, Strict(), Field(ge=1, le=MAX_WEIGHT)]
-Cap = Annotated[int, Strict(), Field(ge=0)]
+Cap = Annotated[int, Strict(), Field(ge=0, le=MAX_COUNT)]
 
 
 class _Spec(BaseModel):

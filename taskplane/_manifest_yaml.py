@@ -23,6 +23,10 @@ MAX_BYTES = 1_048_576
 MAX_DEPTH = 32
 MAX_NODES = 100_000
 ROOT = "<manifest>"
+# The largest count a manifest may give (retries, thresholds, concurrency, caps, a rate's
+# calls): beyond any real fleet, and far below the Avro longs they are stored in (an apply
+# of a 23-digit concurrency validated, then failed to encode).
+MAX_COUNT = 1_000_000
 
 
 def _where(mark: yaml.Mark | None) -> str:

@@ -37,7 +37,7 @@ from taskplane._manifest_graph import graph_problems, topological_order
 from taskplane._manifest_policy import PolicySpec
 from taskplane._manifest_schedules import ScheduleManifest, schedule_problems
 from taskplane._manifest_scheduling import SchedulingSpec, TenantSpec
-from taskplane._manifest_yaml import MAX_BYTES, ROOT, parse_yaml
+from taskplane._manifest_yaml import MAX_BYTES, MAX_COUNT, ROOT, parse_yaml
 from taskplane.contract.plan import (
     AgentPlan,
     ExecutionPolicy,
@@ -99,7 +99,7 @@ Rate = Annotated[tuple[int, int], BeforeValidator(_rate),
 PositiveDuration = Annotated[int, _duration_validator(1, "must be positive"), _AS_TEXT]
 NonNegativeDuration = Annotated[int, _duration_validator(0, "must not be negative"), _AS_TEXT]
 LeaseDuration = Annotated[int, _duration_validator(1_000, "must be at least 1s"), _AS_TEXT]
-Count = Annotated[int, Strict()]
+Count = Annotated[int, Strict(), Field(le=MAX_COUNT)]
 Ratio = Annotated[float, Strict()]
 SystemName = Annotated[
     str,

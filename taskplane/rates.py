@@ -14,6 +14,7 @@ from taskplane.exceptions import Problem, UserInputError
 _UNITS_MS = {"s": 1_000, "sec": 1_000, "min": 60_000, "m": 60_000, "h": 3_600_000, "hour": 3_600_000}
 _RATE = re.compile(r"\s*(?P<calls>\d+)\s*/\s*(?P<per>\S+)\s*")
 HINT = "use e.g. 100/min, 5/s, 2000/h or 10/10s"
+MAX_CALLS = 1_000_000
 
 
 class RateError(UserInputError, ValueError):
@@ -25,7 +26,8 @@ def parse_rate(value: object) -> tuple[int, int]:
     match = _RATE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise RateError(f"bad rate {value!r} ({HINT})")
-    calls, per = int(match["calls"]), match["per"]
+    digits, per = match["calls"], match["per"]
+    calls = int(digits) if len(digits) <= 18 else MAX_CALLS + 1  # int() of 5,000 digits raises
     if per in _UNITS_MS:
         period = _UNITS_MS[per]
     else:
@@ -35,6 +37,8 @@ def parse_rate(value: object) -> tuple[int, int]:
             raise RateError(f"bad rate {value!r}: unknown period {per!r} ({HINT})") from None
     if calls < 1 or period < 1:
         raise RateError(f"bad rate {value!r}: calls and period must be positive")
+    if calls > MAX_CALLS:  # beyond any quota; the governor's bucket holds calls x period in a long
+        raise RateError(f"bad rate {value!r}: at most {MAX_CALLS} calls per period")
     return calls, period
 
 

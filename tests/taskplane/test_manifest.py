@@ -545,6 +545,16 @@ def test_bad_durations(text: object) -> None:
         parse_duration_ms(text)
 
 
+@pytest.mark.parametrize("text", ["9" * 400, "9" * 400 + "h", 1e308, -1e308, 10**400, "99999999999999999999h",
+                                  "876001h", 876_001 * 3600])
+def test_durations_past_100_years_are_refused_not_overflowed(text: object) -> None:
+    # 400 digits were float infinity and round() raised OverflowError (validate's traceback);
+    # 20 digits passed and failed to encode on apply.
+    with pytest.raises(DurationError, match=r"longer than 876000h \(100 years\)"):
+        parse_duration_ms(text)
+    assert parse_duration_ms("876000h") == 876_000 * 3_600_000
+
+
 # --- random graphs: DAGs (acyclic by construction) pass, an added back edge is caught ---
 
 

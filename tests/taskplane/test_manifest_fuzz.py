@@ -16,9 +16,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskplane._manifest_yaml import MAX_BYTES, MAX_DEPTH, MAX_NODES
+from taskplane.contract.cron import ApplySchedules
+from taskplane.contract.plan import SystemDefinition
 from taskplane.exceptions import ManifestError, UserInputError
-from taskplane.manifest import load_manifest_file, load_manifest_text, validate_manifest
+from taskplane.manifest import (
+    AgentSystemManifest,
+    load_manifest_file,
+    load_manifest_text,
+    manifest_version,
+    validate_manifest,
+)
+from taskplane.plan_summary import plan_summary, render_plan_summary
 from taskplane.processors.orchestrator.decider import _plan_problem
+from taskplane.streams.serde import Serde, new_meta
 
 HEAD = "apiVersion: taskplane.dev/v1\nkind: AgentSystem\nmetadata: {name: fuzz}\n"
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -106,11 +116,19 @@ def test_bytes_that_are_not_utf8_name_their_line(tmp_path: Path) -> None:
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=10**30)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
-           | st.sampled_from(["10s", "-1s", "1e9h", "parser", "none", "wasm", "", "0", "<<"]))
+           | st.sampled_from(["10s", "-1s", "1e9h", "parser", "none", "wasm", "", "0", "<<", "9" * 400,
+                              "9" * 25 + "h", "100/min", "0/s", "5/" + "9" * 20 + "h", "9" * 25 + "/min",
+                              "100/fortnight", "*/5 * * * *", "61 * * * *", "0 0 31 2 *", "Europe/Paris",
+                              "Mars/Olympus", "forbid", "1.5"]))
+# The keys of spec.scheduling, spec.schedules, spec.policy and a tool's limits (issue 27):
+# the values put under them are where numbers reach the Avro longs of an apply.
+KEYS = ["name", "tools", "dependencies", "timeout", "fallback", "model", "maxRetries", "rateLimit", "concurrency",
+        "retries", "tenants", "weight", "maxConcurrent", "defaultWeight", "defaultMaxConcurrent", "priorityAging",
+        "window", "releaseTimeout", "cron", "timeZone", "input", "concurrencyPolicy", "startingDeadline",
+        "maxTokensPerRun", "maxCostPerRun", "leaseTimeout", "backoffMultiplier", "maxBackoffCap"]
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=12) | st.sampled_from(
-                          ["name", "tools", "dependencies", "timeout", "fallback", "model", "maxRetries"]),
-                          inner, max_size=4), max_leaves=30)
+                      | st.dictionaries(st.text(max_size=12) | st.sampled_from(KEYS), inner, max_size=4),
+                      max_leaves=30)
 
 
 @st.composite
@@ -131,6 +149,39 @@ def manifests(draw: st.DrawFn) -> object:
     return document
 
 
+# The fields where a number or a name reaches what ``apply`` encodes: each (its path, the
+# mapping it lives in, its key) in a manifest that is valid until they are set.
+SET_FIELDS = {
+    "spec.execution": ["leaseTimeout", "maxRetries", "initialBackoff", "backoffMultiplier", "maxBackoffCap",
+                       "finishedRunRetention", "jitterFraction"],
+    "spec.breakers": ["failureThreshold", "cooldown"],
+    "spec.agents[0].tools[0].t.limited": ["rateLimit", "concurrency", "timeout", "retries", "failureThreshold",
+                                          "cooldown"],
+    "spec.scheduling": ["defaultWeight", "defaultMaxConcurrent", "priorityAging", "window", "releaseTimeout"],
+    "spec.scheduling.tenants.acme": ["weight", "maxConcurrent"],
+    "spec.policy": ["maxTokensPerRun", "maxCostPerRun"],
+    "spec.schedules[0]": ["cron", "timeZone", "input", "concurrencyPolicy", "startingDeadline"],
+}
+
+
+@st.composite
+def fields_set(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
+    """A valid manifest with one to three of ``SET_FIELDS`` set to anything; the paths set."""
+    places: dict[str, dict[str, Any]] = {path: {} for path in SET_FIELDS}
+    places["spec.schedules[0]"].update(name="nightly", cron="0 2 * * *")
+    spec = {"agents": [{"name": "a", "tools": [{"t.limited": places["spec.agents[0].tools[0].t.limited"]}]}],
+            "execution": places["spec.execution"], "breakers": places["spec.breakers"],
+            "scheduling": {**places["spec.scheduling"], "tenants": {"acme": places["spec.scheduling.tenants.acme"]}},
+            "policy": places["spec.policy"], "schedules": [places["spec.schedules[0]"]]}
+    chosen = draw(st.lists(st.sampled_from([(path, key) for path, keys in SET_FIELDS.items() for key in keys]),
+                           min_size=1, max_size=3, unique=True))
+    for path, key in chosen:
+        value = draw(SCALARS)
+        (spec["scheduling"] if path == "spec.scheduling" else places[path])[key] = value
+    document = {"apiVersion": "taskplane.dev/v1", "kind": "AgentSystem", "metadata": {"name": "fuzz"}, "spec": spec}
+    return document, {f"{path}.{key}" for path, key in chosen}
+
+
 def _dumped(document: object) -> str:
     try:
         return yaml.safe_dump(document, allow_unicode=True)
@@ -142,6 +193,29 @@ def _dumped(document: object) -> str:
 @given(manifests())
 def test_any_values_anywhere_are_a_manifest_or_a_refusal_with_places(document: object) -> None:
     refused_or_valid(load_manifest_text, _dumped(document))
+
+
+@settings(FUZZ, max_examples=150)
+@given(fields_set())
+def test_any_value_of_a_field_is_refused_at_that_field_or_applies(case: tuple[dict[str, Any], set[str]]) -> None:
+    document, paths = case
+    error = refused_or_valid(load_manifest_text, _dumped(document))
+    if error is None:
+        applies(load_manifest_text(_dumped(document)))
+    else:
+        assert {p.path for p in error.problems} <= paths | {"spec.execution.maxBackoffCap"}, (error, paths)
+
+
+def applies(manifest: AgentSystemManifest) -> None:
+    """What ``taskplane apply`` does with a valid manifest, short of the broker: its summary,
+    and its plan and schedules encoded (a value that validated used to fail here, exit 1)."""
+    render_plan_summary(manifest)
+    plan_summary(manifest)
+    plan = manifest.to_plan(manifest_version(manifest))
+    serde, meta = Serde(), new_meta("fuzz", "x", 0)
+    serde.encode(SystemDefinition(plan.name, plan.version, plan, manifest.canonical_json()), meta)
+    serde.encode(ApplySchedules(plan.name, plan.version, plan, tuple(s.to_spec() for s in manifest.spec.schedules)),
+                 meta)
 
 
 @FUZZ

@@ -55,6 +55,8 @@ def test_no_policy_keeps_the_version_of_manifests_applied_before_it() -> None:
 @pytest.mark.parametrize(("policy", "path", "reason"), [
     ("{maxTokensPerRun: 0}", "spec.policy.maxTokensPerRun", ">= 1"),
     ("{maxTokensPerRun: ten}", "spec.policy.maxTokensPerRun", "integer"),
+    ("{maxTokensPerRun: 99999999999999999999999}", "spec.policy.maxTokensPerRun", "<= 1000000000000000"),
+    ("{maxCostPerRun: \"99999999999999999999999\"}", "spec.policy.maxCostPerRun", "<= 1000000000"),
     ("{maxCostPerRun: 1.5}", "spec.policy.maxCostPerRun", "decimal string"),
     ("{maxCostPerRun: \"-1\"}", "spec.policy.maxCostPerRun", "non-negative"),
     ("{maxCostPerRun: \"0.0000001\"}", "spec.policy.maxCostPerRun", "6 decimals"),

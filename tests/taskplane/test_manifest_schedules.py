@@ -65,6 +65,8 @@ def test_no_schedules_leave_the_version_as_it_was() -> None:
     ("concurrencyPolicy", "sometimes", "unsupported value 'sometimes'; expected 'forbid', 'allow' or 'replace'"),
     ("startingDeadline", "soon", "bad duration 'soon'"),
     ("startingDeadline", "10ms", "must be at least 1s"),
+    ("startingDeadline", "99999999999999999999h", "longer than 876000h (100 years)"),  # validated, apply failed
+    ("startingDeadline", "9" * 400, "longer than 876000h (100 years)"),  # OverflowError: a traceback
     ("name", "Nightly_Report", "invalid schedule name 'Nightly_Report'"),
 ])
 def test_a_bad_field_is_refused_with_its_path(field: str, value: str, reason: str) -> None:

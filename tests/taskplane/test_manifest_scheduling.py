@@ -45,6 +45,9 @@ def test_no_scheduling_no_policy_and_the_same_version() -> None:
     ("{tenants: {acme: {maxConcurrent: -1}}}", "spec.scheduling.tenants.acme.maxConcurrent: must be >= 0"),
     ("{tenants: {'a b': {}}}", "spec.scheduling.tenants: 'a b' is not a tenant name"),
     ("{window: 0}", "spec.scheduling.window: must be >= 1, got 0"),
+    ("{defaultMaxConcurrent: 99999999999999999999999}", "spec.scheduling.defaultMaxConcurrent: must be <= 1000000"),
+    ("{priorityAging: 99999999999999999999h}", "spec.scheduling.priorityAging: bad duration '99999999999999999999h':"
+                                               " longer than 876000h"),
     ("{priorityAging: soon}", "spec.scheduling.priorityAging:"),
     ("{releaseTimeout: 10ms}", "spec.scheduling.releaseTimeout: must be at least 1s"),
     ("{weights: 3}", "spec.scheduling.weights: unknown field"),
