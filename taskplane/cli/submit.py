@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from taskplane.client.client import Client, RunHandle
+from taskplane.client.run_input import decode_input
 from taskplane.contract.errors import TaskplaneError
 from taskplane.contract.scheduling import priority_problem, tenant_problem
 from taskplane.exceptions import RunFailed, RunTimeout, UserInputError
@@ -103,9 +104,9 @@ def describe(event: Any) -> str:
 
 def _parse_input(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        _bad(f"--input: not JSON: {error.msg} at line {error.lineno} column {error.colno} (char {error.pos})")
+        return decode_input(text)
+    except UserInputError as error:
+        _bad(f"--input: {error}")
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -13,11 +12,12 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
 from taskplane.client._run_follower import RunFollower
+from taskplane.client.run_input import encode_input
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition, SystemPlan
 from taskplane.contract.plans import pinned_key
 from taskplane.contract.scheduling import priority_problem, tenant_problem
-from taskplane.exceptions import ClientError, InputTooLarge, UnknownSystem, UserInputError
+from taskplane.exceptions import ClientError, InputTooLarge, UnknownSystem
 from taskplane.streams import kafka_clients
 from taskplane.streams.publisher import Publisher, PublishError, run_id_for
 from taskplane.streams.serde import Serde, new_meta
@@ -138,10 +138,3 @@ class ClientParts:
             if self._publisher is None:
                 self._publisher = Publisher(self._kafka, self._topics, self.serde)
             return self._publisher
-
-
-def encode_input(value: Any) -> str:
-    try:
-        return json.dumps(value, sort_keys=True)
-    except (TypeError, ValueError) as error:
-        raise UserInputError(f"the run input is not JSON-serializable: {error}", field="input") from None

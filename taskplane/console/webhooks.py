@@ -36,9 +36,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from taskplane.client.run_input import decode_input
 from taskplane.console.errors import ConsoleError
 from taskplane.contract.messages import SubmitRun
 from taskplane.contract.plan import SystemDefinition
+from taskplane.exceptions import UserInputError
 from taskplane.streams.exceptions import StreamsError
 from taskplane.streams.publisher import Publisher, run_id_for
 from taskplane.streams.table import GlobalTable
@@ -93,7 +95,9 @@ def verify(headers: Mapping[str, str], body: bytes, secret: bytes, now_s: float,
         if not signature or not stamp:
             raise Refused(401, "missing signature: X-Hub-Signature-256, or X-Taskplane-Signature and "
                                "X-Taskplane-Timestamp")
-        if not stamp.isdigit() or abs(now_s - int(stamp)) > skew_s:
+        if not stamp.isascii() or not stamp.isdigit():
+            raise Refused(401, "X-Taskplane-Timestamp is not unix seconds")
+        if abs(now_s - int(stamp)) > skew_s:
             raise Refused(401, f"timestamp outside +/-{skew_s} s of this server's clock")
         if not hmac.compare_digest(signature.encode(), _sign(secret, stamp.encode() + b"." + body).encode()):
             raise Refused(401, "bad signature")
@@ -154,9 +158,9 @@ def routes(submitter: HookSubmitter | None, settings: WebhookSettings | None = N
             headers = {k.lower(): v for k, v in request.headers.items()}
             event_id = verify(headers, body, secret, time.time(), limits.skew_s)
             try:
-                value = json.loads(body)
-            except ValueError:
-                raise Refused(400, "the body is not JSON") from None
+                value = decode_input(body)
+            except UserInputError as error:
+                raise Refused(400, f"the body is {error}") from None
             text = json.dumps(value, sort_keys=True, separators=(",", ":"))
             run_id, key = await run_in_threadpool(submitter.submit, system, text, event_id)
         except Refused as refused:

@@ -70,6 +70,8 @@ def test_result_and_watch_of_a_submitted_run(plane: Plane) -> None:
 @pytest.mark.parametrize(("args", "says"), [
     (["submit", "--system", "pear"], "--system: no system named 'pear' was applied (applied: doomed, empty, napper, pair)"),
     (["submit", "--system", "pair", "--input", '{"text": '], "--input: not JSON: Expecting value at line 1 column 10"),
+    (["submit", "--system", "pair", "--input", "NaN"], "--input: not JSON: NaN is not a JSON value"),  # was a run
+    (["submit", "--system", "pair", "--input", "[" * 20_000], "--input: not JSON this parser reads: nested too deeply"),
     (["submit", "--system", "pair", "--input", json.dumps({"text": "x" * 2_000_000})], "the broker accepts at most"),
     (["submit", "--system", "pair", "--priority", "9"], "--priority: 9 is not a priority (1..5, 5 first)"),
     (["submit", "--system", "pair", "--tenant", "a b"], "--tenant: 'a b' is not a tenant name"),
