@@ -137,6 +137,14 @@ def test_the_cli_exits_1_with_the_reproducing_commands_and_json_for_ci(
     (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{}", "--faults", "meteor"],
      "unknown fault 'meteor'"),
     (["-f", str(PAYMENTS / "system.yaml"), "--module", "no/such/tools.py", "--input", "{}"], "no such file"),
+    # A MemoryError and its traceback before; each flag is named on its own.
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{}", "--runs", "99999999999"],
+     "--runs: must be 1..100000, got 99999999999"),
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{}", "--seeds", "0"],
+     "--seeds: must be 1..1000000, got 0"),
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{}", "--concurrency", "-1"],
+     "--concurrency: must be 1..10000, got -1"),
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "NaN"], "--input: not JSON: NaN"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli: Callable[..., tuple[int, str, str]], args: list[str],
                                           says: str) -> None:
@@ -255,3 +263,18 @@ def test_cron_slots_fire_once_each_under_every_fault_and_their_runs_end(tmp_path
                                                                   "customer": "cus_cron"}]
         assert len(scheduled) == CRON_SLOTS
         assert all(run.status in ("succeeded", "dead_lettered") for run in scheduled)
+
+
+def test_long_work_reports_progress_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskplane.cli.simulate import Progress
+
+    seen: list[tuple[int, bool]] = []
+    report = simulate(PAYMENTS / "system.yaml", str(PAYMENTS / "tools.py"), PAYMENTS / "runs.jsonl", seeds=3,
+                      faults="none", progress=lambda r: seen.append((r.passed, r.failure is not None)))
+    assert report.ok and seen == [(1, False), (2, False), (3, False)]
+    failing = simulate(PAYMENTS / "system.yaml", NAIVE, PAYMENTS / "runs.jsonl", runs=100, seeds=20,
+                       progress=Progress(every_s=0))
+    assert failing.failure is not None
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "1 of 20 seeds held (100 runs)..."
+    assert lines[-1] == f"seed {failing.failure.seed} broke an invariant; shrinking it to a minimal case..."

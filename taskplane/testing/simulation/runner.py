@@ -4,14 +4,14 @@ that reproduce it."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskplane.client.run_input import decode_input
 from taskplane.contract.cron import ScheduleSpec
 from taskplane.contract.plan import SystemPlan
 from taskplane.exceptions import UserInputError
@@ -94,32 +94,44 @@ def load_inputs(inputs: str | Path | None, one: str | None) -> list[Any]:
             if not line.strip():
                 continue
             try:
-                found.append(json.loads(line))
-            except ValueError as error:
-                raise UserInputError(f"--inputs: {path} line {number} is not JSON: {error}", field="--inputs") from None
+                found.append(decode_input(line))
+            except UserInputError as error:
+                raise UserInputError(f"--inputs: {path} line {number} is {error}", field="--inputs") from None
     if one is not None:
         try:
-            found.append(json.loads(one))
-        except ValueError as error:
-            raise UserInputError(f"--input: not JSON: {error}", field="--input") from None
+            found.append(decode_input(one))
+        except UserInputError as error:
+            raise UserInputError(f"--input: {error}", field="--input") from None
     if not found:
         raise UserInputError("give the runs' inputs: --inputs runs.jsonl (one JSON input a line) or --input JSON",
                              field="--inputs")
     return found
 
 
+# Each is held in memory (a list of seeds, of runs, of workers' slots): past these a
+# simulation is no longer seconds, and --runs 99999999999 ended in a MemoryError.
+MAX_COUNTS = {"--runs": 100_000, "--seeds": 1_000_000, "--workers": 10_000, "--concurrency": 10_000}
+
+
+def _check_counts(counts: dict[str, int | None]) -> None:
+    for flag, value in counts.items():
+        if value is not None and not 1 <= value <= MAX_COUNTS[flag]:
+            raise SimulationInputError(f"{flag}: must be 1..{MAX_COUNTS[flag]}, got {value}", field=flag)
+
+
 def simulate(manifest: str | Path, module: str, inputs: str | Path | None = None, *, input: str | None = None,
              runs: int | None = None, seed: int | None = None, seeds: int = 100, faults: str | None = None,
              workers: int = 3, concurrency: int = 4, only_runs: Sequence[int] | None = None,
-             only_faults: Sequence[str] | None = None, shrink: bool = True, keep_results: bool = False) -> Report:
+             only_faults: Sequence[str] | None = None, shrink: bool = True, keep_results: bool = False,
+             progress: Callable[[Report], None] | None = None) -> Report:
     """Simulate the system under seeded faults, seed after seed, until one breaks an
-    invariant (then shrink it) or all hold. Bad input raises a ``UserInputError``."""
+    invariant (then shrink it) or all hold. Bad input raises a ``UserInputError``.
+    ``progress`` sees the report after each seed, and before a shrink (``failure`` set)."""
     started = time.perf_counter()
     plan, schedules = load_system(manifest)
     payloads = load_inputs(inputs, input)
     rates = parse_faults(faults)
-    if runs is not None and runs < 1 or seeds < 1 or workers < 1 or concurrency < 1:
-        raise SimulationInputError("--runs, --seeds, --workers and --concurrency are at least 1")
+    _check_counts({"--runs": runs, "--seeds": seeds, "--workers": workers, "--concurrency": concurrency})
     count = runs if runs is not None else len(payloads)
     chosen = sorted(set(only_runs)) if only_runs else list(range(count))
     if any(not 0 <= index < count for index in chosen):
@@ -137,11 +149,15 @@ def simulate(manifest: str | Path, module: str, inputs: str | Path | None = None
         if result.violations:
             report.failure = Case(current, chosen, list(result.faults), result.violations, result)
             report.command = f"{base} --seed {current}" + _only(chosen, count, only)
+            if progress is not None:
+                progress(report)
             minimal = _shrink(setup, report, report.failure) if shrink else report.failure
             report.minimal = minimal
             report.minimal_command = f"{base} --seed {current}" + _only(minimal.runs, count, frozenset(minimal.faults))
             break
         report.passed += 1
+        if progress is not None:
+            progress(report)
     report.wall_s = time.perf_counter() - started
     return report
 
