@@ -12,10 +12,6 @@ from typing import Any
 from taskplane.exceptions import UserInputError
 
 
-class _NotJson(ValueError):
-    pass
-
-
 def encode_input(value: Any) -> str:
     """``value`` as the run's input text (keys sorted); ``UserInputError`` (field ``input``)
     when it is not JSON."""
@@ -31,8 +27,6 @@ def decode_input(text: str | bytes) -> Any:
     """``text`` read as strict JSON; ``UserInputError`` (field ``input``) saying why not."""
     try:
         return json.loads(text, parse_constant=_refuse_constant)
-    except _NotJson as error:
-        raise UserInputError(f"not JSON: {error}", field="input") from None
     except json.JSONDecodeError as error:
         raise UserInputError(f"not JSON: {error.msg} at line {error.lineno} column {error.colno} "
                              f"(char {error.pos})", field="input") from None
@@ -44,4 +38,4 @@ def decode_input(text: str | bytes) -> Any:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise _NotJson(f"{name} is not a JSON value")
+    raise UserInputError(f"not JSON: {name} is not a JSON value", field="input")
