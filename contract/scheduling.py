@@ -27,9 +27,10 @@ def valid_priority(priority: int) -> bool:
     return priority == 0 or PRIORITY_MIN <= priority <= PRIORITY_MAX
 
 
-def tenant_problem(tenant: str) -> str | None:
-    """Why ``tenant`` is not a tenant name ("" is none), or None."""
-    if tenant == "" or _TENANT.fullmatch(tenant):
+def tenant_problem(tenant: object, *, given: bool = False) -> str | None:
+    """Why ``tenant`` is not a tenant name ("" is none), or None. A tenant a user
+    ``given`` is never "": ``--tenant "$UNSET"`` is refused, not a run without one."""
+    if isinstance(tenant, str) and ((tenant == "" and not given) or _TENANT.fullmatch(tenant)):
         return None
     return f"{tenant!r} is not a tenant name (letters, digits, '.', '_', '-'; at most 63)"
 

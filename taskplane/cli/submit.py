@@ -42,7 +42,7 @@ def submit(
 ) -> None:
     """Submit one run of an applied system; prints the run id (with --wait: the result)."""
     value = _parse_input(run_input)
-    if tenant is not None and (problem := tenant_problem(tenant)) is not None:
+    if tenant is not None and (problem := tenant_problem(tenant, given=True)) is not None:
         _bad(f"--tenant: {problem}")
     if priority is not None and (problem := priority_problem(priority)) is not None:
         _bad(f"--priority: {problem}")

@@ -49,7 +49,7 @@ class ClientParts:
         are well formed (ValueError naming the field)."""
         if len(idempotency_keys) != len(inputs):
             raise ValueError("one idempotency key (or None) per input")
-        if (problem := tenant_problem(tenant or "")) is not None:
+        if tenant is not None and (problem := tenant_problem(tenant, given=True)) is not None:
             raise ValueError(f"tenant: {problem}")
         if priority is not None and (problem := priority_problem(priority)) is not None:
             raise ValueError(f"priority: {problem}")

@@ -83,10 +83,12 @@ class RunView:
     priority: int = 0
     tokens: int = 0  # usage folded from the outcome events (or the record's)
     cost_micros: int = 0
+    scheduled: bool = False  # the plan has spec.scheduling: its runs go through the dispatcher
 
     def use_plan(self, plan: SystemPlan) -> None:
         """The body of a referenced plan: the run's tasks and which of them are final."""
         self.plan_reference = None
+        self.scheduled = plan.scheduling is not None
         self.final_tasks = tuple(a.name for a in plan.agents if not plan.downstream(a.name))
         if self.unresolved is not None and self.seed is not None:  # from a record, then events
             tasks, statuses = self.seed.tasks, self.seed
@@ -107,6 +109,18 @@ class RunView:
         self._fold(event)
         self.applied += 1
         return True
+
+    def stalled(self, timeout: float) -> str:
+        """A wait's timeout message, with what the run waits for when nothing of it runs:
+        a run with a tenant and no dispatcher waited silently forever."""
+        message = f"run {self.run_id} still {self.status} after {timeout:g}s"
+        if self.status == "pending":
+            return message + " (no orchestrator took the submit: is `taskplane processor run orchestrator` running?)"
+        if self.status == "running" and set(self.tasks.values()) <= {"pending", "ready"}:
+            scheduled = self.tenant or self.priority or self.scheduled
+            dispatched = " and `taskplane processor run dispatcher`" if scheduled else ""
+            return message + f" (no task is running: is a worker of {self.system}{dispatched} running?)"
+        return message
 
     @property
     def tasks(self) -> dict[str, str]:

@@ -95,7 +95,7 @@ class AsyncClient:
                 self.sync._ready().follower.check()
                 left = _CHECK_EVERY_S if deadline is None else min(_CHECK_EVERY_S, deadline - loop.time())
                 if left <= 0:
-                    raise RunTimeout(f"run {watch.view.run_id} still {watch.view.status} after {timeout:g}s")
+                    raise RunTimeout(watch.view.stalled(timeout))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), left)
         finally:

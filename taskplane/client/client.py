@@ -180,7 +180,7 @@ class Client:
                 follower.check()
                 left = _CHECK_EVERY_S if deadline is None else min(_CHECK_EVERY_S, deadline - time.monotonic())
                 if left <= 0:
-                    raise RunTimeout(f"run {watch.view.run_id} still {watch.view.status} after {timeout:g}s")
+                    raise RunTimeout(watch.view.stalled(timeout))
                 watch.changed.wait(left)
 
 

@@ -75,6 +75,7 @@ def test_result_and_watch_of_a_submitted_run(plane: Plane) -> None:
     (["submit", "--system", "pair", "--input", json.dumps({"text": "x" * 2_000_000})], "the broker accepts at most"),
     (["submit", "--system", "pair", "--priority", "9"], "--priority: 9 is not a priority (1..5, 5 first)"),
     (["submit", "--system", "pair", "--tenant", "a b"], "--tenant: 'a b' is not a tenant name"),
+    (["submit", "--system", "pair", "--tenant", ""], "--tenant: '' is not a tenant name"),  # was a run without one
     (["result", "0123456789abcdef"], "RUN: no run '0123456789abcdef' on the log"),
     (["runs", "watch", "0123456789abcdef"], "RUN: no run '0123456789abcdef' on the log"),
 ])

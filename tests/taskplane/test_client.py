@@ -120,6 +120,9 @@ def test_bad_input_writes_nothing(plane: Plane) -> None:
     assert large.value.limit <= 1_048_588 and str(large.value.limit) in str(large.value)
     with pytest.raises(UserInputError, match="not JSON-serializable"):
         plane.client.submit("pair", {"text": {1, 2}})
+    for tenant in ("", 5, b"acme"):  # "" was a run without a tenant; the others a TypeError naming nothing
+        with pytest.raises(ValueError, match=f"tenant: {tenant!r} is not a tenant name"):
+            plane.client.submit("pair", {"text": "x"}, tenant=tenant)  # type: ignore[arg-type]
     with pytest.raises(UserInputError, match="Out of range float values"):  # NaN was written: no other parser reads it
         plane.client.submit("pair", {"text": float("nan")})
     assert client_commands(plane) == before

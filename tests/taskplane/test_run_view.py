@@ -89,3 +89,17 @@ def test_a_view_from_the_runs_record_is_the_fold_of_its_events() -> None:
         assert seeded.settled == folded.settled
         if not dead_letter:
             assert seeded.result() == folded.result() == {"publisher": {"publisher": "done"}}
+
+
+def test_a_timeout_says_what_a_run_that_never_started_waits_for() -> None:
+    # A run with a tenant and no dispatcher running waited silently: "still running after 60s".
+    assert RunView("r1").stalled(60) == ("run r1 still pending after 60s (no orchestrator took the submit: "
+                                         "is `taskplane processor run orchestrator` running?)")
+    plain = fold(m.RunSubmitted("r1", PLAN, "{}", 10), m.TaskReady("r1", "fetch", 1))
+    assert plain.stalled(60) == "run r1 still running after 60s (no task is running: is a worker of diamond running?)"
+    tenant = fold(m.RunSubmitted("r1", PLAN, "{}", 10, tenant="acme"), m.TaskReady("r1", "fetch", 1))
+    assert tenant.stalled(5) == ("run r1 still running after 5s (no task is running: is a worker of diamond "
+                                 "and `taskplane processor run dispatcher` running?)")
+    started = fold(m.RunSubmitted("r1", PLAN, "{}", 10), m.TaskReady("r1", "fetch", 1),
+                   m.LeaseGranted("r1", "fetch", 1, "w1", 1, 10_000))
+    assert started.stalled(60) == "run r1 still running after 60s"
