@@ -48,6 +48,15 @@ def read_schedules(kafka_config: dict[str, Any], topics: Topics, system: str | N
     return list(_views(s for s in latest.values() if s is not None and (system is None or s.system == system)))
 
 
+def applied_systems(kafka_config: dict[str, Any], topics: Topics) -> list[str]:
+    """The names of the systems applied (``systems``; its ``name@version`` keys pin versions)."""
+    latest: dict[str, bool] = {}
+    for _partition, key, value in read_to_end(kafka_config, topics.systems, group_id="taskplane-schedules"):
+        if "@" not in key:
+            latest[key] = value is not None
+    return sorted(name for name, present in latest.items() if present)
+
+
 def set_paused(kafka_config: dict[str, Any], topics: Topics, system: str, schedule: str, paused: bool,
                by: str = "") -> None:
     """Ask the cron processor to pause (or resume) a schedule; recorded on ``schedules``."""

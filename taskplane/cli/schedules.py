@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from taskplane.cli.processors import kafka_endpoints
-from taskplane.schedules import ScheduleView, read_schedules, set_paused
+from taskplane.exceptions import UnknownSystem
+from taskplane.schedules import ScheduleView, applied_systems, read_schedules, set_paused
+from taskplane.streams.topics import Topics
 
 schedules_app = typer.Typer(help="Cron schedules: list, pause, resume.")
 
@@ -32,6 +34,8 @@ def list_schedules(
     """Each schedule: its expression, next slot, last fired slot and whether it is paused."""
     kafka, topics = kafka_endpoints()
     views = read_schedules(kafka, topics, system)
+    if not views and system is not None:
+        _refuse_unknown(kafka, topics, system)
     if as_json:
         for view in views:
             typer.echo(json.dumps({name: getattr(view, name) for name in ScheduleView.__slots__}))
@@ -47,10 +51,20 @@ def list_schedules(
                    f"{v.running:>7} {v.fired:>5} {v.skipped:>7}")
 
 
+def _refuse_unknown(kafka: dict[str, Any], topics: Topics, system: str) -> None:
+    """A --system that was never applied is a mistake (exit 2), not a system without schedules."""
+    applied = applied_systems(kafka, topics)
+    if system not in applied:
+        typer.echo(f"error: --system: {UnknownSystem(system, applied)}", err=True)
+        raise typer.Exit(2)
+
+
 def _pause_or_resume(name: str, system: str | None, paused: bool) -> None:
     kafka, topics = kafka_endpoints()
     found = [v for v in read_schedules(kafka, topics, system) if v.name == name]
     if not found:
+        if system is not None:
+            _refuse_unknown(kafka, topics, system)
         where = f" of system {system!r}" if system else ""
         typer.echo(f"error: NAME: unknown schedule {name!r}{where} (see `taskplane schedules list`)", err=True)
         raise typer.Exit(2)

@@ -68,3 +68,11 @@ def test_pause_and_resume_are_recorded_and_shown(kafka_config: dict[str, Any], k
 
         unknown = cli.invoke(app, ["schedules", "pause", "weekly"])
         assert unknown.exit_code == 2 and "unknown schedule 'weekly'" in unknown.output
+        # A system never applied: was 'no schedules', exit 0 (and nothing at all with --json).
+        for argv in (["list", "--system", "nope"], ["list", "--json", "--system", "nope"],
+                     ["pause", "every-second", "--system", "nope"]):
+            refused = cli.invoke(app, ["schedules", *argv])
+            assert refused.exit_code == 2, refused.output
+            assert refused.output.strip() == ("error: --system: no system named 'nope' was applied "
+                                              "(applied: document-pipeline)"), refused.output
+        assert cli.invoke(app, ["schedules", "list", "--system", "document-pipeline"]).exit_code == 0
