@@ -97,7 +97,7 @@ def test_the_inputs_are_the_deciders_commands() -> None:
     (ENCODED[4], b"run-1", "a WorkItem is not an input here (expected SubmitRun | ClaimTask"),
     (ENCODED[0], b"\xff\xfe", "key is not UTF-8"),
     (b"\xc3\x01" + bytes(8), None, "unknown schema fingerprint 0000000000000000"),
-])
+], ids=["tombstone", "not-an-input", "key-not-utf8", "unknown-fingerprint"])  # stable ids: ENCODED holds a fresh uuid
 def test_each_reason_says_what_was_wrong(value: bytes | None, key: bytes | None, reason: str) -> None:
     with pytest.raises(SerdeError, match="^" + reason.replace("(", r"\(").replace(")", r"\)").replace("|", r"\|")):
         decoded_input(SERDE.decode, value, key, ORCHESTRATOR.inputs)
