@@ -58,7 +58,7 @@ class Plan:
     timeout_s: float = 300.0
 
 
-QUICK = Plan(warmup=20, light=100, idle_s=3.0, settle_s=1.0, requests_runs=0, saturated=0, fresh_broker=False,
+QUICK = Plan(warmup=20, light=100, idle_s=2.0, settle_s=0.5, requests_runs=0, saturated=0, fresh_broker=False,
              timeout_s=60.0)
 
 
