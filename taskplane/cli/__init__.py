@@ -107,10 +107,32 @@ def _root(
 
 def main() -> None:
     """The console script. A deliberate error (any ``TaskplaneError``) ends as one line
-    and its ``exit_code`` (2 for user mistakes), never a traceback."""
+    and its ``exit_code`` (2 for user mistakes), never a traceback; so does an option
+    click refuses (``--priority x``: a five-line box before)."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        raise SystemExit(1) from None
+    except typer.TyperException as error:  # click's errors (typer vendors click: no public UsageError)
+        ctx = getattr(error, "ctx", None)
+        if getattr(error, "exit_code", 1) == 2 and ctx is not None and type(error).__name__ != "NoArgsIsHelpError":
+            typer.echo(f"error: {error.format_message()} (see `{ctx.command_path} --help`)", err=True)  # type: ignore[attr-defined]
+        else:
+            _show(error)
+        raise SystemExit(getattr(error, "exit_code", 1)) from None
     except TaskplaneError as error:
         hint = " (retrying may succeed)" if error.retryable else ""
         typer.echo(f"error: {error}{hint}", err=True)
         raise SystemExit(error.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)  # a typer.Exit's code, else 0
+
+
+def _show(error: Any) -> None:
+    """As typer shows it in standalone mode (the help of a bare group, for one)."""
+    try:
+        from typer import rich_utils
+    except ImportError:  # typer without rich
+        error.show()
+    else:
+        rich_utils.rich_format_error(error)
