@@ -68,6 +68,9 @@ def verify(
     except BadLog as error:
         _fail(str(error))
     summary = _summary(spec.name, results)
+    if system is not None and not summary["keys"] and not summary["skipped_runs"]:
+        # Nothing verified is not "same": a misspelt system in a CI gate passed every time.
+        _fail(f"--system: nothing of system {system!r} in the log to verify")
     first = next(((name, v.first) for name, v in results if v.first is not None), None)
     mismatch = next(((name, v.state_mismatches[0]) for name, v in results if v.state_mismatches), None)
     if as_json:

@@ -100,3 +100,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, content: str | None, me
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_system_with_nothing_in_the_log_is_bad_input_not_same() -> None:
+    # It printed "same: 0 decisions ..." and exited 0: a misspelt --system passed a CI gate.
+    result = run_cli(str(LOGS / "payment-processor.jsonl"), "--system", "payment-procesor")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == "error: --system: nothing of system 'payment-procesor' in the log to verify"
+    assert run_cli(str(LOGS / "payment-processor.jsonl"), "--system", "payment-processor").exit_code == 0
