@@ -145,6 +145,9 @@ def test_the_cli_exits_1_with_the_reproducing_commands_and_json_for_ci(
     (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{}", "--concurrency", "-1"],
      "--concurrency: must be 1..10000, got -1"),
     (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "NaN"], "--input: not JSON: NaN"),
+    # A typo let no fault fire: silently another case than the one reproduced.
+    (["-f", str(PAYMENTS / "system.yaml"), "--module", NAIVE, "--input", "{}", "--only-faults", "sloow:17/p/1"],
+     "--only-faults: 'sloow:17/p/1' is not a fault id"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli: Callable[..., tuple[int, str, str]], args: list[str],
                                           says: str) -> None:

@@ -16,6 +16,7 @@ from taskplane.contract.cron import ScheduleSpec
 from taskplane.contract.plan import SystemPlan
 from taskplane.exceptions import UserInputError
 from taskplane.testing.simulation.faults import (
+    FAULTS,
     SimulationInputError,
     format_faults,
     parse_faults,
@@ -137,6 +138,11 @@ def simulate(manifest: str | Path, module: str, inputs: str | Path | None = None
     if any(not 0 <= index < count for index in chosen):
         raise SimulationInputError(f"--only-runs: run indices are 0..{count - 1}", field="--only-runs")
     only = frozenset(only_faults) if only_faults is not None else None
+    for fault in sorted(only or ()):  # a typo let no fault fire, silently: a different case
+        if fault.partition(":")[0] not in FAULTS or not fault.partition(":")[2]:
+            raise SimulationInputError(f"--only-faults: {fault!r} is not a fault id (<fault>:<where>, as a "
+                                       f"failing report prints them; faults: {', '.join(FAULTS)})",
+                                       field="--only-faults")
     setup = Setup(plan, module, tuple(payloads), workers, concurrency, schedules)
     seed_list = [seed] if seed is not None else list(range(seeds))
     report = Report(plan.name, seed_list, len(chosen), rates)
