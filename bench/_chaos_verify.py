@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from taskplane.processors.recorded import read_cluster
+from taskplane.processors.recorded import read_cluster, write_fixture
 from taskplane.processors.verifying import PROCESSORS, verifiable, verify_processor
 
 
@@ -25,16 +27,20 @@ def verify_all(stack: Any, failures: list[str]) -> dict[str, dict[str, int]]:
         spec = verifiable(name)
         started = time.monotonic()
         with _configured_as(stack.env):  # the orchestrator's approval key and retention, as an operator runs it
-            verdict = verify_processor(spec, read_cluster(stack.kafka, stack.topics, spec.roles))
+            recorded = read_cluster(stack.kafka, stack.topics, spec.roles)
+            verdict = verify_processor(spec, recorded)
         report[name] = {"decisions": verdict.total("decisions"), "diverged": len(verdict.divergences),
                         "states_compared": verdict.states_compared,
                         "state_mismatches": len(verdict.state_mismatches),
                         "seconds": round(time.monotonic() - started)}
         first = verdict.first
         if first is not None:
+            # The log as read, for `taskplane verify --processor NAME FILE` once the stack is gone.
+            kept = Path(tempfile.mkstemp(prefix=f"taskplane-chaos-{name}-", suffix=".log")[1])
+            write_fixture(kept, recorded)
             failures.append(f"verify {name}: {len(verdict.divergences)} {spec.noun}s diverged; first "
                             f"{first.key!r} at offset {first.command.offset if first.command else None}: "
-                            f"recorded {first.expected!r}, re-decided {first.actual!r}")
+                            f"recorded {first.expected!r}, re-decided {first.actual!r} (log kept: {kept})")
         for mismatch in verdict.state_mismatches[:3]:
             failures.append(f"verify {name}: {spec.noun} {mismatch.key!r}'s changelog state is not the fold "
                             f"of its events")
