@@ -64,6 +64,9 @@ def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, flo
     lettered = {e.run_id for e in letters} - succeeded
     verdict.succeeded, verdict.dead_lettered = len(succeeded), len(lettered)
     verdict.lost = len(run_ids - succeeded - lettered)
+    for run_id in sorted(run_ids - succeeded - lettered)[:3]:  # what the log holds of each: where it stopped
+        seen = [type(e).__name__ for e in stack.log.all_events() if getattr(e, "run_id", None) == run_id]
+        verdict.failures.append(f"lost run {run_id}: its events {seen[-12:] or 'none'}")
     live, in_outage = live_holder_expiries(stack, killed_workers, outages, lease_ms)
     verdict.expired_in_outage = in_outage
     if live:
