@@ -231,3 +231,10 @@ class DispatchQueuedPart:
 class DispatchReleasedPart:
     system: str
     offer: ReleasedOffer
+
+
+def dispatched(tenant: str, priority: int, scheduled: bool) -> bool:
+    """Whether a run goes through the dispatcher (docs/scheduling.md): it has a tenant
+    or a priority, or its plan has ``spec.scheduling`` (``scheduled``). The orchestrator
+    decides by it; the client's wait names the dispatcher by it."""
+    return bool(tenant) or priority != 0 or scheduled

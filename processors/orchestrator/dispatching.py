@@ -8,6 +8,7 @@ A run is dispatched when it has a tenant or a priority, or its plan has
 
 from __future__ import annotations
 
+from taskplane.contract import scheduling
 from taskplane.contract.decider import Output
 from taskplane.contract.messages import (
     ApprovalRequested,
@@ -33,7 +34,7 @@ _NONE: list[Output] = []
 
 
 def dispatched(plan: SystemPlan, tenant: str, priority: int) -> bool:
-    return bool(tenant) or priority != 0 or plan.scheduling is not None
+    return scheduling.dispatched(tenant, priority, plan.scheduling is not None)
 
 
 def dispatch_outputs(state: RunState, event: Event) -> list[Output]:

@@ -19,6 +19,7 @@ from taskplane.contract import messages as m
 from taskplane.contract.governance import Usage, format_cost, usage_totals
 from taskplane.contract.plan import ExecutionPolicy, SystemPlan
 from taskplane.contract.records import replace
+from taskplane.contract.scheduling import dispatched
 from taskplane.contract.state import RunStatus as FoldedStatus
 from taskplane.contract.state import TaskStatus
 from taskplane.contract.status import Statuses, fold_status, statuses_of
@@ -117,9 +118,9 @@ class RunView:
         if self.status == "pending":
             return message + " (no orchestrator took the submit: is `taskplane processor run orchestrator` running?)"
         if self.status == "running" and set(self.tasks.values()) <= {"pending", "ready"}:
-            scheduled = self.tenant or self.priority or self.scheduled
-            dispatched = " and `taskplane processor run dispatcher`" if scheduled else ""
-            return message + f" (no task is running: is a worker of {self.system}{dispatched} running?)"
+            dispatcher = " and `taskplane processor run dispatcher`" if dispatched(self.tenant, self.priority,
+                                                                                   self.scheduled) else ""
+            return message + f" (no task is running: is a worker of {self.system}{dispatcher} running?)"
         return message
 
     @property
