@@ -133,6 +133,8 @@ class Batch(Generic[S]):
         the seconds the commit spent on retries."""
         positions = [TopicPartition(topic, p, o) for p, o in self.ends.items() if p in partitions]
         retried = transactions.commit(positions, group_metadata)
+        for position in positions:
+            partitions[position.partition].committed_to = position.offset
         for owned in partitions.values():
             if self._wrote_unsaved:
                 owned.unsaved.clear()

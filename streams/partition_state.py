@@ -61,6 +61,10 @@ class PartitionState(Generic[S]):
     # next commit writes them, with whatever the batch changed.
     unsaved: set[str] = field(default_factory=set)
     hints: Hints[S, Any, Any] | None = None  # this partition's, kept and undone with its state
+    # The input offset this instance's last commit stored here (-1: none since the
+    # restore). The group's committed offset below it means a commit this instance took
+    # as done was aborted after all (streams/sweep.py): memory is ahead; restore.
+    committed_to: int = -1
 
     def entry(self, key: str) -> Entry:
         """The key as it is now, for the undo log."""

@@ -17,7 +17,7 @@ from taskplane.streams.batch import Batch, Fate
 from taskplane.streams.exceptions import StreamsError
 from taskplane.streams.partition_state import PartitionState
 from taskplane.streams.runtime_clients import ProcessorClients
-from taskplane.streams.transactions import StopRequested, TransactionWedged
+from taskplane.streams.transactions import StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,10 @@ class Recoverer(Generic[S]):
                 fates.add(fate := batch.settle(tp.partition, owned, tp.offset))
                 if fate is Fate.UNKNOWN:
                     unknown.append(tp.partition)
+                elif tp.offset < owned.committed_to:  # a commit taken as done was swept (streams/sweep.py)
+                    log.warning("%s: partition %d's committed offset %d is behind the %d this instance "
+                                "committed; restoring it", self._name, tp.partition, tp.offset, owned.committed_to)
+                    unknown.append(tp.partition)
         if Fate.COMMITTED in fates:  # one transaction: the keys the changelog lacked went with it
             for owned in self._partitions.values():
                 owned.unsaved.clear()
@@ -105,33 +109,21 @@ class Recoverer(Generic[S]):
             consumer.seek(TopicPartition(self._input, tp.partition, offset))
 
     def unstick(self, tries: int) -> None:
-        """committed() fails while the broker answers. Seen after broker restarts: an
-        abandoned producer's transactional offset commit landed after its successor's
-        init had aborted that transaction (librdkafka has no KIP-890), leaving the group
-        a pending offset commit nothing completes. committed() asks for stable offsets,
-        so it times out, and so does a new member's start. The group's last *stable*
-        offsets (read by a fresh client that does not ask for stability) are the truth:
-        a transaction of this producer id that stores them again writes the commit
-        marker that completes every pending offset commit of the producer id, without
-        moving any offset. When that cannot be done or does not help, a new consumer."""
-        owned = list(self._partitions)
-        transactions, consumer = self._clients.transactions, self._clients.consumer
-        if tries <= 2 and owned:
-            assert transactions is not None and consumer is not None
-            try:
-                stable = [tp for tp in self._clients.stable_offsets(owned) if tp.offset >= 0]
-            except KafkaException as error:
-                log.warning("%s: the stable offsets are unreadable too: %s", self._name, error)
-                stable = []
-            if stable:
-                log.warning("%s: committed offsets unreadable with the broker answering; storing the stable "
-                            "ones %s again", self._name, {tp.partition: tp.offset for tp in stable})
-                try:
-                    transactions.begin()
-                    transactions.commit(stable, consumer.consumer_group_metadata())
-                except (KafkaException, TransactionWedged) as error:
-                    transactions.recover(error)
-                return
+        """committed() fails while the broker answers: the group holds an offset commit of
+        this producer id that no marker completed, and committed() asks for stable
+        offsets, so it times out, and so does a new member's start. Seen after broker
+        restarts: a restarted broker finished a prepared commit without its markers
+        (streams/sweep.py), or an abandoned producer's offset commit landed after its
+        successor's init had aborted that transaction (librdkafka has no KIP-890). A new
+        producer's sweep aborts it, with the records of the same transaction that are
+        still open (committing it instead, as this did before, made those records
+        visible next to their re-decision). When that does not help, a new consumer."""
+        transactions = self._clients.transactions
+        if tries <= 2 and self._partitions and transactions is not None:
+            log.warning("%s: committed offsets unreadable with the broker answering; a new producer sweeps "
+                        "what this producer id left open", self._name)
+            transactions.renew()
+            return
         self.renew_consumer(f"committed offsets unreadable after {tries} tries with the broker answering")
 
     def renew_consumer(self, why: str) -> None:

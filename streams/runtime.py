@@ -41,7 +41,7 @@ from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.runtime_state import Event, Lifecycle, Phase
 from taskplane.streams.serde import Serde
 from taskplane.streams.ticks import Ticker
-from taskplane.streams.topics import Topics, TopicSpec
+from taskplane.streams.topics import Topics, TopicSpec, catalog
 from taskplane.streams.transactions import (
     ProducerFenced as ProducerFenced,  # re-exported: run_until_signalled callers catch it here
 )
@@ -108,6 +108,9 @@ class ProcessorRuntime(Generic[S, C, E]):
         self._input = topics.name(spec.input)
         self._changelog = topics.name(spec.changelog)
         events = topics.name(spec.events)
+        # What a transaction of this processor may write: its own topics and any catalog
+        # role (a decider's outputs), swept when a broker left a commit half done.
+        self._written = sorted({self._input, self._changelog, events, *(topics.name(t.role) for t in catalog())})
         timeout_s = settings.call_timeout_ms / 1000
         self._partitions: dict[int, PartitionState[S]] = {}  # the owned input partitions' state
         self._stop = threading.Event()
@@ -152,7 +155,7 @@ class ProcessorRuntime(Generic[S, C, E]):
             self._clients.subscribe(self._on_assign, self._on_revoke, self._on_consumer_error)
             for companion in self._companions:  # e.g. the plan table restored states reference
                 companion.start()
-            self._clients.start_transactions(self._stop, self._on_producer_error)
+            self._clients.start_transactions(self._stop, self._on_producer_error, self._written)
         except BaseException as error:
             close_quietly(self._clients.consumer, self._name)  # leaves the group it just joined
             if isinstance(error, KafkaException):
@@ -183,6 +186,10 @@ class ProcessorRuntime(Generic[S, C, E]):
         """poll → (a pending rewind, or idle checks) → one transaction."""
         if self._lifecycle.phase is Phase.FAILED:
             raise ProducerFenced(f"fatal client error: {self._fatal}")
+        transactions = self._clients.transactions
+        if transactions is not None and transactions.take_swept():  # swept by a repair (recovery.unstick)
+            self._rewind_after_sweep()
+            return
         records = self._poll_batch()
         if self._lifecycle.phase is Phase.RESTORE_PENDING:
             # Partitions assigned without their state: the batch is dropped, the rewind
@@ -203,6 +210,9 @@ class ProcessorRuntime(Generic[S, C, E]):
         transactions, consumer = self._clients.transactions, self._clients.consumer
         assert transactions is not None and consumer is not None
         transactions.renew_if_stale()
+        if transactions.take_swept():
+            self._rewind_after_sweep()
+            return
         batch = Batch[S]()
         try:
             transactions.begin()
@@ -270,6 +280,13 @@ class ProcessorRuntime(Generic[S, C, E]):
         # renewals sit in the clients' queues, sent on time. Let them land first.
         self._ticker.hold(self._settings.tick_grace_after_failure_ms / 1000)
         self._observer.aborted(self._name)
+
+    def _rewind_after_sweep(self) -> None:
+        """A new producer's sweep aborted what an earlier transaction left open, maybe a
+        commit this instance took as done: the input back to the committed offsets, and
+        a partition whose offset fell behind this instance's last commit restored."""
+        self._recoverer.rewind_until_done(Batch())
+        self._ticker.hold(self._settings.tick_grace_after_failure_ms / 1000)
 
     # ------------------------------------------------------------ readiness
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from taskplane.streams import kafka_clients
 from taskplane.streams.metadata_nudge import DISCONNECT_S, MetadataNudge
 from taskplane.streams.runtime_settings import RuntimeSettings
+from taskplane.streams.sweep import settle_orphans
 from taskplane.streams.transactions import TransactionalProducer
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,23 @@ class ProcessorClients:
                         self._name)
         self.subscribe(*self._callbacks)
 
-    def start_transactions(self, stop: threading.Event, on_error: Callable[[KafkaError], None]) -> None:
-        """The transactional producer, initialised (aborts what a predecessor left open)."""
+    def start_transactions(self, stop: threading.Event, on_error: Callable[[KafkaError], None],
+                           written: Sequence[str] = ()) -> None:
+        """The transactional producer, initialised (aborts what a predecessor left open),
+        each new one swept over the ``written`` topics when the group's offsets are
+        pending (streams/sweep.py)."""
         watched = self._watching(on_error)
+        topics = list(written)
+
+        def settle(producer: Producer) -> bool:
+            consumer = self.consumer
+            assert consumer is not None  # subscribed before the producer is made
+            return settle_orphans(producer, self._kafka, self.group_id, self._input, topics,
+                                  consumer.consumer_group_metadata, self._timeout_s)
+
         self.transactions = TransactionalProducer(self._name, lambda: self._new_producer(watched), self._timeout_s,
                                                   stop, init_patience_s=self._settings.transaction_timeout_ms / 1000,
-                                                  on_slow_call=self._nudge.poke)
+                                                  on_slow_call=self._nudge.poke, settle=settle if topics else None)
         self.transactions.stale |= self._stale_early
 
     def _watching(self, on_error: Callable[[KafkaError], None]) -> Callable[[KafkaError], None]:

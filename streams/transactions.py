@@ -203,9 +203,15 @@ class TransactionalProducer:
 
     def __init__(self, name: str, make: Callable[[], Producer], call_timeout_s: float,
                  stop: threading.Event, init_patience_s: float = 30.0,
-                 on_slow_call: Callable[[], None] | None = None) -> None:
+                 on_slow_call: Callable[[], None] | None = None,
+                 settle: Callable[[Producer], bool] | None = None) -> None:
         self._name = name
         self._make = make  # a new producer with the transactional id
+        # Run on each new producer after its init, before its first transaction (the
+        # sweep of what an earlier transaction of the id left open: streams/sweep.py);
+        # True when it aborted something this instance may have taken as committed.
+        self._settle = settle
+        self.swept = False  # a settle returned True since the owner last looked (``take_swept``)
         self._timeout_s = call_timeout_s
         self._init_patience_s = init_patience_s
         self._stop = stop
@@ -307,6 +313,12 @@ class TransactionalProducer:
         if self.stale:
             self.renew()
 
+    def take_swept(self) -> bool:
+        """Whether a new producer's sweep aborted what an earlier transaction left open
+        since the last call: the owner's memory may then be ahead of the log."""
+        swept, self.swept = self.swept, False
+        return swept
+
     def close(self) -> None:
         try:
             self._calls.call("flush", lambda: self.producer.flush(5), 6)
@@ -325,11 +337,20 @@ class TransactionalProducer:
         producer = self._make()
         self._made_at = time.monotonic()
         while True:
+            initialised = False
             try:  # patient: a second producer would race this one's InitProducerId (each
                 # bumps the epoch and aborts the other's), and under CPU starvation a call
                 # that honours its timeout can still return late (docs/failover.md)
                 self._calls.call("init_transactions", functools.partial(producer.init_transactions, self._timeout_s),
                                  self._timeout_s + 1, patience_s=self._init_patience_s, stop=self._stop)
+                initialised = True
+                if self._settle is not None:
+                    # Before any commit of this producer id: its markers would decide the
+                    # orphans. A failed sweep leaves its transaction open: a new producer
+                    # (whose init aborts it, orphans included) tries again.
+                    settle = self._settle
+                    self.swept |= self._calls.call("sweep", functools.partial(settle, producer),
+                                                   3 * self._timeout_s + 1, stop=self._stop)
                 return producer
             except (KafkaException, TransactionWedged) as error:
                 recovery = recovery_for(error)
@@ -337,8 +358,8 @@ class TransactionalProducer:
                     raise ProducerFenced(str(error)) from error
                 if self._stop.is_set():
                     raise StopRequested("stopped while waiting for the broker") from error
-                log.warning("%s: init_transactions failed (%s); retrying", self._name, error)
-                if recovery is Recovery.RECREATE:
+                log.warning("%s: init_transactions or its sweep failed (%s); retrying", self._name, error)
+                if recovery is Recovery.RECREATE or initialised:
                     discard(producer)
                     producer = self._make()
                     self._made_at = time.monotonic()
