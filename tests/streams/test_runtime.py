@@ -28,7 +28,6 @@ from taskplane.streams.runtime_observer import RuntimeObserver
 from taskplane.streams.runtime_settings import RuntimeSettings
 from taskplane.streams.serde import new_meta
 from taskplane.streams.topics import Topics, ensure_topics
-from taskplane.streams.transactions import TransactionalProducer
 from tests.streams.failing_commits import FailingCommits
 
 pytestmark = pytest.mark.kafka
@@ -415,7 +414,7 @@ class PendingOffsets(Consumer):
     """Once ``wedged``: the group holds a pending offset commit nothing completes (seen
     after broker restarts). The runtime's read_committed consumers then get no records
     and committed() times out, without any error; a read_uncommitted reader still reads
-    the stable offsets. A transaction of the runtime that stores offsets ends it."""
+    the stable offsets. A new producer's sweep ends it (the test wraps settle_orphans)."""
 
     wedged = False
 
@@ -448,23 +447,24 @@ def test_an_idle_processor_whose_offsets_stay_pending_repairs_them(
         counter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The broker-restart wedge: no failed transaction, just a consumer that never gets
     positions while input waits. The idle runtime notices that committed() fails with
-    the broker answering, stores the group's stable offsets again in a transaction of
-    its own, and every command is applied once."""
+    the broker answering and makes a new producer, whose sweep (streams/sweep.py) finds
+    the group's offsets pending and aborts the commit that holds them (here the wedge
+    ends when that sweep has run: tests/streams/test_dropped_markers.py shows the real
+    one on a broker), and every command is applied once."""
     kafka, topics = counter["kafka"], counter["topics"]
     pending = type("Pending", (PendingOffsets,), {"wedged": False})
+    real_settle = runtime_clients.settle_orphans
+    repairs = {"n": 0}
 
-    class Repairing(TransactionalProducer):
-        repairs = 0
-
-        def commit(self, positions: list[TopicPartition], group_metadata: Any) -> float:
-            retried = super().commit(positions, group_metadata)
-            if positions and pending.wedged:
-                pending.wedged = False
-                type(self).repairs += 1
-            return retried
+    def sweeping(*args: Any, **kwargs: Any) -> bool:
+        swept = real_settle(*args, **kwargs)
+        if swept and pending.wedged:
+            pending.wedged = False
+            repairs["n"] += 1
+        return swept
 
     monkeypatch.setattr(kafka_clients, "Consumer", pending)
-    monkeypatch.setattr(runtime_clients, "TransactionalProducer", Repairing)
+    monkeypatch.setattr(runtime_clients, "settle_orphans", sweeping)
     settings = RuntimeSettings(instance_id="pending", group_id=f"{topics.prefix}-pending", max_batch_records=50)
     runtime = ProcessorRuntime(CounterDecider(), counter_spec(), kafka, topics, settings, serde=counter_serde())
     thread = threading.Thread(target=runtime.run, daemon=True)
@@ -480,7 +480,7 @@ def test_an_idle_processor_whose_offsets_stay_pending_repairs_them(
         runtime.stop()
         thread.join(30)
     assert_exactly_once(events, first + then)
-    assert Repairing.repairs == 1, Repairing.repairs
+    assert repairs["n"] == 1, repairs
 
 
 def test_a_restore_that_fails_on_assignment_is_retried_not_fatal(
