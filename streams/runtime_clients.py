@@ -126,14 +126,6 @@ class ProcessorClients:
         assert self.transactions is not None
         return self.transactions.producer
 
-    def stable_offsets(self, partitions: list[int]) -> list[TopicPartition]:
-        """The group's committed input offsets, pending transactional ones ignored."""
-        reader = kafka_clients.consumer(self._kafka, self.group_id, committed_only=False)
-        try:
-            return list(reader.committed([TopicPartition(self._input, p) for p in partitions], self._timeout_s))
-        finally:
-            close_quietly(reader, self._name)
-
     def broker_answers(self) -> bool:
         """A metadata round trip on a fresh client."""
         try:
