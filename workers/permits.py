@@ -24,7 +24,10 @@ from taskplane.workers.exceptions import BreakerOpenError, WorkerError, WorkerSt
 
 log = logging.getLogger(__name__)
 
-PermitKey = tuple[str, int]  # the call's idempotency key, the try within the attempt
+# The call's idempotency key, the try within the attempt, and the attempt's epoch: two
+# attempts of one call can wait on one worker at once (a lease expired while its attempt
+# still ran, and the retry came to the same worker).
+PermitKey = tuple[str, int, int]
 Answer = PermitGranted | PermitDenied
 
 
@@ -67,7 +70,7 @@ class Permits:
     def deliver(self, answer: Answer) -> None:
         """From the inbox reader: the answer to a request this worker is waiting on."""
         with self._lock:
-            box = self._boxes.get((answer.key, answer.try_no))
+            box = self._boxes.get((answer.key, answer.try_no, answer.epoch))
         if box is not None:
             box.put(answer)
 
@@ -77,14 +80,15 @@ class Permits:
         breaker opened meanwhile, ``WorkerStopping`` on shutdown, ``PermitRefused``."""
         request = permit_request(assignment, plan, key, try_no)
         box: queue.Queue[Answer] = queue.Queue()
+        slot = (key, try_no, assignment.epoch)
         with self._lock:
-            self._boxes[(key, try_no)] = box
+            self._boxes[slot] = box
             self.waiting[plan.name] += 1
         try:
             answer = self._wait(request, box, stopping)
         finally:
             with self._lock:
-                self._boxes.pop((key, try_no), None)
+                self._boxes.pop(slot, None)
                 self.waiting[plan.name] -= 1
         if isinstance(answer, PermitGranted):
             with self._lock:

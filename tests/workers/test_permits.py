@@ -154,3 +154,48 @@ def test_a_denial_for_an_open_breaker_takes_the_tools_fallback() -> None:
     assert isinstance(done, CompleteTask) and '"degraded":true' in done.output
     records = [c for c in sent if isinstance(c, RecordToolCall)]
     assert {r.tool for r in records} == {"test.fallback"} and run.tool_runs == 2
+
+
+def test_two_attempts_of_one_call_on_one_worker_each_get_their_own_permit() -> None:
+    """A lease expired while its attempt still ran, and the retry came to the same worker:
+    both wait for a permit for the same call (same key, same try). Each answer reaches
+    its own attempt. (Keyed by call alone, the second box replaced the first and the
+    first one's end removed it: in a chaos run the retry waited for 2 minutes while
+    the governor granted its permit every 15 s.)"""
+    sent: list[AcquirePermit] = []
+    permits = Permits(sent.append, resend_s=30)
+    stopping = threading.Event()
+    done: dict[int, object] = {}
+
+    def wait(epoch: int) -> None:
+        try:
+            permits.acquire(dataclasses.replace(ASSIGNMENT, epoch=epoch), LIMITED, "call-1", 0, stopping)
+            done[epoch] = "granted"
+        except WorkerStopping:
+            done[epoch] = "still waiting at the end"
+
+    old, new = threading.Thread(target=wait, args=(1,)), threading.Thread(target=wait, args=(2,))
+    try:
+        old.start()
+        _until(lambda: len(sent) == 1)
+        new.start()
+        _until(lambda: len(sent) == 2)
+        permits.deliver(grant(sent[0]))  # the old attempt's answer comes first
+        old.join(5)
+        permits.deliver(grant(sent[1]))
+        new.join(5)
+    finally:
+        stopping.set()
+        old.join(5)
+        new.join(5)
+    assert [r.epoch for r in sent] == [1, 2]
+    assert done == {1: "granted", 2: "granted"}, done
+
+
+def _until(condition: Any, timeout_s: float = 5.0) -> None:
+    stop = threading.Event()
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        stop.wait(0.01)
+    raise AssertionError("condition not met in time")
