@@ -85,9 +85,11 @@ class ProcessorClients:
             return settle_orphans(producer, self._kafka, self.group_id, self._input, topics,
                                   consumer.consumer_group_metadata, self._timeout_s)
 
-        self.transactions = TransactionalProducer(self._name, lambda: self._new_producer(watched), self._timeout_s,
-                                                  stop, init_patience_s=self._settings.transaction_timeout_ms / 1000,
-                                                  on_slow_call=self._nudge.poke, settle=settle if topics else None)
+        self.transactions = TransactionalProducer(self._name, lambda lane: self._new_producer(watched, lane),
+                                                  self._timeout_s, stop,
+                                                  init_patience_s=self._settings.transaction_timeout_ms / 1000,
+                                                  on_slow_call=self._nudge.poke, settle=settle if topics else None,
+                                                  lanes=self._settings.producers)
         self.transactions.stale |= self._stale_early
 
     def _watching(self, on_error: Callable[[KafkaError], None]) -> Callable[[KafkaError], None]:
@@ -143,9 +145,12 @@ class ProcessorClients:
         if self.transactions is not None:
             self.transactions.close()
 
-    def _new_producer(self, on_error: Callable[[KafkaError], None]) -> Producer:
+    def _new_producer(self, on_error: Callable[[KafkaError], None], lane: int = 0) -> Producer:
+        """Lane 0's transactional id is ``NAME-INSTANCE`` (as before lanes), lane n's
+        ``NAME-INSTANCE.n``: a restart with the same instance id fences them all."""
+        suffix = f".{lane}" if lane else ""
         return kafka_clients.transactional_producer(
-            self._kafka, f"{self._name}-{self._settings.instance_id}",
+            self._kafka, f"{self._name}-{self._settings.instance_id}{suffix}",
             transaction_timeout_ms=self._settings.transaction_timeout_ms,
             linger_ms=self._settings.producer_linger_ms,
             partitioner="murmur2_random", error_cb=on_error,

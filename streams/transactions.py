@@ -199,14 +199,24 @@ class TransactionalProducer:
     """The processor's transactional producer, kept usable across broker outages.
 
     ``producer`` is the current handle (produce into it between ``begin`` and
-    ``commit``); after ``recover`` it may be a new one. ``stop`` ends the waits."""
+    ``commit``); after ``recover`` it may be a new one. ``stop`` ends the waits.
 
-    def __init__(self, name: str, make: Callable[[], Producer], call_timeout_s: float,
+    With ``lanes`` > 1 it is one of that many producers, each with its own transactional
+    id, taking turns: each commit hands the next transaction to the next one. One
+    transaction is open at a time, as with one producer, and the next begins only
+    after the commit returned, so its records follow the previous one's in every
+    partition. What the turns avoid: a transaction that begins on an id whose commit
+    markers are still being written meets CONCURRENT_TRANSACTIONS on its first
+    AddPartitionsToTxn / AddOffsetsToTxn and retries (docs/runtime.md). A renewal
+    renews every lane (a restarted instance fences all its ids the same way)."""
+
+    def __init__(self, name: str, make: Callable[[int], Producer], call_timeout_s: float,
                  stop: threading.Event, init_patience_s: float = 30.0,
                  on_slow_call: Callable[[], None] | None = None,
-                 settle: Callable[[Producer], bool] | None = None) -> None:
+                 settle: Callable[[Producer], bool] | None = None, lanes: int = 1) -> None:
         self._name = name
-        self._make = make  # a new producer with the transactional id
+        self._make = make  # a new producer with lane n's transactional id
+        self._lanes = lanes
         # Run on each new producer after its init, before its first transaction (the
         # sweep of what an earlier transaction of the id left open: streams/sweep.py);
         # True when it aborted something this instance may have taken as committed.
@@ -222,7 +232,9 @@ class TransactionalProducer:
         self.stale = False
         self._lost_at = 0.0  # when a node last left the cluster's metadata (``broker_lost``)
         self._made_at = time.monotonic()
-        self.producer: Producer = self._initialised()
+        self._producers = self._all_initialised()
+        self._turn = 0
+        self.producer: Producer = self._producers[0]
 
     def broker_lost(self) -> None:
         """A node left the cluster's metadata (fenced): this producer's coordinator cache
@@ -273,6 +285,8 @@ class TransactionalProducer:
         if retried:
             log.warning("%s: transaction committed after %.1fs of retries (%.1fs in all)", self._name, retried,
                         time.monotonic() - started)
+        self._turn = (self._turn + 1) % self._lanes  # the next transaction on the next id
+        self.producer = self._producers[self._turn]
         return retried
 
     def recover(self, error: BaseException) -> Recovery:
@@ -304,10 +318,15 @@ class TransactionalProducer:
     def renew(self) -> None:
         """A new producer between transactions: after an outage the idle one's coordinator
         state is stale (measured: its first send_offsets_to_transaction after the broker's
-        return hung past its deadline, 6 s lost; a fresh producer's init took < 0.3 s)."""
+        return hung past its deadline, 6 s lost; a fresh producer's init took < 0.3 s).
+        Every lane's: the others' states are as stale, and an orphan left under another
+        lane's producer id is settled by that id's sweep only (streams/sweep.py)."""
         self.stale = False
-        discard(self.producer)
-        self.producer = self._initialised()
+        for producer in self._producers:
+            discard(producer)
+        self._producers = self._all_initialised()
+        self._turn = 0
+        self.producer = self._producers[0]
 
     def renew_if_stale(self) -> None:
         if self.stale:
@@ -320,13 +339,36 @@ class TransactionalProducer:
         return swept
 
     def close(self) -> None:
-        try:
-            self._calls.call("flush", lambda: self.producer.flush(5), 6)
-        except (KafkaException, TransactionWedged) as error:  # nothing of it commits anyway
-            log.warning("%s: producer flush at close: %s", self._name, error)
+        for producer in self._producers:
+            try:
+                self._calls.call("flush", functools.partial(producer.flush, 5), 6)
+            except (KafkaException, TransactionWedged) as error:  # nothing of it commits anyway
+                log.warning("%s: producer flush at close: %s", self._name, error)
         self._calls.close()
 
-    def _initialised(self) -> Producer:
+    def _all_initialised(self) -> list[Producer]:
+        """Every lane's producer initialised (each init aborts what its id left open),
+        then each settled: settled before the other lanes' inits, a sweep would take
+        the pending offsets of a predecessor's transaction open on another id for an
+        orphan of its own."""
+        producers = [self._initialised(lane, settle=False) for lane in range(self._lanes)]
+        for lane, producer in enumerate(producers):
+            if self._settle is None:
+                break
+            try:
+                self.swept |= self._calls.call("sweep", functools.partial(self._settle, producer),
+                                               3 * self._timeout_s + 1, stop=self._stop)
+            except (KafkaException, TransactionWedged) as error:
+                if recovery_for(error) is Recovery.FENCED:
+                    raise ProducerFenced(str(error)) from error
+                if self._stop.is_set():
+                    raise StopRequested("stopped while waiting for the broker") from error
+                log.warning("%s: the sweep failed (%s); a new producer", self._name, error)
+                discard(producer)  # its sweep's transaction is left open: the next init aborts it
+                producers[lane] = self._initialised(lane)
+        return producers
+
+    def _initialised(self, lane: int, settle: bool = True) -> Producer:
         """A producer after init_transactions (which aborts what an earlier producer with
         the same transactional id left open). A timed-out init is resumed on the same
         producer ("retry call to resume"): a second one would race the first one's
@@ -334,7 +376,7 @@ class TransactionalProducer:
         (up to the transaction timeout, when the broker has aborted whatever it was
         finishing); only a fatal error, or a call still blocked after that, gets a fresh
         producer."""
-        producer = self._make()
+        producer = self._make(lane)
         self._made_at = time.monotonic()
         while True:
             initialised = False
@@ -344,12 +386,11 @@ class TransactionalProducer:
                 self._calls.call("init_transactions", functools.partial(producer.init_transactions, self._timeout_s),
                                  self._timeout_s + 1, patience_s=self._init_patience_s, stop=self._stop)
                 initialised = True
-                if self._settle is not None:
+                if settle and self._settle is not None:
                     # Before any commit of this producer id: its markers would decide the
                     # orphans. A failed sweep leaves its transaction open: a new producer
                     # (whose init aborts it, orphans included) tries again.
-                    settle = self._settle
-                    self.swept |= self._calls.call("sweep", functools.partial(settle, producer),
+                    self.swept |= self._calls.call("sweep", functools.partial(self._settle, producer),
                                                    3 * self._timeout_s + 1, stop=self._stop)
                 return producer
             except (KafkaException, TransactionWedged) as error:
@@ -361,5 +402,5 @@ class TransactionalProducer:
                 log.warning("%s: init_transactions or its sweep failed (%s); retrying", self._name, error)
                 if recovery is Recovery.RECREATE or initialised:
                     discard(producer)
-                    producer = self._make()
+                    producer = self._make(lane)
                     self._made_at = time.monotonic()

@@ -43,7 +43,7 @@ def test_a_timed_out_abort_is_resumed_on_the_same_producer(
     resumed abort leaves the producer usable: the next transaction commits on it."""
     topic = topic_factory("events")
     config = {**kafka_config, "transactional.id": f"resume-{uuid.uuid4().hex[:6]}"}
-    transactions = TransactionalProducer("resume", lambda: AbortTimesOut(config), 5.0, threading.Event())
+    transactions = TransactionalProducer("resume", lambda _lane: AbortTimesOut(config), 5.0, threading.Event())
     first = transactions.producer
     assert isinstance(first, AbortTimesOut)
     transactions.begin()
