@@ -107,3 +107,74 @@ def test_a_consumer_is_nudged_on_its_polling_thread_only_while_nudging(kafka_con
         assert len(consumer.asked_from) == asked  # the tail is over
     finally:
         consumer.close()
+
+
+class Journaled(Producer):
+    """A producer that writes its init_transactions into a shared journal."""
+
+    def __init__(self, config: dict[str, Any], journal: list[str]) -> None:
+        super().__init__(config)
+        self._id, self._journal = config["transactional.id"], journal
+
+    def init_transactions(self, *args: Any) -> None:
+        super().init_transactions(*args)
+        self._journal.append(f"init {self._id}")
+
+
+def _read_committed(kafka_config: dict[str, Any], topic: str, expect: int, timeout_s: float) -> list[bytes]:
+    """The values a read_committed reader gets from ``topic`` within ``timeout_s``, up to ``expect``."""
+    consumer = Consumer({**kafka_config, "group.id": f"lanes-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(values) < expect and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+    finally:
+        consumer.close()
+    return values
+
+
+def test_lanes_take_turns_and_a_restart_aborts_what_any_lane_left_open(
+        kafka_config: dict[str, Any], topic_factory: Callable[..., str]) -> None:
+    """Two lanes: each commit hands the next transaction to the other producer (its own
+    transactional id), and a restart initialises every lane before any sweep: a
+    transaction a killed instance left open on its second id is aborted at once, not
+    after the transaction timeout (60 s here; the reader waits 15 s)."""
+    topic = topic_factory("lanes")
+    base = f"lanes-{uuid.uuid4().hex[:6]}"
+    journal: list[str] = []
+
+    def make(lane: int) -> Producer:
+        tid = base + (f".{lane}" if lane else "")
+        return Journaled({**kafka_config, "transactional.id": tid, "transaction.timeout.ms": 60_000}, journal)
+
+    def settle(producer: Producer) -> bool:
+        journal.append("settle")
+        return False
+
+    transactions = TransactionalProducer("lanes", make, 5.0, threading.Event(), settle=settle, lanes=2)
+    assert journal == [f"init {base}", f"init {base}.1", "settle", "settle"]
+    used = []
+    for n in range(3):
+        used.append(transactions.producer)
+        transactions.begin()
+        transactions.producer.produce(topic, f"committed {n}".encode(), b"k")
+        transactions.commit([], None)
+    assert used[0] is used[2] and used[1] is not used[0]
+    transactions.begin()  # on lane 1; the instance dies before its commit
+    transactions.producer.produce(topic, b"left open", b"k")
+    transactions.producer.flush(5)
+    journal.clear()
+    restarted = TransactionalProducer("lanes", make, 5.0, threading.Event(), settle=settle, lanes=2)
+    transactions.close()  # the dead instance's handles (fenced now), not left for the interpreter's exit
+    assert journal == [f"init {base}", f"init {base}.1", "settle", "settle"]
+    restarted.begin()
+    restarted.producer.produce(topic, b"after the restart", b"k")
+    restarted.commit([], None)
+    values = _read_committed(kafka_config, topic, 4, 15.0)
+    assert values == [b"committed 0", b"committed 1", b"committed 2", b"after the restart"]
+    restarted.close()
