@@ -75,11 +75,14 @@ class MetadataNudge:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop_next = 0.0  # when on_loop asks next
+        self._closed = False
         self.requests = 0  # metadata requests sent, for logs and tests
 
     def poke(self, for_s: float = TAIL_S) -> None:
         """Ask for metadata from now until ``for_s`` from now (or later, when asked to)."""
         with self._lock:
+            if self._closed:  # its owner has closed: nothing to ask through
+                return
             self._until = max(self._until, time.monotonic() + for_s)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"{self._name}-nudge", daemon=True)
@@ -101,11 +104,18 @@ class MetadataNudge:
         self._loop_next = now + INTERVAL_S
         self._ask(consumer)
 
+    def close(self) -> None:
+        """Ends the helper thread, which holds ``producer`` (and so its owner, with every
+        client it has) for as long as it runs: the owner calls this when it closes."""
+        with self._lock:
+            self._closed, self._until = True, 0.0
+        self._wake.set()
+
     def _run(self) -> None:
-        while True:
+        while not self._closed:
             self._wake.wait()
             self._wake.clear()
-            while time.monotonic() < self._until:
+            while time.monotonic() < self._until and not self._closed:
                 started = time.monotonic()
                 if (producer := self._producer()) is not None:
                     self._ask(producer)

@@ -144,6 +144,7 @@ class ProcessorClients:
                 log.warning("consumer close: %s", error)
         if self.transactions is not None:
             self.transactions.close()
+        self._nudge.close()
 
     def _new_producer(self, on_error: Callable[[KafkaError], None], lane: int = 0) -> Producer:
         """Lane 0's transactional id is ``NAME-INSTANCE`` (as before lanes), lane n's

@@ -70,6 +70,15 @@ def test_a_nudge_asks_for_metadata_through_the_producer_then_stops(kafka_config:
     asked = nudge.requests
     time.sleep(1)
     assert nudge.requests == asked
+    # close() ends the helper thread: it held the producer (in a processor, its whole
+    # ProcessorClients) for the process's life, past the broker in a test session.
+    thread = nudge._thread
+    assert thread is not None and thread.is_alive()
+    nudge.close()
+    thread.join(5)
+    assert not thread.is_alive()
+    nudge.poke()  # closed: no thread again
+    assert nudge._thread is thread and not nudge.nudging
 
 
 class CountedConsumer(Consumer):
@@ -106,6 +115,7 @@ def test_a_consumer_is_nudged_on_its_polling_thread_only_while_nudging(kafka_con
         nudge.on_loop(consumer)
         assert len(consumer.asked_from) == asked  # the tail is over
     finally:
+        nudge.close()
         consumer.close()
 
 
