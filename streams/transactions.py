@@ -234,7 +234,11 @@ class TransactionalProducer:
         self._made_at = time.monotonic()
         self._producers = self._all_initialised()
         self._turn = 0
-        self.producer: Producer = self._producers[0]
+
+    @property
+    def producer(self) -> Producer:
+        """The lane whose turn it is (the only one with a transaction open, if any)."""
+        return self._producers[self._turn]
 
     def broker_lost(self) -> None:
         """A node left the cluster's metadata (fenced): this producer's coordinator cache
@@ -286,7 +290,6 @@ class TransactionalProducer:
             log.warning("%s: transaction committed after %.1fs of retries (%.1fs in all)", self._name, retried,
                         time.monotonic() - started)
         self._turn = (self._turn + 1) % self._lanes  # the next transaction on the next id
-        self.producer = self._producers[self._turn]
         return retried
 
     def recover(self, error: BaseException) -> Recovery:
@@ -324,9 +327,8 @@ class TransactionalProducer:
         self.stale = False
         for producer in self._producers:
             discard(producer)
-        self._producers = self._all_initialised()
         self._turn = 0
-        self.producer = self._producers[0]
+        self._producers = self._all_initialised()
 
     def renew_if_stale(self) -> None:
         if self.stale:
@@ -352,40 +354,31 @@ class TransactionalProducer:
         the pending offsets of a predecessor's transaction open on another id for an
         orphan of its own."""
         producers = [self._initialised(lane, settle=False) for lane in range(self._lanes)]
-        for lane, producer in enumerate(producers):
-            if self._settle is None:
-                break
-            try:
-                self.swept |= self._calls.call("sweep", functools.partial(self._settle, producer),
-                                               3 * self._timeout_s + 1, stop=self._stop)
-            except (KafkaException, TransactionWedged) as error:
-                if recovery_for(error) is Recovery.FENCED:
-                    raise ProducerFenced(str(error)) from error
-                if self._stop.is_set():
-                    raise StopRequested("stopped while waiting for the broker") from error
-                log.warning("%s: the sweep failed (%s); a new producer", self._name, error)
-                discard(producer)  # its sweep's transaction is left open: the next init aborts it
-                producers[lane] = self._initialised(lane)
-        return producers
+        if self._settle is None:
+            return producers
+        return [self._initialised(lane, ready=producer) for lane, producer in enumerate(producers)]
 
-    def _initialised(self, lane: int, settle: bool = True) -> Producer:
+    def _initialised(self, lane: int, settle: bool = True, ready: Producer | None = None) -> Producer:
         """A producer after init_transactions (which aborts what an earlier producer with
         the same transactional id left open). A timed-out init is resumed on the same
         producer ("retry call to resume"): a second one would race the first one's
         pending InitProducerId and be fenced by it. A call past its deadline is waited for
         (up to the transaction timeout, when the broker has aborted whatever it was
         finishing); only a fatal error, or a call still blocked after that, gets a fresh
-        producer."""
-        producer = self._make(lane)
-        self._made_at = time.monotonic()
+        producer. ``ready``: lane's producer, initialised already (settled here)."""
+        producer = ready if ready is not None else self._make(lane)
+        initialised = ready is not None
+        if ready is None:
+            self._made_at = time.monotonic()
         while True:
-            initialised = False
             try:  # patient: a second producer would race this one's InitProducerId (each
                 # bumps the epoch and aborts the other's), and under CPU starvation a call
                 # that honours its timeout can still return late (docs/failover.md)
-                self._calls.call("init_transactions", functools.partial(producer.init_transactions, self._timeout_s),
-                                 self._timeout_s + 1, patience_s=self._init_patience_s, stop=self._stop)
-                initialised = True
+                if not initialised:
+                    self._calls.call("init_transactions",
+                                     functools.partial(producer.init_transactions, self._timeout_s),
+                                     self._timeout_s + 1, patience_s=self._init_patience_s, stop=self._stop)
+                    initialised = True
                 if settle and self._settle is not None:
                     # Before any commit of this producer id: its markers would decide the
                     # orphans. A failed sweep leaves its transaction open: a new producer
@@ -402,5 +395,5 @@ class TransactionalProducer:
                 log.warning("%s: init_transactions or its sweep failed (%s); retrying", self._name, error)
                 if recovery is Recovery.RECREATE or initialised:
                     discard(producer)
-                    producer = self._make(lane)
+                    producer, initialised = self._make(lane), False
                     self._made_at = time.monotonic()
