@@ -22,6 +22,7 @@ from taskplane.contract.messages import (
     ToolCallSucceeded,
 )
 from taskplane.contract.permits import PermitGranted, PermitReleased
+from taskplane.devstack.kafka import dropped_markers
 from taskplane.processors.breaker.permits import window_bound
 from taskplane.processors.orchestrator.decider import LEASE_EXPIRED
 from taskplane.processors.projector.rebuild import rebuild_projections
@@ -82,6 +83,8 @@ def check_all(stack: Any, run_ids: set[str], killed_workers: list[tuple[str, flo
     poisoned = sum(1 for _ in read_to_end(stack.kafka, stack.topics.poison))
     if poisoned:
         verdict.failures.append(f"{poisoned} record(s) on poison")
+    if dropped := dropped_markers(stack.workdir):  # the default broker keeps them (docs/failover.md)
+        verdict.failures.append(f"the broker dropped commit markers {len(dropped)} time(s): {dropped[0][:300]}")
     return verdict
 
 

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 LOG4J_VERSION = "2.24.3"
+# What a transaction coordinator logs when it skips a commit's markers on a partition it finds
+# no leader for (docs/failover.md, "Dropped commit markers").
+MARKERS_DROPPED = "Couldn't find leader endpoint for partitions"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -558,3 +561,10 @@ class LocalKafka(ManagedServer):
         raise StartupError(
             f"Kafka not ready after {self.start_timeout:.0f}s. Last log lines:\n{self.log_tail()}"
         )
+
+
+def dropped_markers(data_dir: Path) -> list[str]:
+    """The lines of every broker log under ``data_dir`` (a node's, or a cluster's nodes')
+    where a transaction coordinator skipped a commit's markers."""
+    return [line for log in sorted(data_dir.rglob("server.log*"))
+            for line in log.read_text(errors="replace").splitlines() if MARKERS_DROPPED in line]

@@ -19,7 +19,12 @@ KAFKA_OPTION_PREFIX = "TASKPLANE_KAFKA_"
 # than a yes (1, true, yes, on) is also librdkafka's ``debug`` option (its contexts).
 KAFKA_DEBUG_ENV = "TASKPLANE_KAFKA_DEBUG"
 _YES = frozenset({"1", "true", "yes", "on"})
-DEFAULT_KAFKA_VERSION = "4.3.1"  # newest 4.x whose full runtime resolves on Maven Central
+# 4.2.2, not 4.3.x/4.4.0: from 4.3.0 the transaction coordinator drops a commit's markers on
+# every partition whose leader is offline (KAFKA-20734), which a restarted single node always
+# meets (docs/failover.md, "Dropped commit markers"); 4.2.2 keeps them until a leader returns.
+DEFAULT_KAFKA_VERSION = "4.2.2"
+# The newest release with that regression, for the tests that reproduce it (the sweep).
+MARKER_DROPPING_KAFKA_VERSION = "4.3.1"
 
 
 def _default_cache_dir() -> Path:

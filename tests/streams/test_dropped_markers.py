@@ -1,10 +1,11 @@
-"""Dropped transaction markers, reproduced on a real two-node cluster, and the sweep that
-settles them (streams/sweep.py).
+"""Dropped transaction markers, reproduced on a real two-node cluster, the sweep that
+settles them (streams/sweep.py), and the broker version that does not drop them.
 
-Kafka 4.3.1's transaction coordinator, sending a completed transaction's markers, takes a
-partition without a leader for a deleted one ("Couldn't find leader endpoint ... likely
+From Kafka 4.3.0 (the metadata cache rewritten in Java; KAFKA-20734, apache/kafka#22680)
+the transaction coordinator, sending a completed transaction's markers, takes a partition
+whose leader is offline for a deleted one ("Couldn't find leader endpoint ... likely
 deleted already and hence can be skipped", KAFKA-5202) and completes the transaction
-without its markers there. A partition whose only replica sits on a fenced broker has no
+without its markers there. 4.2.2 (the default broker) queues them until a leader returns. A partition whose only replica sits on a fenced broker has no
 leader. The transaction's records there stay open under its producer id, and so does its
 offset commit in the group's ``__consumer_offsets`` partition: that partition's last stable
 offset stops below them (read_committed readers see nothing past it), the group's
@@ -18,7 +19,9 @@ group's offsets partition (replication 1 everywhere). The transaction writes to 
 is SIGSTOPped, and it commits once the controller has fenced node 2 (2 s broker session):
 the coordinator, on node 1, finds no leader for either partition and drops both markers.
 With the group's offsets on node 1 instead, only the output's marker is dropped: a case
-the sweep's trigger (pending offsets) does not see (the xfail test at the end).
+the sweep's trigger (pending offsets) does not see (the xfail test at the end). These run
+on ``MARKER_DROPPING_KAFKA_VERSION``; the last test runs the same commit on the default
+broker and finds the markers written once node 2 leads again.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic, OffsetSpec
 
 from taskplane.devstack.cluster import LocalKafkaCluster, partition_leader
-from taskplane.devstack.kafka import ClusterNode
+from taskplane.devstack.kafka import MARKERS_DROPPED, ClusterNode
 from taskplane.streams import kafka_clients
-from taskplane.streams.settings import StackSettings
+from taskplane.streams.settings import MARKER_DROPPING_KAFKA_VERSION, StackSettings
 from taskplane.streams.sweep import settle_orphans
 
 pytestmark = pytest.mark.kafka
@@ -48,7 +51,7 @@ pytestmark = pytest.mark.kafka
 CONTROLLER, BROKER = 1, 2  # node 1: controller and broker; node 2: broker only
 CALL_S = 30.0
 INPUT_OFFSET = 5  # the offset the transaction stores for the group's input partition
-DROPPED = "Couldn't find leader endpoint for partitions"
+NO_DROP_S = 3.0  # how long a broker that keeps markers is watched for a drop
 
 
 def _two_nodes(spec: ClusterNode, port: int) -> ClusterNode:
@@ -61,12 +64,11 @@ def _two_nodes(spec: ClusterNode, port: int) -> ClusterNode:
                                                 "listeners": f"PLAINTEXT://127.0.0.1:{port}"})
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalKafkaCluster]:
+def _two_node_cluster(version: str) -> Iterator[LocalKafkaCluster]:
     """This module's own two nodes: stopping one must not disturb the session's broker."""
     settings = StackSettings()
     data_dir = Path(tempfile.mkdtemp(prefix="taskplane-test-markers-"))
-    nodes = LocalKafkaCluster(data_dir / "kafka", nodes=2, version=settings.local_kafka_version,
+    nodes = LocalKafkaCluster(data_dir / "kafka", nodes=2, version=version,
                               cache_dir=settings.cache_dir, start_timeout=300, customize=_two_nodes).start()
     try:
         _create_internal_topics(nodes)
@@ -74,6 +76,18 @@ def cluster() -> Iterator[LocalKafkaCluster]:
     finally:
         nodes.stop(timeout=1)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalKafkaCluster]:
+    """Two nodes of the newest release that drops markers (the sweep's tests)."""
+    yield from _two_node_cluster(MARKER_DROPPING_KAFKA_VERSION)
+
+
+@pytest.fixture(scope="module")
+def default_cluster() -> Iterator[LocalKafkaCluster]:
+    """Two nodes of the broker version taskplane runs by default."""
+    yield from _two_node_cluster(StackSettings().local_kafka_version)
 
 
 def _config(cluster: LocalKafkaCluster, servers: str | None = None) -> dict[str, Any]:
@@ -210,9 +224,12 @@ def _group_metadata(cluster: LocalKafkaCluster, group: str) -> Any:
         consumer.close()
 
 
-def _drop_markers(cluster: LocalKafkaCluster, name: str, group_node: int = BROKER) -> Orphan:
-    """A committed transaction whose markers the coordinator dropped: its record in the
-    output partition and its offset commit for the group stay open."""
+def _drop_markers(cluster: LocalKafkaCluster, name: str, group_node: int = BROKER, *,
+                  expect_drop: bool = True) -> Orphan:
+    """A transaction committed while node 2 (the output's leader and, by default, the
+    group's coordinator) is fenced. ``expect_drop``: the coordinator dropped its markers
+    there, so its record in the output partition and its offset commit stay open; else it
+    logged no drop within ``NO_DROP_S``."""
     transactional_id = _key_led_by(cluster, "__transaction_state", CONTROLLER, f"{name}-tx")
     group = _key_led_by(cluster, "__consumer_offsets", group_node, f"{name}-group")
     orphan = Orphan(transactional_id, group, f"{name}.output", f"{name}.input", 0)
@@ -238,13 +255,21 @@ def _drop_markers(cluster: LocalKafkaCluster, name: str, group_node: int = BROKE
         _wait(f"node {BROKER} fenced", lambda: _leader_seen_by_node_1(cluster, orphan.output) == -1)
         producer.commit_transaction(CALL_S)
         log = cluster.nodes[CONTROLLER].log_path
-        dropped = _wait("the coordinator dropping the markers", lambda: [
-            line for line in log.read_text(errors="replace").splitlines()
-            if DROPPED in line and f"for {transactional_id}," in line])
+
+        def dropped_lines() -> list[str]:
+            return [line for line in log.read_text(errors="replace").splitlines()
+                    if MARKERS_DROPPED in line and f"for {transactional_id}," in line]
+
+        if expect_drop:
+            dropped = _wait("the coordinator dropping the markers", dropped_lines)
+        else:
+            time.sleep(NO_DROP_S)  # the dropping versions log it within milliseconds of the commit
+            assert dropped_lines() == []
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert f"{orphan.output}-0" in dropped[0], dropped
-    assert ("__consumer_offsets-" in dropped[0]) == (group_node == BROKER), dropped
+    if expect_drop:
+        assert f"{orphan.output}-0" in dropped[0], dropped
+        assert ("__consumer_offsets-" in dropped[0]) == (group_node == BROKER), dropped
     # Node 2 leads again in node 1's metadata (a resumed node 2 first answers from its own,
     # which still has it lead at the old epoch), and answers as leader at the new epoch (it
     # learns of it after node 1: UNKNOWN_LEADER_EPOCH meanwhile).
@@ -333,3 +358,15 @@ def test_an_orphan_whose_offset_commit_got_its_marker_is_settled_visible(
                    lambda: _group_metadata(cluster, orphan.group), CALL_S)
     _wait("the orphan settled", lambda: _settled(cluster, orphan.output, past=orphan.offset), timeout_s=10)
     assert _read_committed(cluster, orphan.output) == [b"orphan"]
+
+
+def test_the_default_broker_keeps_the_markers_until_the_leader_returns(
+        default_cluster: LocalKafkaCluster, unique_prefix: str) -> None:
+    """The same commit on the default broker version: no marker is dropped while node 2 is
+    fenced, and once it leads again the record is visible, once, and the group's offsets
+    are stable (committed 5) before any later transaction of the id: nothing to sweep."""
+    orphan = _drop_markers(default_cluster, unique_prefix, expect_drop=False)
+    _wait("the markers, once node 2 leads again",
+          lambda: _settled(default_cluster, orphan.output, past=orphan.offset))
+    assert _read_committed(default_cluster, orphan.output) == [b"orphan"]
+    assert _committed(default_cluster, orphan, stable=True, timeout_s=CALL_S) == INPUT_OFFSET
