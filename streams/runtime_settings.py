@@ -27,12 +27,12 @@ class RuntimeSettings(BaseSettings):
         "produce requests unless the commit flushes them first (it usually does). 0 sends them during "
         "send_offsets, whose offset commit then queues behind them on the same connection: each "
         "transaction took longer under a flood (docs/benchmarks.md, 'per-hop')."))
-    producers: int = Field(default=1, ge=1, le=8, description=(
+    producers: int = Field(default=2, ge=1, le=8, description=(
         "Transactional producers (ids) an instance takes turns with, one transaction at a time. "
         "With 2, a transaction begun right after a commit does not wait for that commit's markers "
-        "(CONCURRENT_TRANSACTIONS retries: 39 % of the orchestrator's transactions under a flood); "
-        "not the default: it widens the window of a single broker's partial marker drops "
-        "(docs/runtime.md, 'Two transactional ids')."))
+        "(CONCURRENT_TRANSACTIONS retries: 39 % of the orchestrator's transactions under a flood), "
+        "so two commits' markers may be in flight at once; on a broker that drops markers (Kafka "
+        "4.3.0-4.4.0) set 1 (docs/runtime.md, 'Two transactional ids')."))
     tick_interval_ms: int = Field(default=200, ge=10, description="How often due timers are ticked.")
     transaction_timeout_ms: int = Field(default=30_000, ge=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
