@@ -240,11 +240,15 @@ class EventLog:
         self._serde = serde or Serde()
         self._records: list[tuple[Meta, Any]] = []
         self._next: dict[int, int] = {}  # partition -> offset after the last record read
+        # partition -> the consumer's position: past the transaction markers that end a
+        # partition too (one per producer id whose commit ended there), never delivered
+        self._position: dict[int, int] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._consumer = kafka_clients.consumer(kafka_config, f"eventlog-{topic}-{os.getpid()}")
         # Through the consumer: the leader cached, the first offset query is not put on a 500 ms timer.
         metadata = self._consumer.list_topics(topic, timeout=30).topics[topic]
+        self._partitions = [TopicPartition(topic, p) for p in metadata.partitions]
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
         self._thread = threading.Thread(target=self._follow, name=f"eventlog-{topic}", daemon=True)
         self._thread.start()
@@ -264,10 +268,13 @@ class EventLog:
                     decoded.append(self._serde.decode(record.value()))
                 except SerdeError as error:
                     log.warning("events: undecodable record: %s", error)
-            if read:
+            positions = {tp.partition: tp.offset for tp in self._consumer.position(self._partitions)
+                         if tp.offset >= 0}
+            if read or positions != self._position:
                 with self._changed:
                     self._records.extend(decoded)
                     self._next.update(read)
+                    self._position = positions
                     self._changed.notify_all()
 
     def records(self) -> list[tuple[Meta, Any]]:
@@ -275,10 +282,16 @@ class EventLog:
             return list(self._records)
 
     def reached(self, ends: dict[int, int]) -> bool:
-        """Read up to ``ends`` (high watermarks by partition). The last offset of a
-        partition may be a transaction marker, which is never delivered."""
+        """Read up to ``ends`` (high watermarks by partition), by the consumer's position:
+        the last offsets of a partition may be transaction markers, never delivered."""
         with self._changed:
-            return all(high == 0 or self._next.get(p, 0) >= high - 1 for p, high in ends.items())
+            return all(max(self._next.get(p, 0), self._position.get(p, 0)) >= high for p, high in ends.items())
+
+    def record_ends(self) -> dict[int, int]:
+        """Per partition, the offset after the last record read (what a reader that stores
+        ``offset + 1`` of its last record, as the projector does, has stored at the end)."""
+        with self._changed:
+            return dict(self._next)
 
     def all_events(self) -> list[Any]:
         with self._changed:

@@ -147,12 +147,14 @@ class Ops(Harness):
         return dict(self.query("SELECT run_id, rejections FROM runs"))  # type: ignore[arg-type]
 
     def projector_caught_up(self) -> bool:
-        """The read model's stored offsets are at the end of ``events`` (the last offset of
-        a partition is the orchestrator's transaction commit marker, not a record)."""
-        marks = watermarks(self.kafka, self.topics.events)
+        """The test's event log is at the end of ``events`` and the read model's stored
+        offsets are past its last record in every partition (what follows a partition's last
+        record is transaction markers, one per producer id whose commit ended there)."""
+        if not self.log_caught_up():
+            return False
         stored = dict(self.query("SELECT partition, next_offset FROM projector_offsets WHERE topic = %s",
                                  self.topics.events))
-        return all(high == low or stored.get(p, low) >= high - 1 for p, (low, high) in marks.items())
+        return all(stored.get(p, 0) >= end for p, end in self.log.record_ends().items())
 
     def log_caught_up(self) -> bool:
         """The test's own event log has read what the orchestrator has committed so far."""
