@@ -39,6 +39,20 @@ class PermitGate(Protocol):
                 stopping: threading.Event) -> None: ...
 
 
+# A grant is used only while the call, run to its timeout from now, ends this long before
+# the permit expires.
+OUTLIVED_MARGIN_MS = 1_000
+
+
+def outlived(grant: PermitGranted, hold_ms: int, now_ms: int) -> bool:
+    """A grant whose permit may expire before a call started now ends: it was granted so
+    long ago (answered before a broker outage and delivered after it) that the governor
+    may have expired it and granted its place to another call. Asked again, the governor
+    renews it while it still holds it (a fresh grant), or queues the call. Expiry is in
+    the governor's log time (the requests' clocks, its Ticks'); ``now_ms`` is this host's."""
+    return now_ms + hold_ms + OUTLIVED_MARGIN_MS > grant.expires_ms
+
+
 def permit_request(assignment: Assignment, plan: ToolPlan, key: str, try_no: int) -> AcquirePermit:
     a = assignment
     return AcquirePermit(plan.name, key, try_no, a.worker_id, a.run_id, a.task, a.epoch, plan.rate_limit,
@@ -106,6 +120,13 @@ class Permits:
                     if stopping.is_set():
                         raise WorkerStopping("worker is shutting down") from None
                     continue
-                if answer.epoch == request.epoch and answer.worker_id == request.worker_id:
+                if answer.epoch != request.epoch or answer.worker_id != request.worker_id:
+                    continue
+                now_ms = int(time.time() * 1000)
+                if not isinstance(answer, PermitGranted) or not outlived(answer, request.hold_ms, now_ms):
                     return answer
-            log.info("no permit for %s after %.0fs: asking again", request.tool, self._resend_s)
+                log.info("permit for %s granted %d ms ago, too long to call under it: asking again",
+                         request.tool, now_ms - answer.granted_ms)
+                break
+            else:
+                log.info("no permit for %s after %.0fs: asking again", request.tool, self._resend_s)

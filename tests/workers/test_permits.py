@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from taskplane.contract.messages import (
 from taskplane.contract.permits import AcquirePermit, PermitDenied, PermitGranted
 from taskplane.contract.plan import AgentPlan, Isolation, ToolPlan
 from taskplane.metrics import PermitCollector
+from taskplane.processors.breaker.permits import HOLD_GRACE_MS
 from taskplane.workers.attempt import Attempt
 from taskplane.workers.exceptions import WorkerStopping
 from taskplane.workers.permits import Permits
@@ -34,9 +36,11 @@ LIMITED = ToolPlan("test.echo", 2_000, 0, Isolation.NONE, 3, 1_000, rate_limit=1
                    concurrency=20)
 
 
-def grant(request: AcquirePermit) -> PermitGranted:
+def grant(request: AcquirePermit, granted_ms: int | None = None) -> PermitGranted:
+    """The governor's grant, made now unless ``granted_ms`` says when (its log time)."""
+    at = int(time.time() * 1000) if granted_ms is None else granted_ms
     return PermitGranted(request.tool, request.key, request.try_no, request.worker_id, request.run_id,
-                         request.task, request.epoch, 1, 2, True)
+                         request.task, request.epoch, at, at + request.hold_ms + HOLD_GRACE_MS, True)
 
 
 class Governor:
@@ -199,3 +203,17 @@ def _until(condition: Any, timeout_s: float = 5.0) -> None:
             return
         stop.wait(0.01)
     raise AssertionError("condition not met in time")
+
+
+def test_a_grant_delivered_too_late_to_call_under_it_is_asked_again() -> None:
+    """A grant made before a broker outage and delivered after it: the governor may have
+    expired it meanwhile and given its place to another call (bench.chaos: five calls at
+    once under a concurrency of four). The call does not start under it; it asks again,
+    and runs under the answer to that (the governor renews a permit it still holds)."""
+    late = int(time.time() * 1000) - HOLD_GRACE_MS  # the call's 2 s would outlive its expiry by 1 s
+    governor = Governor(lambda request: grant(request, late if len(governor.requests) == 1 else None))
+    sent, run = attempt((LIMITED,), governor)
+    # The agent's two calls: the first asked twice (the late grant, then a fresh one).
+    assert [r.key for r in governor.requests].count(governor.requests[0].key) == 2
+    assert len(governor.requests) == 3 and run.tool_runs == 2
+    assert isinstance(sent[-1], CompleteTask) and governor.permits.granted["test.echo"] == 2

@@ -32,6 +32,7 @@ from taskplane.contract.messages import (
     RenewLease,
     WorkItem,
 )
+from taskplane.contract.permits import PermitGranted
 from taskplane.contract.plan import Isolation, SystemPlan, ToolPlan
 from taskplane.testing.simulation.faults import unit
 from taskplane.testing.simulation.result import ToolExecution
@@ -39,7 +40,7 @@ from taskplane.testing.simulation.world import World
 from taskplane.workers.attempt import Attempt, Host, granted_agent
 from taskplane.workers.exceptions import ToolError, ToolTimeout
 from taskplane.workers.isolation import Limits, run_inline
-from taskplane.workers.permits import answered, permit_request
+from taskplane.workers.permits import answered, outlived, permit_request
 from taskplane.workers.sdk import Registry, ToolSpec
 from taskplane.workers.settings import WorkerSettings
 from taskplane.workers.speculation import Speculation
@@ -326,11 +327,15 @@ class _SimAttempt:
         world, a = self.world, assignment
         slot = (key, try_no, a.worker_id, a.epoch)
         world.permit_answers.pop(slot, None)
-        now = self.loop.now
-        world.broker.deliver(now, world.breaker.command, plan.name, permit_request(a, plan, key, try_no), now)
-        while slot not in world.permit_answers:
-            self._wait(self.loop.now + PERMIT_POLL_MS)
-        answered(world.permit_answers.pop(slot), plan.name)
+        while True:  # asked again when the grant came too late to call under it (workers/permits.py)
+            now = self.loop.now
+            world.broker.deliver(now, world.breaker.command, plan.name, permit_request(a, plan, key, try_no), now)
+            while slot not in world.permit_answers:
+                self._wait(self.loop.now + PERMIT_POLL_MS)
+            answer = world.permit_answers.pop(slot)
+            if not isinstance(answer, PermitGranted) or not outlived(answer, plan.timeout_ms, self._now()):
+                break
+        answered(answer, plan.name)
 
     def _follow_on(self) -> int:
         worker = self.worker
