@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from taskplane.contract.messages import Assignment
 from taskplane.contract.permits import AcquirePermit, PermitDenied, PermitGranted
@@ -44,13 +44,13 @@ class PermitGate(Protocol):
 OUTLIVED_MARGIN_MS = 1_000
 
 
-def outlived(grant: PermitGranted, hold_ms: int, now_ms: int) -> bool:
+def outlived(answer: Answer, hold_ms: int, now_ms: int) -> TypeGuard[PermitGranted]:
     """A grant whose permit may expire before a call started now ends: it was granted so
     long ago (answered before a broker outage and delivered after it) that the governor
     may have expired it and granted its place to another call. Asked again, the governor
     renews it while it still holds it (a fresh grant), or queues the call. Expiry is in
     the governor's log time (the requests' clocks, its Ticks'); ``now_ms`` is this host's."""
-    return now_ms + hold_ms + OUTLIVED_MARGIN_MS > grant.expires_ms
+    return isinstance(answer, PermitGranted) and now_ms + hold_ms + OUTLIVED_MARGIN_MS > answer.expires_ms
 
 
 def permit_request(assignment: Assignment, plan: ToolPlan, key: str, try_no: int) -> AcquirePermit:
@@ -123,7 +123,7 @@ class Permits:
                 if answer.epoch != request.epoch or answer.worker_id != request.worker_id:
                     continue
                 now_ms = int(time.time() * 1000)
-                if not isinstance(answer, PermitGranted) or not outlived(answer, request.hold_ms, now_ms):
+                if not outlived(answer, request.hold_ms, now_ms):
                     return answer
                 log.info("permit for %s granted %d ms ago, too long to call under it: asking again",
                          request.tool, now_ms - answer.granted_ms)

@@ -41,7 +41,7 @@ from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic, OffsetSpec
 
 from taskplane.devstack.cluster import LocalKafkaCluster, partition_leader
-from taskplane.devstack.kafka import MARKERS_DROPPED, ClusterNode
+from taskplane.devstack.kafka import ClusterNode, dropped_markers
 from taskplane.streams import kafka_clients
 from taskplane.streams.settings import MARKER_DROPPING_KAFKA_VERSION, StackSettings
 from taskplane.streams.sweep import settle_orphans
@@ -254,11 +254,10 @@ def _drop_markers(cluster: LocalKafkaCluster, name: str, group_node: int = BROKE
     try:
         _wait(f"node {BROKER} fenced", lambda: _leader_seen_by_node_1(cluster, orphan.output) == -1)
         producer.commit_transaction(CALL_S)
-        log = cluster.nodes[CONTROLLER].log_path
+        coordinator = cluster.nodes[CONTROLLER].data_dir
 
         def dropped_lines() -> list[str]:
-            return [line for line in log.read_text(errors="replace").splitlines()
-                    if MARKERS_DROPPED in line and f"for {transactional_id}," in line]
+            return [line for line in dropped_markers(coordinator) if f"for {transactional_id}," in line]
 
         if expect_drop:
             dropped = _wait("the coordinator dropping the markers", dropped_lines)

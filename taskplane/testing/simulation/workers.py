@@ -32,7 +32,6 @@ from taskplane.contract.messages import (
     RenewLease,
     WorkItem,
 )
-from taskplane.contract.permits import PermitGranted
 from taskplane.contract.plan import Isolation, SystemPlan, ToolPlan
 from taskplane.testing.simulation.faults import unit
 from taskplane.testing.simulation.result import ToolExecution
@@ -333,7 +332,7 @@ class _SimAttempt:
             while slot not in world.permit_answers:
                 self._wait(self.loop.now + PERMIT_POLL_MS)
             answer = world.permit_answers.pop(slot)
-            if not isinstance(answer, PermitGranted) or not outlived(answer, plan.timeout_ms, self._now()):
+            if not outlived(answer, plan.timeout_ms, self._now()):
                 break
         answered(answer, plan.name)
 
